@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// xapi-sim: a XenServer / XCP-ng simulator speaking real XML-RPC and XVA over HTTP.
+import { parseArgs } from 'node:util'
+import { parseFault } from './faults.js'
+import { startXapiSim } from './server.js'
+
+const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]
+                      [--user U] [--password PW] [--checksum xxhash|sha1]
+                      [--member-port P2] [--member-host H2] [--auth-delay SECONDS] [--fault SPEC]...`
+
+async function main(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2)
+  if (command !== 'serve') {
+    console.error(
+      command === undefined || command === '--help'
+        ? USAGE
+        : `xapi-sim: unknown command "${command}"\n${USAGE}`,
+    )
+    return command === '--help' ? 0 : 2
+  }
+  let values
+  try {
+    values = parseArgs({
+      args: rest,
+      options: {
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'string', default: '0' },
+        state: { type: 'string' },
+        demo: { type: 'boolean', default: false },
+        seed: { type: 'string' },
+        user: { type: 'string', default: 'root' },
+        password: { type: 'string', default: 'xenroot' },
+        checksum: { type: 'string', default: 'xxhash' },
+        'member-port': { type: 'string' },
+        'member-host': { type: 'string' },
+        'auth-delay': { type: 'string', default: '5' },
+        fault: { type: 'string', multiple: true, default: [] },
+      },
+    }).values
+    if (values.checksum !== 'xxhash' && values.checksum !== 'sha1')
+      throw new Error('--checksum must be xxhash or sha1')
+    if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
+    for (const spec of values.fault) parseFault(spec)
+    if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
+  } catch (error) {
+    console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
+    return 2
+  }
+  const sim = await startXapiSim({
+    host: values.host,
+    port: Number(values.port),
+    ...(values.state ? { stateDir: values.state } : {}),
+    demo: values.demo,
+    ...(values.seed ? { seed: values.seed } : {}),
+    user: values.user,
+    password: values.password,
+    checksum: values.checksum as 'xxhash' | 'sha1',
+    faults: values.fault,
+    ...(values['member-port'] !== undefined ? { memberPort: Number(values['member-port']) } : {}),
+    ...(values['member-host'] !== undefined ? { memberHost: values['member-host'] } : {}),
+    authFailureDelayMs: Number(values['auth-delay']) * 1000,
+  })
+  console.log(`xapi-sim listening on ${sim.url}`)
+  if (sim.memberUrl) console.log(`xapi-sim pool member listening on ${sim.memberUrl}`)
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  await sim.close()
+  return 0
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,85 @@
+// Fault injection: `--fault KIND[:ARG]`, repeatable, also changeable while the simulator runs.
+
+export const FAULT_KINDS = [
+  'export-truncate', // cut the export after ARG bytes; the task fails
+  'export-stall', // stop sending mid-export for ARG seconds
+  'export-keepalive', // emit xapi's empty keep-alive chunk entries
+  'snapshot-fail', // VM.snapshot fails with SR_BACKEND_FAILURE_109 (chain too long)
+  'vdi-in-use-once', // the first VDI.destroy fails with VDI_IN_USE
+  'session-invalid-once', // the next call with a session fails with SESSION_INVALID
+  'import-fail', // the import task fails after reading the whole body
+  'start-fail', // VM.start fails
+] as const
+
+export type FaultKind = (typeof FAULT_KINDS)[number]
+
+export interface Fault {
+  kind: FaultKind
+  arg?: string
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  B: 1,
+  K: 1024,
+  KIB: 1024,
+  M: 1024 ** 2,
+  MIB: 1024 ** 2,
+  G: 1024 ** 3,
+  GIB: 1024 ** 3,
+  T: 1024 ** 4,
+  TIB: 1024 ** 4,
+}
+
+/** Parses sizes like 4096, 8MiB, 4GiB, 1.5G. */
+export function parseSize(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text)
+  const unit = match ? SIZE_UNITS[match[2]!.toUpperCase()] : undefined
+  if (!match || unit === undefined) throw new Error(`not a size: "${text}" (examples: 4096, 8MiB, 4GiB)`)
+  return Math.round(Number(match[1]) * unit)
+}
+
+/** Parses one `KIND[:ARG]` spec; throws a one-line error naming what is wrong. */
+export function parseFault(spec: string): Fault {
+  const [kind, ...rest] = spec.split(':')
+  const arg = rest.length ? rest.join(':') : undefined
+  if (!FAULT_KINDS.includes(kind as FaultKind)) {
+    throw new Error(`unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`)
+  }
+  if (kind === 'export-truncate') parseSize(arg ?? '')
+  if (kind === 'export-stall' && !(Number(arg) >= 0))
+    throw new Error(`export-stall needs seconds, e.g. export-stall:30`)
+  return { kind: kind as FaultKind, ...(arg === undefined ? {} : { arg }) }
+}
+
+/** The active faults. Faults named *-once are used up by the first call they affect. */
+export class Faults {
+  #active: Fault[] = []
+
+  constructor(specs: string[] = []) {
+    for (const spec of specs) this.add(spec)
+  }
+
+  add(spec: string | Fault): void {
+    this.#active.push(typeof spec === 'string' ? parseFault(spec) : spec)
+  }
+
+  clear(kind?: FaultKind): void {
+    this.#active = kind ? this.#active.filter((f) => f.kind !== kind) : []
+  }
+
+  list(): Fault[] {
+    return [...this.#active]
+  }
+
+  get(kind: FaultKind): Fault | undefined {
+    return this.#active.find((f) => f.kind === kind)
+  }
+
+  /** Returns the fault and removes it (for one-shot faults). */
+  take(kind: FaultKind): Fault | undefined {
+    const index = this.#active.findIndex((f) => f.kind === kind)
+    if (index < 0) return undefined
+    return this.#active.splice(index, 1)[0]
+  }
+}

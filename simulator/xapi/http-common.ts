@@ -1,0 +1,120 @@
+// What every xapi HTTP handler shares (xapi_http.ml): authentication by session_id (query or
+// cookie) or HTTP Basic, running as the task named by task_id, and xapi's error responses.
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { SimContext } from './context.js'
+import { XapiFailure } from './errors.js'
+import { createTask, finishTask } from './tasks.js'
+
+export interface HttpCall {
+  sim: SimContext
+  req: IncomingMessage
+  res: ServerResponse
+  url: URL
+}
+
+export interface Authed {
+  session: string
+  /** A session made from Basic credentials, logged out when the handler ends. */
+  temporary: boolean
+  task: string
+}
+
+function cookie(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [key, ...value] = part.trim().split('=')
+    if (key === name) return value.join('=')
+  }
+  return undefined
+}
+
+export function param(call: HttpCall, name: string): string | undefined {
+  return call.url.searchParams.get(name) ?? cookie(call.req, name)
+}
+
+/** Authenticates the request and picks its task; answers 401 itself and returns undefined on failure. */
+export function authenticate(call: HttpCall, label: string): Authed | undefined {
+  const { sim, req, res } = call
+  let session = param(call, 'session_id')
+  let temporary = false
+  if (!session || !sim.db.has('session', session)) {
+    session = undefined
+    const basic = /^Basic\s+(.+)$/i.exec(req.headers.authorization ?? '')
+    if (basic) {
+      const [user, ...rest] = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')
+      if (user === sim.settings.user && rest.join(':') === sim.settings.password) {
+        session = sim.db.create('session', {
+          this_host: sim.hostRef,
+          last_active: new Date(),
+          auth_user_name: user,
+          originator: 'http-basic',
+        })
+        temporary = true
+      }
+    }
+  }
+  if (!session) {
+    res.writeHead(401, {
+      'WWW-Authenticate': 'Basic realm="xapi"',
+      'Content-Type': 'text/html',
+      Connection: 'close',
+    })
+    res.end('<html><body><h1>HTTP 401 unauthorised</h1>Authorisation failed.</body></html>')
+    return undefined
+  }
+  const given = param(call, 'task_id')
+  const task = given && sim.db.has('task', given) ? given : createTask(sim, session, label, '')
+  sim.db.update('task', task, {
+    other_config: { ...(sim.db.require('task', task).other_config as object), 'sim:worker': 'http' },
+  })
+  return { session, temporary, task }
+}
+
+/** Ends a handler: completes the task and logs out a temporary session. */
+export function finish(call: HttpCall, auth: Authed, outcome: { result?: string; error?: unknown }): void {
+  const error = outcome.error === undefined ? undefined : toXapiFailure(outcome.error)
+  finishTask(call.sim, auth.task, error ? { error } : { result: outcome.result ?? '' })
+  if (auth.temporary) call.sim.db.destroy('session', auth.session)
+}
+
+function toXapiFailure(error: unknown): XapiFailure {
+  if (error instanceof XapiFailure) return error
+  return new XapiFailure('INTERNAL_ERROR', error instanceof Error ? error.message : String(error))
+}
+
+/** xapi's answer to a failure before any body was sent: an HTML error page, the task failed. */
+export function failBeforeBody(call: HttpCall, auth: Authed, status: number, error: XapiFailure): void {
+  finish(call, auth, { error })
+  const title =
+    status === 403
+      ? 'forbidden'
+      : status === 404
+        ? 'not found'
+        : status === 400
+          ? 'bad request'
+          : 'internal error'
+  call.res.writeHead(status, { 'Content-Type': 'text/html', Connection: 'close' })
+  call.res.end(
+    `<html><body><h1>HTTP ${status} ${title}</h1>An error occurred: ${error.description.join(' ')}</body></html>`,
+  )
+}
+
+/** Writes a raw response head straight to the socket, as xapi does (HTTP/1.0, no length). */
+export function writeRawHead(socket: Socket, statusLine: string, headers: Record<string, string>): void {
+  let head = `${statusLine}\r\n`
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
+  socket.write(`${head}\r\n`)
+}
+
+/** Looks up an object by ref or uuid, as the HTTP handlers accept either. */
+export function lookup(sim: SimContext, cls: string, value: string | undefined): string {
+  if (value && sim.db.has(cls, value)) return value
+  const byUuid = value ? sim.db.refByUuid(cls, value) : undefined
+  if (byUuid) return byUuid
+  if (value?.startsWith('OpaqueRef:')) throw new XapiFailure('HANDLE_INVALID', cls, value)
+  throw new XapiFailure('UUID_INVALID', cls, value ?? '')
+}
+
+export function serverHeader(sim: SimContext): string {
+  return `xapi/${sim.settings.xapiMajor}.${sim.settings.xapiMinor}`
+}

@@ -1,0 +1,99 @@
+// GET /export: the VM as an XVA stream (export.ml handler). HTTP/1.0, no Content-Length, the
+// body ends when the connection closes; the task (task-id header) holds the real outcome.
+import { once } from 'node:events'
+import { Readable, type Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip } from 'node:zlib'
+import { CompressStream } from 'zstd-napi'
+import { XapiFailure } from './errors.js'
+import { parseSize } from './faults.js'
+import {
+  authenticate,
+  failBeforeBody,
+  finish,
+  lookup,
+  param,
+  serverHeader,
+  writeRawHead,
+  type HttpCall,
+} from './http-common.js'
+import { setProgress } from './tasks.js'
+import { lockVm } from './vmops.js'
+import { writeXva } from './xva-write.js'
+
+function compressor(mode: string | undefined): Transform | undefined {
+  if (mode === 'true' || mode === 'gzip') return createGzip()
+  if (mode === 'zstd') return new CompressStream()
+  return undefined
+}
+
+export async function handleExport(call: HttpCall): Promise<void> {
+  const { sim, req } = call
+  const auth = authenticate(call, 'Export of VM')
+  if (!auth) return
+  let vmRef: string
+  let unlock: () => void
+  try {
+    vmRef = lookup(sim, 'VM', param(call, 'ref') ?? param(call, 'uuid'))
+    unlock = lockVm(sim, vmRef, 'export', auth.task)
+  } catch (error) {
+    failBeforeBody(
+      call,
+      auth,
+      500,
+      error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error)),
+    )
+    return
+  }
+  const socket = req.socket
+  const aborter = new AbortController()
+  const onClose = (): void => aborter.abort(new XapiFailure('VDI_IO_ERROR', 'Client closed the connection'))
+  socket.once('close', onClose)
+  const truncate = sim.faults.get('export-truncate')
+  const limit = truncate ? parseSize(truncate.arg ?? '0') : Infinity
+  const stall = sim.faults.get('export-stall')
+  writeRawHead(socket, 'HTTP/1.0 200 OK', {
+    Connection: 'close',
+    'Cache-Control': 'no-cache, no-store',
+    'content-type': 'application/octet-stream',
+    'Content-Disposition': 'attachment; filename="export.xva"',
+    'task-id': auth.task,
+    Server: serverHeader(sim),
+  })
+  let sent = 0
+  try {
+    const source = Readable.from(
+      writeXva(sim, vmRef, {
+        checksum: sim.settings.checksum,
+        keepalive: sim.faults.get('export-keepalive') !== undefined,
+        stallMs: stall ? Number(stall.arg) * 1000 : 0,
+        signal: AbortSignal.any([aborter.signal, sim.closing]),
+        onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
+      }),
+      { objectMode: false },
+    )
+    const zip = compressor(param(call, 'use_compression'))
+    const sink = async (stream: AsyncIterable<Buffer>): Promise<void> => {
+      for await (const chunk of stream) {
+        const room = limit - sent
+        const piece = chunk.length > room ? chunk.subarray(0, room) : chunk
+        sent += piece.length
+        if (piece.length && !socket.write(piece)) await once(socket, 'drain', { signal: aborter.signal })
+        if (sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
+      }
+    }
+    if (zip) await pipeline(source, zip, sink, { signal: aborter.signal })
+    else await pipeline(source, sink, { signal: aborter.signal })
+    unlock()
+    finish(call, auth, { result: '' })
+    socket.end()
+  } catch (error) {
+    unlock()
+    const reason = aborter.signal.aborted ? aborter.signal.reason : error
+    finish(call, auth, { error: reason })
+    socket.off('close', onClose)
+    // A failure mid-stream just closes the connection: the client must read the task.
+    if (sent >= limit) socket.end()
+    else socket.destroy()
+  }
+}

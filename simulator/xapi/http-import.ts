@@ -1,0 +1,79 @@
+// PUT /import: an XVA into the pool (import.ml handler). Chunked bodies are refused (403),
+// the 200 head goes out before the body is read, the task result lists the new VMs.
+import { XapiFailure } from './errors.js'
+import {
+  authenticate,
+  failBeforeBody,
+  finish,
+  lookup,
+  param,
+  serverHeader,
+  writeRawHead,
+  type HttpCall,
+} from './http-common.js'
+import { NULL_REF } from './schema.js'
+import { printValue } from './xmlrpc.js'
+import { importXva } from './xva-read.js'
+
+/** sr_id, sr_uuid, or the pool's default SR (DEFAULT_SR_NOT_FOUND when there is none). */
+export function targetSr(call: HttpCall): string {
+  const { sim } = call
+  const srId = param(call, 'sr_id')
+  if (srId) return lookup(sim, 'SR', srId)
+  const srUuid = param(call, 'sr_uuid')
+  if (srUuid) return lookup(sim, 'SR', srUuid)
+  const defaultSr = String(sim.db.require('pool', sim.poolRef).default_SR)
+  if (!sim.db.has('SR', defaultSr)) throw new XapiFailure('DEFAULT_SR_NOT_FOUND', defaultSr || NULL_REF)
+  return defaultSr
+}
+
+export async function handleImport(call: HttpCall): Promise<void> {
+  const { sim, req } = call
+  const auth = authenticate(call, 'VM import')
+  if (!auth) return
+  if (req.headers['transfer-encoding']) {
+    failBeforeBody(call, auth, 403, new XapiFailure('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED'))
+    return
+  }
+  // Stricter than xapi, which would read to EOF: a body must say how long it is.
+  const length = Number(req.headers['content-length'])
+  if (req.headers['content-length'] === undefined || !Number.isSafeInteger(length)) {
+    failBeforeBody(call, auth, 411, new XapiFailure('IMPORT_ERROR', 'Content-Length required'))
+    return
+  }
+  let srRef: string
+  try {
+    srRef = targetSr(call)
+    const sr = sim.db.require('SR', srRef)
+    if (sr.content_type === 'iso') throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', srRef)
+  } catch (error) {
+    const failure = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error))
+    failBeforeBody(call, auth, failure.code === 'SR_OPERATION_NOT_SUPPORTED' ? 400 : 500, failure)
+    return
+  }
+  const socket = req.socket
+  writeRawHead(socket, 'HTTP/1.1 200 OK', {
+    Connection: 'close',
+    'content-type': 'application/octet-stream',
+    'task-id': auth.task,
+    Server: serverHeader(sim),
+  })
+  const aborter = new AbortController()
+  req.once('aborted', () => aborter.abort())
+  try {
+    const vms = await importXva(sim, req, {
+      srRef,
+      restore: param(call, 'restore') === 'true',
+      force: param(call, 'force') === 'true',
+      task: auth.task,
+      signal: AbortSignal.any([aborter.signal, sim.closing]),
+    })
+    finish(call, auth, { result: printValue(vms) })
+  } catch (error) {
+    finish(call, auth, {
+      error: aborter.signal.aborted ? new XapiFailure('IMPORT_ERROR_PREMATURE_EOF') : error,
+    })
+    req.resume()
+  }
+  socket.end()
+}

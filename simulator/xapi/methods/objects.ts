@@ -1,0 +1,201 @@
+// VM, VDI, VBD, VIF, SR and pool methods beyond the generic accessors.
+import { XapiFailure } from '../errors.js'
+import { refreshVmOps } from '../factory.js'
+import type { MethodTable, ParamSpec } from '../rpc.js'
+import { SCHEMA } from '../schema.js'
+import {
+  createVbd,
+  createVdi,
+  createVif,
+  copyVdi,
+  destroyVbd,
+  destroyVdi,
+  destroyVif,
+  snapshotVdi,
+} from '../storage.js'
+import { assertVmOp, cloneVm, destroyVm, setPowerState, snapshotVm, startVm } from '../vmops.js'
+import type { Rec } from '../db.js'
+import type { SimContext } from '../context.js'
+
+const vm: ParamSpec = { name: 'vm', type: 'ref:VM' }
+const self = (cls: string): ParamSpec => ({ name: 'self', type: `ref:${cls}` })
+const startArgs: ParamSpec[] = [
+  { name: 'start_paused', type: 'bool' },
+  { name: 'force', type: 'bool' },
+]
+
+/** Checks a *.create record as xapi's generated server does: required fields present, types right. */
+function createRecord(sim: SimContext, cls: string, value: unknown): Rec {
+  const schema = SCHEMA[cls]!
+  const record = value as Rec
+  const out: Rec = {}
+  for (const field of schema.createFields ?? []) {
+    if (!(field in record)) {
+      if (schema.createDefaults && field in schema.createDefaults) {
+        out[field] = schema.createDefaults[field]
+        continue
+      }
+      throw new XapiFailure('INTERNAL_ERROR', `Dispatcher_FieldNotFound("${field}")`)
+    }
+    const type = schema.fields[field]
+    const v = record[field]
+    if (type === 'b') out[field] = v === true || v === 'true' || v === 1
+    else if (type === 'i') {
+      const n = Number(v)
+      if (!Number.isSafeInteger(n)) throw new XapiFailure('FIELD_TYPE_ERROR', field)
+      out[field] = n
+    } else out[field] = v
+  }
+  void sim
+  return out
+}
+
+export function registerObjects(table: MethodTable): void {
+  const powerOp = (
+    name: string,
+    target: 'Halted' | 'Running' | 'Suspended',
+    params: ParamSpec[] = [],
+  ): void => {
+    table.set(`VM.${name}`, {
+      params: [vm, ...params],
+      run({ sim }, [ref]) {
+        assertVmOp(sim, String(ref), name)
+        setPowerState(sim, String(ref), target)
+      },
+    })
+  }
+  table.set('VM.start', { params: [vm, ...startArgs], run: ({ sim }, [ref]) => startVm(sim, String(ref)) })
+  powerOp('clean_shutdown', 'Halted')
+  powerOp('hard_shutdown', 'Halted')
+  powerOp('shutdown', 'Halted')
+  powerOp('suspend', 'Suspended')
+  powerOp('resume', 'Running', startArgs)
+  powerOp('clean_reboot', 'Running')
+  powerOp('hard_reboot', 'Running')
+  table.set('VM.destroy', { params: [self('VM')], run: ({ sim }, [ref]) => destroyVm(sim, String(ref)) })
+  table.set('VM.snapshot', {
+    params: [vm, { name: 'new_name', type: 'string' }, { name: 'ignore_vdis', type: 'strings', default: [] }],
+    run: ({ sim }, [ref, name, ignore]) => snapshotVm(sim, String(ref), String(name), ignore as string[]),
+  })
+  table.set('VM.snapshot_with_quiesce', {
+    params: [vm, { name: 'new_name', type: 'string' }],
+    run: (_call, [ref]) => {
+      throw new XapiFailure('VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED', String(ref))
+    },
+  })
+  table.set('VM.clone', {
+    params: [vm, { name: 'new_name', type: 'string' }],
+    run: ({ sim }, [ref, name]) => cloneVm(sim, String(ref), String(name), 'clone'),
+  })
+  table.set('VM.copy', {
+    params: [vm, { name: 'new_name', type: 'string' }, { name: 'sr', type: 'ref?:SR' }],
+    run: ({ sim }, [ref, name, sr]) =>
+      cloneVm(sim, String(ref), String(name), 'copy', sr === 'OpaqueRef:NULL' ? undefined : String(sr)),
+  })
+  table.set('VM.get_allowed_VBD_devices', {
+    noAsync: true,
+    params: [vm],
+    run({ sim }, [ref]) {
+      const used = (sim.db.require('VM', ref).VBDs as string[]).map((v) => sim.db.get('VBD', v)?.userdevice)
+      return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.includes(d))
+    },
+  })
+  table.set('VM.set_is_a_template', {
+    noAsync: true,
+    params: [self('VM'), { name: 'value', type: 'bool' }],
+    run({ sim }, [ref, value]) {
+      const rec = sim.db.require('VM', ref)
+      if (value && rec.power_state !== 'Halted') {
+        throw new XapiFailure(
+          'VM_BAD_POWER_STATE',
+          String(ref),
+          'halted',
+          String(rec.power_state).toLowerCase(),
+        )
+      }
+      sim.db.update('VM', String(ref), { is_a_template: Boolean(value) })
+      refreshVmOps(sim, String(ref))
+    },
+  })
+
+  table.set('VDI.create', {
+    params: [{ name: 'args', type: 'record' }],
+    async run({ sim }, [record]) {
+      const fields = createRecord(sim, 'VDI', record)
+      sim.db.require('SR', fields.SR)
+      return createVdi(sim, fields)
+    },
+  })
+  table.set('VDI.destroy', { params: [self('VDI')], run: ({ sim }, [ref]) => destroyVdi(sim, String(ref)) })
+  table.set('VDI.snapshot', {
+    params: [
+      { name: 'vdi', type: 'ref:VDI' },
+      { name: 'driver_params', type: 'map', default: {} },
+    ],
+    run: ({ sim }, [ref]) => snapshotVdi(sim, String(ref), new Date()),
+  })
+  table.set('VDI.clone', {
+    params: [
+      { name: 'vdi', type: 'ref:VDI' },
+      { name: 'driver_params', type: 'map', default: {} },
+    ],
+    run({ sim }, [ref]) {
+      const vdi = sim.db.require('VDI', ref)
+      if (!(vdi.allowed_operations as string[]).includes('clone'))
+        throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
+      return copyVdi(sim, String(ref), String(vdi.SR), {})
+    },
+  })
+  table.set('VDI.copy', {
+    params: [
+      { name: 'vdi', type: 'ref:VDI' },
+      { name: 'sr', type: 'ref:SR' },
+    ],
+    run: ({ sim }, [ref, sr]) => copyVdi(sim, String(ref), String(sr), {}),
+  })
+
+  table.set('VBD.create', {
+    params: [{ name: 'args', type: 'record' }],
+    run({ sim }, [record]) {
+      const fields = createRecord(sim, 'VBD', record)
+      return createVbd(sim, fields)
+    },
+  })
+  table.set('VBD.destroy', { params: [self('VBD')], run: ({ sim }, [ref]) => destroyVbd(sim, String(ref)) })
+  table.set('VBD.plug', {
+    params: [self('VBD')],
+    run({ sim }, [ref]) {
+      const vbd = sim.db.require('VBD', ref)
+      const owner = sim.db.require('VM', vbd.VM)
+      if (owner.power_state !== 'Running') {
+        throw new XapiFailure(
+          'VM_BAD_POWER_STATE',
+          String(vbd.VM),
+          'running',
+          String(owner.power_state).toLowerCase(),
+        )
+      }
+      if (vbd.currently_attached) throw new XapiFailure('DEVICE_ALREADY_ATTACHED', String(ref))
+      sim.db.update('VBD', String(ref), { currently_attached: true })
+    },
+  })
+  table.set('VBD.unplug', {
+    params: [self('VBD')],
+    run({ sim }, [ref]) {
+      const vbd = sim.db.require('VBD', ref)
+      if (!vbd.currently_attached) throw new XapiFailure('DEVICE_ALREADY_DETACHED', String(ref))
+      sim.db.update('VBD', String(ref), { currently_attached: false })
+    },
+  })
+
+  table.set('VIF.create', {
+    params: [{ name: 'args', type: 'record' }],
+    run({ sim }, [record]) {
+      const fields = createRecord(sim, 'VIF', record)
+      return createVif(sim, fields)
+    },
+  })
+  table.set('VIF.destroy', { params: [self('VIF')], run: ({ sim }, [ref]) => destroyVif(sim, String(ref)) })
+
+  table.set('SR.scan', { params: [{ name: 'sr', type: 'ref:SR' }], run: () => undefined })
+}

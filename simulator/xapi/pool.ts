@@ -1,0 +1,254 @@
+// Building a pool: the base objects every pool has, the demo pool, and pools from a seed file.
+import { readFileSync } from 'node:fs'
+import type { SimContext } from './context.js'
+import { GiB, MiB, macFor, newVmRecord, refreshVmOps, srCapabilities } from './factory.js'
+import { parseSize } from './faults.js'
+import { NULL_REF } from './schema.js'
+import { createVbd, createVdi, createVif } from './storage.js'
+import { setPowerState } from './vmops.js'
+
+export interface SeedSr {
+  name: string
+  type: string
+  content_type?: string
+  default?: boolean
+  size?: string | number
+  shared?: boolean
+}
+export interface SeedDisk {
+  sr: string
+  size: string | number
+  /** Share of 1 MiB chunks holding incompressible data; the rest are zero. */
+  fill?: number
+  name?: string
+  bootable?: boolean
+}
+export interface SeedVm {
+  name: string
+  powerState?: 'Running' | 'Halted' | 'Suspended'
+  disks?: SeedDisk[]
+  vifs?: number
+  /** Make this many VMs, named `<name>-1` … `<name>-N`. */
+  count?: number
+  tags?: string[]
+}
+export interface Seed {
+  srs: SeedSr[]
+  vms: SeedVm[]
+  templates?: string[]
+}
+
+/** Creates the pool, its master host, the network and the control domain; returns refs. */
+export function createBase(
+  sim: Omit<SimContext, 'poolRef' | 'hostRef'>,
+  address: string,
+): { poolRef: string; hostRef: string } {
+  const { db } = sim
+  const hostRef = db.create('host', {
+    name_label: 'xenserver-sim',
+    hostname: 'xenserver-sim',
+    address,
+    API_version_major: 2,
+    API_version_minor: 21,
+    API_version_vendor: 'XenSource',
+    software_version: {
+      product_version: '8.3.0',
+      product_brand: 'XCP-ng',
+      xapi: `${sim.settings.xapiMajor}.${sim.settings.xapiMinor}`,
+      platform_name: 'XCP',
+    },
+    enabled: true,
+    memory_overhead: 0,
+  })
+  const poolRef = db.create('pool', { name_label: 'sim-pool', master: hostRef, default_SR: NULL_REF })
+  db.create('network', {
+    name_label: 'Pool-wide network associated with eth0',
+    bridge: 'xenbr0',
+    MTU: 1500,
+    managed: true,
+  })
+  const dom0 = db.create(
+    'VM',
+    newVmRecord({
+      name_label: 'Control domain on host: xenserver-sim',
+      is_control_domain: true,
+      power_state: 'Running',
+      resident_on: hostRef,
+      domid: 0,
+      domain_type: 'pv',
+    }),
+  )
+  db.link('host', hostRef, 'resident_VMs', dom0, true)
+  return { poolRef, hostRef }
+}
+
+export function createSr(sim: SimContext, sr: SeedSr): string {
+  const contentType = sr.content_type ?? (sr.type === 'iso' ? 'iso' : sr.type === 'udev' ? 'disk' : 'user')
+  const ref = sim.db.create('SR', {
+    name_label: sr.name,
+    type: sr.type,
+    content_type: contentType,
+    shared: sr.shared ?? sr.type === 'nfs',
+    physical_size:
+      sr.size === undefined ? (contentType === 'iso' ? 0 : 2048 * GiB) : parseSize(String(sr.size)),
+    allowed_operations: srCapabilities(sr.type).srOps,
+    sm_config: {},
+  })
+  if (sr.default)
+    sim.db.update('pool', sim.poolRef, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
+  return ref
+}
+
+function findSr(sim: SimContext, name: string): string {
+  const found = sim.db.all('SR').find(([, sr]) => sr.name_label === name)
+  if (!found) throw new Error(`seed: disk on unknown SR "${name}"`)
+  return found[0]
+}
+
+export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
+  const vm = sim.db.create('VM', newVmRecord({ name_label: spec.name, tags: spec.tags ?? [] }))
+  const seed = String((sim.db.require('VM', vm).other_config as Record<string, string>).mac_seed)
+  let position = 0
+  for (const disk of spec.disks ?? []) {
+    const size = parseSize(String(disk.size))
+    const vdi = await createVdi(
+      sim,
+      {
+        name_label: disk.name ?? `${spec.name} ${position === 0 ? 'root' : `disk ${position}`}`,
+        name_description: '',
+        SR: findSr(sim, disk.sr),
+        virtual_size: size,
+        type: 'system',
+        sharable: false,
+        read_only: false,
+        other_config: {},
+      },
+      true,
+    )
+    const uuid = String(sim.db.require('VDI', vdi).uuid)
+    if (disk.fill) await sim.disks.fill(uuid, size, disk.fill, `${spec.name}/${position}`)
+    createVbd(sim, {
+      VM: vm,
+      VDI: vdi,
+      userdevice: String(position),
+      bootable: disk.bootable ?? position === 0,
+      mode: 'RW',
+      type: 'Disk',
+      empty: false,
+      other_config: { owner: 'true' },
+      qos_algorithm_type: '',
+      qos_algorithm_params: {},
+      device: `xvd${String.fromCharCode(97 + position)}`,
+    })
+    position++
+  }
+  createVbd(sim, {
+    VM: vm,
+    VDI: NULL_REF,
+    userdevice: '3',
+    bootable: false,
+    mode: 'RO',
+    type: 'CD',
+    empty: true,
+    other_config: {},
+    qos_algorithm_type: '',
+    qos_algorithm_params: {},
+    device: 'xvdd',
+  })
+  const network = sim.db.all('network')[0]![0]
+  for (let i = 0; i < (spec.vifs ?? 0); i++) {
+    createVif(sim, {
+      VM: vm,
+      network,
+      device: String(i),
+      MAC: macFor(seed, String(i)),
+      MTU: 1500,
+      other_config: {},
+    })
+  }
+  refreshVmOps(sim, vm)
+  if (spec.powerState && spec.powerState !== 'Halted') setPowerState(sim, vm, spec.powerState)
+  return vm
+}
+
+function createTemplate(sim: SimContext, name: string): void {
+  const ref = sim.db.create(
+    'VM',
+    newVmRecord({
+      name_label: name,
+      is_a_template: true,
+      is_default_template: true,
+      other_config: { default_template: 'true' },
+    }),
+  )
+  refreshVmOps(sim, ref)
+}
+
+export const DEMO_SEED: Seed = {
+  srs: [
+    { name: 'Local storage', type: 'ext', default: true, size: '200GiB' },
+    { name: 'Shared Storage', type: 'nfs', size: '500GiB' },
+    { name: 'Removable storage', type: 'udev', size: '32GiB' },
+    { name: 'DVD drives', type: 'udev', content_type: 'iso' },
+  ],
+  vms: [
+    {
+      name: 'Debian',
+      powerState: 'Running',
+      vifs: 1,
+      disks: [
+        { sr: 'Local storage', size: '8MiB', fill: 0.5 },
+        { sr: 'Shared Storage', size: '4MiB', fill: 0.5 },
+      ],
+    },
+    {
+      name: 'vm2',
+      powerState: 'Halted',
+      vifs: 1,
+      disks: [{ sr: 'Shared Storage', size: '6MiB', fill: 0.5 }],
+    },
+    {
+      name: 'legacy-win',
+      powerState: 'Running',
+      vifs: 1,
+      disks: [{ sr: 'Removable storage', size: '4MiB', fill: 0.5 }],
+    },
+  ],
+  templates: ['Debian Bookworm 12', 'Windows Server 2022 (64-bit)', 'Other install media'],
+}
+
+export async function applySeed(sim: SimContext, seed: Seed): Promise<void> {
+  for (const sr of seed.srs) createSr(sim, sr)
+  for (const name of seed.templates ?? []) createTemplate(sim, name)
+  for (const vm of seed.vms) {
+    if (vm.count === undefined) await createVm(sim, vm)
+    else for (let i = 1; i <= vm.count; i++) await createVm(sim, { ...vm, name: `${vm.name}-${i}` })
+  }
+}
+
+/** Reads and checks a seed file; throws a one-line error naming the file and the problem. */
+export function readSeed(file: string): Seed {
+  let seed: Seed
+  try {
+    seed = JSON.parse(readFileSync(file, 'utf8')) as Seed
+  } catch (error) {
+    throw new Error(`seed file ${file}: ${error instanceof Error ? error.message : String(error)}`)
+  }
+  if (!Array.isArray(seed.srs) || !Array.isArray(seed.vms))
+    throw new Error(`seed file ${file}: needs "srs" and "vms" lists`)
+  const srNames = new Set(seed.srs.map((sr) => sr.name))
+  for (const vm of seed.vms) {
+    if (typeof vm.name !== 'string' || vm.name === '')
+      throw new Error(`seed file ${file}: every VM needs a "name"`)
+    for (const disk of vm.disks ?? []) {
+      if (!srNames.has(disk.sr))
+        throw new Error(`seed file ${file}: VM "${vm.name}" has a disk on unknown SR "${disk.sr}"`)
+      parseSize(String(disk.size))
+      if (disk.fill !== undefined && !(disk.fill >= 0 && disk.fill <= 1))
+        throw new Error(`seed file ${file}: VM "${vm.name}": fill must be between 0 and 1`)
+    }
+  }
+  return seed
+}
+
+export { MiB }

@@ -1,0 +1,46 @@
+// Tasks: created by Async calls and HTTP handlers (or by the client with task.create), completed
+// with an XML-RPC fragment as result or an error_info list, as xapi's TaskHelper does.
+import type { SimContext } from './context.js'
+import type { XapiFailure } from './errors.js'
+
+export function createTask(sim: SimContext, session: string, label: string, description: string): string {
+  const task = sim.db.create('task', {
+    name_label: label,
+    name_description: description,
+    allowed_operations: ['cancel'],
+    created: new Date(),
+    status: 'pending',
+    resident_on: sim.hostRef,
+    type: '<none/>',
+  })
+  if (session) sim.db.link('session', session, 'tasks', task, true)
+  return task
+}
+
+/** Marks a pending task done. A task that is already complete (or gone) is left alone. */
+export function finishTask(
+  sim: SimContext,
+  task: string,
+  outcome: { result?: string; error?: XapiFailure },
+): void {
+  const rec = sim.db.get('task', task)
+  if (!rec || (rec.status !== 'pending' && rec.status !== 'cancelling')) return
+  const cancelled = outcome.error?.code === 'TASK_CANCELLED'
+  sim.db.update('task', task, {
+    status: outcome.error ? (cancelled ? 'cancelled' : 'failure') : 'success',
+    progress: 1,
+    finished: new Date(),
+    allowed_operations: [],
+    result: outcome.result ?? '',
+    error_info: outcome.error ? outcome.error.description : [],
+  })
+}
+
+export function setProgress(sim: SimContext, task: string, progress: number): void {
+  if (sim.db.get('task', task)?.status === 'pending') sim.db.update('task', task, { progress })
+}
+
+/** Whether a client asked for the task to be cancelled. */
+export function isCancelling(sim: SimContext, task: string): boolean {
+  return sim.db.get('task', task)?.status === 'cancelling'
+}

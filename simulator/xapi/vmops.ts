@@ -1,0 +1,291 @@
+// VM lifecycle with xapi's rules: allowed power states, control domain, templates and
+// snapshots, and operations that may not run at the same time (xapi_vm_lifecycle.ml).
+import type { SimContext } from './context.js'
+import { XapiFailure } from './errors.js'
+import { macFor, newVmRecord, refreshVmOps } from './factory.js'
+import { NULL_REF } from './schema.js'
+import { randomUUID } from 'node:crypto'
+import {
+  copyVdi,
+  createVbd,
+  createVif,
+  destroyVbd,
+  destroyVdi,
+  removeVbd,
+  removeVif,
+  snapshotVdi,
+} from './storage.js'
+import type { Rec } from './db.js'
+
+const ALLOWED_STATES: Record<string, string[]> = {
+  start: ['Halted'],
+  clean_shutdown: ['Running'],
+  shutdown: ['Running'],
+  clean_reboot: ['Running'],
+  hard_reboot: ['Running', 'Paused'],
+  suspend: ['Running'],
+  hard_shutdown: ['Running', 'Paused', 'Suspended'],
+  resume: ['Suspended'],
+  destroy: ['Halted', 'Suspended'],
+  export: ['Halted', 'Suspended'],
+  clone: ['Halted', 'Suspended'],
+  copy: ['Halted', 'Suspended'],
+  snapshot: ['Halted', 'Running', 'Paused', 'Suspended'],
+}
+
+/** What a snapshot (a template and a snapshot at once) still allows. */
+const SNAPSHOT_OPS = ['revert', 'clone', 'copy', 'export', 'destroy', 'hard_shutdown', 'metadata_export']
+const TEMPLATE_OPS = ['clone', 'copy', 'export', 'destroy', 'provision', 'metadata_export']
+/** Groups of operations that may run together; anything else conflicts. */
+const CONCURRENT = [
+  ['clone', 'copy', 'export'],
+  ['snapshot', 'checkpoint'],
+]
+
+/** Raises what xapi raises when `op` is not allowed on the VM now. */
+export function assertVmOp(sim: SimContext, vmRef: string, op: string): Rec {
+  const vm = sim.db.require('VM', vmRef)
+  const blocked = (vm.blocked_operations as Record<string, string>)[op]
+  if (blocked !== undefined) throw new XapiFailure('OPERATION_BLOCKED', vmRef, blocked)
+  if (vm.is_control_domain)
+    throw new XapiFailure('OPERATION_NOT_ALLOWED', 'This operation is not allowed on a control domain')
+  if (vm.is_a_snapshot && !SNAPSHOT_OPS.includes(op)) throw new XapiFailure('VM_IS_SNAPSHOT', vmRef, op)
+  if (!vm.is_a_snapshot && vm.is_a_template && !TEMPLATE_OPS.includes(op))
+    throw new XapiFailure('VM_IS_TEMPLATE', vmRef, op)
+  for (const [task, running] of Object.entries(vm.current_operations as Record<string, string>)) {
+    const together = CONCURRENT.some((group) => group.includes(op) && group.includes(running))
+    if (!together) throw new XapiFailure('OTHER_OPERATION_IN_PROGRESS', 'VM', vmRef, running, task)
+  }
+  const states = ALLOWED_STATES[op]
+  if (states && !vm.is_a_template && !states.includes(String(vm.power_state))) {
+    throw new XapiFailure(
+      'VM_BAD_POWER_STATE',
+      vmRef,
+      states.map((s) => s.toLowerCase()).join(', '),
+      String(vm.power_state).toLowerCase(),
+    )
+  }
+  return vm
+}
+
+/** Marks `op` as running on the VM until the returned function is called. */
+export function lockVm(sim: SimContext, vmRef: string, op: string, task: string): () => void {
+  const vm = assertVmOp(sim, vmRef, op)
+  sim.db.update('VM', vmRef, { current_operations: { ...(vm.current_operations as Rec), [task]: op } })
+  return () => {
+    const now = sim.db.get('VM', vmRef)
+    if (!now) return
+    const ops = { ...(now.current_operations as Rec) }
+    delete ops[task]
+    sim.db.update('VM', vmRef, { current_operations: ops })
+  }
+}
+
+function setDevicesAttached(sim: SimContext, vm: Rec, attached: boolean): void {
+  for (const vbd of vm.VBDs as string[]) {
+    if (sim.db.has('VBD', vbd))
+      sim.db.update('VBD', vbd, { currently_attached: attached && !sim.db.get('VBD', vbd)!.empty })
+  }
+  for (const vif of vm.VIFs as string[]) {
+    if (sim.db.has('VIF', vif)) sim.db.update('VIF', vif, { currently_attached: attached })
+  }
+}
+
+let nextDomid = 1
+
+export function setPowerState(
+  sim: SimContext,
+  vmRef: string,
+  state: 'Halted' | 'Running' | 'Suspended' | 'Paused',
+): void {
+  const vm = sim.db.require('VM', vmRef)
+  const running = state === 'Running' || state === 'Paused'
+  sim.db.update('VM', vmRef, {
+    power_state: state,
+    resident_on: running ? sim.hostRef : NULL_REF,
+    domid: running ? nextDomid++ : -1,
+  })
+  setDevicesAttached(sim, vm, running)
+  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, running)
+  refreshVmOps(sim, vmRef)
+}
+
+export function startVm(sim: SimContext, vmRef: string): void {
+  assertVmOp(sim, vmRef, 'start')
+  if (sim.faults.get('start-fail')) {
+    throw new XapiFailure(
+      'HOST_NOT_ENOUGH_FREE_MEMORY',
+      String(2 * 1024 ** 3 + 20 * 1024 ** 2),
+      String(512 * 1024 ** 2),
+    )
+  }
+  setPowerState(sim, vmRef, 'Running')
+}
+
+/** Copies a VM record with new devices; disks are copied by `copyDisk`. */
+async function copyVmRecord(
+  sim: SimContext,
+  vmRef: string,
+  fields: Rec,
+  copyDisk: (vdiRef: string) => Promise<string>,
+  ignoreVdis: string[] = [],
+): Promise<string> {
+  const vm = sim.db.require('VM', vmRef)
+  const { uuid: _uuid, VBDs: _vbds, VIFs: _vifs, snapshots: _snaps, current_operations: _ops, ...rest } = vm
+  const copy = sim.db.create('VM', {
+    ...rest,
+    other_config: { ...(vm.other_config as Rec) },
+    current_operations: {},
+    snapshots: [],
+    resident_on: NULL_REF,
+    domid: -1,
+    ...fields,
+  })
+  try {
+    for (const vbdRef of vm.VBDs as string[]) {
+      const vbd = sim.db.get('VBD', vbdRef)
+      if (!vbd) continue
+      let vdi = String(vbd.VDI)
+      if (vbd.type !== 'CD' && !vbd.empty && !ignoreVdis.includes(vdi)) vdi = await copyDisk(vdi)
+      else if (vbd.type !== 'CD' && ignoreVdis.includes(vdi)) continue
+      createVbd(sim, {
+        VM: copy,
+        VDI: vdi,
+        device: vbd.device,
+        userdevice: vbd.userdevice,
+        bootable: vbd.bootable,
+        mode: vbd.mode,
+        type: vbd.type,
+        empty: vbd.empty,
+        unpluggable: vbd.unpluggable,
+        other_config: { ...(vbd.other_config as Rec) },
+        qos_algorithm_type: vbd.qos_algorithm_type,
+        qos_algorithm_params: vbd.qos_algorithm_params,
+      })
+    }
+    for (const vifRef of vm.VIFs as string[]) {
+      const vif = sim.db.get('VIF', vifRef)
+      if (!vif) continue
+      createVif(sim, {
+        VM: copy,
+        device: vif.device,
+        network: vif.network,
+        MAC: vif.MAC,
+        MTU: vif.MTU,
+        MAC_autogenerated: vif.MAC_autogenerated,
+        other_config: { ...(vif.other_config as Rec) },
+      })
+    }
+  } catch (error) {
+    await destroyVmWithDevices(sim, copy, true)
+    throw error
+  }
+  refreshVmOps(sim, copy)
+  return copy
+}
+
+/** VM.snapshot: a Halted template-and-snapshot with a snapshot of each disk. */
+export async function snapshotVm(
+  sim: SimContext,
+  vmRef: string,
+  name: string,
+  ignoreVdis: string[],
+): Promise<string> {
+  const vm = assertVmOp(sim, vmRef, 'snapshot')
+  if (sim.faults.get('snapshot-fail')) {
+    throw new XapiFailure('SR_BACKEND_FAILURE_109', '', 'The snapshot chain is too long', '')
+  }
+  // Every disk must allow a snapshot before anything is created.
+  for (const vbdRef of vm.VBDs as string[]) {
+    const vbd = sim.db.get('VBD', vbdRef)
+    if (!vbd || vbd.type === 'CD' || vbd.empty || ignoreVdis.includes(String(vbd.VDI))) continue
+    const vdi = sim.db.require('VDI', vbd.VDI)
+    if (!(vdi.allowed_operations as string[]).includes('snapshot'))
+      throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
+  }
+  const time = new Date()
+  const made: string[] = []
+  const snap = await copyVmRecord(
+    sim,
+    vmRef,
+    {
+      name_label: name,
+      is_a_snapshot: true,
+      is_a_template: true,
+      snapshot_of: vmRef,
+      snapshot_time: time,
+      power_state: 'Halted',
+      snapshot_info: {
+        'disk-snapshot-type': 'crash_consistent',
+        'power-state-at-snapshot': String(vm.power_state),
+      },
+    },
+    async (vdi) => {
+      const copy = await snapshotVdi(sim, vdi, time)
+      made.push(copy)
+      return copy
+    },
+    ignoreVdis,
+  )
+  sim.db.link('VM', vmRef, 'snapshots', snap, true)
+  return snap
+}
+
+/** VM.clone / VM.copy: a Halted VM with copies of the disks (copy: into `srRef`). */
+export async function cloneVm(
+  sim: SimContext,
+  vmRef: string,
+  name: string,
+  op: 'clone' | 'copy',
+  srRef?: string,
+): Promise<string> {
+  const vm = assertVmOp(sim, vmRef, op)
+  const otherConfig = { ...(vm.other_config as Rec), mac_seed: randomUUID() }
+  const copy = await copyVmRecord(
+    sim,
+    vmRef,
+    {
+      name_label: name,
+      is_a_snapshot: false,
+      snapshot_of: NULL_REF,
+      snapshot_info: {},
+      power_state: 'Halted',
+      other_config: otherConfig,
+      version: 0,
+    },
+    (vdi) => copyVdi(sim, vdi, srRef ?? String(sim.db.require('VDI', vdi).SR), {}),
+  )
+  const copyRec = sim.db.require('VM', copy)
+  for (const vif of copyRec.VIFs as string[]) {
+    const rec = sim.db.require('VIF', vif)
+    sim.db.update('VIF', vif, { MAC: macFor(String(otherConfig.mac_seed), String(rec.device)) })
+  }
+  return copy
+}
+
+/** VM.destroy: removes the VM, its VBDs and VIFs, never its VDIs. */
+export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
+  const vm = assertVmOp(sim, vmRef, 'destroy')
+  for (const vbd of vm.VBDs as string[]) if (sim.db.has('VBD', vbd)) destroyVbd(sim, vbd)
+  for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
+  if (sim.db.has('VM', vm.snapshot_of)) sim.db.link('VM', String(vm.snapshot_of), 'snapshots', vmRef, false)
+  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, false)
+  sim.db.destroy('VM', vmRef)
+}
+
+/** Removes a VM record with its devices (and with `disks`, its VDIs), without checks: for cleanup. */
+export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks: boolean): Promise<void> {
+  const vm = sim.db.get('VM', vmRef)
+  if (!vm) return
+  for (const vbdRef of vm.VBDs as string[]) {
+    const vbd = sim.db.get('VBD', vbdRef)
+    removeVbd(sim, vbdRef)
+    if (disks && vbd && vbd.type !== 'CD' && sim.db.has('VDI', vbd.VDI))
+      await destroyVdi(sim, String(vbd.VDI))
+  }
+  for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
+  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, false)
+  sim.db.destroy('VM', vmRef)
+}
+
+export { newVmRecord }

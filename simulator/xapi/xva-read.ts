@@ -1,0 +1,418 @@
+// XVA import as xapi does it (import.ml, stream_vdi.ml recv_all_vdi): compression sniffed,
+// ova.xml first, objects created, then each disk's chunks read in order with every checksum
+// checked, gaps filled with zeros, the last chunk required. On failure everything created is
+// removed again (unless force), but a VM replaced by restore=true stays destroyed, as in xapi.
+import { randomUUID } from 'node:crypto'
+import { promises as fsp } from 'node:fs'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGunzip } from 'node:zlib'
+import tar, { type Extract } from 'tar-stream'
+import { DecompressStream } from 'zstd-napi'
+import type { SimContext } from './context.js'
+import type { Rec } from './db.js'
+import { XapiFailure } from './errors.js'
+import { macFor, newVbdRecord, refreshVmOps } from './factory.js'
+import { NULL_REF, SCHEMA } from './schema.js'
+import { assertSrCanCreate, createVbd, createVdi, createVif, destroyVdi } from './storage.js'
+import { setProgress } from './tasks.js'
+import { destroyVmWithDevices } from './vmops.js'
+import { checksumOf } from './xva-write.js'
+import { parseValueFragment } from './xmlrpc.js'
+
+type Entry = Extract extends AsyncIterable<infer S> ? S : never
+
+const MAX_OVA_XML = 64 * 1024 * 1024
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
+
+export interface ImportOptions {
+  srRef: string
+  restore: boolean
+  force: boolean
+  task: string
+  signal: AbortSignal
+}
+
+interface OvaObject {
+  cls: string
+  id: string
+  snapshot: Rec
+}
+
+/** Puts the sniffed head back in front of the rest and decompresses if needed. */
+async function openArchive(body: Readable): Promise<Readable> {
+  const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  const head: Buffer[] = []
+  let length = 0
+  while (length < 512) {
+    const next = await iterator.next()
+    if (next.done) break
+    head.push(next.value)
+    length += next.value.length
+  }
+  const first = Buffer.concat(head)
+  const whole = Readable.from(
+    (async function* () {
+      if (first.length) yield first
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value
+    })(),
+  )
+  if (first.subarray(0, 8).equals(Buffer.from('ova.xml\0'))) return whole
+  if (first.length === 0) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+  const decompressor = first.subarray(0, 4).equals(ZSTD_MAGIC) ? new DecompressStream() : createGunzip()
+  whole.pipe(decompressor)
+  whole.on('error', (error) => decompressor.destroy(error))
+  return decompressor
+}
+
+async function readAll(stream: AsyncIterable<unknown>, limit: number): Promise<Buffer> {
+  const parts: Buffer[] = []
+  let length = 0
+  for await (const part of stream as AsyncIterable<Buffer>) {
+    length += part.length
+    if (length > limit) throw new XapiFailure('IMPORT_ERROR', 'entry is too large')
+    parts.push(part)
+  }
+  return Buffer.concat(parts)
+}
+
+/** Reads an XVA from `body` into the pool; returns the refs of the VMs created. */
+export async function importXva(sim: SimContext, body: Readable, options: ImportOptions): Promise<string[]> {
+  const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
+  const extract = tar.extract()
+  let archive: Readable | undefined
+  const feeding = openArchive(body).then((stream) => {
+    archive = stream
+    return pipeline(stream, extract)
+  })
+  feeding.catch(() => undefined)
+  const entries = extract[Symbol.asyncIterator]()
+  const nextEntry = async (): Promise<Entry | undefined> => {
+    const next = await entries.next()
+    return next.done ? undefined : next.value
+  }
+  try {
+    const ova = await nextEntry()
+    if (!ova) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+    if (ova.header.name !== 'ova.xml')
+      throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', 'ova.xml', ova.header.name)
+    const header = (await parseValueFragment((await readAll(ova, MAX_OVA_XML)).toString('utf8')).catch(
+      (e: unknown) => {
+        throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
+      },
+    )) as { version?: Rec; objects?: { class?: unknown; id?: unknown; snapshot?: unknown }[] }
+    checkVersion(sim, header.version)
+    if (!Array.isArray(header.objects)) throw new XapiFailure('IMPORT_ERROR', 'ova.xml has no objects')
+    const objects: OvaObject[] = header.objects.map((o) => ({
+      cls: String(o.class),
+      id: String(o.id),
+      snapshot: (o.snapshot ?? {}) as Rec,
+    }))
+    const plan = planDisks(objects)
+    if (options.restore) assertCanRestore(sim, objects, options.force)
+
+    let total = 0
+    for (const disk of plan) total += disk.size
+    for (const disk of plan) assertSrCanCreate(sim, options.srRef, disk.size)
+    assertSrCanCreate(sim, options.srRef, total)
+
+    const refOf = await createObjects(sim, objects, options, created)
+    let done = 0
+    for (const disk of plan) {
+      const vdiRef = refOf.get(disk.id)!
+      const uuid = String(sim.db.require('VDI', vdiRef).uuid)
+      await receiveDisk(sim, disk, uuid, nextEntry, options, (bytes) => {
+        done += bytes
+        if (total > 0) setProgress(sim, options.task, Math.min(0.99, done / total))
+      })
+    }
+    const trailing = await nextEntry()
+    if (trailing) throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', '', trailing.header.name)
+    await feeding
+    if (sim.faults.get('import-fail')) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
+    for (const vm of created.vms) {
+      const rec = sim.db.require('VM', vm)
+      const ops = { ...(rec.current_operations as Rec) }
+      delete ops[options.task]
+      sim.db.update('VM', vm, { current_operations: ops })
+      refreshVmOps(sim, vm)
+    }
+    // The result lists the VMs made, snapshots only when nothing else was imported.
+    const vms = created.vms.filter((vm) => !sim.db.require('VM', vm).is_a_snapshot)
+    return vms.length ? vms : created.vms
+  } catch (error) {
+    archive?.destroy()
+    extract.destroy()
+    if (!options.force) {
+      for (const vm of created.vms) await destroyVmWithDevices(sim, vm, false)
+      for (const vdi of created.vdis)
+        if (sim.db.has('VDI', vdi)) await destroyVdi(sim, vdi).catch(() => undefined)
+    }
+    throw translateError(error)
+  }
+}
+
+function translateError(error: unknown): unknown {
+  if (error instanceof XapiFailure) return error
+  const message = error instanceof Error ? error.message : String(error)
+  if (/unexpected end|premature|aborted|ECONNRESET/i.test(message))
+    return new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+  return new XapiFailure('IMPORT_ERROR', message)
+}
+
+function checkVersion(sim: SimContext, version: Rec | undefined): void {
+  const major = Number(version?.xapi_major)
+  const minor = Number(version?.xapi_minor)
+  if (!Number.isFinite(major) || !Number.isFinite(minor))
+    throw new XapiFailure('IMPORT_ERROR', 'ova.xml has no version')
+  const { xapiMajor, xapiMinor } = sim.settings
+  if (major > xapiMajor || (major === xapiMajor && minor > xapiMinor))
+    throw new XapiFailure('IMPORT_INCOMPATIBLE_VERSION')
+  if (Number(version?.export_vsn) < 2)
+    throw new XapiFailure('IMPORT_ERROR', 'unsupported export_vsn (legacy XVA)')
+}
+
+interface DiskPlan {
+  id: string
+  size: number
+}
+
+/** The disks the archive must carry: non-CD VBDs on non-ISO SRs, sorted by id as strings. */
+function planDisks(objects: OvaObject[]): DiskPlan[] {
+  const byId = new Map(objects.map((o) => [o.id, o]))
+  const ids = new Set<string>()
+  for (const o of objects) {
+    if (o.cls !== 'VBD' || o.snapshot.type === 'CD' || o.snapshot.empty === true) continue
+    const vdi = byId.get(String(o.snapshot.VDI))
+    if (!vdi) throw new XapiFailure('IMPORT_ERROR_FAILED_TO_FIND_OBJECT', String(o.snapshot.VDI))
+    const sr = byId.get(String(vdi.snapshot.SR))
+    if (sr?.snapshot.content_type === 'iso') continue
+    ids.add(vdi.id)
+  }
+  return [...ids]
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    .map((id) => {
+      const size = Number(byId.get(id)!.snapshot.virtual_size)
+      if (!Number.isSafeInteger(size) || size < 0)
+        throw new XapiFailure('IMPORT_ERROR', `bad virtual_size for ${id}`)
+      return { id, size }
+    })
+}
+
+/** restore=true: DUPLICATE_MAC_SEED and the rules for replacing a VM with the same uuid. */
+function assertCanRestore(sim: SimContext, objects: OvaObject[], force: boolean): void {
+  for (const o of objects) {
+    if (o.cls !== 'VM') continue
+    const uuid = String(o.snapshot.uuid)
+    const seed = (o.snapshot.other_config as Record<string, string> | undefined)?.mac_seed
+    const existing = sim.db.refByUuid('VM', uuid)
+    for (const [ref, vm] of sim.db.all('VM')) {
+      const same = ref === existing || (vm.is_a_snapshot && sim.db.get('VM', vm.snapshot_of)?.uuid === uuid)
+      if (seed && (vm.other_config as Record<string, string>).mac_seed === seed && !same) {
+        throw new XapiFailure('DUPLICATE_MAC_SEED', seed)
+      }
+    }
+    if (!existing) continue
+    const vm = sim.db.require('VM', existing)
+    if (vm.power_state !== 'Halted' && !force) {
+      throw new XapiFailure('VM_BAD_POWER_STATE', existing, 'halted', String(vm.power_state).toLowerCase())
+    }
+    const version = Number(o.snapshot.version ?? 0)
+    if (Number(vm.version) >= version && !force) {
+      throw new XapiFailure(
+        'VM_TO_IMPORT_IS_NOT_NEWER_VERSION',
+        existing,
+        String(vm.version),
+        String(version),
+      )
+    }
+  }
+}
+
+/** Creates networks, VDIs, VMs, VBDs and VIFs; returns the map from archive id to new ref. */
+async function createObjects(
+  sim: SimContext,
+  objects: OvaObject[],
+  options: ImportOptions,
+  created: { vms: string[]; vdis: string[]; networks: string[] },
+): Promise<Map<string, string>> {
+  const refOf = new Map<string, string>()
+  const byId = new Map(objects.map((o) => [o.id, o]))
+  const pick = (cls: string, snapshot: Rec): Rec => {
+    const out: Rec = {}
+    for (const [field, type] of Object.entries(SCHEMA[cls]!.fields)) {
+      const value = snapshot[field]
+      if (value === undefined) continue
+      out[field] = type === 'i' ? Number(value) : type === 'f' ? Number(value) : value
+    }
+    return out
+  }
+  for (const o of objects.filter((x) => x.cls === 'network')) {
+    const want = o.snapshot
+    const found =
+      sim.db.all('network').find(([, n]) => n.name_label === want.name_label) ??
+      sim.db.all('network').find(([, n]) => want.bridge && n.bridge === want.bridge)
+    if (found) refOf.set(o.id, found[0])
+    else {
+      const ref = sim.db.create('network', {
+        ...pick('network', want),
+        uuid: randomUUID(),
+        VIFs: [],
+        PIFs: [],
+      })
+      created.networks.push(ref)
+      refOf.set(o.id, ref)
+    }
+  }
+  for (const disk of planDisks(objects)) {
+    const snap = byId.get(disk.id)!.snapshot
+    const ref = await createVdi(sim, {
+      name_label: String(snap.name_label ?? ''),
+      name_description: String(snap.name_description ?? ''),
+      SR: options.srRef,
+      virtual_size: disk.size,
+      type: String(snap.type ?? 'user'),
+      sharable: Boolean(snap.sharable),
+      read_only: Boolean(snap.read_only),
+      other_config: (snap.other_config as Rec) ?? {},
+      xenstore_data: {},
+      sm_config: {},
+      tags: (snap.tags as string[]) ?? [],
+    })
+    created.vdis.push(ref)
+    refOf.set(disk.id, ref)
+  }
+  for (const o of objects.filter((x) => x.cls === 'VM')) {
+    const existing = options.restore ? sim.db.refByUuid('VM', String(o.snapshot.uuid)) : undefined
+    if (existing) {
+      // xapi's Replace: the old VM's VIFs, VBDs and record go first; its VDIs stay.
+      await destroyVmWithDevices(sim, existing, false)
+    }
+    const fields = pick('VM', o.snapshot)
+    const otherConfig = { ...((fields.other_config as Record<string, string>) ?? {}) }
+    if (!options.restore) otherConfig.mac_seed = randomUUID()
+    const ref = sim.db.create('VM', {
+      ...fields,
+      uuid: options.restore ? String(o.snapshot.uuid) : randomUUID(),
+      other_config: otherConfig,
+      version: options.restore ? Number(fields.version ?? 0) + 1 : 0,
+      power_state: 'Halted',
+      resident_on: NULL_REF,
+      affinity: NULL_REF,
+      snapshot_of: NULL_REF,
+      parent: NULL_REF,
+      VBDs: [],
+      VIFs: [],
+      snapshots: [],
+      children: [],
+      consoles: [],
+      current_operations: { [options.task]: 'import' },
+      allowed_operations: [],
+      domid: -1,
+    })
+    created.vms.push(ref)
+    refOf.set(o.id, ref)
+  }
+  for (const o of objects.filter((x) => x.cls === 'VBD')) {
+    const s = o.snapshot
+    const vm = refOf.get(String(s.VM))
+    if (!vm) continue
+    const vdi = refOf.get(String(s.VDI))
+    createVbd(sim, {
+      ...newVbdRecord({}),
+      VM: vm,
+      VDI: vdi ?? NULL_REF,
+      device: String(s.device ?? ''),
+      userdevice: String(s.userdevice),
+      bootable: Boolean(s.bootable),
+      mode: String(s.mode ?? 'RW'),
+      type: String(s.type ?? 'Disk'),
+      empty: vdi === undefined,
+      unpluggable: s.unpluggable !== false,
+      other_config: (s.other_config as Rec) ?? {},
+      qos_algorithm_type: String(s.qos_algorithm_type ?? ''),
+      qos_algorithm_params: (s.qos_algorithm_params as Rec) ?? {},
+    })
+  }
+  for (const o of objects.filter((x) => x.cls === 'VIF')) {
+    const s = o.snapshot
+    const vm = refOf.get(String(s.VM))
+    const network = refOf.get(String(s.network))
+    if (!vm || !network) continue
+    const seed = String(
+      (sim.db.require('VM', vm).other_config as Record<string, string>).mac_seed ?? randomUUID(),
+    )
+    createVif(sim, {
+      VM: vm,
+      network,
+      device: String(s.device),
+      MAC: options.restore && s.MAC ? String(s.MAC) : macFor(seed, String(s.device)),
+      MTU: Number(s.MTU ?? 1500),
+      MAC_autogenerated: !options.restore,
+      other_config: (s.other_config as Rec) ?? {},
+    })
+  }
+  return refOf
+}
+
+/** Reads one disk's entries: `<id>/<n>` data then its checksum entry, names strictly increasing. */
+async function receiveDisk(
+  sim: SimContext,
+  disk: DiskPlan,
+  uuid: string,
+  nextEntry: () => Promise<Entry | undefined>,
+  options: ImportOptions,
+  progress: (bytes: number) => void,
+): Promise<void> {
+  const handle = await fsp.open(sim.disks.path(uuid), 'r+')
+  let firstChunkLength: number | undefined
+  let offset = 0
+  let last: string | undefined
+  let lastNumber = -1
+  try {
+    while (offset < disk.size || (disk.size === 0 && last === undefined)) {
+      options.signal.throwIfAborted()
+      const entry = await nextEntry()
+      if (!entry) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+      const name = entry.header.name
+      const prefix = `${disk.id}/`
+      const suffix = name.slice(prefix.length)
+      if (!name.startsWith(prefix) || !/^\d+$/.test(suffix)) {
+        entry.resume()
+        throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', `${prefix}<chunk>`, name)
+      }
+      if (last !== undefined && !(suffix > last)) {
+        entry.resume()
+        throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', `${prefix}(after ${last})`, name)
+      }
+      const data = await readAll(entry, 16 * 1024 * 1024)
+      const number = Number(suffix)
+      firstChunkLength ??= data.length
+      const gap = number - lastNumber - 1
+      offset += gap * firstChunkLength
+      if (offset + data.length > disk.size)
+        throw new XapiFailure('IMPORT_ERROR', `chunk ${name} goes past the end of the disk`)
+      const sumEntry = await nextEntry()
+      if (!sumEntry) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+      const kind =
+        sumEntry.header.name === `${name}.xxhash`
+          ? 'xxhash'
+          : sumEntry.header.name === `${name}.checksum`
+            ? 'sha1'
+            : undefined
+      const sum = (await readAll(sumEntry, 1024)).toString('ascii')
+      if (!kind)
+        throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
+      if (sum !== checksumOf(kind, data) && !options.force)
+        throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
+      if (data.length) await handle.write(data, 0, data.length, offset)
+      offset += data.length
+      progress(data.length + gap * firstChunkLength)
+      last = suffix
+      lastNumber = number
+      if (disk.size === 0) break
+    }
+  } finally {
+    await handle.close()
+  }
+}

@@ -1,0 +1,10 @@
+// Builds dist/ once before the suite, so tests that spawn the real executables run current code.
+import { execFileSync } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export default function setup(): void {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' })
+  execFileSync(process.execPath, [join(root, 'scripts/chmod-bins.mjs')], { cwd: root, stdio: 'inherit' })
+}

@@ -5,6 +5,10 @@ import { fileURLToPath } from 'node:url'
 
 export default function setup(): void {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' })
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+    { cwd: root, stdio: 'inherit' },
+  )
   execFileSync(process.execPath, [join(root, 'scripts/chmod-bins.mjs')], { cwd: root, stdio: 'inherit' })
 }

@@ -9,3 +9,8 @@ declare module 'xmlrpc/lib/deserializer.js' {
     deserializeMethodResponse(stream: Readable, callback: (error: unknown, value?: unknown) => void): void
   }
 }
+
+declare module 'xmlrpc/lib/serializer.js' {
+  const Serializer: { serializeMethodCall(method: string, params: never[]): string }
+  export default Serializer
+}

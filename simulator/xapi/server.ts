@@ -99,6 +99,10 @@ async function handleRpc(
 ): Promise<void> {
   const body = await readBody(req, RPC_LIMIT)
   if (!body) return internalError(res, 'Request body too large')
+  if (/^\/json(rpc)?\/?$/.test(new URL(req.url ?? '/', 'http://localhost').pathname)) {
+    // Like a host from before JSON-RPC: the XML-RPC handler answers, so clients fall back to XML-RPC.
+    return sendXml(res, printFailure(['MESSAGE_METHOD_UNKNOWN', 'JSON-RPC']))
+  }
   let call: { method: string; params: unknown[] }
   try {
     call = await parseMethodCall(body)

@@ -39,6 +39,15 @@ interface OvaObject {
   snapshot: Rec
 }
 
+/** Whether a block is a tar header with a valid checksum (so the stream is an uncompressed tar). */
+function isTarHeader(block: Buffer): boolean {
+  if (block.length < 512) return false
+  const stored = parseInt(block.subarray(148, 156).toString('ascii').replace(/\0.*$/s, '').trim(), 8)
+  let sum = 0
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!
+  return Number.isFinite(stored) && stored === sum
+}
+
 /** Puts the sniffed head back in front of the rest and decompresses if needed. */
 async function openArchive(body: Readable): Promise<Readable> {
   const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
@@ -57,7 +66,7 @@ async function openArchive(body: Readable): Promise<Readable> {
       for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value
     })(),
   )
-  if (first.subarray(0, 8).equals(Buffer.from('ova.xml\0'))) return whole
+  if (isTarHeader(first)) return whole
   if (first.length === 0) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
   const decompressor = first.subarray(0, 4).equals(ZSTD_MAGIC) ? new DecompressStream() : createGunzip()
   whole.pipe(decompressor)
@@ -400,9 +409,11 @@ async function receiveDisk(
           : sumEntry.header.name === `${name}.checksum`
             ? 'sha1'
             : undefined
-      const sum = (await readAll(sumEntry, 1024)).toString('ascii')
-      if (!kind)
+      if (!kind) {
+        sumEntry.resume()
         throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
+      }
+      const sum = (await readAll(sumEntry, 1024)).toString('ascii')
       if (sum !== checksumOf(kind, data) && !options.force)
         throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
       if (data.length) await handle.write(data, 0, data.length, offset)

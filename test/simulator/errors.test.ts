@@ -9,8 +9,12 @@ describe('XenAPI errors', () => {
   it('SESSION_AUTHENTICATION_FAILED [user; message] after a delay', async () => {
     const { sim } = await demoSim({ authFailureDelayMs: 300 })
     const started = Date.now()
-    const answer = (await rawCall(sim.url, 'session.login_with_password', ['root', 'wrong'])).value as Envelope
-    expect(answer).toEqual({ Status: 'Failure', ErrorDescription: ['SESSION_AUTHENTICATION_FAILED', 'root', 'Authentication failure'] })
+    const answer = (await rawCall(sim.url, 'session.login_with_password', ['root', 'wrong']))
+      .value as Envelope
+    expect(answer).toEqual({
+      Status: 'Failure',
+      ErrorDescription: ['SESSION_AUTHENTICATION_FAILED', 'root', 'Authentication failure'],
+    })
     expect(Date.now() - started).toBeGreaterThanOrEqual(280)
   })
 
@@ -26,7 +30,11 @@ describe('XenAPI errors', () => {
     const { xapi } = await demoSim()
     expect(await xapi.failure('VM.get_record', NOWHERE)).toEqual(['HANDLE_INVALID', 'VM', NOWHERE])
     expect(await xapi.failure('VDI.destroy', NOWHERE)).toEqual(['HANDLE_INVALID', 'VDI', NOWHERE])
-    expect(await xapi.failure('task.get_status', 'OpaqueRef:NULL')).toEqual(['HANDLE_INVALID', 'task', 'OpaqueRef:NULL'])
+    expect(await xapi.failure('task.get_status', 'OpaqueRef:NULL')).toEqual([
+      'HANDLE_INVALID',
+      'task',
+      'OpaqueRef:NULL',
+    ])
   })
 
   it('UUID_INVALID [class; uuid] for get_by_uuid of no object', async () => {
@@ -37,9 +45,24 @@ describe('XenAPI errors', () => {
   it('MESSAGE_PARAMETER_COUNT_MISMATCH [method; expected; received]', async () => {
     const { xapi } = await demoSim()
     const vm = await xapi.vmByName('vm2')
-    expect(await xapi.failure('VM.start', vm)).toEqual(['MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.start', '3', '1'])
-    expect(await xapi.failure('VM.get_record')).toEqual(['MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.get_record', '1', '0'])
-    expect(await xapi.failure('VM.snapshot', vm, 'a', [], 'extra')).toEqual(['MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.snapshot', '2', '4'])
+    expect(await xapi.failure('VM.start', vm)).toEqual([
+      'MESSAGE_PARAMETER_COUNT_MISMATCH',
+      'VM.start',
+      '3',
+      '1',
+    ])
+    expect(await xapi.failure('VM.get_record')).toEqual([
+      'MESSAGE_PARAMETER_COUNT_MISMATCH',
+      'VM.get_record',
+      '1',
+      '0',
+    ])
+    expect(await xapi.failure('VM.snapshot', vm, 'a', [], 'extra')).toEqual([
+      'MESSAGE_PARAMETER_COUNT_MISMATCH',
+      'VM.snapshot',
+      '2',
+      '4',
+    ])
   })
 
   it('MESSAGE_METHOD_UNKNOWN [method]', async () => {
@@ -51,9 +74,24 @@ describe('XenAPI errors', () => {
     const { xapi } = await demoSim()
     const running = await xapi.vmByName('Debian')
     const halted = await xapi.vmByName('vm2')
-    expect(await xapi.failure('VM.start', running, false, false)).toEqual(['VM_BAD_POWER_STATE', running, 'halted', 'running'])
-    expect(await xapi.failure('VM.clean_shutdown', halted)).toEqual(['VM_BAD_POWER_STATE', halted, 'running', 'halted'])
-    expect(await xapi.failure('VM.destroy', running)).toEqual(['VM_BAD_POWER_STATE', running, 'halted, suspended', 'running'])
+    expect(await xapi.failure('VM.start', running, false, false)).toEqual([
+      'VM_BAD_POWER_STATE',
+      running,
+      'halted',
+      'running',
+    ])
+    expect(await xapi.failure('VM.clean_shutdown', halted)).toEqual([
+      'VM_BAD_POWER_STATE',
+      halted,
+      'running',
+      'halted',
+    ])
+    expect(await xapi.failure('VM.destroy', running)).toEqual([
+      'VM_BAD_POWER_STATE',
+      running,
+      'halted, suspended',
+      'running',
+    ])
   })
 
   it('OPERATION_NOT_ALLOWED on the control domain', async () => {
@@ -70,7 +108,11 @@ describe('XenAPI errors', () => {
   it('VM_IS_TEMPLATE and VM_IS_SNAPSHOT [vm; operation]', async () => {
     const { xapi } = await demoSim()
     const template = await xapi.vmByName('Other install media')
-    expect(await xapi.failure('VM.start', template, false, false)).toEqual(['VM_IS_TEMPLATE', template, 'start'])
+    expect(await xapi.failure('VM.start', template, false, false)).toEqual([
+      'VM_IS_TEMPLATE',
+      template,
+      'start',
+    ])
     const snap = await xapi.call<string>('VM.snapshot', await xapi.vmByName('vm2'), 's')
     expect(await xapi.failure('VM.start', snap, false, false)).toEqual(['VM_IS_SNAPSHOT', snap, 'start'])
   })
@@ -96,11 +138,19 @@ describe('XenAPI errors', () => {
     const vm = await xapi.vmByName('vm2')
     const task = await xapi.call<string>('task.create', 'export', '')
     const controller = new AbortController()
-    const exporting = fetch(`${sim.url}/export?session_id=${xapi.session}&ref=${vm}&task_id=${task}`, { signal: controller.signal })
+    const exporting = fetch(`${sim.url}/export?session_id=${xapi.session}&ref=${vm}&task_id=${task}`, {
+      signal: controller.signal,
+    })
       .then((res) => res.body?.getReader().read())
       .catch(() => undefined)
     await exporting
-    expect(await xapi.failure('VM.start', vm, false, false)).toEqual(['OTHER_OPERATION_IN_PROGRESS', 'VM', vm, 'export', task])
+    expect(await xapi.failure('VM.start', vm, false, false)).toEqual([
+      'OTHER_OPERATION_IN_PROGRESS',
+      'VM',
+      vm,
+      'export',
+      task,
+    ])
     controller.abort()
   })
 
@@ -113,7 +163,8 @@ describe('XenAPI errors', () => {
   it('HOST_IS_SLAVE [master address] when logging in on a pool member', async () => {
     const { sim } = await demoSim({ memberPort: 0 })
     expect(sim.memberUrl).toBeDefined()
-    const answer = (await rawCall(sim.memberUrl!, 'session.login_with_password', ['root', 'xenroot'])).value as Envelope
+    const answer = (await rawCall(sim.memberUrl!, 'session.login_with_password', ['root', 'xenroot']))
+      .value as Envelope
     expect(answer).toEqual({ Status: 'Failure', ErrorDescription: ['HOST_IS_SLAVE', '127.0.0.1'] })
     // The address names the master's port only when the member listens on another one.
     expect(new URL(sim.memberUrl!).port).toBe(new URL(sim.url).port)

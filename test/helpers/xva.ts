@@ -1,0 +1,72 @@
+// Test helpers for XVA files: download, list entries, and fetch raw disk contents.
+import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { gunzipSync } from 'node:zlib'
+import tar from 'tar-stream'
+import { request } from 'undici'
+import { decompress } from 'zstd-napi'
+
+export interface TarEntry {
+  name: string
+  data: Buffer
+}
+
+export async function download(
+  url: string,
+): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
+  const res = await request(url)
+  const body = Buffer.from(await res.body.arrayBuffer())
+  return { status: res.statusCode, headers: res.headers, body }
+}
+
+/** Every entry of a (possibly gzip or zstd compressed) tar archive, in order. */
+export async function entries(archive: Buffer): Promise<TarEntry[]> {
+  let plain = archive
+  if (archive[0] === 0x1f && archive[1] === 0x8b) plain = gunzipSync(archive)
+  else if (archive.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) plain = decompress(archive)
+  const out: TarEntry[] = []
+  const extract = tar.extract()
+  Readable.from([plain]).pipe(extract)
+  for await (const entry of extract) {
+    const parts: Buffer[] = []
+    for await (const part of entry) parts.push(part as Buffer)
+    out.push({ name: entry.header.name, data: Buffer.concat(parts) })
+  }
+  return out
+}
+
+/** Builds an uncompressed tar archive from entries (to hand-craft good and bad XVAs). */
+export async function pack(list: TarEntry[]): Promise<Buffer> {
+  const p = tar.pack()
+  for (const e of list) p.entry({ name: e.name, size: e.data.length }, e.data)
+  p.finalize()
+  const parts: Buffer[] = []
+  for await (const part of p) parts.push(part as Buffer)
+  return Buffer.concat(parts)
+}
+
+export async function rawDisk(baseUrl: string, session: string, vdi: string): Promise<Buffer> {
+  const { status, body } = await download(
+    `${baseUrl}/export_raw_vdi?session_id=${session}&vdi=${vdi}&format=raw`,
+  )
+  if (status !== 200) throw new Error(`export_raw_vdi: HTTP ${status}`)
+  return body
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+export async function upload(
+  url: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): Promise<number> {
+  const res = await request(url, {
+    method: 'PUT',
+    body,
+    headers: { 'content-length': String(body.length), ...headers },
+  })
+  await res.body.dump()
+  return res.statusCode
+}

@@ -1,5 +1,6 @@
 // XVA over HTTP: the export layout, compression, checksums, and import with xapi's checks.
 import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { Xxh64 } from '@node-rs/xxhash'
 import { describe, expect, it } from 'vitest'
 import { request } from 'undici'
@@ -257,9 +258,8 @@ describe('PUT /import', () => {
     const task = await xapi.call<string>('task.create', 'import', '')
     const res = await request(`${sim.url}/import?session_id=${xapi.session}&task_id=${task}`, {
       method: 'PUT',
-      body: (async function* () {
-        yield body
-      })(),
+      // A body of unknown length goes out chunked.
+      body: Readable.from([body]),
     })
     await res.body.dump()
     expect(res.statusCode).toBe(403)

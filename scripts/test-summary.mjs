@@ -14,4 +14,6 @@ const brokenFiles = (results.testResults ?? []).filter(
   (f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed'),
 ).length
 const skipped = results.numPendingTests + results.numTodoTests
-console.log(`${results.numPassedTests} passed, ${results.numFailedTests + brokenFiles} failed, ${skipped} skipped`)
+console.log(
+  `${results.numPassedTests} passed, ${results.numFailedTests + brokenFiles} failed, ${skipped} skipped`,
+)

@@ -1,0 +1,152 @@
+// One export to a file: GET /export with a task, streamed into <name>.partial while the XVA is
+// verified; then the task must have succeeded and the tar end marker be there; fsync; and only
+// then the final name. On any failure the partial file is removed and the task cancelled.
+import { promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { DpxenError, XapiError, messageOf } from '../errors.js'
+import type { Logger } from '../log.js'
+import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
+import type { XapiSession } from '../xapi/session.js'
+import { cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
+import { pipeXva, type PipeResult } from '../xva/pipe.js'
+import { PARTIAL_SUFFIX } from './tags.js'
+
+export interface ExportRequest {
+  /** VM (or snapshot) ref to export. */
+  ref: string
+  /** What to call it in messages. */
+  label: string
+  dir: string
+  fileName: string
+  compression: 'none' | 'gzip' | 'zstd'
+  signal: AbortSignal
+  /** Seconds without a byte before the export counts as stalled. */
+  stallTimeout: number
+  onBytes?: (bytes: number) => void
+}
+
+export interface ExportResult extends PipeResult {
+  file: string
+  seconds: number
+}
+
+/** How long to wait for the task to settle after the body ended. */
+const TASK_SETTLE_MS = 30_000
+
+export async function exportToFile(
+  session: XapiSession,
+  agents: StreamAgents,
+  log: Logger,
+  req: ExportRequest,
+): Promise<ExportResult> {
+  const finalPath = join(req.dir, req.fileName)
+  const partialPath = finalPath + PARTIAL_SUFFIX
+  const started = performance.now()
+  const task = await session.call<string>('task.create', `dpxen export ${req.label}`, 'Data Protector backup')
+  let file: fsp.FileHandle | undefined
+  let done = false
+  let received = 0
+  try {
+    const query: Record<string, string> = { ref: req.ref, task_id: task }
+    if (req.compression !== 'none') query.use_compression = req.compression
+    const res = await getResource(agents, resourceUrl(session, '/export', query), {
+      signal: req.signal,
+      idleMs: req.stallTimeout * 1000,
+    })
+    if (res.statusCode !== 200) {
+      await drain(res)
+      throw await taskErrorOr(session, task, `the host answered HTTP ${res.statusCode} to the export`)
+    }
+    await fsp.rm(partialPath, { force: true })
+    file = await fsp.open(partialPath, 'wx', 0o600)
+    let result: PipeResult
+    try {
+      result = await pipeXva(res as AsyncIterable<Buffer>, {
+        file,
+        signal: req.signal,
+        onBytes: (n) => {
+          received = n
+          req.onBytes?.(n)
+        },
+      })
+    } catch (error) {
+      res.destroy()
+      if (req.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
+      if (error instanceof DpxenError && error.code === 'XVA_INVALID') {
+        // A cut-off stream usually means the host failed; its task says why.
+        const hostError = await taskError(session, task, 2000)
+        throw new DpxenError(
+          'EXPORT_FAILED',
+          hostError
+            ? `the export stopped after ${received} bytes: ${hostError}`
+            : `the exported XVA is invalid: ${error.message}`,
+          { cause: error },
+        )
+      }
+      const hostError = await taskError(session, task, 2000)
+      throw new DpxenError(
+        'EXPORT_FAILED',
+        `the export stopped after ${received} bytes: ${hostError ?? describeStreamError(error)}`,
+        { cause: error },
+      )
+    }
+    const outcome = await waitTask(
+      session,
+      task,
+      AbortSignal.any([req.signal, AbortSignal.timeout(TASK_SETTLE_MS)]),
+    )
+    if (outcome.status !== 'success') {
+      throw new DpxenError(
+        'EXPORT_FAILED',
+        `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
+      )
+    }
+    await file.sync()
+    await file.close()
+    file = undefined
+    await fsp.rename(partialPath, finalPath)
+    done = true
+    const seconds = (performance.now() - started) / 1000
+    log.debug(`exported ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
+    return { ...result, file: finalPath, seconds }
+  } finally {
+    if (file) await file.close().catch(() => undefined)
+    if (!done) {
+      await fsp.rm(partialPath, { force: true }).catch(() => undefined)
+      await cancelTask(session, task)
+    }
+    await destroyTask(session, task)
+  }
+}
+
+function describeStreamError(error: unknown): string {
+  const code = (error as { code?: string }).code
+  if (code === 'ETIMEDOUT_IDLE') return 'the host sent nothing for too long (stalled; see stallTimeout)'
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') return 'the connection was closed'
+  return messageOf(error)
+}
+
+/** The task's error_info, if it failed within `ms`. */
+async function taskFailure(session: XapiSession, task: string, ms: number): Promise<string[] | undefined> {
+  try {
+    const outcome = await waitTask(session, task, AbortSignal.timeout(ms))
+    return outcome.status === 'success'
+      ? undefined
+      : outcome.errorInfo.length
+        ? outcome.errorInfo
+        : [outcome.status]
+  } catch {
+    return undefined
+  }
+}
+
+async function taskError(session: XapiSession, task: string, ms: number): Promise<string | undefined> {
+  return (await taskFailure(session, task, ms))?.join(' ')
+}
+
+async function taskErrorOr(session: XapiSession, task: string, fallback: string): Promise<DpxenError> {
+  const failure = await taskFailure(session, task, 5000)
+  if (failure) return new XapiError(failure, 'export')
+  return new DpxenError('EXPORT_FAILED', fallback)
+}

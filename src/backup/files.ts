@@ -1,0 +1,54 @@
+// Files in backupDir: free space, and removal that never leaves backupDir nor follows a link.
+import { promises as fsp } from 'node:fs'
+import { basename, join } from 'node:path'
+import { MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from './tags.js'
+
+/** Bytes free for this user in the folder's file system. */
+export async function freeSpace(dir: string): Promise<number> {
+  const stats = await fsp.statfs(dir)
+  return Number(stats.bavail) * Number(stats.bsize)
+}
+
+/** Whether a name is one dpxen could have written (an XVA, a manifest, its state, a partial of those). */
+export function isOurName(name: string): boolean {
+  const base = name.endsWith(PARTIAL_SUFFIX) ? name.slice(0, -PARTIAL_SUFFIX.length) : name
+  return (
+    base === STATE_FILE ||
+    base === `${STATE_FILE}.tmp` ||
+    base.endsWith('.xva') ||
+    base.endsWith(MANIFEST_SUFFIX) ||
+    base.endsWith('_pool-database.xml')
+  )
+}
+
+/**
+ * Removes `name` from `dir` if it is a plain name (no path), one of ours, and a regular file
+ * (not a link, not a folder). Returns whether it removed something.
+ */
+export async function removeOurFile(dir: string, name: string): Promise<boolean> {
+  if (name !== basename(name) || name === '.' || name === '..' || !isOurName(name)) return false
+  const path = join(dir, name)
+  try {
+    const stat = await fsp.lstat(path)
+    if (!stat.isFile()) return false
+    await fsp.unlink(path)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Removes partial files an interrupted run left (ours only). */
+export async function removeStalePartials(dir: string): Promise<string[]> {
+  let names: string[]
+  try {
+    names = await fsp.readdir(dir)
+  } catch {
+    return []
+  }
+  const removed: string[] = []
+  for (const name of names) {
+    if (name.endsWith(PARTIAL_SUFFIX) && (await removeOurFile(dir, name))) removed.push(name)
+  }
+  return removed
+}

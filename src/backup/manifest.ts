@@ -1,0 +1,101 @@
+// The manifest beside each XVA: what was backed up, from where, in which state, and the file's
+// size and SHA-256, so a restore can check the file and put each disk back where it was.
+import { promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import type { Mode } from '../config/schema.js'
+import { VERSION } from '../version.js'
+import type { ExportResult } from './export.js'
+import type { VmPlan } from './select.js'
+import { MANIFEST_SUFFIX } from './tags.js'
+
+export interface Manifest {
+  format: 'dpxen-manifest/1'
+  dpxenVersion: string
+  runId: string
+  mode: Mode
+  server: string
+  vm: { name: string; uuid: string; powerStateAtBackup: string }
+  disks: {
+    userdevice: string
+    device: string
+    bootable: boolean
+    mode: string
+    virtualSize: number
+    srName: string
+    srUuid: string
+  }[]
+  vifs: { device: string; mac: string; network: string }[]
+  file: {
+    name: string
+    bytes: number
+    sha256: string
+    compression: string
+    checksum: string
+    tarBytes: number
+  }
+  xapiVersion: string
+  started: string
+  finished: string
+  seconds: number
+}
+
+export function manifestName(xvaName: string): string {
+  return xvaName + MANIFEST_SUFFIX
+}
+
+export function buildManifest(args: {
+  runId: string
+  mode: Mode
+  server: string
+  plan: VmPlan
+  result: ExportResult
+  fileName: string
+  started: Date
+}): Manifest {
+  const { plan, result } = args
+  return {
+    format: 'dpxen-manifest/1',
+    dpxenVersion: VERSION,
+    runId: args.runId,
+    mode: args.mode,
+    server: args.server,
+    vm: { name: plan.name, uuid: plan.uuid, powerStateAtBackup: plan.powerState },
+    disks: plan.disks.map((d) => ({
+      userdevice: d.userdevice,
+      device: d.device,
+      bootable: d.bootable,
+      mode: d.mode,
+      virtualSize: d.virtualSize,
+      srName: d.srName,
+      srUuid: d.srUuid,
+    })),
+    vifs: plan.vifs,
+    file: {
+      name: args.fileName,
+      bytes: result.bytes,
+      sha256: result.sha256,
+      compression: result.compression,
+      checksum: result.summary.checksum,
+      tarBytes: result.summary.tarBytes,
+    },
+    xapiVersion: result.summary.xapiVersion,
+    started: args.started.toISOString(),
+    finished: new Date().toISOString(),
+    seconds: Number(result.seconds.toFixed(3)),
+  }
+}
+
+/** Writes the manifest atomically, readable by the owner only. */
+export async function writeManifest(dir: string, manifest: Manifest): Promise<string> {
+  const name = manifestName(manifest.file.name)
+  const path = join(dir, name)
+  const handle = await fsp.open(`${path}.partial`, 'w', 0o600)
+  try {
+    await handle.writeFile(JSON.stringify(manifest, null, 2))
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await fsp.rename(`${path}.partial`, path)
+  return name
+}

@@ -1,0 +1,43 @@
+// Output file names, as in the white paper: <server>_<vmName>.xva (offline) and
+// <server>_<vmName>_Snapshot.xva (online), made safe for Linux and Windows file systems.
+
+const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
+const MAX_BYTES = 180
+
+/**
+ * Makes a name safe on Linux and Windows: characters Windows refuses (<>:"/\|?* and controls)
+ * become _, trailing dots and spaces go, reserved device names get a leading _, and the
+ * name is cut to 180 bytes (room for suffixes within the usual 255).
+ */
+export function safeName(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  let safe = name.normalize('NFC').replace(/[<>:"/\\|?*\u0000-\u001f\u007f]/g, '_')
+  safe = safe.replace(/[. ]+$/, '').replace(/^[ ]+/, '')
+  if (safe === '' || safe === '.' || safe === '..') safe = '_'
+  if (RESERVED.test(safe)) safe = `_${safe}`
+  while (Buffer.byteLength(safe) > MAX_BYTES) safe = [...safe].slice(0, -1).join('')
+  return safe
+}
+
+export interface NamedVm {
+  uuid: string
+  name: string
+}
+
+/**
+ * The XVA file name for each VM. Names that collide once made safe (or VMs with the same name)
+ * get the first 8 characters of their uuid appended, so no two VMs share a file. Comparison
+ * ignores case, as Windows file systems do.
+ */
+export function xvaNames(server: string, vms: NamedVm[], online: boolean): Map<string, string> {
+  const base = (vm: NamedVm): string => `${safeName(server)}_${safeName(vm.name)}`
+  const counts = new Map<string, number>()
+  for (const vm of vms) counts.set(base(vm).toLowerCase(), (counts.get(base(vm).toLowerCase()) ?? 0) + 1)
+  const names = new Map<string, string>()
+  for (const vm of vms) {
+    const b = base(vm)
+    const unique = counts.get(b.toLowerCase())! > 1 ? `${b}_${vm.uuid.slice(0, 8)}` : b
+    names.set(vm.uuid, `${unique}${online ? '_Snapshot' : ''}.xva`)
+  }
+  return names
+}

@@ -1,0 +1,62 @@
+// The backup post-exec: deletes what the pre-exec wrote in backupDir (the files its state file
+// lists, and the state file) and nothing else, sweeps leftover snapshots of ours, and reports
+// the recorded outcome: non-zero when any VM failed, so the session ends "Completed with errors".
+import type { HookContext } from '../cli/context.js'
+import { EXIT } from '../cli/exit-codes.js'
+import { messageOf } from '../errors.js'
+import { connect } from '../xapi/connect.js'
+import { removeOurFile } from './files.js'
+import { isPreview, startHook } from './run.js'
+import { sweepSnapshots } from './snapshots.js'
+import { readState } from './state.js'
+import { STATE_FILE } from './tags.js'
+
+export async function runPostExec(ctx: HookContext): Promise<number> {
+  const { config, log } = await startHook(ctx, 'post-exec')
+  if (isPreview(ctx.env)) {
+    log.info('dpxen: preview: the post-exec changes nothing')
+    return EXIT.OK
+  }
+  if (ctx.env.SMEXIT !== undefined) log.debug(`Data Protector session exit code SMEXIT=${ctx.env.SMEXIT}`)
+  const state = await readState(config.backupDir)
+  let removed = 0
+  if (state) {
+    for (const file of state.files) if (await removeOurFile(config.backupDir, file)) removed++
+  }
+  await removeOurFile(config.backupDir, STATE_FILE)
+  log.info(`dpxen: removed ${removed} file(s) dpxen wrote in ${config.backupDir}`)
+
+  let code: number = EXIT.OK
+  try {
+    const conn = await connect(config, log, ctx.signal)
+    try {
+      const swept = await sweepSnapshots(conn.session, log, {
+        ...(state ? { runId: state.runId } : {}),
+        ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
+      })
+      for (const name of swept.destroyed) log.info(`dpxen: removed the leftover snapshot "${name}"`)
+      for (const line of swept.failed) log.info(`dpxen: a leftover snapshot could not be removed: ${line}`)
+      if (swept.failed.length) code = EXIT.VM_FAILED
+    } finally {
+      await conn.close()
+    }
+  } catch (error) {
+    log.info(`dpxen: warning: could not check the pool for leftover snapshots: ${messageOf(error)}`)
+  }
+
+  if (!state) {
+    log.info(
+      `dpxen: no record of a backup in ${config.backupDir} (the pre-exec did not run, or this ran twice)`,
+    )
+    return code
+  }
+  const failures = [
+    ...state.vms.filter((v) => !v.ok).map((v) => `${v.name}: ${v.reason ?? 'failed'}`),
+    ...state.errors,
+  ]
+  if (!state.finishedAt) failures.push('the pre-exec did not finish (interrupted?)')
+  for (const failure of failures) log.info(`dpxen: FAILED in the backup: ${failure}`)
+  if (failures.length) return EXIT.VM_FAILED
+  log.info(`dpxen: the backup of ${state.vms.length} VM(s) had no errors`)
+  return code
+}

@@ -1,0 +1,260 @@
+// The backup pre-exec: export the selected VMs into backupDir, one line per VM as it starts and
+// ends, a progress line at least every progressInterval, and the outcome recorded in the state
+// file for the post-exec. Partial failures keep the exit code 0 (Data Protector still backs up
+// the good VMs) unless failSessionOnError is set; nothing exported is an error.
+import { mkdir } from 'node:fs/promises'
+import { performance } from 'node:perf_hooks'
+import type { HookContext } from '../cli/context.js'
+import { EXIT } from '../cli/exit-codes.js'
+import { loadConfig } from '../config/load.js'
+import type { Config } from '../config/schema.js'
+import { DpxenError, messageOf } from '../errors.js'
+import { formatBytes, formatRate } from '../format.js'
+import { createLogger, type Logger } from '../log.js'
+import { connect, type Connection } from '../xapi/connect.js'
+import { VERSION } from '../version.js'
+import { removeOurFile, removeStalePartials } from './files.js'
+import { dumpPoolDatabase } from './metadata.js'
+import { xvaNames } from './names.js'
+import { readPool, selectVms, type VmPlan } from './select.js'
+import { sweepSnapshots } from './snapshots.js'
+import { newState, readState, writeState, type RunState } from './state.js'
+import { STATE_FILE } from './tags.js'
+import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
+
+/** Reads the configuration and opens the logger every hook starts with. */
+export async function startHook(ctx: HookContext, name: string): Promise<{ config: Config; log: Logger }> {
+  const { config, warnings } = await loadConfig({
+    ...(ctx.args[0] ? { path: ctx.args[0] } : {}),
+    env: ctx.env,
+    cwd: ctx.cwd,
+  })
+  const log = createLogger({ out: ctx.out, name, ...(config.debug ? { debugDir: config.debugDir } : {}) })
+  log.secret(config.password)
+  ctx.useLogger(log)
+  log.debug(`dpxen ${VERSION} ${name}, node ${process.version}, config ${config.source}, mode ${config.mode}`)
+  for (const warning of warnings) log.info(`dpxen: warning: ${warning}`)
+  return { config, log }
+}
+
+export function isPreview(env: NodeJS.ProcessEnv): boolean {
+  return env.PREVIEW === '1'
+}
+
+interface Active {
+  name: string
+  status: string
+  bytes: number
+  since: number
+}
+
+/** Prints what each running VM is doing, every `seconds`, so Data Protector sees the script alive. */
+function startTicker(log: Logger, active: Map<string, Active>, seconds: number): () => void {
+  const timer = setInterval(() => {
+    if (active.size === 0) return log.info('dpxen: working')
+    for (const vm of active.values()) {
+      const elapsed = (performance.now() - vm.since) / 1000
+      const detail = vm.bytes ? `, ${formatBytes(vm.bytes)} so far (${formatRate(vm.bytes, elapsed)})` : ''
+      log.info(`dpxen: ${vm.name}: ${vm.status}${detail}`)
+    }
+  }, seconds * 1000)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
+/** Runs `work` over the items with at most `limit` at once. */
+async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!)
+  })
+  await Promise.all(workers)
+}
+
+/** Removes what an earlier run left in backupDir: the files its state lists, partial files. */
+async function cleanStaging(config: Config, log: Logger): Promise<void> {
+  const old = await readState(config.backupDir)
+  if (old) {
+    for (const file of old.files) await removeOurFile(config.backupDir, file)
+    await removeOurFile(config.backupDir, STATE_FILE)
+    log.info(`dpxen: removed the files of an earlier run (${old.startedAt}) that no post-exec cleaned up`)
+  }
+  for (const partial of await removeStalePartials(config.backupDir))
+    log.info(`dpxen: removed the partial file ${partial} of an interrupted run`)
+}
+
+async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
+  const conn = await connect(config, log, ctx.signal)
+  try {
+    const { plans, problems } = selectVms(await readPool(conn.session), config.mode, config.vmName)
+    log.info(
+      `dpxen: preview: mode ${config.mode} would back up ${plans.length} VM(s) to ${config.backupDir}; nothing is changed`,
+    )
+    for (const plan of plans)
+      log.info(
+        `dpxen: preview: ${plan.name} (${plan.powerState}, ${plan.disks.length} disk(s), up to ${formatBytes(plan.estimate)})`,
+      )
+    for (const p of problems) log.info(`dpxen: preview: ${p.reason}`)
+    return EXIT.OK
+  } finally {
+    await conn.close()
+  }
+}
+
+export async function runPreExec(ctx: HookContext): Promise<number> {
+  const { config, log } = await startHook(ctx, 'pre-exec')
+  if (isPreview(ctx.env)) return preview(ctx, config, log)
+  await mkdir(config.backupDir, { recursive: true, mode: 0o700 })
+  const conn = await connect(config, log, ctx.signal)
+  try {
+    return await backupAll(ctx, config, log, conn)
+  } finally {
+    await conn.close()
+  }
+}
+
+async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Connection): Promise<number> {
+  const { session, agents } = conn
+  await cleanStaging(config, log)
+  const swept = await sweepSnapshots(session, log, ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {})
+  for (const name of swept.destroyed)
+    log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
+  for (const line of swept.failed)
+    log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
+
+  const { plans, problems } = selectVms(await readPool(session), config.mode, config.vmName)
+  const state = newState(config.mode)
+  for (const p of problems) {
+    state.vms.push({ name: p.name, uuid: '', ok: false, reason: p.reason })
+    log.info(`dpxen: ${p.name}: FAILED: ${p.reason}`)
+  }
+  await writeState(config.backupDir, state)
+  const online = config.mode === 'online' || config.mode === 'allOnline'
+  const names = xvaNames(config.server, plans, online)
+  log.info(
+    `dpxen: ${config.mode} backup of ${plans.length} VM(s) from ${config.server} to ${config.backupDir}`,
+  )
+
+  const active = new Map<string, Active>()
+  const stopTicker = startTicker(log, active, config.progressInterval)
+  const space = { reserved: 0 }
+  let saving = Promise.resolve()
+  const record = (update: (s: RunState) => void): Promise<void> => {
+    update(state)
+    saving = saving.then(() => writeState(config.backupDir, state))
+    return saving
+  }
+  try {
+    await eachLimited(plans, config.concurrency, async (plan) => {
+      if (ctx.signal.aborted) return
+      await backupOne(
+        ctx,
+        {
+          config,
+          log,
+          session,
+          agents,
+          space,
+          active,
+          record,
+          online,
+          fileName: names.get(plan.uuid)!,
+          runId: state.runId,
+        },
+        plan,
+      )
+    })
+    if (config.metadata && !ctx.signal.aborted) {
+      try {
+        const file = await dumpPoolDatabase(session, agents, config, ctx.signal)
+        await record((s) => s.files.push(file))
+        log.info(`dpxen: saved the pool database as ${file}`)
+      } catch (error) {
+        await record((s) => s.errors.push(`pool database: ${messageOf(error)}`))
+        log.info(`dpxen: FAILED to save the pool database: ${messageOf(error)}`)
+      }
+    }
+  } finally {
+    stopTicker()
+    await record((s) => (s.finishedAt = new Date().toISOString()))
+  }
+  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+  return summarize(config, log, state)
+}
+
+interface RunShared {
+  config: Config
+  log: Logger
+  session: VmBackupContext['session']
+  agents: VmBackupContext['agents']
+  space: { reserved: number }
+  active: Map<string, Active>
+  record: (update: (s: RunState) => void) => Promise<void>
+  online: boolean
+  fileName: string
+  runId: string
+}
+
+async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promise<void> {
+  const { log } = run
+  const entry: Active = { name: plan.name, status: 'starting', bytes: 0, since: performance.now() }
+  run.active.set(plan.uuid, entry)
+  log.info(
+    `dpxen: ${plan.name}: backup started (${run.config.mode}, ${plan.powerState}, ${plan.disks.length} disk(s), up to ${formatBytes(plan.estimate)})`,
+  )
+  const vmCtx: VmBackupContext = {
+    session: run.session,
+    agents: run.agents,
+    log,
+    config: run.config,
+    runId: run.runId,
+    signal: ctx.signal,
+    space: run.space,
+    ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+    onBytes: (n) => (entry.bytes = n),
+    onStatus: (s) => (entry.status = s),
+  }
+  try {
+    const result = await (run.online ? backupOnline : backupOffline)(vmCtx, plan, run.fileName)
+    await run.record((s) => {
+      s.files.push(...result.files)
+      s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: run.fileName })
+    })
+    const { bytes, seconds } = result.export
+    log.info(
+      `dpxen: ${plan.name}: done, ${formatBytes(bytes)} in ${seconds.toFixed(1)} s (${formatRate(bytes, seconds)}) -> ${run.fileName}`,
+    )
+  } catch (error) {
+    const reason = error instanceof DpxenError && error.code === 'ABORTED' ? 'interrupted' : messageOf(error)
+    await run.record((s) => s.vms.push({ name: plan.name, uuid: plan.uuid, ok: false, reason }))
+    log.info(`dpxen: ${plan.name}: FAILED: ${reason}`)
+    log.debug(error instanceof Error ? (error.stack ?? reason) : reason)
+  } finally {
+    run.active.delete(plan.uuid)
+  }
+}
+
+function summarize(config: Config, log: Logger, state: RunState): number {
+  const ok = state.vms.filter((v) => v.ok).length
+  const failed = state.vms.length - ok + state.errors.length
+  if (state.vms.length === 0) {
+    log.info(`dpxen: no VM to back up (mode ${config.mode})`)
+    return EXIT.VM_FAILED
+  }
+  if (failed === 0) {
+    log.info(`dpxen: all ${ok} VM(s) backed up`)
+    return EXIT.OK
+  }
+  if (ok === 0) {
+    log.info(`dpxen: nothing was backed up: ${failed} failure(s), see above`)
+    return EXIT.VM_FAILED
+  }
+  if (config.failSessionOnError) {
+    log.info(`dpxen: ${ok} VM(s) backed up, ${failed} failure(s); failing the session (failSessionOnError)`)
+    return EXIT.VM_FAILED
+  }
+  log.info(
+    `dpxen: ${ok} VM(s) backed up, ${failed} failure(s); the post-exec will report them (session: Completed with errors)`,
+  )
+  return EXIT.OK
+}

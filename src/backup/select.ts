@@ -1,0 +1,171 @@
+// Discovery and selection: the pool read in a constant number of calls (one get_all_records
+// per class), and the VMs the mode selects, with their disks and VIFs.
+import type { Mode } from '../config/schema.js'
+import type { XapiSession } from '../xapi/session.js'
+
+type Rec = Record<string, unknown>
+type Table = Map<string, Rec>
+
+export interface PoolView {
+  vms: Table
+  vbds: Table
+  vdis: Table
+  srs: Table
+  vifs: Table
+  networks: Table
+  pool: Rec
+}
+
+export interface DiskInfo {
+  vbd: string
+  vdi: string
+  userdevice: string
+  device: string
+  bootable: boolean
+  mode: string
+  virtualSize: number
+  physicalUtilisation: number
+  srRef: string
+  srName: string
+  srUuid: string
+  canSnapshot: boolean
+}
+
+export interface VmPlan {
+  ref: string
+  uuid: string
+  name: string
+  powerState: string
+  disks: DiskInfo[]
+  vifs: { device: string; mac: string; network: string }[]
+  /** Upper bound of the export's size: allocated data plus per-chunk overhead. */
+  estimate: number
+}
+
+async function table(session: XapiSession, cls: string): Promise<Table> {
+  return new Map(Object.entries(await session.call<Record<string, Rec>>(`${cls}.get_all_records`)))
+}
+
+/** Reads what a backup needs: 7 calls whatever the pool's size. */
+export async function readPool(session: XapiSession): Promise<PoolView> {
+  const [vms, vbds, vdis, srs, vifs, networks, pools] = await Promise.all(
+    ['VM', 'VBD', 'VDI', 'SR', 'VIF', 'network', 'pool'].map((cls) => table(session, cls)),
+  )
+  return {
+    vms: vms!,
+    vbds: vbds!,
+    vdis: vdis!,
+    srs: srs!,
+    vifs: vifs!,
+    networks: networks!,
+    pool: [...pools!.values()][0] ?? {},
+  }
+}
+
+/** A VM a backup may take: not a template, not a snapshot, not the control domain. */
+export function isBackupCandidate(vm: Rec): boolean {
+  return !vm.is_a_template && !vm.is_a_snapshot && !vm.is_control_domain
+}
+
+const CHUNK = 1024 * 1024
+
+export function planVm(view: PoolView, ref: string): VmPlan {
+  const vm = view.vms.get(ref)!
+  const disks: DiskInfo[] = []
+  for (const vbdRef of vm.VBDs as string[]) {
+    const vbd = view.vbds.get(vbdRef)
+    if (!vbd || vbd.type === 'CD' || vbd.empty) continue
+    const vdi = view.vdis.get(String(vbd.VDI))
+    if (!vdi) continue
+    const sr = view.srs.get(String(vdi.SR)) ?? {}
+    if (sr.content_type === 'iso') continue
+    disks.push({
+      vbd: vbdRef,
+      vdi: String(vbd.VDI),
+      userdevice: String(vbd.userdevice),
+      device: String(vbd.device ?? ''),
+      bootable: vbd.bootable === true,
+      mode: String(vbd.mode),
+      virtualSize: Number(vdi.virtual_size),
+      physicalUtilisation: Number(vdi.physical_utilisation),
+      srRef: String(vdi.SR),
+      srName: String(sr.name_label ?? ''),
+      srUuid: String(sr.uuid ?? ''),
+      canSnapshot: ((vdi.allowed_operations as string[]) ?? []).includes('snapshot'),
+    })
+  }
+  disks.sort((a, b) => Number(a.userdevice) - Number(b.userdevice))
+  const vifs = (vm.VIFs as string[])
+    .map((r) => view.vifs.get(r))
+    .filter((v): v is Rec => v !== undefined)
+    .map((v) => ({
+      device: String(v.device),
+      mac: String(v.MAC),
+      network: String(view.networks.get(String(v.network))?.name_label ?? ''),
+    }))
+  const estimate =
+    disks.reduce((sum, d) => {
+      const data = Math.min(d.virtualSize, d.physicalUtilisation || d.virtualSize)
+      return sum + data + Math.ceil(d.virtualSize / CHUNK) * 1024 + 2 * CHUNK
+    }, 0) +
+    1024 * 1024
+  return {
+    ref,
+    uuid: String(vm.uuid),
+    name: String(vm.name_label),
+    powerState: String(vm.power_state),
+    disks,
+    vifs,
+    estimate,
+  }
+}
+
+export interface Selection {
+  plans: VmPlan[]
+  /** Names from vmName that match no VM or several: one line each. */
+  problems: { name: string; reason: string }[]
+}
+
+/** The VMs the mode selects: all candidates for all*, else each vmName by name or uuid. */
+export function selectVms(view: PoolView, mode: Mode, names: string[]): Selection {
+  const candidates = [...view.vms.entries()].filter(([, vm]) => isBackupCandidate(vm))
+  if (mode === 'allOnline' || mode === 'allOffline') {
+    return {
+      plans: candidates.map(([ref]) => planVm(view, ref)).sort((a, b) => a.name.localeCompare(b.name)),
+      problems: [],
+    }
+  }
+  const plans: VmPlan[] = []
+  const problems: Selection['problems'] = []
+  const seen = new Set<string>()
+  for (const name of names) {
+    const byUuid = candidates.filter(([, vm]) => vm.uuid === name)
+    const matches = byUuid.length ? byUuid : candidates.filter(([, vm]) => vm.name_label === name)
+    if (matches.length === 0) {
+      const other = [...view.vms.values()].find((vm) => vm.name_label === name || vm.uuid === name)
+      const what = other?.is_control_domain
+        ? 'is the control domain'
+        : other?.is_a_snapshot
+          ? 'is a snapshot'
+          : other?.is_a_template
+            ? 'is a template'
+            : undefined
+      problems.push({
+        name,
+        reason: what
+          ? `${name} ${what}, not a VM dpxen backs up`
+          : `no VM is named ${name} (check vmName; names are case-sensitive)`,
+      })
+    } else if (matches.length > 1) {
+      const uuids = matches.map(([, vm]) => String(vm.uuid)).join(', ')
+      problems.push({
+        name,
+        reason: `${matches.length} VMs are named ${name}; name one by its uuid in vmName (${uuids})`,
+      })
+    } else if (!seen.has(matches[0]![0])) {
+      seen.add(matches[0]![0])
+      plans.push(planVm(view, matches[0]![0]))
+    }
+  }
+  return { plans, problems }
+}

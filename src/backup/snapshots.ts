@@ -1,0 +1,134 @@
+// dpxen's snapshots: made tagged, destroyed with their disks (retrying VDI_IN_USE, which xapi
+// raises for a while after an export), and swept when an earlier run left them behind.
+import { hostname } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { isXapiError, messageOf } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { XapiSession } from '../xapi/session.js'
+import { callAsync } from '../xapi/tasks.js'
+import { refsInResult } from '../xapi/xmlrpc.js'
+import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, SNAPSHOT_PREFIX, STALE_AFTER_MS } from './tags.js'
+
+/** Delays between VDI.destroy attempts while xapi says VDI_IN_USE (about 30 s in all). */
+export const DEFAULT_RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000]
+
+/**
+ * Snapshots a VM and tags the snapshot as ours. The snapshot call is not interrupted by a
+ * signal (we must learn the ref to destroy it); if tagging fails the snapshot is destroyed.
+ */
+export async function makeSnapshot(
+  session: XapiSession,
+  vmRef: string,
+  vmName: string,
+  runId: string,
+  log: Logger,
+): Promise<string> {
+  const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()}`
+  const [snap] = refsInResult(await callAsync(session, 'VM.snapshot', [vmRef, name]))
+  if (!snap) throw new Error('VM.snapshot returned no snapshot')
+  try {
+    for (const [key, value] of [
+      [OC_BACKUP_RUN, runId],
+      [OC_CREATED, new Date().toISOString()],
+      [OC_OWNER, `${hostname()}:${process.pid}`],
+    ]) {
+      await session.call('VM.add_to_other_config', snap, key, value)
+    }
+  } catch (error) {
+    await destroySnapshot(session, snap, log).catch(() => undefined)
+    throw error
+  }
+  return snap
+}
+
+/** The disks of a VM or snapshot (not CDs). */
+async function diskVdis(session: XapiSession, vmRef: string): Promise<string[]> {
+  const vdis: string[] = []
+  for (const vbd of await session.call<string[]>('VM.get_VBDs', vmRef)) {
+    const rec = await session.call<Record<string, unknown>>('VBD.get_record', vbd)
+    if (rec.type !== 'CD' && rec.VDI !== 'OpaqueRef:NULL') vdis.push(String(rec.VDI))
+  }
+  return vdis
+}
+
+/** Destroys a VDI, retrying while xapi says it is in use. A VDI already gone is fine. */
+export async function destroyVdi(
+  session: XapiSession,
+  vdi: string,
+  log: Logger,
+  delays = DEFAULT_RETRY_DELAYS_MS,
+): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await session.call('VDI.destroy', vdi)
+      return
+    } catch (error) {
+      if (isXapiError(error, 'HANDLE_INVALID')) return
+      if (!isXapiError(error, 'VDI_IN_USE') || attempt >= delays.length) throw error
+      log.debug(`VDI.destroy ${vdi}: in use, retrying in ${delays[attempt]} ms`)
+      await sleep(delays[attempt]!)
+    }
+  }
+}
+
+/** Destroys a snapshot and its disks. */
+export async function destroySnapshot(
+  session: XapiSession,
+  snap: string,
+  log: Logger,
+  delays = DEFAULT_RETRY_DELAYS_MS,
+): Promise<void> {
+  let vdis: string[]
+  try {
+    vdis = await diskVdis(session, snap)
+  } catch (error) {
+    if (isXapiError(error, 'HANDLE_INVALID')) return
+    throw error
+  }
+  await session.call('VM.destroy', snap).catch((error: unknown) => {
+    if (!isXapiError(error, 'HANDLE_INVALID')) throw error
+  })
+  for (const vdi of vdis) await destroyVdi(session, vdi, log, delays)
+}
+
+function ownerGone(owner: string | undefined): boolean {
+  if (!owner) return true
+  const [host, pid] = owner.split(':')
+  if (host !== hostname()) return false
+  try {
+    process.kill(Number(pid), 0)
+    return false
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}
+
+/**
+ * Destroys snapshots an earlier dpxen run left: ours (tagged), and either made by this run, or
+ * by a dpxen process on this machine that is gone, or older than a day. Another dpxen backing
+ * up the same pool right now keeps its snapshot. Returns the names of those destroyed.
+ */
+export async function sweepSnapshots(
+  session: XapiSession,
+  log: Logger,
+  options: { runId?: string; delays?: number[] } = {},
+): Promise<{ destroyed: string[]; failed: string[] }> {
+  const vms = await session.call<Record<string, Record<string, unknown>>>('VM.get_all_records')
+  const destroyed: string[] = []
+  const failed: string[] = []
+  for (const [ref, vm] of Object.entries(vms)) {
+    const oc = (vm.other_config ?? {}) as Record<string, string>
+    if (!vm.is_a_snapshot || oc[OC_BACKUP_RUN] === undefined) continue
+    const created = Date.parse(oc[OC_CREATED] ?? '')
+    const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
+    const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
+    if (!mine && !stale && !ownerGone(oc[OC_OWNER])) continue
+    try {
+      await destroySnapshot(session, ref, log, options.delays)
+      destroyed.push(String(vm.name_label))
+    } catch (error) {
+      failed.push(`${String(vm.name_label)}: ${messageOf(error)}`)
+    }
+  }
+  return { destroyed, failed }
+}

@@ -1,0 +1,104 @@
+// `dpxen check [CONFIG]`: validates the configuration, connects, and reports what the mode
+// would back up (disks, snapshot capability, sizes) and whether backupDir has room.
+// `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
+import { existsSync, promises as fsp } from 'node:fs'
+import { DpxenError } from '../errors.js'
+import { formatBytes } from '../format.js'
+import { createLogger } from '../log.js'
+import { freeSpace } from '../backup/files.js'
+import { manifestName, type Manifest } from '../backup/manifest.js'
+import { startHook } from '../backup/run.js'
+import { readPool, selectVms } from '../backup/select.js'
+import { connect } from '../xapi/connect.js'
+import { verifyFile } from '../xva/verify-file.js'
+import type { HookContext } from './context.js'
+import { EXIT } from './exit-codes.js'
+
+const USAGE = 'usage: dpxen check [CONFIG] | dpxen verify FILE.xva'
+
+export async function runDpxen(ctx: HookContext): Promise<number> {
+  const [command, ...rest] = ctx.args
+  if (command === 'check') return check({ ...ctx, args: rest })
+  if (command === 'verify' && rest.length === 1) return verify(ctx, rest[0]!)
+  if (command === undefined || command === '--help' || command === 'help') {
+    ctx.out(USAGE)
+    return command === undefined ? EXIT.CONFIG : EXIT.OK
+  }
+  throw new DpxenError('USAGE', `unknown command "${[command, ...rest].join(' ')}" (${USAGE})`)
+}
+
+async function check(ctx: HookContext): Promise<number> {
+  const { config, log } = await startHook(ctx, 'check')
+  log.info(`configuration ${config.source}: OK (mode ${config.mode}, ${config.url}, user ${config.username})`)
+  const conn = await connect(config, log, ctx.signal)
+  let problems = 0
+  try {
+    log.info(`connected to ${conn.session.url}`)
+    const view = await readPool(conn.session)
+    const { plans, problems: missing } = selectVms(view, config.mode, config.vmName)
+    const online = config.mode === 'online' || config.mode === 'allOnline'
+    let total = 0
+    for (const plan of plans) {
+      total += plan.estimate
+      const blocked = online && plan.disks.some((d) => !d.canSnapshot)
+      if (blocked) problems++
+      log.info(
+        `${blocked ? 'PROBLEM' : 'ok     '} ${plan.name} (${plan.uuid}) ${plan.powerState}, up to ${formatBytes(plan.estimate)}`,
+      )
+      for (const d of plan.disks) {
+        log.info(
+          `          disk ${d.userdevice}: ${formatBytes(d.virtualSize)} on ${d.srName}, snapshot ${d.canSnapshot ? 'allowed' : 'NOT allowed'}`,
+        )
+      }
+      if (blocked)
+        log.info(
+          `          At least one sr used by ${plan.name} does not support snapshot (use offline mode for it)`,
+        )
+    }
+    for (const m of missing) {
+      problems++
+      log.info(`PROBLEM ${m.reason}`)
+    }
+    if (existsSync(config.backupDir)) {
+      const free = await freeSpace(config.backupDir)
+      const room = free >= total
+      if (!room) problems++
+      log.info(
+        `${room ? 'ok     ' : 'PROBLEM'} ${config.backupDir}: ${formatBytes(free)} free, the backup needs up to ${formatBytes(total)}`,
+      )
+    } else log.info(`note    ${config.backupDir} does not exist yet; the pre-exec creates it`)
+  } finally {
+    await conn.close()
+  }
+  log.info(problems ? `not ready: ${problems} problem(s)` : 'ready')
+  return problems ? EXIT.VM_FAILED : EXIT.OK
+}
+
+async function verify(ctx: HookContext, file: string): Promise<number> {
+  const log = createLogger({ out: ctx.out, name: 'verify' })
+  ctx.useLogger(log)
+  if (!existsSync(file)) throw new DpxenError('USAGE', `${file}: no such file`)
+  const result = await verifyFile(file, ctx.signal)
+  const { summary } = result
+  log.info(`${file}: valid XVA of VM ${summary.vm.name} (${summary.vm.uuid})`)
+  for (const d of summary.disks) {
+    log.info(
+      `  disk ${d.userdevice || d.id}: ${formatBytes(d.virtualSize)}, ${d.chunks} chunk(s), ${formatBytes(d.dataBytes)} of data`,
+    )
+  }
+  log.info(
+    `  ${formatBytes(result.bytes)} (${result.compression}), checksums ${summary.checksum}: all match; sha256 ${result.sha256}`,
+  )
+  const manifestPath = manifestName(file)
+  if (existsSync(manifestPath)) {
+    const manifest = JSON.parse(await fsp.readFile(manifestPath, 'utf8')) as Manifest
+    if (manifest.file?.sha256 !== result.sha256 || manifest.file?.bytes !== result.bytes) {
+      throw new DpxenError(
+        'XVA_INVALID',
+        `${file} does not match its manifest (size or SHA-256 differ): the file was changed or damaged`,
+      )
+    }
+    log.info('  matches its manifest')
+  }
+  return EXIT.OK
+}

@@ -1,0 +1,31 @@
+// Exit codes, in one place. Documented in the README.
+import type { DpxenErrorCode } from '../errors.js'
+
+export const EXIT = {
+  OK: 0,
+  INTERNAL: 1,
+  CONFIG: 2,
+  CONNECT: 3,
+  AUTH: 4,
+  VM_FAILED: 5,
+  XVA_INVALID: 6,
+  ABORTED: 130,
+} as const
+
+export function exitCodeFor(code: DpxenErrorCode): number {
+  switch (code) {
+    case 'CONFIG_INVALID':
+    case 'USAGE':
+      return EXIT.CONFIG
+    case 'CONNECT_FAILED':
+      return EXIT.CONNECT
+    case 'AUTH_FAILED':
+      return EXIT.AUTH
+    case 'XVA_INVALID':
+      return EXIT.XVA_INVALID
+    case 'ABORTED':
+      return EXIT.ABORTED
+    default:
+      return EXIT.VM_FAILED
+  }
+}

@@ -1,0 +1,65 @@
+// The one place where errors become exit codes and lines. Expected failures print one line an
+// operator can act on; unexpected ones print one line too, and their stack goes to the debug
+// file only. Output goes to standard output: Data Protector drops a UNIX script's stderr.
+import { DpxenError, messageOf } from '../errors.js'
+import type { Logger } from '../log.js'
+import { ConfigError } from '../config/load.js'
+import type { Hook, HookContext } from './context.js'
+import { EXIT, exitCodeFor } from './exit-codes.js'
+
+export interface RunResult {
+  code: number
+}
+
+/** Runs a hook with the given context pieces; never throws. */
+export async function runHook(hook: Hook, base: Omit<HookContext, 'useLogger'>): Promise<number> {
+  let log: Logger | undefined
+  const ctx: HookContext = { ...base, useLogger: (l) => (log = l) }
+  const say = (line: string): void => base.out(log ? log.redact(line) : line)
+  try {
+    return await hook(ctx)
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      for (const problem of error.problems) say(`dpxen: ${problem}`)
+      return EXIT.CONFIG
+    }
+    if (error instanceof DpxenError) {
+      say(`dpxen: ${error.code === 'ABORTED' ? 'interrupted: stopped and cleaned up' : messageOf(error)}`)
+      log?.debug(error.stack ?? String(error))
+      return exitCodeFor(error.code)
+    }
+    say(
+      `dpxen: internal error: ${messageOf(error)}${log?.debugFile ? ` (details in ${log.debugFile})` : ' (set debug: true for details)'}`,
+    )
+    log?.debug(error instanceof Error ? (error.stack ?? error.message) : String(error))
+    return EXIT.INTERNAL
+  } finally {
+    await log?.close()
+  }
+}
+
+/** Entry point of an executable: signals abort the run; the exit code is set once output is flushed. */
+export function main(hook: Hook): void {
+  const controller = new AbortController()
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++
+    if (signals > 1) process.exit(EXIT.ABORTED) // a second signal: stop now
+    controller.abort(new DpxenError('ABORTED', `received ${signal}`))
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  runHook(hook, {
+    args: process.argv.slice(2),
+    env: process.env,
+    cwd: process.cwd(),
+    out: (line) => process.stdout.write(`${line}\n`),
+    signal: controller.signal,
+  }).then(
+    (code) => {
+      // Exit explicitly once stdout is flushed: idle keep-alive sockets must not hold the process.
+      process.stdout.write('', () => process.exit(code))
+    },
+    () => process.exit(EXIT.INTERNAL),
+  )
+}

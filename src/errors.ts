@@ -1,0 +1,50 @@
+// One error taxonomy: a stable string code to branch on, a one-line message an operator can act
+// on, and the cause. Exit codes come from the code, in one place (cli/exit-codes.ts).
+
+export type DpxenErrorCode =
+  | 'CONFIG_INVALID' // the configuration file is missing, unreadable or wrong
+  | 'USAGE' // bad command line
+  | 'CONNECT_FAILED' // the host cannot be reached (network, TLS)
+  | 'AUTH_FAILED' // the host refused the credentials
+  | 'XAPI_ERROR' // the host refused a call; see XapiError for its code
+  | 'VM_NOT_FOUND' // a VM named in vmName does not exist, or the name is ambiguous
+  | 'SNAPSHOT_UNSUPPORTED' // a disk of the VM is on an SR that cannot snapshot
+  | 'NO_SPACE' // not enough free space in backupDir
+  | 'EXPORT_FAILED' // the export stream or its task failed
+  | 'XVA_INVALID' // an XVA stream or file is corrupt or not an XVA
+  | 'VM_FAILED' // at least one VM could not be backed up or restored
+  | 'ABORTED' // SIGTERM or SIGINT
+
+export class DpxenError extends Error {
+  readonly code: DpxenErrorCode
+  constructor(code: DpxenErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'DpxenError'
+    this.code = code
+  }
+}
+
+/** A failure reported by the XenAPI: xapi's error code and parameters, kept as they came. */
+export class XapiError extends DpxenError {
+  readonly xapiCode: string
+  readonly params: string[]
+  readonly method: string
+  constructor(description: string[], method: string) {
+    const [xapiCode = 'UNKNOWN', ...params] = description
+    super('XAPI_ERROR', `${method} failed: ${[xapiCode, ...params].join(' ')}`.trim())
+    this.name = 'XapiError'
+    this.xapiCode = xapiCode
+    this.params = params
+    this.method = method
+  }
+}
+
+export function isXapiError(error: unknown, ...codes: string[]): error is XapiError {
+  return error instanceof XapiError && (codes.length === 0 || codes.includes(error.xapiCode))
+}
+
+/** The error's one-line message, without a stack. */
+export function messageOf(error: unknown): string {
+  if (error instanceof Error) return error.message.split('\n')[0]!
+  return String(error)
+}

@@ -1,0 +1,114 @@
+// The HTTP side of a connection to a host, with one TLS policy: system CAs by default, a CA
+// file, or a pinned SHA-256 certificate fingerprint (checked before any byte is sent).
+//
+// XML-RPC calls go through undici. Streams whose body ends at connection close (xapi's
+// /export is HTTP/1.0 without Content-Length) go through node:http instead: undici 7 throws an
+// uncatchable assertion when such a body is paused by backpressure as the socket ends
+// (nodejs/undici#5360, fixed in undici 8, which needs Node 22).
+import { readFileSync } from 'node:fs'
+import { Agent as HttpAgent } from 'node:http'
+import { Agent as HttpsAgent } from 'node:https'
+import type { Duplex } from 'node:stream'
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
+import { Agent, buildConnector, type Dispatcher } from 'undici'
+import { DpxenError } from '../errors.js'
+
+export interface TlsPolicy {
+  caFile?: string
+  /** AA:BB:… upper-case SHA-256. */
+  fingerprint?: string
+}
+
+function fingerprintError(actual: string | undefined, pinned: string): DpxenError {
+  return new DpxenError(
+    'CONNECT_FAILED',
+    `the host's certificate fingerprint ${actual ?? '(none)'} is not the configured ${pinned} (refusing to send credentials)`,
+  )
+}
+
+/** An undici Agent for XML-RPC with the TLS policy. */
+export function createDispatcher(policy: TlsPolicy = {}): Dispatcher {
+  const base = { keepAliveTimeout: 4000 }
+  if (policy.fingerprint) {
+    const pinned = policy.fingerprint
+    const connector = buildConnector({ rejectUnauthorized: false })
+    return new Agent({
+      ...base,
+      connect(opts, callback) {
+        connector(opts, (error, socket) => {
+          if (error || !socket) return callback(error ?? new Error('no socket'), null)
+          const actual = (socket as TLSSocket).getPeerCertificate?.().fingerprint256
+          if (actual !== pinned) {
+            socket.destroy()
+            return callback(fingerprintError(actual, pinned), null)
+          }
+          callback(null, socket)
+        })
+      },
+    })
+  }
+  const ca = policy.caFile ? readFileSync(policy.caFile) : undefined
+  return new Agent({ ...base, connect: { rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
+}
+
+/** node:http(s) agents for streamed transfers, with the same TLS policy. */
+export function createStreamAgents(policy: TlsPolicy = {}): { http: HttpAgent; https: HttpsAgent } {
+  const http = new HttpAgent({ keepAlive: false })
+  if (policy.fingerprint) {
+    const pinned = policy.fingerprint
+    const https = new HttpsAgent({ keepAlive: false, rejectUnauthorized: false })
+    // The socket is handed over only once its certificate matched: nothing is sent before.
+    https.createConnection = (
+      options: ConnectionOptions,
+      callback?: (error: Error | null, socket: Duplex) => void,
+    ) => {
+      const socket = tlsConnect({ ...options, rejectUnauthorized: false })
+      socket.once('secureConnect', () => {
+        const actual = socket.getPeerCertificate().fingerprint256
+        if (actual === pinned) callback?.(null, socket)
+        else {
+          socket.destroy()
+          callback?.(fingerprintError(actual, pinned), socket)
+        }
+      })
+      socket.once('error', (error) => callback?.(error, socket))
+      return undefined as unknown as Duplex
+    }
+    return { http, https }
+  }
+  const ca = policy.caFile ? readFileSync(policy.caFile) : undefined
+  return {
+    http,
+    https: new HttpsAgent({ keepAlive: false, rejectUnauthorized: true, ...(ca ? { ca } : {}) }),
+  }
+}
+
+const TLS_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+])
+
+/** Turns a network or TLS failure into a one-line CONNECT_FAILED error that says what to check. */
+export function connectionError(url: string, error: unknown): DpxenError {
+  if (error instanceof DpxenError) return error
+  const cause = (error as { cause?: unknown }).cause
+  if (cause instanceof DpxenError) return cause
+  const code = (error as NodeJS.ErrnoException).code ?? (cause as { code?: string } | undefined)?.code ?? ''
+  const detail = error instanceof Error ? error.message : String(error)
+  if (TLS_CODES.has(code)) {
+    return new DpxenError(
+      'CONNECT_FAILED',
+      `cannot verify the certificate of ${url} (${code}): set caFile to the host's CA, or fingerprint to its SHA-256 fingerprint`,
+      { cause: error },
+    )
+  }
+  return new DpxenError(
+    'CONNECT_FAILED',
+    `cannot reach ${url}: ${code || detail} (check url and the network)`,
+    { cause: error },
+  )
+}

@@ -1,0 +1,83 @@
+// Streamed HTTP transfers with a host (node:http, see connection.ts): GET following 302 to
+// another pool member, with an inactivity timeout, and bodies always consumed or destroyed.
+import { request as httpRequest, type IncomingMessage, type Agent as HttpAgent } from 'node:http'
+import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
+import { DpxenError } from '../errors.js'
+import { connectionError } from './connection.js'
+import type { XapiSession } from './session.js'
+
+const MAX_REDIRECTS = 3
+
+export interface StreamAgents {
+  http: HttpAgent
+  https: HttpsAgent
+}
+
+export function resourceUrl(session: XapiSession, path: string, query: Record<string, string>): string {
+  const url = new URL(path, session.url)
+  for (const [key, value] of Object.entries({ session_id: session.ref, ...query }))
+    url.searchParams.set(key, value)
+  return url.toString()
+}
+
+export interface GetOptions {
+  signal?: AbortSignal
+  /** Milliseconds without a byte before the transfer counts as stalled. */
+  idleMs: number
+}
+
+function once(agents: StreamAgents, url: string, options: GetOptions): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const target = new URL(url)
+    const send = target.protocol === 'https:' ? httpsRequest : httpRequest
+    const req = send(target, {
+      method: 'GET',
+      agent: target.protocol === 'https:' ? agents.https : agents.http,
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
+    req.setTimeout(options.idleMs, () =>
+      req.destroy(Object.assign(new Error('the host sent nothing for too long'), { code: 'ETIMEDOUT_IDLE' })),
+    )
+    req.once('response', (res) => {
+      res.setTimeout(options.idleMs, () =>
+        res.destroy(
+          Object.assign(new Error('the host sent nothing for too long'), { code: 'ETIMEDOUT_IDLE' }),
+        ),
+      )
+      resolve(res)
+    })
+    req.once('error', (error) => {
+      if (options.signal?.aborted) reject(new DpxenError('ABORTED', 'interrupted', { cause: error }))
+      else reject(connectionError(target.origin, error))
+    })
+    req.end()
+  })
+}
+
+/** GET a resource; follows 302 (xapi sends one when another member holds the VM's storage). */
+export async function getResource(
+  agents: StreamAgents,
+  url: string,
+  options: GetOptions,
+): Promise<IncomingMessage> {
+  let current = url
+  for (let hop = 0; ; hop++) {
+    const res = await once(agents, current, options)
+    if (res.statusCode === 302 && hop < MAX_REDIRECTS && res.headers.location) {
+      res.resume()
+      current = new URL(res.headers.location, current).toString()
+      continue
+    }
+    return res
+  }
+}
+
+/** Reads and drops a body (for error answers). */
+export async function drain(res: IncomingMessage): Promise<void> {
+  res.resume()
+  await new Promise<void>((resolve) => {
+    res.once('end', resolve)
+    res.once('error', () => resolve())
+    res.once('close', resolve)
+  })
+}

@@ -1,0 +1,180 @@
+// A XenAPI session: login with an originator, follow HOST_IS_SLAVE to the master, log in again
+// once on SESSION_INVALID, and always log out. Every call goes to the debug log with secrets
+// redacted. The transport is a plain function, so tests and other hosts plug in at one seam.
+import { performance } from 'node:perf_hooks'
+import { request, type Dispatcher } from 'undici'
+import { DpxenError, XapiError, isXapiError } from '../errors.js'
+import type { Logger } from '../log.js'
+import { connectionError } from './connection.js'
+import { decodeResponse, encodeCall } from './xmlrpc.js'
+
+/** Sends one XML-RPC call and returns the decoded answer (the Status/Value struct). */
+export type XapiTransport = (
+  url: string,
+  method: string,
+  params: unknown[],
+  options: { signal?: AbortSignal },
+) => Promise<unknown>
+
+export const ORIGINATOR = 'dpxen'
+const MAX_REDIRECTS = 3
+
+/** The XML-RPC transport over undici. Network failures become CONNECT_FAILED. */
+export function xmlRpcTransport(dispatcher: Dispatcher): XapiTransport {
+  return async (url, method, params, { signal }) => {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await request(url, {
+        method: 'POST',
+        dispatcher,
+        body: encodeCall(method, params),
+        headers: { 'content-type': 'text/xml' },
+        ...(signal ? { signal } : {}),
+      })
+    } catch (error) {
+      if (signal?.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
+      throw connectionError(url, error)
+    }
+    const text = await res.body.text()
+    if (res.statusCode !== 200) {
+      throw new DpxenError(
+        'CONNECT_FAILED',
+        `${url} answered HTTP ${res.statusCode} to ${method} (is this a XenServer / XCP-ng host?)`,
+      )
+    }
+    try {
+      return await decodeResponse(text)
+    } catch (error) {
+      throw new DpxenError(
+        'CONNECT_FAILED',
+        `${url} sent a reply that is not XML-RPC (is this a XenServer / XCP-ng host?)`,
+        { cause: error },
+      )
+    }
+  }
+}
+
+export interface SessionOptions {
+  url: string
+  username: string
+  password: string
+  transport: XapiTransport
+  log: Logger
+  signal?: AbortSignal
+}
+
+function unwrap(answer: unknown, method: string): unknown {
+  const envelope = answer as { Status?: string; Value?: unknown; ErrorDescription?: unknown }
+  if (envelope?.Status === 'Success') return envelope.Value
+  if (envelope?.Status === 'Failure' && Array.isArray(envelope.ErrorDescription)) {
+    throw new XapiError(envelope.ErrorDescription.map(String), method)
+  }
+  throw new DpxenError('CONNECT_FAILED', `unexpected reply to ${method} (is this a XenServer / XCP-ng host?)`)
+}
+
+/** Where HOST_IS_SLAVE points: the master's address, on the same scheme and port unless it names one. */
+export function masterUrl(current: string, address: string): string {
+  const url = new URL(current)
+  if (/^\[.*\]$|^[^:]+$/.test(address)) url.hostname = address
+  else url.host = address
+  return `${url.protocol}//${url.host}`
+}
+
+export class XapiSession {
+  #url: string
+  #ref = ''
+  readonly #options: SessionOptions
+
+  private constructor(options: SessionOptions) {
+    this.#options = options
+    this.#url = options.url
+    options.log.secret(options.password)
+  }
+
+  /** Logs in (following HOST_IS_SLAVE). Throws AUTH_FAILED or CONNECT_FAILED with a one-line reason. */
+  static async open(options: SessionOptions): Promise<XapiSession> {
+    const session = new XapiSession(options)
+    await session.#login()
+    return session
+  }
+
+  /** The master's base URL (after any HOST_IS_SLAVE redirect). */
+  get url(): string {
+    return this.#url
+  }
+
+  get ref(): string {
+    return this.#ref
+  }
+
+  async #login(): Promise<void> {
+    const { username, password, log } = this.#options
+    for (let hop = 0; ; hop++) {
+      try {
+        this.#ref = String(
+          await this.#raw('session.login_with_password', [username, password, '2.21', ORIGINATOR]),
+        )
+        log.secret(this.#ref)
+        return
+      } catch (error) {
+        if (isXapiError(error, 'HOST_IS_SLAVE') && hop < MAX_REDIRECTS && error.params[0]) {
+          const next = masterUrl(this.#url, error.params[0])
+          log.debug(`${this.#url} is a pool member; the master is ${next}`)
+          this.#url = next
+          continue
+        }
+        if (isXapiError(error, 'SESSION_AUTHENTICATION_FAILED')) {
+          throw new DpxenError(
+            'AUTH_FAILED',
+            `${this.#url} refused the password of user ${username} (check username and password)`,
+            {
+              cause: error,
+            },
+          )
+        }
+        throw error
+      }
+    }
+  }
+
+  async #raw(method: string, params: unknown[]): Promise<unknown> {
+    const { transport, log, signal } = this.#options
+    const started = performance.now()
+    const shown = method === 'session.login_with_password' ? [params[0], '***', ...params.slice(2)] : params
+    try {
+      const value = unwrap(await transport(this.#url, method, params, signal ? { signal } : {}), method)
+      log.debug(
+        `call ${method}(${JSON.stringify(shown)}) ok in ${(performance.now() - started).toFixed(1)} ms`,
+      )
+      return value
+    } catch (error) {
+      log.debug(
+        `call ${method}(${JSON.stringify(shown)}) failed in ${(performance.now() - started).toFixed(1)} ms: ${String(error)}`,
+      )
+      throw error
+    }
+  }
+
+  /** Calls a method with this session; on SESSION_INVALID logs in again once and retries. */
+  async call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
+    try {
+      return (await this.#raw(method, [this.#ref, ...args])) as T
+    } catch (error) {
+      if (!isXapiError(error, 'SESSION_INVALID')) throw error
+      this.#options.log.debug('session invalid: logging in again')
+      await this.#login()
+      return (await this.#raw(method, [this.#ref, ...args])) as T
+    }
+  }
+
+  /** Logs out; never throws (the session may already be gone). */
+  async logout(): Promise<void> {
+    if (!this.#ref) return
+    try {
+      await this.#options.transport(this.#url, 'session.logout', [this.#ref], {})
+    } catch (error) {
+      this.#options.log.debug(`logout failed: ${String(error)}`)
+    }
+    this.#ref = ''
+  }
+}

@@ -253,25 +253,24 @@ export function validateConfig(
 
   let vmName: string[] = []
   const list = values.vmName
+  let listOk = list === undefined
   if (list !== undefined) {
     if (!Array.isArray(list) || list.some((n) => typeof n !== 'string'))
       problems.push('vmName: must be a list of names, like ["Debian", "vm2"]')
     else if (list.length > MAX_VM_NAMES)
       problems.push(`vmName: lists ${list.length} names; at most ${MAX_VM_NAMES}`)
     else if (list.some((n) => (n as string).trim() === '')) problems.push('vmName: has an empty name')
-    else vmName = list as string[]
+    else {
+      vmName = list as string[]
+      listOk = true
+    }
   }
-  if (
-    (mode === 'online' || mode === 'offline') &&
-    list !== undefined &&
-    vmName.length === 0 &&
-    Array.isArray(list)
-  ) {
-    problems.push(
-      `vmName: is empty; mode ${mode} backs up the VMs it names (or use all${mode === 'online' ? 'Online' : 'Offline'})`,
-    )
-  } else if ((mode === 'online' || mode === 'offline') && list === undefined) {
-    problems.push(`vmName: missing; mode ${mode} needs the names of the VMs`)
+  if (mode === 'online' || mode === 'offline') {
+    const all = mode === 'online' ? 'allOnline' : 'allOffline'
+    if (list === undefined)
+      problems.push(`vmName: missing; mode ${mode} needs the names of the VMs (or use ${all})`)
+    else if (listOk && vmName.length === 0)
+      problems.push(`vmName: is empty; mode ${mode} backs up the VMs it names (or use ${all})`)
   }
 
   const sr = str('sr', false) ?? ''

@@ -70,3 +70,34 @@ export async function upload(
   await res.body.dump()
   return res.statusCode
 }
+
+/**
+ * Rebuilds every disk of an XVA the way xapi's importer does (gaps of the first chunk's
+ * length, zero-length keep-alive entries) and returns their SHA-256s, sorted. Independent of
+ * dpxen's own verifier, so tests can check it.
+ */
+export async function rebuiltDiskHashes(archive: Buffer): Promise<string[]> {
+  const list = await entries(archive)
+  const ova = list[0]!.data.toString()
+  const sizes = new Map<string, number>()
+  // ova.xml objects: <member><name>id</name><value>Ref:N</value></member> … virtual_size of VDIs.
+  for (const match of ova.matchAll(
+    /<member><name>class<\/name><value>VDI<\/value><\/member><member><name>id<\/name><value>(Ref:\d+)<\/value><\/member><member><name>snapshot<\/name><value><struct>(.*?)<\/struct><\/value><\/member>/g,
+  )) {
+    const size = /<name>virtual_size<\/name><value>(\d+)<\/value>/.exec(match[2]!)
+    sizes.set(match[1]!, Number(size![1]))
+  }
+  const disks = new Map<string, { data: Buffer; offset: number; last: number; first?: number }>()
+  for (const entry of list.slice(1)) {
+    if (/\.(xxhash|checksum)$/.test(entry.name)) continue
+    const [id, num] = entry.name.split('/') as [string, string]
+    const disk = disks.get(id) ?? { data: Buffer.alloc(sizes.get(id) ?? 0), offset: 0, last: -1 }
+    disks.set(id, disk)
+    disk.first ??= entry.data.length
+    disk.offset += (Number(num) - disk.last - 1) * disk.first
+    entry.data.copy(disk.data, disk.offset)
+    disk.offset += entry.data.length
+    disk.last = Number(num)
+  }
+  return [...disks.values()].map((d) => sha256(d.data)).sort()
+}

@@ -1,0 +1,56 @@
+// Runs dpxen hooks in-process (as the executables do, minus the process) and writes configs.
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach } from 'vitest'
+import type { Hook } from '../../src/cli/context.js'
+import { runHook } from '../../src/cli/main.js'
+
+const dirs: string[] = []
+
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+})
+
+/** A temporary folder removed after the test. */
+export function tempDir(prefix = 'dpxen-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  dirs.push(dir)
+  return dir
+}
+
+/** Writes a JSON configuration (mode 600) and returns its path. */
+export function writeConfig(dir: string, values: Record<string, unknown>, name = 'dpxen.json'): string {
+  const path = join(dir, name)
+  writeFileSync(path, name.endsWith('.py') ? String(values.text) : JSON.stringify(values, null, 2))
+  chmodSync(path, 0o600)
+  return path
+}
+
+export interface HookRun {
+  code: number
+  lines: string[]
+  text: string
+}
+
+/** Runs a hook with a fresh signal; `abortAfter` aborts when a line matching it appears. */
+export async function run(
+  hook: Hook,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; abortWhen?: RegExp } = {},
+): Promise<HookRun> {
+  const lines: string[] = []
+  const controller = new AbortController()
+  const code = await runHook(hook, {
+    args,
+    env: options.env ?? {},
+    cwd: options.cwd ?? tmpdir(),
+    out: (line) => {
+      lines.push(line)
+      if (options.abortWhen?.test(line)) controller.abort()
+    },
+    signal: controller.signal,
+    retryDelaysMs: [10, 20, 40],
+  })
+  return { code, lines, text: lines.join('\n') }
+}

@@ -1,0 +1,38 @@
+// Pool assertions shared by the backup and restore tests.
+import type { TestClient } from './rpc.js'
+import { rawDisk, sha256 } from './xva.js'
+
+type Rec = Record<string, unknown>
+
+export async function records(xapi: TestClient, cls: string): Promise<Record<string, Rec>> {
+  return xapi.call<Record<string, Rec>>(`${cls}.get_all_records`)
+}
+
+/** Snapshots in the pool (any VM with is_a_snapshot). */
+export async function snapshots(xapi: TestClient): Promise<Rec[]> {
+  return Object.values(await records(xapi, 'VM')).filter((vm) => vm.is_a_snapshot)
+}
+
+/** name -> power state of every VM that is not a template or the control domain. */
+export async function powerStates(xapi: TestClient): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  for (const vm of Object.values(await records(xapi, 'VM'))) {
+    if (!vm.is_a_template && !vm.is_control_domain) out[String(vm.name_label)] = String(vm.power_state)
+  }
+  return out
+}
+
+/** SHA-256 of each disk of a VM, in device order. */
+export async function diskHashes(url: string, xapi: TestClient, vm: string): Promise<string[]> {
+  const out: [number, string][] = []
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const rec = await xapi.call<Rec>('VBD.get_record', vbd)
+    if (rec.type === 'Disk')
+      out.push([Number(rec.userdevice), sha256(await rawDisk(url, xapi.session, String(rec.VDI)))])
+  }
+  return out.sort((a, b) => a[0] - b[0]).map(([, h]) => h)
+}
+
+export async function vdiCount(xapi: TestClient): Promise<number> {
+  return (await xapi.call<string[]>('VDI.get_all')).length
+}

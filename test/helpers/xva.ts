@@ -4,6 +4,7 @@ import { Readable } from 'node:stream'
 import { gunzipSync } from 'node:zlib'
 import tar from 'tar-stream'
 import { request } from 'undici'
+import Deserializer from 'xmlrpc/lib/deserializer.js'
 import { decompress } from 'zstd-napi'
 
 export interface TarEntry {
@@ -78,15 +79,18 @@ export async function upload(
  */
 export async function rebuiltDiskHashes(archive: Buffer): Promise<string[]> {
   const list = await entries(archive)
-  const ova = list[0]!.data.toString()
+  const ova = (await new Promise((resolve, reject) =>
+    new Deserializer().deserializeMethodResponse(
+      Readable.from([
+        Buffer.from(
+          `<methodResponse><params><param>${list[0]!.data.toString()}</param></params></methodResponse>`,
+        ),
+      ]),
+      (error, value) => (error ? reject(error) : resolve(value)),
+    ),
+  )) as { objects: { class: string; id: string; snapshot: Record<string, unknown> }[] }
   const sizes = new Map<string, number>()
-  // ova.xml objects: <member><name>id</name><value>Ref:N</value></member> … virtual_size of VDIs.
-  for (const match of ova.matchAll(
-    /<member><name>class<\/name><value>VDI<\/value><\/member><member><name>id<\/name><value>(Ref:\d+)<\/value><\/member><member><name>snapshot<\/name><value><struct>(.*?)<\/struct><\/value><\/member>/g,
-  )) {
-    const size = /<name>virtual_size<\/name><value>(\d+)<\/value>/.exec(match[2]!)
-    sizes.set(match[1]!, Number(size![1]))
-  }
+  for (const o of ova.objects) if (o.class === 'VDI') sizes.set(o.id, Number(o.snapshot.virtual_size))
   const disks = new Map<string, { data: Buffer; offset: number; last: number; first?: number }>()
   for (const entry of list.slice(1)) {
     if (/\.(xxhash|checksum)$/.test(entry.name)) continue

@@ -31,7 +31,7 @@ export class XapiError extends DpxenError {
   readonly method: string
   constructor(description: string[], method: string) {
     const [xapiCode = 'UNKNOWN', ...params] = description
-    super('XAPI_ERROR', `${method} failed: ${[xapiCode, ...params].join(' ')}`.trim())
+    super('XAPI_ERROR', `${method} failed: ${[xapiCode, ...params.filter((p) => p !== '')].join(' ')}`)
     this.name = 'XapiError'
     this.xapiCode = xapiCode
     this.params = params

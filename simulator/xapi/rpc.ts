@@ -81,8 +81,13 @@ function checkParam(sim: SimContext, spec: ParamSpec, value: unknown): unknown {
 
 /** Checks the session argument as xapi's session_check does. */
 export function checkSession(sim: SimContext, session: unknown): string {
-  if (sim.faults.take('session-invalid-once')) {
-    throw new XapiFailure('SESSION_INVALID', String(session))
+  if (
+    typeof session === 'string' &&
+    sim.db.has('session', session) &&
+    sim.faults.take('session-invalid-once')
+  ) {
+    // As if the session had expired: it is gone, and the client must log in again.
+    sim.db.destroy('session', session)
   }
   if (typeof session !== 'string' || !sim.db.has('session', session)) {
     throw new XapiFailure('SESSION_INVALID', String(session))

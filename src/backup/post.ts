@@ -28,7 +28,7 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
 
   let code: number = EXIT.OK
   try {
-    const conn = await connect(config, log, ctx.signal)
+    const conn = await connect(config, log)
     try {
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),

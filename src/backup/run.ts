@@ -84,7 +84,7 @@ async function cleanStaging(config: Config, log: Logger): Promise<void> {
 }
 
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
-  const conn = await connect(config, log, ctx.signal)
+  const conn = await connect(config, log)
   try {
     const { plans, problems } = selectVms(await readPool(conn.session), config.mode, config.vmName)
     log.info(
@@ -105,7 +105,7 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
   await mkdir(config.backupDir, { recursive: true, mode: 0o700 })
-  const conn = await connect(config, log, ctx.signal)
+  const conn = await connect(config, log)
   try {
     return await backupAll(ctx, config, log, conn)
   } finally {

@@ -30,7 +30,7 @@ export async function runDpxen(ctx: HookContext): Promise<number> {
 async function check(ctx: HookContext): Promise<number> {
   const { config, log } = await startHook(ctx, 'check')
   log.info(`configuration ${config.source}: OK (mode ${config.mode}, ${config.url}, user ${config.username})`)
-  const conn = await connect(config, log, ctx.signal)
+  const conn = await connect(config, log)
   let problems = 0
   try {
     log.info(`connected to ${conn.session.url}`)

@@ -13,7 +13,11 @@ export interface Connection {
   close(): Promise<void>
 }
 
-export async function connect(config: Config, log: Logger, signal?: AbortSignal): Promise<Connection> {
+/**
+ * Logs in. Calls are not tied to the run's abort signal: after SIGTERM the cleanup (destroying
+ * a snapshot, starting a VM) still needs the session.
+ */
+export async function connect(config: Config, log: Logger): Promise<Connection> {
   const policy = {
     ...(config.caFile ? { caFile: config.caFile } : {}),
     ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}),
@@ -27,7 +31,6 @@ export async function connect(config: Config, log: Logger, signal?: AbortSignal)
       password: config.password,
       transport: xmlRpcTransport(dispatcher),
       log,
-      ...(signal ? { signal } : {}),
     })
     return {
       session,

@@ -79,16 +79,17 @@ export async function upload(
  */
 export async function rebuiltDiskHashes(archive: Buffer): Promise<string[]> {
   const list = await entries(archive)
-  const ova = (await new Promise((resolve, reject) =>
+  type Ova = { objects: { class: string; id: string; snapshot: Record<string, unknown> }[] }
+  const ova = await new Promise<Ova>((resolve, reject) =>
     new Deserializer().deserializeMethodResponse(
       Readable.from([
         Buffer.from(
           `<methodResponse><params><param>${list[0]!.data.toString()}</param></params></methodResponse>`,
         ),
       ]),
-      (error, value) => (error ? reject(error) : resolve(value)),
+      (error, value) => (error ? reject(error) : resolve(value as Ova)),
     ),
-  )) as { objects: { class: string; id: string; snapshot: Record<string, unknown> }[] }
+  )
   const sizes = new Map<string, number>()
   for (const o of ova.objects) if (o.class === 'VDI') sizes.set(o.id, Number(o.snapshot.virtual_size))
   const disks = new Map<string, { data: Buffer; offset: number; last: number; first?: number }>()

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import { parseFault } from '../../simulator/xapi/faults.js'
+import { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
 import { download, entries, rawDisk, sha256, upload } from '../helpers/xva.js'
 
@@ -87,11 +88,13 @@ describe('fault injection', () => {
     expect(await xapi.failure('VDI.get_record', vdi)).toEqual(['HANDLE_INVALID', 'VDI', vdi])
   })
 
-  it('session-invalid-once fails the next call with SESSION_INVALID only', async () => {
+  it('session-invalid-once ends the session of the next call, as an expiry would; a new login works', async () => {
     const { sim, xapi } = await demoSim()
     sim.faults.add('session-invalid-once')
     expect(await xapi.failure('VM.get_all')).toEqual(['SESSION_INVALID', xapi.session])
-    expect((await xapi.call<string[]>('VM.get_all')).length).toBeGreaterThan(0)
+    expect(sim.openSessions()).toBe(0)
+    const again = await TestClient.login(sim.url)
+    expect((await again.call<string[]>('VM.get_all')).length).toBeGreaterThan(0)
   })
 
   it('import-fail fails the import task after the body was read, leaving nothing behind', async () => {

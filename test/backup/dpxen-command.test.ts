@@ -1,0 +1,82 @@
+// The operator command: dpxen check and dpxen verify, as executables.
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import { describe, expect, it } from 'vitest'
+import { tempDir, writeConfig } from '../helpers/hooks.js'
+import { demoSim } from '../helpers/sim.js'
+
+const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
+const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
+
+describe('dpxen check / verify', () => {
+  it('check reports each VM, its disks and snapshot capability, free space, and what is not ready', async () => {
+    const { sim } = await demoSim()
+    const dir = tempDir()
+    const config = writeConfig(dir, {
+      mode: 'allOnline',
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir: dir,
+    })
+    const result = await execa(DPXEN, ['check', config], { reject: false })
+    expect(result.exitCode).toBe(5)
+    expect(result.stdout).toMatch(/^ok {6}Debian \([0-9a-f-]+\) Running, up to /m)
+    expect(result.stdout).toMatch(/^ {10}disk 0: 8\.0 MiB on Local storage, snapshot allowed$/m)
+    expect(result.stdout).toMatch(/^PROBLEM legacy-win/m)
+    expect(result.stdout).toMatch(/^ {10}disk 0: 4\.0 MiB on Removable storage, snapshot NOT allowed$/m)
+    expect(result.stdout).toMatch(new RegExp(`^ok {6}${dir}: .* free, the backup needs up to `, 'm'))
+    expect(result.stdout.trim().split('\n').at(-1)).toBe('not ready: 1 problem(s)')
+    const offline = writeConfig(
+      dir,
+      { mode: 'allOffline', url: sim.url, username: 'root', password: 'xenroot', backupDir: dir },
+      'off.json',
+    )
+    const ready = await execa(DPXEN, ['check', offline], { reject: false })
+    expect(ready.exitCode).toBe(0)
+    expect(ready.stdout.trim().split('\n').at(-1)).toBe('ready')
+  })
+
+  it('verify accepts a backup and its manifest, and refuses a damaged copy with exit 6', async () => {
+    const { sim } = await demoSim()
+    const dir = tempDir()
+    const backupDir = join(dir, 'b')
+    const config = writeConfig(dir, {
+      mode: 'online',
+      vmName: ['vm2'],
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir,
+    })
+    expect((await execa(PRE_EXEC, [config])).exitCode).toBe(0)
+    const file = join(backupDir, '127.0.0.1_vm2_Snapshot.xva')
+    const ok = await execa(DPXEN, ['verify', file], { reject: false })
+    expect(ok.exitCode).toBe(0)
+    expect(ok.stdout).toMatch(/valid XVA of VM /)
+    expect(ok.stdout).toMatch(/matches its manifest/)
+    const damaged = join(dir, 'damaged.xva')
+    const bytes = readFileSync(file)
+    bytes[2 * 1024 * 1024 + 4096] = bytes[2 * 1024 * 1024 + 4096]! ^ 0xff
+    writeFileSync(damaged, bytes)
+    const bad = await execa(DPXEN, ['verify', damaged], { reject: false })
+    expect(bad.exitCode).toBe(6)
+    expect(bad.stdout).toMatch(/^dpxen: bad checksum for chunk Ref:\d+\/\d+ \(the data is corrupt\)$/m)
+    // The same bytes under the manifest's name, but changed after the backup: refused.
+    copyFileSync(join(backupDir, '127.0.0.1_vm2_Snapshot.xva.manifest.json'), `${damaged}.manifest.json`)
+    writeFileSync(damaged, Buffer.concat([readFileSync(file), Buffer.alloc(512)]))
+    const changed = await execa(DPXEN, ['verify', damaged], { reject: false })
+    expect(changed.exitCode).toBe(6)
+    expect(changed.stdout).toMatch(/does not match its manifest/)
+  })
+
+  it('usage errors give one line and exit 2', async () => {
+    const result = await execa(DPXEN, ['frobnicate'], { reject: false })
+    expect(result.exitCode).toBe(2)
+    expect(result.stdout).toBe(
+      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen verify FILE.xva)',
+    )
+  })
+})

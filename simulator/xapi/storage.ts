@@ -3,6 +3,7 @@ import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
 import {
   attachVdiToSr,
+  macFor,
   newVbdRecord,
   newVdiRecord,
   newVifRecord,
@@ -170,7 +171,9 @@ export function createVif(sim: SimContext, fields: Rec): string {
   const device = String(fields.device)
   const used = (vm.VIFs as string[]).map((v) => sim.db.get('VIF', v)?.device)
   if (used.includes(device)) throw new XapiFailure('DEVICE_ALREADY_EXISTS', device)
-  const ref = sim.db.create('VIF', newVifRecord({ ...fields, currently_attached: false }))
+  // An empty MAC is made from the VM's MAC seed, as xapi does.
+  const mac = String(fields.MAC ?? '') || macFor(String((vm.other_config as Rec).mac_seed ?? vmRef), device)
+  const ref = sim.db.create('VIF', newVifRecord({ ...fields, MAC: mac, currently_attached: false }))
   sim.db.link('VM', vmRef, 'VIFs', ref, true)
   sim.db.link('network', String(fields.network), 'VIFs', ref, true)
   return ref

@@ -11,6 +11,7 @@ import type { Config } from '../config/schema.js'
 import { DpxenError, messageOf } from '../errors.js'
 import { formatBytes, formatRate } from '../format.js'
 import { createLogger, type Logger } from '../log.js'
+import { startTicker, type Active } from '../progress.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import { VERSION } from '../version.js'
 import { removeOurFile, removeStalePartials } from './files.js'
@@ -39,27 +40,6 @@ export async function startHook(ctx: HookContext, name: string): Promise<{ confi
 
 export function isPreview(env: NodeJS.ProcessEnv): boolean {
   return env.PREVIEW === '1'
-}
-
-interface Active {
-  name: string
-  status: string
-  bytes: number
-  since: number
-}
-
-/** Prints what each running VM is doing, every `seconds`, so Data Protector sees the script alive. */
-function startTicker(log: Logger, active: Map<string, Active>, seconds: number): () => void {
-  const timer = setInterval(() => {
-    if (active.size === 0) return log.info('dpxen: working')
-    for (const vm of active.values()) {
-      const elapsed = (performance.now() - vm.since) / 1000
-      const detail = vm.bytes ? `, ${formatBytes(vm.bytes)} so far (${formatRate(vm.bytes, elapsed)})` : ''
-      log.info(`dpxen: ${vm.name}: ${vm.status}${detail}`)
-    }
-  }, seconds * 1000)
-  timer.unref()
-  return () => clearInterval(timer)
 }
 
 /** Runs `work` over the items with at most `limit` at once. */

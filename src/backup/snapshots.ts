@@ -7,7 +7,15 @@ import type { Logger } from '../log.js'
 import type { XapiSession } from '../xapi/session.js'
 import { callAsync } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
-import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, SNAPSHOT_PREFIX, STALE_AFTER_MS } from './tags.js'
+import {
+  OC_BACKUP_RUN,
+  OC_CREATED,
+  OC_OWNER,
+  OC_VM_NAME,
+  OC_VM_UUID,
+  SNAPSHOT_PREFIX,
+  STALE_AFTER_MS,
+} from './tags.js'
 
 /** Delays between VDI.destroy attempts while xapi says VDI_IN_USE (about 30 s in all). */
 export const DEFAULT_RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000]
@@ -31,11 +39,13 @@ export async function makeSnapshot(
       [OC_BACKUP_RUN, runId],
       [OC_CREATED, new Date().toISOString()],
       [OC_OWNER, `${hostname()}:${process.pid}`],
+      [OC_VM_UUID, await session.call<string>('VM.get_uuid', vmRef)],
+      [OC_VM_NAME, vmName],
     ]) {
       await session.call('VM.add_to_other_config', snap, key, value)
     }
   } catch (error) {
-    await destroySnapshot(session, snap, log).catch(() => undefined)
+    await destroyVmAndDisks(session, snap, log).catch(() => undefined)
     throw error
   }
   return snap
@@ -71,8 +81,8 @@ export async function destroyVdi(
   }
 }
 
-/** Destroys a snapshot and its disks. */
-export async function destroySnapshot(
+/** Destroys a VM (or snapshot) and its disks (not CDs). A VM already gone is fine. */
+export async function destroyVmAndDisks(
   session: XapiSession,
   snap: string,
   log: Logger,
@@ -124,7 +134,7 @@ export async function sweepSnapshots(
     const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
     if (!mine && !stale && !ownerGone(oc[OC_OWNER])) continue
     try {
-      await destroySnapshot(session, ref, log, options.delays)
+      await destroyVmAndDisks(session, ref, log, options.delays)
       destroyed.push(String(vm.name_label))
     } catch (error) {
       failed.push(`${String(vm.name_label)}: ${messageOf(error)}`)

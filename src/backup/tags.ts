@@ -2,6 +2,9 @@
 
 /** other_config key on every snapshot dpxen makes: the run that made it. */
 export const OC_BACKUP_RUN = 'dpxen:backup-run'
+/** other_config keys on a snapshot: the VM it was taken of, so a restore knows it from the XVA alone. */
+export const OC_VM_UUID = 'dpxen:vm-uuid'
+export const OC_VM_NAME = 'dpxen:vm-name'
 /** other_config key: when dpxen made it (ISO time). */
 export const OC_CREATED = 'dpxen:created'
 /** Name prefix of dpxen's snapshots, so people recognise them in XenCenter. */

@@ -12,7 +12,7 @@ import { exportToFile, type ExportResult } from './export.js'
 import { freeSpace } from './files.js'
 import { buildManifest, writeManifest } from './manifest.js'
 import type { VmPlan } from './select.js'
-import { destroySnapshot, makeSnapshot } from './snapshots.js'
+import { destroyVmAndDisks, makeSnapshot } from './snapshots.js'
 
 export interface VmBackupContext {
   session: XapiSession
@@ -110,7 +110,7 @@ export async function backupOnline(
       return await exportAndDescribe(ctx, plan, snap, fileName)
     } finally {
       ctx.onStatus?.('removing the snapshot')
-      await destroySnapshot(ctx.session, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+      await destroyVmAndDisks(ctx.session, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
         throw new DpxenError(
           'VM_FAILED',
           `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,

@@ -34,6 +34,12 @@ export interface Config {
   shutdownTimeout: number
   /** Make the pre-exec fail the session when any VM fails (default: go on, post-exec reports). */
   failSessionOnError: boolean
+  /** Online restore: create the VM from the snapshot when it no longer exists. */
+  restoreMissingVm: boolean
+  /** Restore: put each disk back on the SR it came from when that SR exists (else `sr`). */
+  originalSr: boolean
+  /** Restore: start a restored VM that was running at backup time. */
+  startAfterRestore: boolean
   /** Seconds without a byte before a transfer counts as stalled and fails. */
   stallTimeout: number
   /** Seconds between progress lines (Data Protector aborts a script silent for 15 minutes). */
@@ -61,6 +67,9 @@ export const KEYS = [
   'failSessionOnError',
   'progressInterval',
   'stallTimeout',
+  'restoreMissingVm',
+  'originalSr',
+  'startAfterRestore',
 ] as const
 
 /** Keys the original DPxen_config.py spells differently. */
@@ -321,6 +330,9 @@ export function validateConfig(
     failSessionOnError: bool('failSessionOnError', false),
     progressInterval: num('progressInterval', 60, 0.05, 600, false),
     stallTimeout: num('stallTimeout', 600, 1, 86_400, false),
+    restoreMissingVm: bool('restoreMissingVm', false),
+    originalSr: bool('originalSr', false),
+    startAfterRestore: bool('startAfterRestore', false),
   } satisfies Config
   return problems.length ? { problems } : { config, problems }
 }

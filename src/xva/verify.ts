@@ -29,7 +29,14 @@ export interface XvaDisk {
 }
 
 export interface XvaSummary {
-  vm: { name: string; uuid: string; isTemplate: boolean; powerState: string; version: string }
+  vm: {
+    name: string
+    uuid: string
+    isTemplate: boolean
+    powerState: string
+    version: string
+    otherConfig: Record<string, string>
+  }
   vifs: { device: string; mac: string; network: string }[]
   disks: XvaDisk[]
   checksum: 'xxhash' | 'sha1' | 'none'
@@ -336,6 +343,9 @@ export class XvaVerifier {
         isTemplate: vm.is_a_template === true,
         powerState: String(vm.power_state ?? ''),
         version: String(vm.version ?? '0'),
+        otherConfig: Object.fromEntries(
+          Object.entries((vm.other_config ?? {}) as Rec).map(([k, v]) => [k, String(v)]),
+        ),
       },
       vifs,
       disks,

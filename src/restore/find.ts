@@ -1,0 +1,81 @@
+// Which files to restore: the XVAs of the mode's kind in backupDir (online: *_Snapshot.xva,
+// offline: the others), and the VM each belongs to, read from its manifest or from ova.xml,
+// not only from its name.
+import { existsSync, promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import type { Config } from '../config/schema.js'
+import { manifestName, type Manifest } from '../backup/manifest.js'
+import { OC_VM_NAME, OC_VM_UUID } from '../backup/tags.js'
+import { pipeXva, type PipeResult } from '../xva/pipe.js'
+import { DpxenError } from '../errors.js'
+import { createReadStream } from 'node:fs'
+
+export interface RestoreItem {
+  file: string
+  path: string
+  /** The VM the backup is of. */
+  vmName: string
+  vmUuid: string
+  manifest?: Manifest
+  verified: PipeResult
+}
+
+export function isOnlineFile(name: string): boolean {
+  return name.endsWith('_Snapshot.xva')
+}
+
+/** Lists the XVA files of the kind the mode restores, and says clearly what else is there. */
+export async function listFiles(config: Config): Promise<{ files: string[]; others: string[] }> {
+  let names: string[]
+  try {
+    names = await fsp.readdir(config.backupDir)
+  } catch {
+    throw new DpxenError(
+      'CONFIG_INVALID',
+      `backupDir ${config.backupDir} does not exist (restore the files into it with Data Protector first)`,
+    )
+  }
+  const xvas = names.filter((n) => n.endsWith('.xva')).sort()
+  const online = config.mode === 'online' || config.mode === 'allOnline'
+  return {
+    files: xvas.filter((n) => isOnlineFile(n) === online),
+    others: xvas.filter((n) => isOnlineFile(n) !== online),
+  }
+}
+
+async function readManifest(path: string): Promise<Manifest | undefined> {
+  const file = manifestName(path)
+  if (!existsSync(file)) return undefined
+  try {
+    const manifest = JSON.parse(await fsp.readFile(file, 'utf8')) as Manifest
+    return manifest.format === 'dpxen-manifest/1' ? manifest : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Verifies a file end to end (layout, every checksum, and the manifest's size and SHA-256) and
+ * says which VM it holds. Throws XVA_INVALID for a damaged file.
+ */
+export async function examine(dir: string, file: string, signal: AbortSignal): Promise<RestoreItem> {
+  const path = join(dir, file)
+  const stream = createReadStream(path, { highWaterMark: 1024 * 1024 })
+  let verified: PipeResult
+  try {
+    verified = await pipeXva(stream, { signal })
+  } finally {
+    stream.destroy()
+  }
+  const manifest = await readManifest(path)
+  if (manifest && (manifest.file.sha256 !== verified.sha256 || manifest.file.bytes !== verified.bytes)) {
+    throw new DpxenError(
+      'XVA_INVALID',
+      `${file} does not match its manifest (size or SHA-256 differ): the file is damaged`,
+    )
+  }
+  const oc = verified.summary.vm.otherConfig
+  const vmName = manifest?.vm.name ?? oc[OC_VM_NAME] ?? verified.summary.vm.name
+  const vmUuid = manifest?.vm.uuid ?? oc[OC_VM_UUID] ?? verified.summary.vm.uuid
+  return { file, path, vmName, vmUuid, ...(manifest ? { manifest } : {}), verified }
+}

@@ -1,0 +1,126 @@
+// The restore post-exec: Data Protector has put the selected XVA files back into backupDir;
+// this puts them back into the pool. Every file is verified end to end before the pool is
+// touched; each VM gets one line with its outcome; any failure makes the exit code non-zero.
+// The files stay (the backup post-exec, or the administrator, removes them).
+import { performance } from 'node:perf_hooks'
+import type { HookContext } from '../cli/context.js'
+import { EXIT } from '../cli/exit-codes.js'
+import { DpxenError, messageOf } from '../errors.js'
+import { startTicker, type Active } from '../progress.js'
+import { isPreview, startHook } from '../backup/run.js'
+import { readPool } from '../backup/select.js'
+import { connect } from '../xapi/connect.js'
+import type { RestoreContext } from './common.js'
+import { examine, listFiles, type RestoreItem } from './find.js'
+import { restoreOffline } from './offline.js'
+import { restoreOnline } from './online.js'
+import { resolveSr } from './target.js'
+
+export async function runRestorePostExec(ctx: HookContext): Promise<number> {
+  const { config, log } = await startHook(ctx, 'restore-post-exec')
+  const online = config.mode === 'online' || config.mode === 'allOnline'
+  const { files, others } = await listFiles(config)
+  if (files.length === 0) {
+    const kind = online ? 'online (…_Snapshot.xva)' : 'offline'
+    const hint = others.length
+      ? `; it holds ${online ? 'offline' : 'online'} backups (${others.join(', ')}): set mode to ${online ? 'offline or allOffline' : 'online or allOnline'} to restore them`
+      : ' (select the files in the Data Protector restore, with backupDir as the destination)'
+    log.info(`dpxen: no ${kind} backup files in ${config.backupDir}${hint}`)
+    return EXIT.VM_FAILED
+  }
+  const conn = await connect(config, log)
+  try {
+    const view = await readPool(conn.session)
+    const target = resolveSr(view, config)
+    const failures: string[] = []
+    const fail = (name: string, reason: string): void => {
+      failures.push(name)
+      log.info(`dpxen: ${name}: FAILED: ${reason}`)
+    }
+
+    // Verify every file first: a damaged file fails its VM before anything changes.
+    const items: RestoreItem[] = []
+    for (const file of files) {
+      if (ctx.signal.aborted) break
+      try {
+        items.push(await examine(config.backupDir, file, ctx.signal))
+      } catch (error) {
+        if (error instanceof DpxenError && error.code === 'ABORTED') break
+        fail(file, `${messageOf(error)}; the pool is unchanged`)
+      }
+    }
+    let chosen = items
+    if (config.mode === 'online' || config.mode === 'offline') {
+      chosen = []
+      for (const name of config.vmName) {
+        const mine = items.filter((i) => i.vmName === name || i.vmUuid === name)
+        if (mine.length === 1) chosen.push(mine[0]!)
+        else if (mine.length > 1)
+          fail(
+            name,
+            `several files hold backups of ${name} (${mine.map((i) => i.file).join(', ')}); keep one in ${config.backupDir}`,
+          )
+        else {
+          const hint = others.length
+            ? ` (${config.backupDir} also holds ${online ? 'offline' : 'online'} backups: is mode right?)`
+            : ''
+          fail(
+            name,
+            `no ${online ? 'online' : 'offline'} backup file for ${name} in ${config.backupDir}: select it in the Data Protector restore${hint}`,
+          )
+        }
+      }
+    }
+    if (isPreview(ctx.env)) {
+      for (const item of chosen)
+        log.info(`dpxen: preview: would restore ${item.vmName} from ${item.file} into SR "${target.name}"`)
+      return EXIT.OK
+    }
+
+    const active = new Map<string, Active>()
+    const stopTicker = startTicker(log, active, config.progressInterval)
+    try {
+      for (const item of chosen) {
+        if (ctx.signal.aborted) break
+        const entry: Active = { name: item.vmName, status: 'starting', bytes: 0, since: performance.now() }
+        active.set(item.vmUuid, entry)
+        const rctx: RestoreContext = {
+          session: conn.session,
+          agents: conn.agents,
+          log,
+          config,
+          view,
+          target,
+          signal: ctx.signal,
+          ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+          onStatus: (s) => (entry.status = s),
+        }
+        log.info(
+          `dpxen: ${item.vmName}: restore started from ${item.file} (${online ? 'disks' : 'whole VM'})`,
+        )
+        try {
+          const outcome = await (online ? restoreOnline : restoreOffline)(rctx, item)
+          log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
+        } catch (error) {
+          if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+          fail(item.vmName, messageOf(error))
+          log.debug(error instanceof Error ? (error.stack ?? '') : String(error))
+        } finally {
+          active.delete(item.vmUuid)
+        }
+      }
+    } finally {
+      stopTicker()
+    }
+    if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+    const ok = chosen.length - failures.filter((f) => chosen.some((c) => c.vmName === f)).length
+    if (failures.length) {
+      log.info(`dpxen: restore finished with ${failures.length} failure(s); ${ok} VM(s) restored`)
+      return EXIT.VM_FAILED
+    }
+    log.info(`dpxen: all ${ok} VM(s) restored`)
+    return EXIT.OK
+  } finally {
+    await conn.close()
+  }
+}

@@ -1,0 +1,84 @@
+// PUT /import of an XVA file: an exact Content-Length (xapi refuses chunked bodies), the file
+// streamed with backpressure, the outcome read from the task. Returns the refs xapi made.
+import { createReadStream, promises as fsp } from 'node:fs'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { pipeline } from 'node:stream/promises'
+import { DpxenError, XapiError } from '../errors.js'
+import { connectionError } from './connection.js'
+import { drain, resourceUrl, type StreamAgents } from './http.js'
+import type { XapiSession } from './session.js'
+import { cancelTask, destroyTask, waitTask } from './tasks.js'
+import { refsInResult } from './xmlrpc.js'
+
+export interface ImportRequest {
+  file: string
+  srRef: string
+  /** restore=true: keep the VM uuid and MACs (xapi's full restore). */
+  restore: boolean
+  signal: AbortSignal
+  /** Seconds without progress before the transfer counts as stalled. */
+  stallTimeout: number
+}
+
+function put(agents: StreamAgents, url: string, length: number, idleMs: number, signal: AbortSignal) {
+  const target = new URL(url)
+  const send = target.protocol === 'https:' ? httpsRequest : httpRequest
+  const req = send(target, {
+    method: 'PUT',
+    agent: target.protocol === 'https:' ? agents.https : agents.http,
+    headers: { 'content-length': String(length), 'content-type': 'application/octet-stream' },
+    signal,
+  })
+  req.setTimeout(idleMs, () =>
+    req.destroy(Object.assign(new Error('the host took nothing for too long'), { code: 'ETIMEDOUT_IDLE' })),
+  )
+  const response = new Promise<IncomingMessage>((resolve, reject) => {
+    req.once('response', resolve)
+    req.once('error', reject)
+  })
+  response.catch(() => undefined)
+  return { req, response }
+}
+
+/** Imports the file into the SR; throws XapiError with the host's reason when the task fails. */
+export async function importFile(
+  session: XapiSession,
+  agents: StreamAgents,
+  request: ImportRequest,
+): Promise<string[]> {
+  const { size } = await fsp.stat(request.file)
+  const task = await session.call<string>('task.create', 'dpxen import', 'Data Protector restore')
+  let settled = false
+  try {
+    const url = resourceUrl(session, '/import', {
+      task_id: task,
+      sr_id: request.srRef,
+      restore: String(request.restore),
+    })
+    const { req, response } = put(agents, url, size, request.stallTimeout * 1000, request.signal)
+    try {
+      await pipeline(createReadStream(request.file, { highWaterMark: 1024 * 1024 }), req)
+    } catch (error) {
+      if (request.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
+      // The host may have refused early (403, 500): its task says why.
+      const outcome = await waitTask(session, task, AbortSignal.timeout(5000)).catch(() => undefined)
+      if (outcome && outcome.status !== 'success') throw new XapiError(outcome.errorInfo, 'import')
+      throw connectionError(new URL(url).origin, error)
+    }
+    const res = await response.catch((error: unknown) => {
+      throw connectionError(new URL(url).origin, error)
+    })
+    await drain(res)
+    const outcome = await waitTask(session, task, request.signal)
+    settled = true
+    if (outcome.status !== 'success')
+      throw new XapiError(outcome.errorInfo.length ? outcome.errorInfo : [outcome.status], 'import')
+    const refs = refsInResult(outcome.result)
+    if (refs.length === 0) throw new DpxenError('VM_FAILED', 'the import reported no VM')
+    return refs
+  } finally {
+    if (!settled) await cancelTask(session, task)
+    await destroyTask(session, task)
+  }
+}

@@ -6,8 +6,9 @@ export const FAULT_KINDS = [
   'export-keepalive', // emit xapi's empty keep-alive chunk entries
   'snapshot-fail', // VM.snapshot fails with SR_BACKEND_FAILURE_109 (chain too long)
   'vdi-in-use-once', // the first VDI.destroy fails with VDI_IN_USE
-  'session-invalid-once', // the next call with a session fails with SESSION_INVALID
+  'session-invalid-once', // the next call with a session ends that session (SESSION_INVALID)
   'import-fail', // the import task fails after reading the whole body
+  'import-stall', // the import stops reading the body for ARG seconds after its first MiB
   'start-fail', // VM.start fails
 ] as const
 
@@ -47,8 +48,9 @@ export function parseFault(spec: string): Fault {
     throw new Error(`unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`)
   }
   if (kind === 'export-truncate') parseSize(arg ?? '')
-  if (kind === 'export-stall' && !(Number(arg) >= 0))
-    throw new Error(`export-stall needs seconds, e.g. export-stall:30`)
+  if ((kind === 'export-stall' || kind === 'import-stall') && !(Number(arg) >= 0)) {
+    throw new Error(`${kind} needs seconds, e.g. ${kind}:30`)
+  }
   return { kind: kind as FaultKind, ...(arg === undefined ? {} : { arg }) }
 }
 

@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
 import { CompressStream } from 'zstd-napi'
 import { XapiFailure } from './errors.js'
+import { anySignal } from './signals.js'
 import { parseSize } from './faults.js'
 import {
   authenticate,
@@ -17,7 +18,7 @@ import {
   writeRawHead,
   type HttpCall,
 } from './http-common.js'
-import { setProgress } from './tasks.js'
+import { setProgress, watchCancel } from './tasks.js'
 import { lockVm } from './vmops.js'
 import { writeXva } from './xva-write.js'
 
@@ -49,6 +50,9 @@ export async function handleExport(call: HttpCall): Promise<void> {
   const aborter = new AbortController()
   const onClose = (): void => aborter.abort(new XapiFailure('VDI_IO_ERROR', 'Client closed the connection'))
   socket.once('close', onClose)
+  const stopWatching = watchCancel(sim, auth.task, () =>
+    aborter.abort(new XapiFailure('TASK_CANCELLED', auth.task)),
+  )
   const truncate = sim.faults.get('export-truncate')
   const limit = truncate ? parseSize(truncate.arg ?? '0') : Infinity
   const stall = sim.faults.get('export-stall')
@@ -67,7 +71,7 @@ export async function handleExport(call: HttpCall): Promise<void> {
         checksum: sim.settings.checksum,
         keepalive: sim.faults.get('export-keepalive') !== undefined,
         stallMs: stall ? Number(stall.arg) * 1000 : 0,
-        signal: AbortSignal.any([aborter.signal, sim.closing]),
+        signal: anySignal(aborter.signal, sim.closing),
         onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
       }),
       { objectMode: false },
@@ -85,10 +89,12 @@ export async function handleExport(call: HttpCall): Promise<void> {
     if (zip) await pipeline(source, zip, sink, { signal: aborter.signal })
     else await pipeline(source, sink, { signal: aborter.signal })
     unlock()
+    stopWatching()
     finish(call, auth, { result: '' })
     socket.end()
   } catch (error) {
     unlock()
+    stopWatching()
     const reason = aborter.signal.aborted ? aborter.signal.reason : error
     finish(call, auth, { error: reason })
     socket.off('close', onClose)

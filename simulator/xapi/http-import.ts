@@ -1,6 +1,8 @@
 // PUT /import: an XVA into the pool (import.ml handler). Chunked bodies are refused (403),
 // the 200 head goes out before the body is read, the task result lists the new VMs.
 import { XapiFailure } from './errors.js'
+import { anySignal } from './signals.js'
+import { watchCancel } from './tasks.js'
 import {
   authenticate,
   failBeforeBody,
@@ -59,21 +61,41 @@ export async function handleImport(call: HttpCall): Promise<void> {
     Server: serverHeader(sim),
   })
   const aborter = new AbortController()
-  req.once('aborted', () => aborter.abort())
+  // A client that goes away mid-body ends the import (and its objects are removed).
+  let finished = false
+  const onGone = (): void => {
+    if (finished) return
+    aborter.abort()
+    req.destroy(new Error('the client closed the connection'))
+  }
+  req.once('aborted', onGone)
+  socket.once('close', onGone)
+  let cancelled = false
+  const stopWatching = watchCancel(sim, auth.task, () => {
+    cancelled = true
+    onGone()
+  })
   try {
     const vms = await importXva(sim, req, {
       srRef,
       restore: param(call, 'restore') === 'true',
       force: param(call, 'force') === 'true',
       task: auth.task,
-      signal: AbortSignal.any([aborter.signal, sim.closing]),
+      signal: anySignal(aborter.signal, sim.closing),
     })
+    finished = true
     finish(call, auth, { result: printValue(vms) })
   } catch (error) {
+    finished = true
     finish(call, auth, {
-      error: aborter.signal.aborted ? new XapiFailure('IMPORT_ERROR_PREMATURE_EOF') : error,
+      error: cancelled
+        ? new XapiFailure('TASK_CANCELLED', auth.task)
+        : aborter.signal.aborted
+          ? new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+          : error,
     })
     req.resume()
   }
+  stopWatching()
   socket.end()
 }

@@ -40,6 +40,21 @@ export function setProgress(sim: SimContext, task: string, progress: number): vo
   if (sim.db.get('task', task)?.status === 'pending') sim.db.update('task', task, { progress })
 }
 
+/**
+ * Calls `onCancel` soon after a client asks (task.cancel) for the task to be cancelled, as
+ * xapi's transfers check for cancellation while they stream. Returns the stop function.
+ */
+export function watchCancel(sim: SimContext, task: string, onCancel: () => void): () => void {
+  const timer = setInterval(() => {
+    if (isCancelling(sim, task)) {
+      clearInterval(timer)
+      onCancel()
+    }
+  }, 100)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+
 /** Whether a client asked for the task to be cancelled. */
 export function isCancelling(sim: SimContext, task: string): boolean {
   return sim.db.get('task', task)?.status === 'cancelling'

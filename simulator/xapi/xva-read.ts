@@ -3,6 +3,7 @@
 // checked, gaps filled with zeros, the last chunk required. On failure everything created is
 // removed again (unless force), but a VM replaced by restore=true stays destroyed, as in xapi.
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { promises as fsp } from 'node:fs'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -49,7 +50,7 @@ function isTarHeader(block: Buffer): boolean {
 }
 
 /** Puts the sniffed head back in front of the rest and decompresses if needed. */
-async function openArchive(body: Readable): Promise<Readable> {
+async function openArchive(body: Readable, stallMs: number, signal: AbortSignal): Promise<Readable> {
   const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
   const head: Buffer[] = []
   let length = 0
@@ -63,7 +64,16 @@ async function openArchive(body: Readable): Promise<Readable> {
   const whole = Readable.from(
     (async function* () {
       if (first.length) yield first
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value
+      let read = first.length
+      let stalled = stallMs === 0
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+        yield next.value
+        read += next.value.length
+        if (!stalled && read >= 1024 * 1024) {
+          stalled = true
+          await sleep(stallMs, undefined, { signal }).catch(() => undefined)
+        }
+      }
     })(),
   )
   if (isTarHeader(first)) return whole
@@ -90,14 +100,25 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
   const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
   const extract = tar.extract()
   let archive: Readable | undefined
-  const feeding = openArchive(body).then((stream) => {
+  const stall = sim.faults.get('import-stall')
+  const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, options.signal).then((stream) => {
     archive = stream
     return pipeline(stream, extract)
   })
   feeding.catch(() => undefined)
+  // A broken body or a client gone must end every wait: an entry stream being read when the
+  // archive breaks is not always ended by the parser.
+  const broken = new Promise<never>((_resolve, reject) => {
+    feeding.catch(reject)
+    const gone = (): void => reject(new XapiFailure('IMPORT_ERROR_PREMATURE_EOF'))
+    if (options.signal.aborted) gone()
+    else options.signal.addEventListener('abort', gone, { once: true })
+  })
+  broken.catch(() => undefined)
+  const guard = <T>(work: Promise<T>): Promise<T> => Promise.race([work, broken])
   const entries = extract[Symbol.asyncIterator]()
   const nextEntry = async (): Promise<Entry | undefined> => {
-    const next = await entries.next()
+    const next = await guard(entries.next())
     return next.done ? undefined : next.value
   }
   try {
@@ -105,7 +126,7 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     if (!ova) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
     if (ova.header.name !== 'ova.xml')
       throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', 'ova.xml', ova.header.name)
-    const header = (await parseValueFragment((await readAll(ova, MAX_OVA_XML)).toString('utf8')).catch(
+    const header = (await parseValueFragment((await guard(readAll(ova, MAX_OVA_XML))).toString('utf8')).catch(
       (e: unknown) => {
         throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
       },
@@ -130,7 +151,7 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     for (const disk of plan) {
       const vdiRef = refOf.get(disk.id)!
       const uuid = String(sim.db.require('VDI', vdiRef).uuid)
-      await receiveDisk(sim, disk, uuid, nextEntry, options, (bytes) => {
+      await receiveDisk(sim, disk, uuid, nextEntry, guard, options, (bytes) => {
         done += bytes
         if (total > 0) setProgress(sim, options.task, Math.min(0.99, done / total))
       })
@@ -370,6 +391,7 @@ async function receiveDisk(
   disk: DiskPlan,
   uuid: string,
   nextEntry: () => Promise<Entry | undefined>,
+  guard: <T>(work: Promise<T>) => Promise<T>,
   options: ImportOptions,
   progress: (bytes: number) => void,
 ): Promise<void> {
@@ -394,7 +416,7 @@ async function receiveDisk(
         entry.resume()
         throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', `${prefix}(after ${last})`, name)
       }
-      const data = await readAll(entry, 16 * 1024 * 1024)
+      const data = await guard(readAll(entry, 16 * 1024 * 1024))
       const number = Number(suffix)
       firstChunkLength ??= data.length
       const gap = number - lastNumber - 1
@@ -413,7 +435,7 @@ async function receiveDisk(
         sumEntry.resume()
         throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
       }
-      const sum = (await readAll(sumEntry, 1024)).toString('ascii')
+      const sum = (await guard(readAll(sumEntry, 1024))).toString('ascii')
       if (sum !== checksumOf(kind, data) && !options.force)
         throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
       if (data.length) await handle.write(data, 0, data.length, offset)

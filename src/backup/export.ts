@@ -5,6 +5,7 @@ import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { DpxenError, XapiError, messageOf } from '../errors.js'
+import { anySignal } from '../signals.js'
 import type { Logger } from '../log.js'
 import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
 import type { XapiSession } from '../xapi/session.js'
@@ -91,11 +92,7 @@ export async function exportToFile(
         { cause: error },
       )
     }
-    const outcome = await waitTask(
-      session,
-      task,
-      AbortSignal.any([req.signal, AbortSignal.timeout(TASK_SETTLE_MS)]),
-    )
+    const outcome = await waitTask(session, task, anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS)))
     if (outcome.status !== 'success') {
       throw new DpxenError(
         'EXPORT_FAILED',

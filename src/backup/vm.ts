@@ -3,6 +3,7 @@
 // undo of each step is registered as soon as the step is done and runs on failure and abort.
 import type { Config } from '../config/schema.js'
 import { DpxenError, messageOf } from '../errors.js'
+import { anySignal } from '../signals.js'
 import { formatBytes } from '../format.js'
 import type { Logger } from '../log.js'
 import type { StreamAgents } from '../xapi/http.js'
@@ -174,7 +175,7 @@ async function shutdown(ctx: VmBackupContext, plan: VmPlan): Promise<void> {
     const limit = AbortSignal.timeout(ctx.config.shutdownTimeout * 1000)
     let outcome
     try {
-      outcome = await waitTask(ctx.session, task, AbortSignal.any([limit, ctx.signal]))
+      outcome = await waitTask(ctx.session, task, anySignal(limit, ctx.signal))
     } catch (error) {
       await cancelTask(ctx.session, task)
       // Whatever the host did by now decides whether the VM must be started again.

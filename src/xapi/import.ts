@@ -78,7 +78,11 @@ export async function importFile(
     if (refs.length === 0) throw new DpxenError('VM_FAILED', 'the import reported no VM')
     return refs
   } finally {
-    if (!settled) await cancelTask(session, task)
+    if (!settled) {
+      // Cancelling makes the host stop and remove what it imported; wait a little for that.
+      await cancelTask(session, task)
+      await waitTask(session, task, AbortSignal.timeout(10_000)).catch(() => undefined)
+    }
     await destroyTask(session, task)
   }
 }

@@ -1,5 +1,5 @@
 // Every fault the simulator can inject, set at start or while it runs.
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { request } from 'undici'
 import { parseFault } from '../../simulator/xapi/faults.js'
 import { TestClient } from '../helpers/rpc.js'
@@ -123,6 +123,30 @@ describe('fault injection', () => {
     sim.faults.clear('start-fail')
     await xapi.call('VM.start', vm, false, false)
     expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+  })
+
+  it('import-stall:SECONDS holds the import; task.cancel ends it with TASK_CANCELLED and removes its objects', async () => {
+    const { sim, xapi } = await demoSim()
+    const vm = await xapi.vmByName('vm2')
+    const { body } = await download(`${sim.url}/export?session_id=${xapi.session}&ref=${vm}`)
+    const vdis = (await xapi.call<string[]>('VDI.get_all')).length
+    sim.faults.add('import-stall:30')
+    const task = await xapi.call<string>('task.create', 'import', '')
+    const uploading = upload(`${sim.url}/import?session_id=${xapi.session}&task_id=${task}`, body).catch(
+      () => 0,
+    )
+    await vi.waitFor(async () =>
+      expect((await xapi.call<string[]>('VDI.get_all')).length).toBeGreaterThan(vdis),
+    )
+    const started = Date.now()
+    await xapi.call('task.cancel', task)
+    expect(await xapi.waitTask(task)).toMatchObject({
+      status: 'cancelled',
+      error_info: ['TASK_CANCELLED', task],
+    })
+    expect(Date.now() - started).toBeLessThan(5000)
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    await uploading
   })
 
   it.each([

@@ -1,0 +1,350 @@
+// Restores end to end against the simulator: disks of online backups, whole VMs of offline
+// backups, the target SR, and what must not change when something is wrong.
+import { copyFileSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import { describe, expect, it } from 'vitest'
+import { runPreExec } from '../../src/backup/run.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import type { XapiSimOptions } from '../../simulator/xapi/server.js'
+import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
+import type { TestClient } from '../helpers/rpc.js'
+import { demoSim } from '../helpers/sim.js'
+import { upload } from '../helpers/xva.js'
+
+const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
+type Rec = Record<string, unknown>
+
+async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions = {}) {
+  const { sim, xapi } = await demoSim(simOptions)
+  const dir = tempDir()
+  const backupDir = join(dir, 'staging')
+  const base = { url: sim.url, username: 'root', password: 'xenroot', backupDir, progressInterval: 0.2 }
+  const config = (extra: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
+    writeConfig(dir, { ...base, ...values, ...extra }, name)
+  return { sim, xapi, dir, backupDir, config }
+}
+
+/** Overwrites every disk of a VM with a pattern: the damage a restore must undo. */
+async function damage(url: string, xapi: TestClient, vm: string): Promise<void> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const rec = await xapi.call<Rec>('VBD.get_record', vbd)
+    if (rec.type !== 'Disk') continue
+    const size = Number(await xapi.call('VDI.get_virtual_size', rec.VDI))
+    await xapi.call('VBD.unplug', vbd).catch(() => undefined)
+    expect(
+      await upload(
+        `${url}/import_raw_vdi?session_id=${xapi.session}&vdi=${String(rec.VDI)}&format=raw`,
+        Buffer.alloc(size, 0x5a),
+      ),
+    ).toBe(200)
+  }
+}
+
+async function vbdLayout(xapi: TestClient, vm: string): Promise<string[]> {
+  const out: string[] = []
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const r = await xapi.call<Rec>('VBD.get_record', vbd)
+    out.push(`${String(r.userdevice)}:${String(r.type)}:${r.bootable ? 'boot' : '-'}:${String(r.mode)}`)
+  }
+  return out.sort()
+}
+
+/** The VDI of a VM's first disk (not its CD drive). */
+async function diskVdi(xapi: TestClient, vm: string): Promise<string> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const r = await xapi.call<Rec>('VBD.get_record', vbd)
+    if (r.type === 'Disk') return String(r.VDI)
+  }
+  throw new Error('no disk')
+}
+
+async function vifMacs(xapi: TestClient, vm: string): Promise<string[]> {
+  return Promise.all(
+    (await xapi.call<string[]>('VM.get_VIFs', vm)).map((v) => xapi.call<string>('VIF.get_MAC', v)),
+  )
+}
+
+describe('restore (dpxen-restore-post-exec)', () => {
+  it('online: puts back the disks of an existing VM, positions kept, VM running again, nothing left behind', async () => {
+    const { sim, xapi, config, backupDir } = await setup({ mode: 'online', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const layout = await vbdLayout(xapi, vm)
+    expect((await run(runPreExec, [config()])).code).toBe(0)
+    // The disks are damaged while the VM runs on.
+    await xapi.call('VM.hard_shutdown', vm)
+    await damage(sim.url, xapi, vm)
+    await xapi.call('VM.start', vm, false, false)
+    expect(await diskHashes(sim.url, xapi, vm)).not.toEqual(hashes)
+    const vdisBefore = (await xapi.call<string[]>('VDI.get_all')).length
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(0)
+    expect(result.lines).toContain(
+      'dpxen: Debian: 2 disk(s) restored from 127.0.0.1_Debian_Snapshot.xva (SR "Local storage")',
+    )
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
+    expect(await vbdLayout(xapi, vm)).toEqual(layout)
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdisBefore)
+    expect(await snapshots(xapi)).toEqual([])
+    expect(
+      Object.values(await records(xapi, 'VM')).filter((v) => v.is_a_template && !v.is_default_template),
+    ).toEqual([])
+    // The files stay for Data Protector's post-exec or the administrator.
+    expect(readdirSync(backupDir)).toContain('127.0.0.1_Debian_Snapshot.xva')
+  })
+
+  it('online: a halted VM stays halted; disks go to the SR named by sr', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'online', vmName: ['vm2'], sr: 'Shared Storage' })
+    const vm = await xapi.vmByName('vm2')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    await run(runPreExec, [config()])
+    await damage(sim.url, xapi, vm)
+    expect((await run(runRestorePostExec, [config()])).code).toBe(0)
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Halted')
+    const vdi = await diskVdi(xapi, vm)
+    expect(await xapi.call('SR.get_name_label', await xapi.call('VDI.get_SR', vdi))).toBe('Shared Storage')
+  })
+
+  it('online: originalSr puts each disk back on the SR it came from', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'online', vmName: ['Debian'], originalSr: true })
+    const vm = await xapi.vmByName('Debian')
+    await run(runPreExec, [config()])
+    await xapi.call('VM.hard_shutdown', vm)
+    await damage(sim.url, xapi, vm)
+    const vdisBefore = (await xapi.call<string[]>('VDI.get_all')).length
+    expect((await run(runRestorePostExec, [config()])).code).toBe(0)
+    const srs: string[] = []
+    for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+      const r = await xapi.call<Rec>('VBD.get_record', vbd)
+      if (r.type === 'Disk')
+        srs.push(
+          `${String(r.userdevice)}:${await xapi.call<string>('SR.get_name_label', await xapi.call('VDI.get_SR', r.VDI))}`,
+        )
+    }
+    expect(srs.sort()).toEqual(['0:Local storage', '1:Shared Storage'])
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdisBefore)
+  })
+
+  it('online: a VM that no longer exists is an error, unless restoreMissingVm creates it from the snapshot', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'online', vmName: ['vm2'] })
+    const vm = await xapi.vmByName('vm2')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const macs = await vifMacs(xapi, vm)
+    await run(runPreExec, [config()])
+    for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+      const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
+      if (vdi !== 'OpaqueRef:NULL') await xapi.call('VDI.destroy', vdi)
+    }
+    await xapi.call('VM.destroy', vm)
+    const refused = await run(runRestorePostExec, [config()])
+    expect(refused.code).toBe(5)
+    expect(refused.lines).toContain(
+      'dpxen: vm2: FAILED: VM vm2 no longer exists: restore its offline backup, or set restoreMissingVm: true to create it from this online backup',
+    )
+    const made = await run(runRestorePostExec, [config({ restoreMissingVm: true }, 'dr.json')])
+    expect(made.code).toBe(0)
+    const again = await xapi.vmByName('vm2')
+    expect(await xapi.call<Rec>('VM.get_record', again)).toMatchObject({
+      is_a_template: false,
+      power_state: 'Halted',
+    })
+    expect(await diskHashes(sim.url, xapi, again)).toEqual(hashes)
+    expect(await vifMacs(xapi, again)).toEqual(macs)
+    expect(
+      Object.keys(await xapi.call<Record<string, string>>('VM.get_other_config', again)).filter((k) =>
+        k.startsWith('dpxen:'),
+      ),
+    ).toEqual([])
+  })
+
+  it('offline: brings back a deleted VM with its uuid, MACs and disks, into the chosen SR', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'offline', vmName: ['vm2'], sr: 'Local storage' })
+    const vm = await xapi.vmByName('vm2')
+    const before = await xapi.call<Rec>('VM.get_record', vm)
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const macs = await vifMacs(xapi, vm)
+    await run(runPreExec, [config()])
+    for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+      const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
+      if (vdi !== 'OpaqueRef:NULL') await xapi.call('VDI.destroy', vdi)
+    }
+    await xapi.call('VM.destroy', vm)
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(0)
+    expect(result.lines).toContain(
+      'dpxen: vm2: restored from 127.0.0.1_vm2.xva as a new VM (uuid and MACs kept) on SR "Local storage", halted',
+    )
+    const again = await xapi.vmByName('vm2')
+    expect(await xapi.call('VM.get_uuid', again)).toBe(before.uuid)
+    expect(await vifMacs(xapi, again)).toEqual(macs)
+    expect(await diskHashes(sim.url, xapi, again)).toEqual(hashes)
+    const vdi = await diskVdi(xapi, again)
+    expect(await xapi.call('SR.get_name_label', await xapi.call('VDI.get_SR', vdi))).toBe('Local storage')
+  })
+
+  it('offline: over an existing VM leaves exactly one VM of that name, its MACs, and no orphaned disk', async () => {
+    const { sim, xapi, config } = await setup({
+      mode: 'offline',
+      vmName: ['Debian'],
+      startAfterRestore: true,
+    })
+    const vm = await xapi.vmByName('Debian')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const macs = await vifMacs(xapi, vm)
+    const seed = (await xapi.call<Record<string, string>>('VM.get_other_config', vm)).mac_seed
+    await run(runPreExec, [config()])
+    await xapi.call('VM.hard_shutdown', vm)
+    await damage(sim.url, xapi, vm)
+    await xapi.call('VM.start', vm, false, false)
+    const vdisBefore = (await xapi.call<string[]>('VDI.get_all')).length
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(0)
+    expect(result.lines).toContain(
+      'dpxen: Debian: restored from 127.0.0.1_Debian.xva replacing the VM of that name (new uuid, MACs kept) on SR "Local storage", started',
+    )
+    const all = await xapi.call<string[]>('VM.get_by_name_label', 'Debian')
+    expect(all).toHaveLength(1)
+    expect(await diskHashes(sim.url, xapi, all[0]!)).toEqual(hashes)
+    expect(await vifMacs(xapi, all[0]!)).toEqual(macs)
+    expect((await xapi.call<Record<string, string>>('VM.get_other_config', all[0])).mac_seed).toBe(seed)
+    expect(await xapi.call('VM.get_power_state', all[0])).toBe('Running')
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdisBefore)
+  })
+
+  it('allOnline and allOffline restore every file of their kind; a folder of the other kind says what to change', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'allOffline' })
+    const before = await powerStates(xapi)
+    await run(runPreExec, [config()])
+    const wrongKind = await run(runRestorePostExec, [config({ mode: 'allOnline' }, 'online.json')])
+    expect(wrongKind.code).toBe(5)
+    expect(wrongKind.lines.at(-1)).toMatch(
+      /no online \(…_Snapshot\.xva\) backup files in .*; it holds offline backups \(127\.0\.0\.1_Debian\.xva, 127\.0\.0\.1_legacy-win\.xva, 127\.0\.0\.1_vm2\.xva\): set mode to offline or allOffline to restore them$/,
+    )
+    const all = await run(runRestorePostExec, [config()])
+    expect(all.code).toBe(0)
+    // legacy-win came from a udev SR; without originalSr its disk goes to the default SR.
+    for (const name of ['Debian', 'vm2', 'legacy-win'])
+      expect(all.text).toMatch(
+        new RegExp(`^dpxen: ${name}: restored from 127\\.0\\.0\\.1_${name}\\.xva replacing`, 'm'),
+      )
+    expect(all.lines.at(-1)).toBe('dpxen: all 3 VM(s) restored')
+    expect(Object.keys(await powerStates(xapi)).sort()).toEqual(Object.keys(before).sort())
+    void sim
+  })
+
+  it('uses the pool default SR when sr is empty, and asks for sr when there is none', async () => {
+    const { xapi, config } = await setup({ mode: 'offline', vmName: ['vm2'] })
+    await run(runPreExec, [config()])
+    const pool = (await xapi.call<string[]>('pool.get_all'))[0]!
+    await xapi.call('pool.set_default_SR', pool, 'OpaqueRef:NULL')
+    const path = config()
+    const result = await run(runRestorePostExec, [path])
+    expect(result.code).toBe(2)
+    expect(result.lines).toEqual([
+      `dpxen: the pool has no default SR: set sr in ${path} to the SR to restore into`,
+    ])
+  })
+
+  it('an unknown SR and an SR that cannot hold disks are clear errors; the pool is unchanged', async () => {
+    const { xapi, config } = await setup({ mode: 'offline', vmName: ['vm2'] })
+    await run(runPreExec, [config()])
+    const vms = (await xapi.call<string[]>('VM.get_all')).length
+    const unknown = await run(runRestorePostExec, [config({ sr: 'Nowhere' }, 'nowhere.json')])
+    expect(unknown.code).toBe(2)
+    expect(unknown.lines[0]).toMatch(
+      /^dpxen: sr: no SR is named "Nowhere" \(the pool has "Local storage", "Shared Storage", "Removable storage"\); fix sr in /,
+    )
+    const udev = await run(runRestorePostExec, [config({ sr: 'Removable storage' }, 'udev.json')])
+    expect(udev.code).toBe(5)
+    expect(udev.lines).toContain(
+      'dpxen: vm2: FAILED: SR "Removable storage" (type udev) cannot hold restored disks; set sr to another SR',
+    )
+    expect((await xapi.call<string[]>('VM.get_all')).length).toBe(vms)
+  })
+
+  it('a corrupt file fails before the pool is touched', async () => {
+    const { xapi, backupDir, config } = await setup({ mode: 'offline', vmName: ['vm2'] })
+    await run(runPreExec, [config()])
+    const file = join(backupDir, '127.0.0.1_vm2.xva')
+    const bytes = readFileSync(file)
+    bytes[1024 * 1024 + 5000] = bytes[1024 * 1024 + 5000]! ^ 0xff
+    writeFileSync(file, bytes)
+    const vms = await records(xapi, 'VM')
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(5)
+    expect(result.text).toMatch(/^dpxen: 127\.0\.0\.1_vm2\.xva: FAILED: .*; the pool is unchanged$/m)
+    expect(Object.keys(await records(xapi, 'VM')).sort()).toEqual(Object.keys(vms).sort())
+  })
+
+  it('a file that does not match its manifest fails before the pool is touched', async () => {
+    const { backupDir, config } = await setup({ mode: 'offline', vmName: ['vm2', 'Debian'] })
+    await run(runPreExec, [config()])
+    // Debian's valid file under vm2's name: valid XVA, wrong manifest.
+    copyFileSync(join(backupDir, '127.0.0.1_Debian.xva'), join(backupDir, '127.0.0.1_vm2.xva'))
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.lines).toContain(
+      'dpxen: 127.0.0.1_vm2.xva: FAILED: 127.0.0.1_vm2.xva does not match its manifest (size or SHA-256 differ): the file is damaged; the pool is unchanged',
+    )
+  })
+
+  it('a failed import leaves the existing VM as it was (started again) and nothing behind', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'offline', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    await run(runPreExec, [config()])
+    const vdis = (await xapi.call<string[]>('VDI.get_all')).length
+    sim.faults.add('import-fail')
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(5)
+    expect(result.lines).toContain('dpxen: Debian: FAILED: import failed: VDI_IO_ERROR Device I/O errors')
+    expect(await xapi.call<string[]>('VM.get_by_name_label', 'Debian')).toEqual([vm])
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+  })
+
+  it('names a requested VM that has no file', async () => {
+    const { config, backupDir } = await setup({ mode: 'offline', vmName: ['vm2'] })
+    await run(runPreExec, [config()])
+    const result = await run(runRestorePostExec, [config({ vmName: ['vm2', 'ghost'] }, 'ghost.json')])
+    expect(result.lines).toContain(
+      `dpxen: ghost: FAILED: no offline backup file for ghost in ${backupDir}: select it in the Data Protector restore`,
+    )
+  })
+
+  it('SIGTERM during the import: the executable removes what it imported, the VM is as it was, exit 130', async () => {
+    const { sim, xapi, config } = await setup({ mode: 'online', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const path = config()
+    await run(runPreExec, [path])
+    const vms = Object.keys(await records(xapi, 'VM')).sort()
+    const vdis = (await xapi.call<string[]>('VDI.get_all')).length
+    sim.faults.add('import-stall:30')
+    const child = execa(RESTORE, [path], { reject: false })
+    await new Promise<void>((resolve) => {
+      child.stdout!.on('data', (data: Buffer) => {
+        if (data.toString().includes('restore started')) setTimeout(resolve, 600)
+      })
+    })
+    const sent = Date.now()
+    child.kill('SIGTERM')
+    const result = await child
+    expect(Date.now() - sent).toBeLessThan(10_000)
+    expect(result.exitCode).toBe(130)
+    expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
+    // The import task fails once the connection is gone; the simulator removes its objects.
+    for (let i = 0; i < 50 && (await xapi.call<string[]>('VDI.get_all')).length !== vdis; i++)
+      await new Promise((r) => setTimeout(r, 100))
+    expect(Object.keys(await records(xapi, 'VM')).sort()).toEqual(vms)
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
+    expect(existsSync(path)).toBe(true)
+  })
+})

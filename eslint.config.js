@@ -14,7 +14,7 @@ export default tseslint.config(
   },
   {
     // Only executables and test helpers talk to the terminal directly.
-    files: ['hooks/**', 'simulator/*/cli.ts', 'scripts/**', 'test/**'],
+    files: ['hooks/**', 'simulator/*/cli.ts', 'simulator/dp/demo.ts', 'scripts/**', 'test/**'],
     rules: { 'no-console': 'off' },
   },
   {

@@ -1,0 +1,179 @@
+#!/usr/bin/env node
+// npm run demo: a whole simulated Data Protector backup and restore of XenServer VMs with dpxen.
+// A demo pool on xapi-sim, a backup session whose pre-exec and post-exec are the dpxen hooks,
+// damage to the pool, a restore session with dpxen's restore post-exec, and proof that the VMs
+// are back: their disk checksums equal those at backup time. It cleans up after itself.
+import { createHash } from 'node:crypto'
+import { createReadStream, mkdtempSync, rmSync, writeFileSync, chmodSync, truncateSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startXapiSim, type XapiSim } from '../xapi/server.js'
+import { runRestoreSession } from './restore.js'
+import { runBackupSession } from './session.js'
+import { Store, type Message } from './store.js'
+
+type Rec = Record<string, unknown>
+const hooks = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'hooks')
+const command = (hook: string, config: string): string =>
+  `"${process.execPath}" "${join(hooks, hook)}" "${config}"`
+
+function say(text = ''): void {
+  console.log(text)
+}
+
+function sha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256')
+    createReadStream(path)
+      .on('data', (d) => hash.update(d))
+      .on('end', () => resolve(hash.digest('hex')))
+      .on('error', reject)
+  })
+}
+
+/** The disks of a VM as the simulator stores them: position, VDI record, file. */
+function disks(sim: XapiSim, name: string): { position: string; vdi: Rec; file: string }[] {
+  const { db, disks: store } = sim.context
+  const vm = db.all('VM').find(([, v]) => v.name_label === name && !v.is_a_snapshot && !v.is_a_template)
+  if (!vm) return []
+  return (vm[1].VBDs as string[])
+    .map((ref) => db.get('VBD', ref))
+    .filter((vbd): vbd is Rec => vbd !== undefined && vbd.type === 'Disk')
+    .map((vbd) => {
+      const vdi = db.require('VDI', vbd.VDI)
+      return { position: String(vbd.userdevice), vdi, file: store.path(String(vdi.uuid)) }
+    })
+    .sort((a, b) => a.position.localeCompare(b.position))
+}
+
+async function fingerprints(sim: XapiSim, names: string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>()
+  for (const name of names) out.set(name, await Promise.all(disks(sim, name).map((d) => sha256(d.file))))
+  return out
+}
+
+const show = (m: Message): void => {
+  if (m.source === 'pre-exec' || m.source === 'post-exec') say(`    ${m.source.padEnd(9)} | ${m.text}`)
+  else if (/Session .* finished|started/.test(m.text))
+    say(`    ${m.source.padEnd(9)} | ${m.text.replace(/^\[Normal\] /, '')}`)
+}
+
+async function main(): Promise<number> {
+  const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
+  const sim = await startXapiSim({ demo: true, stateDir: join(work, 'pool'), authFailureDelayMs: 0 })
+  try {
+    const staging = join(work, 'staging')
+    const passwordFile = join(work, 'password')
+    writeFileSync(passwordFile, 'xenroot\n', { mode: 0o600 })
+    const config = join(work, 'dpxen.json')
+    writeFileSync(
+      config,
+      JSON.stringify(
+        {
+          mode: 'online',
+          url: sim.url,
+          username: 'root',
+          passwordFile,
+          vmName: ['Debian', 'vm2'],
+          backupDir: staging,
+          restoreMissingVm: true,
+        },
+        null,
+        2,
+      ),
+    )
+    chmodSync(config, 0o600)
+    const store = new Store(join(work, 'dp-store'))
+    const vms = ['Debian', 'vm2']
+
+    say('dpxen demo: a Data Protector backup and restore of XenServer VMs, all simulated')
+    say(`  pool:    xapi-sim at ${sim.url} (VMs Debian, running, 2 disks; vm2, halted; legacy-win)`)
+    say(`  dpxen:   online backup of ${vms.join(' and ')} into ${staging}`)
+    say()
+    const before = await fingerprints(sim, vms)
+
+    say(
+      '1. Backup session (pre-exec: dpxen-pre-exec, object: the staging folder, post-exec: dpxen-post-exec)',
+    )
+    // The post-exec would empty the staging folder; the files live on in the session store.
+    const backup = await runBackupSession(
+      {
+        name: 'xen-online',
+        client: 'localhost',
+        trees: [staging],
+        preExec: command('pre-exec.js', config),
+        postExec: command('post-exec.js', config),
+        owner: 'root.sys@localhost',
+        inactivityTimeout: 900,
+        execScriptOnPreview: false,
+      },
+      { store, onMessage: show },
+    )
+    say(`    result: ${backup.status}, ${backup.report.files} file(s), ${backup.report.bytes} bytes`)
+    if (backup.status !== 'Completed') return 1
+    say()
+
+    say("2. Damage: Debian's disks are overwritten with garbage, vm2 is deleted with its disks")
+    for (const d of disks(sim, 'Debian')) {
+      truncateSync(d.file, 0)
+      truncateSync(d.file, Number(d.vdi.virtual_size))
+      writeFileSync(d.file, Buffer.alloc(65536, 0x42), { flag: 'r+' })
+    }
+    const { db } = sim.context
+    const vm2 = db.all('VM').find(([, v]) => v.name_label === 'vm2')![0]
+    const { destroyVmWithDevices } = await import('../xapi/vmops.js')
+    await destroyVmWithDevices(sim.context, vm2, true)
+    const damaged = await fingerprints(sim, vms)
+    say(
+      `    Debian's disks now differ from the backup: ${before.get('Debian')!.every((h, i) => h !== damaged.get('Debian')![i])}; vm2 exists: ${disks(sim, 'vm2').length > 0}`,
+    )
+    say()
+
+    say(`3. Restore session of ${backup.id} into the staging folder, post-exec: dpxen-restore-post-exec`)
+    const restore = await runRestoreSession({
+      store,
+      session: backup.id,
+      trees: [],
+      conflict: 'overwrite',
+      postExec: command('restore-post-exec.js', config),
+      onMessage: show,
+    })
+    say(`    result: ${restore.status}`)
+    say()
+
+    const after = await fingerprints(sim, vms)
+    say('4. Proof: disk SHA-256 at backup time and now')
+    let ok = restore.status === 'Completed'
+    for (const name of vms) {
+      const b = before.get(name)!
+      const a = after.get(name)!
+      b.forEach((hash, i) => {
+        const same = a[i] === hash
+        ok &&= same
+        say(
+          `    ${name.padEnd(7)} disk ${i}: ${hash.slice(0, 16)}… ${same ? '=' : '≠'} ${(a[i] ?? 'missing').slice(0, 16)}…  ${same ? 'OK' : 'DIFFERENT'}`,
+        )
+      })
+      ok &&= a.length === b.length
+    }
+    const leftovers = db.all('VM').filter(([, v]) => v.is_a_snapshot).length
+    say(`    snapshots left in the pool: ${leftovers}`)
+    say()
+    say(
+      ok && leftovers === 0 ? 'demo passed: both VMs are back exactly as they were backed up' : 'demo FAILED',
+    )
+    return ok && leftovers === 0 ? 0 : 1
+  } finally {
+    await sim.close()
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`demo: ${error instanceof Error ? error.stack : String(error)}`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,139 @@
+// A restore session: the selected files of a backup session put back where they were (or into
+// another folder), with Data Protector's conflict choices, then the restore post-exec.
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
+import { dirname, join, relative, sep } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { pipeline } from 'node:stream/promises'
+import { runScript } from './exec.js'
+import { EXIT_CODES, Messages } from './session.js'
+import type { CatalogObject, Message, SessionRecord, SessionStatus, Store } from './store.js'
+
+export type Conflict = 'overwrite' | 'no-overwrite' | 'keep-most-recent'
+
+export interface RestoreOptions {
+  store: Store
+  session: string
+  /** Restore only these paths (and what is below them); all when empty. */
+  trees: string[]
+  /** Put files here (below their object's folder), not where they were. */
+  into?: string
+  conflict: Conflict
+  preExec?: string
+  postExec?: string
+  /** Seconds a script may stay silent. */
+  inactivityTimeout?: number
+  signal?: AbortSignal
+  onMessage?: (message: Message) => void
+  env?: NodeJS.ProcessEnv
+}
+
+function selected(path: string, trees: string[]): boolean {
+  return trees.length === 0 || trees.some((t) => path === t || path.startsWith(t.endsWith(sep) ? t : t + sep))
+}
+
+export async function runRestoreSession(options: RestoreOptions): Promise<SessionRecord> {
+  const source = options.store.get(options.session)
+  if (source.type !== 'backup')
+    throw new Error(`session ${options.session} is a ${source.type} session, not a backup`)
+  const { id, dir } = options.store.begin()
+  const started = new Date()
+  const t0 = performance.now()
+  const messages = new Messages(options.onMessage)
+  let status: SessionStatus = 'Completed'
+  const restored: CatalogObject[] = []
+  const timeout = options.inactivityTimeout ?? 900
+  const env = { ...(options.env ?? process.env), SESSIONID: id }
+  const script = async (what: string, command: string): Promise<boolean> => {
+    messages.add('RSM', `[Normal] Starting ${what} command "${command}"`)
+    const result = await runScript(command, {
+      env,
+      inactivityTimeout: timeout,
+      onLine: (l) => messages.add(what, l),
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
+    if (result.code !== 0 || result.problem)
+      messages.add(
+        'RSM',
+        `[Critical] The ${what} command failed${result.problem ? ` (${result.problem})` : ` with exit code ${result.code}`}`,
+      )
+    return result.code === 0 && !result.problem
+  }
+  messages.add('RSM', `[Normal] Restore session ${id} started from backup session ${source.id}`)
+  const finish = (): SessionRecord => {
+    const files = restored.reduce((n, o) => n + o.files.length, 0)
+    const bytes = restored.reduce((n, o) => n + o.files.reduce((m, f) => m + f.size, 0), 0)
+    const seconds = (performance.now() - t0) / 1000
+    messages.add('RSM', `[Normal] Session ${id} finished: ${status} (${files} file(s), ${bytes} bytes)`)
+    const record: SessionRecord = {
+      id,
+      type: 'restore',
+      status,
+      exitCode: EXIT_CODES[status],
+      started: started.toISOString(),
+      finished: new Date().toISOString(),
+      messages: messages.list,
+      objects: restored,
+      report: {
+        objects: restored.length,
+        files,
+        bytes,
+        seconds: Number(seconds.toFixed(3)),
+        mbPerSecond: Number((bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)),
+      },
+    }
+    options.store.commit(dir, record)
+    return record
+  }
+  if (options.preExec && !(await script('pre-exec', options.preExec))) {
+    status = 'Failed'
+    return finish()
+  }
+  const sessionDir = options.store.folder(source.id)
+  for (const object of source.objects) {
+    const out: CatalogObject = {
+      client: object.client,
+      tree: object.tree,
+      status: 'Completed',
+      files: [],
+      errors: [],
+    }
+    for (const file of object.files) {
+      if (options.signal?.aborted || !selected(file.path, options.trees)) continue
+      const target = options.into ? join(options.into, relative(object.tree, file.path)) : file.path
+      try {
+        const existing = await fsp.stat(target).catch(() => undefined)
+        if (existing && options.conflict === 'no-overwrite') continue
+        if (existing && options.conflict === 'keep-most-recent' && existing.mtimeMs > file.mtimeMs) continue
+        await fsp.mkdir(dirname(target), { recursive: true })
+        const temp = `${target}.dp-restore`
+        await pipeline(
+          createReadStream(join(sessionDir, file.stored)),
+          createWriteStream(temp, { mode: file.mode }),
+        )
+        await fsp.utimes(temp, new Date(), new Date(file.mtimeMs))
+        await fsp.rename(temp, target)
+        out.files.push({ ...file, path: target })
+      } catch (error) {
+        out.errors.push(`${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+        messages.add(
+          'VRDA',
+          `[Major] Cannot restore ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+        )
+      }
+    }
+    if (out.errors.length) out.status = 'Completed/Errors'
+    messages.add('VRDA', `[Normal] Restored ${out.files.length} file(s) of ${object.client}:${object.tree}`)
+    restored.push(out)
+  }
+  if (options.signal?.aborted) status = 'Aborted'
+  else if (restored.some((o) => o.errors.length)) status = 'Completed with errors'
+  if (
+    options.postExec &&
+    !options.signal?.aborted &&
+    !(await script('post-exec', options.postExec)) &&
+    status === 'Completed'
+  ) {
+    status = 'Completed with errors'
+  }
+  return finish()
+}

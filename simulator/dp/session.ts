@@ -1,0 +1,270 @@
+// A backup session as Data Protector runs one: session pre-exec (must succeed), each tree
+// backed up as a filesystem object (with object pre/post-exec), session post-exec with SMEXIT;
+// the final status and an exit code like omnib's.
+import { createHash, randomUUID } from 'node:crypto'
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
+import { join, relative } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { pipeline } from 'node:stream/promises'
+import { Transform } from 'node:stream'
+import { runScript } from './exec.js'
+import type { BackupSpec } from './spec.js'
+import {
+  ensureDir,
+  type CatalogFile,
+  type CatalogObject,
+  type Message,
+  type SessionRecord,
+  type SessionStatus,
+  type Store,
+} from './store.js'
+
+/** omnib's exit codes, which are also SMEXIT's values. */
+export const EXIT_CODES: Record<SessionStatus, number> = {
+  Completed: 0,
+  'Completed with errors': 10,
+  'Completed with failures': 11,
+  Failed: 12,
+  Aborted: 13,
+}
+
+export interface SessionOptions {
+  store: Store
+  preview?: boolean
+  signal?: AbortSignal
+  /** Every session message as it happens. */
+  onMessage?: (message: Message) => void
+  env?: NodeJS.ProcessEnv
+}
+
+export class Messages {
+  readonly list: Message[] = []
+  constructor(private readonly sink?: (m: Message) => void) {}
+  add(source: string, text: string): void {
+    const message = { time: new Date().toISOString(), source, text }
+    this.list.push(message)
+    this.sink?.(message)
+  }
+}
+
+/** Copies one file into the session, hashing it on the way. */
+async function storeFile(path: string, target: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256')
+  let size = 0
+  await pipeline(
+    createReadStream(path),
+    new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk)
+        size += chunk.length
+        done(null, chunk)
+      },
+    }),
+    createWriteStream(target, { mode: 0o600 }),
+  )
+  return { sha256: hash.digest('hex'), size }
+}
+
+async function* walk(dir: string): AsyncGenerator<string> {
+  const entries = await fsp.readdir(dir, { withFileTypes: true })
+  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) yield* walk(path)
+    else if (entry.isFile()) yield path
+  }
+}
+
+async function backupTree(
+  tree: string,
+  client: string,
+  dataDir: string,
+  index: number,
+  messages: Messages,
+  signal?: AbortSignal,
+): Promise<CatalogObject> {
+  const object: CatalogObject = { client, tree, status: 'Completed', files: [], errors: [] }
+  const objectDir = join(dataDir, String(index))
+  await ensureDir(objectDir)
+  try {
+    for await (const path of walk(tree)) {
+      if (signal?.aborted) break
+      const rel = relative(tree, path)
+      const stored = join('data', String(index), rel)
+      try {
+        await ensureDir(join(objectDir, rel, '..'))
+        const stat = await fsp.stat(path)
+        const { sha256, size } = await storeFile(path, join(dataDir, '..', stored))
+        object.files.push({
+          path,
+          stored,
+          size,
+          mtimeMs: stat.mtimeMs,
+          mode: stat.mode & 0o777,
+          sha256,
+        } satisfies CatalogFile)
+      } catch (error) {
+        object.errors.push(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+        messages.add(
+          'VBDA',
+          `[Minor] Cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+        )
+      }
+    }
+  } catch (error) {
+    object.status = 'Aborted'
+    messages.add(
+      'VBDA',
+      `[Major] Cannot open ${tree}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+    )
+    return object
+  }
+  if (object.errors.length) object.status = 'Completed/Errors'
+  return object
+}
+
+/** Runs the backup session and stores it; returns the record. */
+export async function runBackupSession(spec: BackupSpec, options: SessionOptions): Promise<SessionRecord> {
+  const { store } = options
+  const preview = options.preview === true
+  const { id, dir } = store.begin()
+  const started = new Date()
+  const t0 = performance.now()
+  const messages = new Messages(options.onMessage)
+  const env: NodeJS.ProcessEnv = {
+    ...(options.env ?? process.env),
+    DATALIST: spec.name,
+    MODE: 'full',
+    OWNER: spec.owner,
+    PREVIEW: preview ? '1' : '0',
+    RESTARTED: '0',
+    SESSIONID: id,
+    SESSIONKEY: randomUUID(),
+  }
+  const script = async (
+    what: string,
+    command: string,
+    extra: NodeJS.ProcessEnv = {},
+  ): Promise<{ ok: boolean; timedOut: boolean; aborted: boolean }> => {
+    messages.add('BSM', `[Normal] Starting ${what} command "${command}"`)
+    const result = await runScript(command, {
+      env: { ...env, ...extra },
+      inactivityTimeout: spec.inactivityTimeout,
+      onLine: (line) => messages.add(what, line),
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
+    if (result.problem === 'timeout')
+      messages.add(
+        'BSM',
+        `[Critical] The ${what} command was silent for ${spec.inactivityTimeout} s: aborted`,
+      )
+    else if (result.code !== 0)
+      messages.add('BSM', `[Critical] The ${what} command failed with exit code ${result.code}`)
+    return {
+      ok: result.code === 0 && !result.problem,
+      timedOut: result.problem === 'timeout',
+      aborted: result.problem === 'aborted',
+    }
+  }
+  messages.add(
+    'BSM',
+    `[Normal] Backup session ${id} started for specification "${spec.name}"${preview ? ' (preview)' : ''}`,
+  )
+  const objects: CatalogObject[] = []
+  let status: SessionStatus = 'Completed'
+  const runSessionScripts = !preview || spec.execScriptOnPreview
+  const finish = (): SessionRecord => {
+    const files = objects.reduce((n, o) => n + o.files.length, 0)
+    const bytes = objects.reduce((n, o) => n + o.files.reduce((m, f) => m + f.size, 0), 0)
+    const seconds = (performance.now() - t0) / 1000
+    const record: SessionRecord = {
+      id,
+      type: preview ? 'preview' : 'backup',
+      spec: spec.name,
+      status,
+      exitCode: EXIT_CODES[status],
+      started: started.toISOString(),
+      finished: new Date().toISOString(),
+      messages: messages.list,
+      objects,
+      report: {
+        objects: objects.length,
+        files,
+        bytes,
+        seconds: Number(seconds.toFixed(3)),
+        mbPerSecond: Number((bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)),
+      },
+    }
+    messages.add(
+      'BSM',
+      `[Normal] Session ${id} finished: ${status} (${objects.length} object(s), ${files} file(s), ${bytes} bytes, ${seconds.toFixed(1)} s)`,
+    )
+    record.messages = messages.list
+    store.commit(dir, record)
+    return record
+  }
+
+  if (runSessionScripts && spec.preExec) {
+    const pre = await script('pre-exec', spec.preExec)
+    if (!pre.ok) {
+      status = pre.aborted || options.signal?.aborted ? 'Aborted' : pre.timedOut ? 'Aborted' : 'Failed'
+      messages.add(
+        'BSM',
+        '[Critical] The pre-exec command failed: the session is aborted, nothing is backed up',
+      )
+      return finish()
+    }
+  }
+  let failedObjects = 0
+  let incomplete = 0
+  for (const [index, tree] of spec.trees.entries()) {
+    if (options.signal?.aborted) break
+    const label = `${spec.client}:${tree} '${tree}'`
+    if (spec.objectPreExec) {
+      const pre = await script('object pre-exec', spec.objectPreExec)
+      if (!pre.ok) {
+        objects.push({
+          client: spec.client,
+          tree,
+          status: 'Aborted',
+          files: [],
+          errors: ['object pre-exec failed'],
+        })
+        failedObjects++
+        continue
+      }
+    }
+    let object: CatalogObject
+    if (preview) {
+      object = { client: spec.client, tree, status: 'Completed', files: [], errors: [] }
+      let count = 0
+      try {
+        for await (const _path of walk(tree)) count++
+      } catch {
+        object.status = 'Aborted'
+      }
+      messages.add('VBDA', `[Normal] Preview of ${label}: ${count} file(s) would be backed up`)
+    } else {
+      messages.add('VBDA', `[Normal] Starting backup of ${label}`)
+      object = await backupTree(tree, spec.client, join(dir, 'data'), index, messages, options.signal)
+      messages.add('VBDA', `[Normal] Completed backup of ${label}: ${object.files.length} file(s)`)
+    }
+    if (object.status === 'Aborted') failedObjects++
+    if (object.status === 'Completed/Errors') incomplete++
+    if (spec.objectPostExec) {
+      const post = await script('object post-exec', spec.objectPostExec, {
+        BDACC: object.status === 'Aborted' ? '1' : '0',
+      })
+      if (!post.ok) object.status = 'Aborted'
+    }
+    objects.push(object)
+  }
+  if (options.signal?.aborted) status = 'Aborted'
+  else if (failedObjects === spec.trees.length) status = 'Failed'
+  else if (failedObjects > 0) status = 'Completed with failures'
+  else if (incomplete > 0) status = 'Completed with errors'
+  if (runSessionScripts && spec.postExec && !options.signal?.aborted) {
+    const post = await script('post-exec', spec.postExec, { SMEXIT: String(EXIT_CODES[status]) })
+    if (!post.ok && status === 'Completed') status = 'Completed with errors'
+  }
+  return finish()
+}

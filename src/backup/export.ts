@@ -1,7 +1,8 @@
 // One export to a file: GET /export with a task, streamed into <name>.partial while the XVA is
 // verified; then the task must have succeeded and the tar end marker be there; fsync; and only
 // then the final name. On any failure the partial file is removed and the task cancelled.
-import { promises as fsp } from 'node:fs'
+import { createWriteStream, promises as fsp, type WriteStream } from 'node:fs'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { DpxenError, XapiError, messageOf } from '../errors.js'
@@ -10,7 +11,7 @@ import type { Logger } from '../log.js'
 import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
 import type { XapiSession } from '../xapi/session.js'
 import { cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
-import { pipeXva, type PipeResult } from '../xva/pipe.js'
+import { pipeXva, type StreamResult } from '../xva/pipe.js'
 import { PARTIAL_SUFFIX } from './tags.js'
 
 export interface ExportRequest {
@@ -22,14 +23,29 @@ export interface ExportRequest {
   fileName: string
   compression: 'none' | 'gzip' | 'zstd'
   signal: AbortSignal
+  /** Check the XVA while it streams (layout, every checksum). */
+  verify: boolean
   /** Seconds without a byte before the export counts as stalled. */
   stallTimeout: number
   onBytes?: (bytes: number) => void
 }
 
-export interface ExportResult extends PipeResult {
+export interface ExportResult extends StreamResult {
   file: string
   seconds: number
+}
+
+/** A large write buffer: fewer, bigger writes keep the disk from limiting the transfer. */
+const WRITE_BUFFER = 8 * 1024 * 1024
+
+/** Flushes a written file to the disk (fsync applies to the file, whichever descriptor asks). */
+export async function syncFile(path: string): Promise<void> {
+  const handle = await fsp.open(path, 'r+')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
 }
 
 /** How long to wait for the task to settle after the body ended. */
@@ -45,7 +61,7 @@ export async function exportToFile(
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
   const task = await session.call<string>('task.create', `dpxen export ${req.label}`, 'Data Protector backup')
-  let file: fsp.FileHandle | undefined
+  let sink: WriteStream | undefined
   let done = false
   let received = 0
   try {
@@ -60,11 +76,13 @@ export async function exportToFile(
       throw await taskErrorOr(session, task, `the host answered HTTP ${res.statusCode} to the export`)
     }
     await fsp.rm(partialPath, { force: true })
-    file = await fsp.open(partialPath, 'wx', 0o600)
-    let result: PipeResult
+    sink = createWriteStream(partialPath, { flags: 'wx', mode: 0o600, highWaterMark: WRITE_BUFFER })
+    await once(sink, 'open')
+    let result: StreamResult
     try {
       result = await pipeXva(res as AsyncIterable<Buffer>, {
-        file,
+        sink,
+        verify: req.verify,
         signal: req.signal,
         onBytes: (n) => {
           received = n
@@ -99,16 +117,15 @@ export async function exportToFile(
         `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
       )
     }
-    await file.sync()
-    await file.close()
-    file = undefined
+    sink = undefined
+    await syncFile(partialPath)
     await fsp.rename(partialPath, finalPath)
     done = true
     const seconds = (performance.now() - started) / 1000
     log.debug(`exported ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
     return { ...result, file: finalPath, seconds }
   } finally {
-    if (file) await file.close().catch(() => undefined)
+    sink?.destroy()
     if (!done) {
       await fsp.rm(partialPath, { force: true }).catch(() => undefined)
       await cancelTask(session, task)

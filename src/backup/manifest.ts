@@ -1,5 +1,5 @@
 // The manifest beside each XVA: what was backed up, from where, in which state, and the file's
-// size and SHA-256, so a restore can check the file and put each disk back where it was.
+// size and XXH64, so a restore can check the file and put each disk back where it was.
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import type { Mode } from '../config/schema.js'
@@ -28,7 +28,7 @@ export interface Manifest {
   file: {
     name: string
     bytes: number
-    sha256: string
+    xxh64: string
     compression: string
     checksum: string
     tarBytes: number
@@ -73,12 +73,12 @@ export function buildManifest(args: {
     file: {
       name: args.fileName,
       bytes: result.bytes,
-      sha256: result.sha256,
+      xxh64: result.xxh64,
       compression: result.compression,
-      checksum: result.summary.checksum,
-      tarBytes: result.summary.tarBytes,
+      checksum: result.summary?.checksum ?? 'not verified',
+      tarBytes: result.summary?.tarBytes ?? 0,
     },
-    xapiVersion: result.summary.xapiVersion,
+    xapiVersion: result.summary?.xapiVersion ?? '',
     started: args.started.toISOString(),
     finished: new Date().toISOString(),
     seconds: Number(result.seconds.toFixed(3)),

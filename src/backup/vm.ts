@@ -72,6 +72,7 @@ async function exportAndDescribe(
     fileName,
     compression: ctx.config.compression,
     stallTimeout: ctx.config.stallTimeout,
+    verify: ctx.config.verifyExport,
     signal: ctx.signal,
     ...(ctx.onBytes ? { onBytes: ctx.onBytes } : {}),
   })

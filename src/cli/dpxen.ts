@@ -87,15 +87,15 @@ async function verify(ctx: HookContext, file: string): Promise<number> {
     )
   }
   log.info(
-    `  ${formatBytes(result.bytes)} (${result.compression}), checksums ${summary.checksum}: all match; sha256 ${result.sha256}`,
+    `  ${formatBytes(result.bytes)} (${result.compression}), checksums ${summary.checksum}: all match; xxh64 ${result.xxh64}`,
   )
   const manifestPath = manifestName(file)
   if (existsSync(manifestPath)) {
     const manifest = JSON.parse(await fsp.readFile(manifestPath, 'utf8')) as Manifest
-    if (manifest.file?.sha256 !== result.sha256 || manifest.file?.bytes !== result.bytes) {
+    if (manifest.file?.xxh64 !== result.xxh64 || manifest.file?.bytes !== result.bytes) {
       throw new DpxenError(
         'XVA_INVALID',
-        `${file} does not match its manifest (size or SHA-256 differ): the file was changed or damaged`,
+        `${file} does not match its manifest (size or XXH64 differ): the file was changed or damaged`,
       )
     }
     log.info('  matches its manifest')

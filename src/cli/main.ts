@@ -49,6 +49,13 @@ export function main(hook: Hook): void {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // Node ends a process whose event loop is empty even if a promise never settled; that would
+  // report success for a run that did not finish.
+  process.once('beforeExit', () => {
+    process.stdout.write('dpxen: internal error: the run stopped before it finished\n', () =>
+      process.exit(EXIT.INTERNAL),
+    )
+  })
   runHook(hook, {
     args: process.argv.slice(2),
     env: process.env,

@@ -34,6 +34,8 @@ export interface Config {
   shutdownTimeout: number
   /** Make the pre-exec fail the session when any VM fails (default: go on, post-exec reports). */
   failSessionOnError: boolean
+  /** Verify each XVA while it streams (layout and every chunk checksum). */
+  verifyExport: boolean
   /** Online restore: create the VM from the snapshot when it no longer exists. */
   restoreMissingVm: boolean
   /** Restore: put each disk back on the SR it came from when that SR exists (else `sr`). */
@@ -70,6 +72,7 @@ export const KEYS = [
   'restoreMissingVm',
   'originalSr',
   'startAfterRestore',
+  'verifyExport',
 ] as const
 
 /** Keys the original DPxen_config.py spells differently. */
@@ -333,6 +336,7 @@ export function validateConfig(
     restoreMissingVm: bool('restoreMissingVm', false),
     originalSr: bool('originalSr', false),
     startAfterRestore: bool('startAfterRestore', false),
+    verifyExport: bool('verifyExport', true),
   } satisfies Config
   return problems.length ? { problems } : { config, problems }
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { OC_VM_NAME, OC_VM_UUID } from '../backup/tags.js'
-import { pipeXva, type PipeResult } from '../xva/pipe.js'
+import { verifyXva, type PipeResult } from '../xva/pipe.js'
 import { DpxenError } from '../errors.js'
 import { createReadStream } from 'node:fs'
 
@@ -55,7 +55,7 @@ async function readManifest(path: string): Promise<Manifest | undefined> {
 }
 
 /**
- * Verifies a file end to end (layout, every checksum, and the manifest's size and SHA-256) and
+ * Verifies a file end to end (layout, every checksum, and the manifest's size and XXH64) and
  * says which VM it holds. Throws XVA_INVALID for a damaged file.
  */
 export async function examine(dir: string, file: string, signal: AbortSignal): Promise<RestoreItem> {
@@ -63,15 +63,15 @@ export async function examine(dir: string, file: string, signal: AbortSignal): P
   const stream = createReadStream(path, { highWaterMark: 1024 * 1024 })
   let verified: PipeResult
   try {
-    verified = await pipeXva(stream, { signal })
+    verified = await verifyXva(stream, { signal })
   } finally {
     stream.destroy()
   }
   const manifest = await readManifest(path)
-  if (manifest && (manifest.file.sha256 !== verified.sha256 || manifest.file.bytes !== verified.bytes)) {
+  if (manifest && (manifest.file.xxh64 !== verified.xxh64 || manifest.file.bytes !== verified.bytes)) {
     throw new DpxenError(
       'XVA_INVALID',
-      `${file} does not match its manifest (size or SHA-256 differ): the file is damaged`,
+      `${file} does not match its manifest (size or XXH64 differ): the file is damaged`,
     )
   }
   const oc = verified.summary.vm.otherConfig

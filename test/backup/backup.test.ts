@@ -69,7 +69,7 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       readFileSync(join(backupDir, '127.0.0.1_Debian_Snapshot.xva.manifest.json'), 'utf8'),
     )
     const xva = readFileSync(join(backupDir, '127.0.0.1_Debian_Snapshot.xva'))
-    const { createHash } = await import('node:crypto')
+    const { xxh64 } = await import('@node-rs/xxhash')
     expect(manifest).toMatchObject({
       format: 'dpxen-manifest/1',
       mode: 'online',
@@ -82,7 +82,7 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       file: {
         name: '127.0.0.1_Debian_Snapshot.xva',
         bytes: xva.length,
-        sha256: createHash('sha256').update(xva).digest('hex'),
+        xxh64: xxh64(xva).toString(16).padStart(16, '0'),
         checksum: 'xxhash',
       },
     })

@@ -288,7 +288,7 @@ describe('restore (dpxen-restore-post-exec)', () => {
     copyFileSync(join(backupDir, '127.0.0.1_Debian.xva'), join(backupDir, '127.0.0.1_vm2.xva'))
     const result = await run(runRestorePostExec, [config()])
     expect(result.lines).toContain(
-      'dpxen: 127.0.0.1_vm2.xva: FAILED: 127.0.0.1_vm2.xva does not match its manifest (size or SHA-256 differ): the file is damaged; the pool is unchanged',
+      'dpxen: 127.0.0.1_vm2.xva: FAILED: 127.0.0.1_vm2.xva does not match its manifest (size or XXH64 differ): the file is damaged; the pool is unchanged',
     )
   })
 

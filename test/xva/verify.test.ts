@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { gzipSync } from 'node:zlib'
-import { pipeXva } from '../../src/xva/pipe.js'
+import { verifyXva } from '../../src/xva/pipe.js'
 import { verifyFile } from '../../src/xva/verify-file.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { tempDir } from '../helpers/hooks.js'
@@ -16,12 +16,12 @@ async function exportOf(url: string, xapi: TestClient, name: string, extra = '')
   return (await download(`${url}/export?session_id=${xapi.session}&ref=${snap}${extra}`)).body
 }
 
-async function check(data: Buffer, pieces = 7777): Promise<Awaited<ReturnType<typeof pipeXva>>> {
+async function check(data: Buffer, pieces = 7777): Promise<Awaited<ReturnType<typeof verifyXva>>> {
   // Feed in odd-sized pieces so headers and entries straddle chunk boundaries.
   async function* source(): AsyncGenerator<Buffer> {
     for (let i = 0; i < data.length; i += pieces) yield data.subarray(i, i + pieces)
   }
-  return pipeXva(source())
+  return verifyXva(source())
 }
 
 describe('XVA verifier', () => {

@@ -65,13 +65,14 @@ export async function handleExport(call: HttpCall): Promise<void> {
     Server: serverHeader(sim),
   })
   let sent = 0
+  const stop = anySignal(aborter.signal, sim.closing)
   try {
     const source = Readable.from(
       writeXva(sim, vmRef, {
         checksum: sim.settings.checksum,
         keepalive: sim.faults.get('export-keepalive') !== undefined,
         stallMs: stall ? Number(stall.arg) * 1000 : 0,
-        signal: anySignal(aborter.signal, sim.closing),
+        signal: stop.signal,
         onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
       }),
       { objectMode: false },
@@ -90,11 +91,13 @@ export async function handleExport(call: HttpCall): Promise<void> {
     else await pipeline(source, sink, { signal: aborter.signal })
     unlock()
     stopWatching()
+    stop.dispose()
     finish(call, auth, { result: '' })
     socket.end()
   } catch (error) {
     unlock()
     stopWatching()
+    stop.dispose()
     const reason = aborter.signal.aborted ? aborter.signal.reason : error
     finish(call, auth, { error: reason })
     socket.off('close', onClose)

@@ -75,13 +75,14 @@ export async function handleImport(call: HttpCall): Promise<void> {
     cancelled = true
     onGone()
   })
+  const stop = anySignal(aborter.signal, sim.closing)
   try {
     const vms = await importXva(sim, req, {
       srRef,
       restore: param(call, 'restore') === 'true',
       force: param(call, 'force') === 'true',
       task: auth.task,
-      signal: anySignal(aborter.signal, sim.closing),
+      signal: stop.signal,
     })
     finished = true
     finish(call, auth, { result: printValue(vms) })
@@ -97,5 +98,6 @@ export async function handleImport(call: HttpCall): Promise<void> {
     req.resume()
   }
   stopWatching()
+  stop.dispose()
   socket.end()
 }

@@ -45,6 +45,8 @@ export interface XapiSim {
   context: SimContext
   /** Sessions currently logged in (a leak check for clients). */
   openSessions(): number
+  /** XML-RPC calls served, by method, and when the first one arrived (epoch ms); resettable. */
+  stats(reset?: boolean): { calls: number; byMethod: Record<string, number>; firstCallAt?: number }
   close(): Promise<void>
 }
 
@@ -96,7 +98,9 @@ async function handleRpc(
   req: IncomingMessage,
   res: ServerResponse,
   member: string | undefined,
+  stats: { calls: number; byMethod: Record<string, number>; firstCallAt: number | undefined },
 ): Promise<void> {
+  stats.firstCallAt ??= Date.now()
   const body = await readBody(req, RPC_LIMIT)
   if (!body) return internalError(res, 'Request body too large')
   if (/^\/json(rpc)?\/?$/.test(new URL(req.url ?? '/', 'http://localhost').pathname)) {
@@ -109,6 +113,8 @@ async function handleRpc(
   } catch (error) {
     return internalError(res, `Xmlrpc.Parse_error(${error instanceof Error ? error.message : String(error)})`)
   }
+  stats.calls++
+  stats.byMethod[call.method] = (stats.byMethod[call.method] ?? 0) + 1
   if (call.method === 'system.listMethods') {
     // xapi answers this one without the Status/Value envelope.
     return sendXml(res, printResponse((await dispatch(sim, table, call.method, call.params)) as Wire))
@@ -151,6 +157,11 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
     db.saveNow()
   }
   const table = buildTable()
+  const stats: { calls: number; byMethod: Record<string, number>; firstCallAt: number | undefined } = {
+    calls: 0,
+    byMethod: {},
+    firstCallAt: undefined,
+  }
 
   const makeServer = (member: () => string | undefined): Server =>
     createServer({ keepAliveTimeout: 5000 }, (req, res) => {
@@ -160,7 +171,7 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
         handler && member() === undefined
           ? Promise.resolve(handler({ sim, req, res, url }))
           : req.method === 'POST'
-            ? handleRpc(sim, table, req, res, member())
+            ? handleRpc(sim, table, req, res, member(), stats)
             : Promise.resolve(internalError(res, `No handler for ${req.method} ${url.pathname}`))
       work.catch((error: unknown) => {
         if (!res.headersSent) internalError(res, String(error))
@@ -193,6 +204,15 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
     faults,
     context: sim,
     openSessions: () => db.count('session'),
+    stats(reset = false) {
+      const out = {
+        calls: stats.calls,
+        byMethod: { ...stats.byMethod },
+        ...(stats.firstCallAt ? { firstCallAt: stats.firstCallAt } : {}),
+      }
+      if (reset) Object.assign(stats, { calls: 0, byMethod: {}, firstCallAt: undefined })
+      return out
+    },
     async close() {
       closing.abort()
       await Promise.all([server, memberServer].filter((s): s is Server => s !== undefined).map(closeServer))

@@ -1,15 +1,32 @@
 // Node 20's AbortSignal.any() holds the combined signal weakly: when nothing else refers to it,
-// it can be collected and never fire. This combines signals with ordinary listeners instead.
+// it can be collected and never fire. This combines signals with ordinary listeners instead,
+// and removes them again (dispose), so a long-lived signal does not collect listeners.
+
+export interface Combined {
+  signal: AbortSignal
+  /** Removes the listeners from the source signals; call when the operation is over. */
+  dispose(): void
+}
 
 /** A signal aborted when any of `signals` is. */
-export function anySignal(...signals: AbortSignal[]): AbortSignal {
+export function anySignal(...signals: AbortSignal[]): Combined {
   const controller = new AbortController()
+  const listeners: [AbortSignal, () => void][] = []
+  const dispose = (): void => {
+    for (const [signal, listener] of listeners.splice(0)) signal.removeEventListener('abort', listener)
+  }
   for (const signal of signals) {
     if (signal.aborted) {
       controller.abort(signal.reason)
       break
     }
-    signal.addEventListener('abort', () => controller.abort(signal.reason), { once: true })
+    const listener = (): void => {
+      dispose()
+      controller.abort(signal.reason)
+    }
+    signal.addEventListener('abort', listener, { once: true })
+    listeners.push([signal, listener])
   }
-  return controller.signal
+  if (controller.signal.aborted) dispose()
+  return { signal: controller.signal, dispose }
 }

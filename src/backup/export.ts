@@ -110,7 +110,8 @@ export async function exportToFile(
         { cause: error },
       )
     }
-    const outcome = await waitTask(session, task, anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS)))
+    const settle = anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS))
+    const outcome = await waitTask(session, task, settle.signal).finally(settle.dispose)
     if (outcome.status !== 'success') {
       throw new DpxenError(
         'EXPORT_FAILED',

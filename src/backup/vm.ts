@@ -176,7 +176,8 @@ async function shutdown(ctx: VmBackupContext, plan: VmPlan): Promise<void> {
     const limit = AbortSignal.timeout(ctx.config.shutdownTimeout * 1000)
     let outcome
     try {
-      outcome = await waitTask(ctx.session, task, anySignal(limit, ctx.signal))
+      const either = anySignal(limit, ctx.signal)
+      outcome = await waitTask(ctx.session, task, either.signal).finally(either.dispose)
     } catch (error) {
       await cancelTask(ctx.session, task)
       // Whatever the host did by now decides whether the VM must be started again.

@@ -1,7 +1,9 @@
 // What the restore flows share: the context, disk listings, checks of an imported VM, moving
 // disks to their own SR, stopping and starting the VM.
 import type { Config } from '../config/schema.js'
+import { performance } from 'node:perf_hooks'
 import { DpxenError, messageOf } from '../errors.js'
+import { formatBytes, formatRate } from '../format.js'
 import type { Logger } from '../log.js'
 import type { PoolView } from '../backup/select.js'
 import { destroyVdi } from '../backup/snapshots.js'
@@ -88,6 +90,7 @@ export function planTargets(ctx: RestoreContext, item: RestoreItem): Map<string,
 export async function importItem(ctx: RestoreContext, item: RestoreItem, restore: boolean): Promise<string> {
   checkAbort(ctx.signal)
   ctx.onStatus?.('importing')
+  const started = performance.now()
   const refs = await importFile(ctx.session, ctx.agents, {
     file: item.path,
     srRef: ctx.target.ref,
@@ -95,6 +98,10 @@ export async function importItem(ctx: RestoreContext, item: RestoreItem, restore
     signal: ctx.signal,
     stallTimeout: ctx.config.stallTimeout,
   })
+  const seconds = (performance.now() - started) / 1000
+  ctx.log.info(
+    `dpxen: ${item.vmName}: imported ${formatBytes(item.verified.bytes)} in ${seconds.toFixed(1)} s (${formatRate(item.verified.bytes, seconds)})`,
+  )
   // One VM per file; anything else xapi made (there should be nothing) is the first ref's.
   return refs[0]!
 }

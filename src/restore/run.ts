@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks'
 import type { HookContext } from '../cli/context.js'
 import { EXIT } from '../cli/exit-codes.js'
 import { DpxenError, messageOf } from '../errors.js'
+import { formatBytes, formatRate } from '../format.js'
 import { startTicker, type Active } from '../progress.js'
 import { isPreview, startHook } from '../backup/run.js'
 import { readPool } from '../backup/select.js'
@@ -43,7 +44,13 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
     for (const file of files) {
       if (ctx.signal.aborted) break
       try {
-        items.push(await examine(config.backupDir, file, ctx.signal))
+        const started = performance.now()
+        const item = await examine(config.backupDir, file, ctx.signal)
+        const seconds = (performance.now() - started) / 1000
+        log.info(
+          `dpxen: ${file}: verified ${formatBytes(item.verified.bytes)} in ${seconds.toFixed(1)} s (${formatRate(item.verified.bytes, seconds)})`,
+        )
+        items.push(item)
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') break
         fail(file, `${messageOf(error)}; the pool is unchanged`)

@@ -1,7 +1,7 @@
-// XML-RPC encoding for the client side, on top of the `xmlrpc` package's serializer and parser.
-import { Readable } from 'node:stream'
-import Deserializer from 'xmlrpc/lib/deserializer.js'
+// XML-RPC for the client side: requests with the `xmlrpc` package's serializer, answers with
+// our own fast parser (xml-parse.ts).
 import Serializer from 'xmlrpc/lib/serializer.js'
+import { parseResponse, parseValue } from './xml-parse.js'
 
 /** xapi takes 64-bit ints as strings (XO does the same); floats stay <double>. */
 function prepare(value: unknown): unknown {
@@ -17,25 +17,13 @@ export function encodeCall(method: string, params: unknown[]): string {
   return Serializer.serializeMethodCall(method, params.map(prepare) as never[])
 }
 
-function parse(kind: 'response', body: string): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    new Deserializer('utf8').deserializeMethodResponse(Readable.from([Buffer.from(body)]), (error, value) => {
-      if (error) reject(error instanceof Error ? error : new Error(`${kind}: ${String(error)}`))
-      else resolve(value)
-    })
-  })
-}
-
-export function decodeResponse(body: string): Promise<unknown> {
-  return parse('response', body)
+export async function decodeResponse(body: string): Promise<unknown> {
+  return parseResponse(body)
 }
 
 /** Parses a bare `<value>` fragment: ova.xml, task results. */
-export function decodeValue(fragment: string): Promise<unknown> {
-  return parse(
-    'response',
-    `<?xml version="1.0"?><methodResponse><params><param>${fragment}</param></params></methodResponse>`,
-  )
+export async function decodeValue(fragment: string): Promise<unknown> {
+  return parseValue(fragment)
 }
 
 /** The refs in a task result such as `<value>OpaqueRef:…</value>` or an array of them. */

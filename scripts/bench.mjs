@@ -1,0 +1,308 @@
+// npm run bench: dpxen against curl, side by side, on xapi-sim seeded with large VMs.
+// Each figure is the median of several alternating runs. Prints a table, writes bench-results.json.
+//
+//   npm run bench                       sizes 1, 4, 16 GiB, 3 runs each
+//   npm run bench -- --sizes 1,4 --runs 2
+//   npm run bench -- --quick            1 GiB, 1 run (a smoke test)
+import { execFile, spawn } from 'node:child_process'
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  readdirSync,
+  chmodSync,
+} from 'node:fs'
+import { cpus, totalmem, tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const { startXapiSim } = await import(join(root, 'dist/simulator/xapi/server.js'))
+const { readPool, selectVms } = await import(join(root, 'dist/src/backup/select.js'))
+const { XapiSession, xmlRpcTransport } = await import(join(root, 'dist/src/xapi/session.js'))
+const { createDispatcher } = await import(join(root, 'dist/src/xapi/connection.js'))
+const { createLogger } = await import(join(root, 'dist/src/log.js'))
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1,4,16' },
+    runs: { type: 'string', default: '3' },
+    quick: { type: 'boolean', default: false },
+    dir: { type: 'string' },
+    out: { type: 'string', default: join(root, 'bench-results.json') },
+  },
+})
+const sizes = values.quick ? [1] : values.sizes.split(',').map(Number)
+const runs = values.quick ? 1 : Number(values.runs)
+const GiB = 1024 ** 3
+const work = mkdtempSync(join(values.dir ?? tmpdir(), 'dpxen-bench-'))
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const mbps = (bytes, seconds) => bytes / 1e6 / seconds
+const hooks = join(root, 'dist/hooks')
+
+function exec(cmd, args, env = {}) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    execFile(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+      const seconds = (performance.now() - started) / 1000
+      if (error) reject(new Error(`${cmd} ${args.join(' ')}: ${error.message}\n${stdout}\n${stderr}`))
+      else resolve({ stdout, stderr, seconds })
+    })
+  })
+}
+
+/** Runs a hook under /usr/bin/time for its peak RSS. */
+async function hook(name, config) {
+  const { stdout, stderr, seconds } = await exec('/usr/bin/time', [
+    '-f',
+    'maxrss=%M',
+    process.execPath,
+    join(hooks, name),
+    config,
+  ])
+  const rss = Number(/maxrss=(\d+)/.exec(stderr)?.[1] ?? 0) * 1024
+  return { stdout, seconds, rss }
+}
+
+function writeJson(path, value) {
+  writeFileSync(path, JSON.stringify(value, null, 2))
+  chmodSync(path, 0o600)
+}
+
+const results = {
+  machine: {
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model,
+    memoryGiB: Math.round(totalmem() / GiB),
+    node: process.version,
+  },
+  date: new Date().toISOString(),
+  export: [],
+  import: [],
+  concurrency: [],
+  planning: {},
+  startup: {},
+}
+
+async function xmlrpc(url, method, params) {
+  const { default: Serializer } = await import('xmlrpc/lib/serializer.js')
+  const res = await fetch(url, {
+    method: 'POST',
+    body: Serializer.serializeMethodCall(method, params),
+    headers: { 'content-type': 'text/xml' },
+  })
+  const text = await res.text()
+  return /<name>Value<\/name><value>([^<]*)<\/value>/.exec(text)?.[1]
+}
+
+try {
+  for (const size of sizes) {
+    const dir = join(work, `${size}g`)
+    mkdirSync(dir)
+    process.stdout.write(`seeding a ${size} GiB VM (3/4 data)… `)
+    const sim = await startXapiSim({
+      stateDir: join(dir, 'pool'),
+      authFailureDelayMs: 0,
+      seed: {
+        srs: [{ name: 'Local storage', type: 'ext', default: true, size: '8TiB' }],
+        vms: [{ name: 'big', disks: [{ sr: 'Local storage', size: `${size}GiB`, fill: 0.75 }], vifs: 1 }],
+      },
+    })
+    console.log('done')
+    const staging = join(dir, 'staging')
+    const cfg = (extra) => {
+      const path = join(dir, `cfg-${Object.keys(extra).join('-') || 'plain'}.json`)
+      writeJson(path, {
+        mode: 'offline',
+        vmName: ['big'],
+        url: sim.url,
+        username: 'root',
+        password: 'xenroot',
+        backupDir: staging,
+        ...extra,
+      })
+      return path
+    }
+    const verifyOn = cfg({})
+    const verifyOff = cfg({ verifyExport: false })
+    const session = await xmlrpc(sim.url, 'session.login_with_password', ['root', 'xenroot'])
+    const vm = await xmlrpc(sim.url, 'VM.get_by_name_label', [session, 'big'])
+    const ref = /OpaqueRef:[0-9a-f-]+/.exec(
+      await (
+        await fetch(sim.url, {
+          method: 'POST',
+          body: (await import('xmlrpc/lib/serializer.js')).default.serializeMethodCall(
+            'VM.get_by_name_label',
+            [session, 'big'],
+          ),
+        })
+      ).text(),
+    )[0]
+    void vm
+    const curlFile = join(dir, 'curl.xva')
+    const row = { sizeGiB: size, curl: [], verifyOn: [], verifyOff: [], rss: [] }
+    let bytes = 0
+    for (let r = 0; r < runs; r++) {
+      // curl, then fsync of its file: dpxen's file is on disk when it reports, so is curl's.
+      const c = await exec('curl', [
+        '-s',
+        '-f',
+        '-o',
+        curlFile,
+        `${sim.url}/export?session_id=${session}&ref=${ref}`,
+      ])
+      const s = await exec('sync', [curlFile])
+      bytes = statSync(curlFile).size
+      row.curl.push(mbps(bytes, c.seconds + s.seconds))
+      rmSync(curlFile)
+      for (const [key, config] of [
+        ['verifyOn', verifyOn],
+        ['verifyOff', verifyOff],
+      ]) {
+        const h = await hook('pre-exec.js', config)
+        row[key].push(mbps(bytes, h.seconds))
+        row.rss.push(h.rss)
+        await exec(process.execPath, [join(hooks, 'post-exec.js'), config])
+      }
+    }
+    row.bytes = bytes
+    row.median = { curl: median(row.curl), verifyOn: median(row.verifyOn), verifyOff: median(row.verifyOff) }
+    row.peakRssMiB = Math.max(...row.rss) / 2 ** 20
+    results.export.push(row)
+    console.log(
+      `export ${size} GiB: curl ${row.median.curl.toFixed(0)} MB/s, dpxen ${row.median.verifyOn.toFixed(0)} MB/s verified (${(row.median.verifyOn / row.median.curl).toFixed(2)}x), ${row.median.verifyOff.toFixed(0)} MB/s unverified, peak RSS ${row.peakRssMiB.toFixed(0)} MiB`,
+    )
+
+    // Import: curl -T of the XVA against the restore post-exec (offline, beside the VM).
+    await hook('pre-exec.js', verifyOn)
+    const xva = join(
+      staging,
+      readdirSync(staging).find((f) => f.endsWith('.xva')),
+    )
+    const imp = { sizeGiB: size, curl: [], dpxen: [], verify: [], rss: [] }
+    for (let r = 0; r < runs; r++) {
+      const c = await exec('curl', [
+        '-s',
+        '-f',
+        '-H',
+        'Expect:',
+        '-T',
+        xva,
+        `${sim.url}/import?session_id=${session}`,
+      ])
+      imp.curl.push(mbps(bytes, c.seconds))
+      const h = await hook('restore-post-exec.js', verifyOn)
+      const imported = /imported [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)
+      const verified = /verified [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)
+      imp.dpxen.push(mbps(bytes, Number(imported?.[1] ?? NaN)))
+      imp.verify.push(mbps(bytes, Number(verified?.[1] ?? NaN)))
+      imp.rss.push(h.rss)
+    }
+    imp.median = { curl: median(imp.curl), dpxen: median(imp.dpxen), verify: median(imp.verify) }
+    imp.peakRssMiB = Math.max(...imp.rss) / 2 ** 20
+    results.import.push(imp)
+    console.log(
+      `import ${size} GiB: curl ${imp.median.curl.toFixed(0)} MB/s, dpxen ${imp.median.dpxen.toFixed(0)} MB/s (${(imp.median.dpxen / imp.median.curl).toFixed(2)}x), verification first ${imp.median.verify.toFixed(0)} MB/s, peak RSS ${imp.peakRssMiB.toFixed(0)} MiB`,
+    )
+    await sim.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  // Concurrency: 4 VMs with concurrency 1, 2 and 4.
+  {
+    const each = values.quick ? 0.25 : 1
+    const dir = join(work, 'conc')
+    mkdirSync(dir)
+    const sim = await startXapiSim({
+      stateDir: join(dir, 'pool'),
+      authFailureDelayMs: 0,
+      seed: {
+        srs: [{ name: 'L', type: 'ext', default: true }],
+        vms: [{ name: 'vm', count: 4, disks: [{ sr: 'L', size: `${each * 1024}MiB`, fill: 0.75 }] }],
+      },
+    })
+    for (const concurrency of [1, 2, 4]) {
+      const config = join(dir, `c${concurrency}.json`)
+      writeJson(config, {
+        mode: 'allOffline',
+        url: sim.url,
+        username: 'root',
+        password: 'xenroot',
+        backupDir: join(dir, 'staging'),
+        concurrency,
+      })
+      const times = []
+      for (let r = 0; r < runs; r++) {
+        times.push((await hook('pre-exec.js', config)).seconds)
+        await exec(process.execPath, [join(hooks, 'post-exec.js'), config])
+      }
+      const seconds = median(times)
+      results.concurrency.push({ vms: 4, sizeGiB: each, concurrency, seconds })
+      console.log(`concurrency ${concurrency}: 4 × ${each} GiB in ${seconds.toFixed(1)} s`)
+    }
+    await sim.close()
+  }
+
+  // Planning an allOnline backup of a 500-VM pool: calls and time; start-up to the first call.
+  {
+    const sim = await startXapiSim({
+      stateDir: join(work, 'plan'),
+      authFailureDelayMs: 0,
+      seed: {
+        srs: [{ name: 'L', type: 'ext', default: true }],
+        vms: [{ name: 'vm', count: 500, powerState: 'Running', vifs: 1, disks: [{ sr: 'L', size: '1MiB' }] }],
+      },
+    })
+    const log = createLogger({ out: () => undefined, name: 'bench' })
+    const dispatcher = createDispatcher()
+    const session = await XapiSession.open({
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      transport: xmlRpcTransport(dispatcher),
+      log,
+    })
+    sim.stats(true)
+    const started = performance.now()
+    const { plans } = selectVms(await readPool(session), 'allOnline', [])
+    const seconds = (performance.now() - started) / 1000
+    const { calls } = sim.stats(true)
+    await session.logout()
+    await dispatcher.close()
+    results.planning = { vms: plans.length, calls, seconds }
+    console.log(
+      `planning: ${plans.length} VMs selected with ${calls} calls in ${(seconds * 1000).toFixed(0)} ms`,
+    )
+
+    const config = join(work, 'startup.json')
+    writeJson(config, {
+      mode: 'allOnline',
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir: join(work, 'startup-staging'),
+    })
+    const startups = []
+    for (let r = 0; r < Math.max(3, runs); r++) {
+      sim.stats(true)
+      const spawnedAt = Date.now()
+      const child = spawn(process.execPath, [join(hooks, 'pre-exec.js'), config], {
+        env: { ...process.env, PREVIEW: '1' },
+        stdio: 'ignore',
+      })
+      await new Promise((resolve) => child.on('close', resolve))
+      startups.push(sim.stats().firstCallAt - spawnedAt)
+    }
+    results.startup = { ms: median(startups) }
+    console.log(`start-up to the first XenAPI call: ${median(startups)} ms`)
+    await sim.close()
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true })
+}
+writeFileSync(values.out, JSON.stringify(results, null, 2))
+console.log(`\nresults written to ${values.out}`)

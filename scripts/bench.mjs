@@ -5,16 +5,7 @@
 //   npm run bench -- --sizes 1,4 --runs 2
 //   npm run bench -- --quick            1 GiB, 1 run (a smoke test)
 import { execFile, spawn } from 'node:child_process'
-import {
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-  readdirSync,
-  chmodSync,
-} from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, readdirSync, chmodSync } from 'node:fs'
 import { cpus, totalmem, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -130,7 +121,6 @@ try {
     const verifyOn = cfg({})
     const verifyOff = cfg({ verifyExport: false })
     const session = await xmlrpc(sim.url, 'session.login_with_password', ['root', 'xenroot'])
-    const vm = await xmlrpc(sim.url, 'VM.get_by_name_label', [session, 'big'])
     const ref = /OpaqueRef:[0-9a-f-]+/.exec(
       await (
         await fetch(sim.url, {
@@ -142,7 +132,6 @@ try {
         })
       ).text(),
     )[0]
-    void vm
     const curlFile = join(dir, 'curl.xva')
     const row = { sizeGiB: size, curl: [], verifyOn: [], verifyOff: [], rss: [] }
     let bytes = 0

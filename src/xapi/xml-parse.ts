@@ -129,7 +129,7 @@ class Parser {
           : Buffer.from(this.textUntil(tag).replace(/\s+/g, ''), 'base64')
         break
       case 'nil':
-        this.open('nil') || this.close('nil')
+        if (!this.open('nil')) this.close('nil')
         result = null
         break
       case 'array':
@@ -188,7 +188,6 @@ export function parseResponse(xml: string): unknown {
     p.pos = end + 2
   }
   p.open('methodResponse')
-  let result: unknown
   if (p.peekTag() === 'fault') {
     p.open('fault')
     const fault = p.value() as { faultCode?: unknown; faultString?: unknown }
@@ -196,7 +195,7 @@ export function parseResponse(xml: string): unknown {
   }
   p.open('params')
   p.open('param')
-  result = p.value()
+  const result = p.value()
   p.close('param')
   p.close('params')
   p.close('methodResponse')

@@ -173,7 +173,9 @@ try {
       readdirSync(staging).find((f) => f.endsWith('.xva')),
     )
     const imp = { sizeGiB: size, curl: [], dpxen: [], verify: [], rss: [] }
+    const { destroyVmWithDevices } = await import(join(root, 'dist/simulator/xapi/vmops.js'))
     for (let r = 0; r < runs; r++) {
+      const before = new Set(sim.context.db.all('VM').map(([vmRef]) => vmRef))
       const c = await exec('curl', [
         '-s',
         '-f',
@@ -184,6 +186,10 @@ try {
         `${sim.url}/import?session_id=${session}`,
       ])
       imp.curl.push(mbps(bytes, c.seconds))
+      // The copy curl imported goes, so the restore finds exactly one VM of that name.
+      for (const [vmRef] of sim.context.db.all('VM')) {
+        if (!before.has(vmRef)) await destroyVmWithDevices(sim.context, vmRef, true)
+      }
       const h = await hook('restore-post-exec.js', verifyOn)
       const imported = /imported [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)
       const verified = /verified [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)

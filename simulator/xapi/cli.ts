@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // xapi-sim: a XenServer / XCP-ng simulator speaking real XML-RPC and XVA over HTTP.
+import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parseFault } from './faults.js'
 import { startXapiSim } from './server.js'
 
 const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]
                       [--user U] [--password PW] [--checksum xxhash|sha1]
-                      [--member-port P2] [--member-host H2] [--auth-delay SECONDS] [--fault SPEC]...`
+                      [--member-port P2] [--member-host H2] [--auth-delay SECONDS] [--fault SPEC]...
+                      [--tls-cert FILE --tls-key FILE]`
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
@@ -35,6 +37,8 @@ async function main(): Promise<number> {
         'member-host': { type: 'string' },
         'auth-delay': { type: 'string', default: '5' },
         fault: { type: 'string', multiple: true, default: [] },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
       },
     }).values
     if (values.checksum !== 'xxhash' && values.checksum !== 'sha1')
@@ -42,6 +46,8 @@ async function main(): Promise<number> {
     if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
     for (const spec of values.fault) parseFault(spec)
     if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
+    if (Boolean(values['tls-cert']) !== Boolean(values['tls-key']))
+      throw new Error('--tls-cert and --tls-key go together')
   } catch (error) {
     console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
     return 2
@@ -59,6 +65,9 @@ async function main(): Promise<number> {
     ...(values['member-port'] !== undefined ? { memberPort: Number(values['member-port']) } : {}),
     ...(values['member-host'] !== undefined ? { memberHost: values['member-host'] } : {}),
     authFailureDelayMs: Number(values['auth-delay']) * 1000,
+    ...(values['tls-cert'] && values['tls-key']
+      ? { tls: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']) } }
+      : {}),
   })
   console.log(`xapi-sim listening on ${sim.url}`)
   if (sim.memberUrl) console.log(`xapi-sim pool member listening on ${sim.memberUrl}`)

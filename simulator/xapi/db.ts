@@ -127,6 +127,9 @@ export class Db {
         for (const [name, type] of Object.entries(schema.fields)) {
           if (type === 'd') rec[name] = new Date(String(rec[name] ?? 0))
         }
+        // Tasks do not survive a restart, so neither do the operations they were running (xapi
+        // cancels them at start-up).
+        if ('current_operations' in schema.fields) rec.current_operations = {}
         this.#tables.get(cls)!.set(ref, rec)
         this.#refByUuid.set(String(rec.uuid), ref)
       }

@@ -101,6 +101,8 @@ export function failBeforeBody(call: HttpCall, auth: Authed, status: number, err
 
 /** Writes a raw response head straight to the socket, as xapi does (HTTP/1.0, no length). */
 export function writeRawHead(socket: Socket, statusLine: string, headers: Record<string, string>): void {
+  // From here the handler owns the socket; a client that goes away must not crash the server.
+  socket.on('error', () => undefined)
   let head = `${statusLine}\r\n`
   for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
   socket.write(`${head}\r\n`)

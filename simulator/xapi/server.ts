@@ -1,6 +1,13 @@
 // The simulator as a server: XML-RPC on POST (any path but the HTTP handlers'), the HTTP
 // handlers, an optional pool-member listener, state in a folder. Usable in-process by tests.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import { mkdtempSync, rmSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -36,6 +43,8 @@ export interface XapiSimOptions {
   memberPort?: number
   memberHost?: string
   authFailureDelayMs?: number
+  /** Serve https with this certificate and key (PEM), as xapi does on port 443. */
+  tls?: { cert: string | Buffer; key: string | Buffer }
 }
 
 export interface XapiSim {
@@ -163,8 +172,12 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
     firstCallAt: undefined,
   }
 
+  const listen = (handler: RequestListener): Server =>
+    options.tls
+      ? createTlsServer({ ...options.tls, keepAliveTimeout: 5000 }, handler)
+      : createServer({ keepAliveTimeout: 5000 }, handler)
   const makeServer = (member: () => string | undefined): Server =>
-    createServer({ keepAliveTimeout: 5000 }, (req, res) => {
+    listen((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
       const handler = HTTP_HANDLERS[req.method ?? '']?.[url.pathname.replace(/\/+$/, '') || '/']
       const work =
@@ -182,9 +195,10 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
   const server = makeServer(() => undefined)
   // xapi has no Expect: 100-continue handling; clients that ask for it wait, then send anyway.
   server.on('checkContinue', (req, res) => server.emit('request', req, res))
-  await listen(server, options.port ?? 0, host)
+  await listenOn(server, options.port ?? 0, host)
   const port = (server.address() as AddressInfo).port
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const scheme = options.tls ? 'https' : 'http'
+  const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`
   let memberServer: Server | undefined
   let memberUrl: string | undefined
   if (options.memberPort !== undefined) {
@@ -194,8 +208,8 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
     const masterAddress = memberPort === port ? address : `${address}:${port}`
     db.update('host', sim.hostRef, { address: masterAddress })
     memberServer = makeServer(() => masterAddress)
-    await listen(memberServer, memberPort, memberHost)
-    memberUrl = `http://${memberHost}:${(memberServer.address() as AddressInfo).port}`
+    await listenOn(memberServer, memberPort, memberHost)
+    memberUrl = `${scheme}://${memberHost}:${(memberServer.address() as AddressInfo).port}`
   }
 
   return {
@@ -222,7 +236,7 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
   }
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
+function listenOn(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => {

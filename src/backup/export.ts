@@ -103,7 +103,10 @@ export async function exportToFile(
           { cause: error },
         )
       }
-      const hostError = await taskError(session, task, 2000)
+      // A local failure (the disk) is the cause, whatever the host then says about the closed
+      // connection; otherwise the host's task says why the stream ended.
+      const local = LOCAL_CODES.has(String((error as { code?: string }).code))
+      const hostError = local ? undefined : await taskError(session, task, 2000)
       throw new DpxenError(
         'EXPORT_FAILED',
         `the export stopped after ${received} bytes: ${hostError ?? describeStreamError(error)}`,
@@ -135,10 +138,15 @@ export async function exportToFile(
   }
 }
 
+/** Errors of the local file system, not of the host. */
+const LOCAL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EACCES', 'EPERM', 'EROFS', 'EFBIG'])
+
 function describeStreamError(error: unknown): string {
   const code = (error as { code?: string }).code
   if (code === 'ETIMEDOUT_IDLE') return 'the host sent nothing for too long (stalled; see stallTimeout)'
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') return 'the connection was closed'
+  if (code === 'ENOSPC')
+    return 'the staging folder is full (ENOSPC): free space in backupDir or move it to a larger disk'
   return messageOf(error)
 }
 

@@ -6,7 +6,7 @@ import { EXIT } from '../cli/exit-codes.js'
 import { messageOf } from '../errors.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile } from './files.js'
-import { isPreview, startHook } from './run.js'
+import { isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
 import { readState } from './state.js'
 import { STATE_FILE } from './tags.js'
@@ -30,6 +30,7 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
   try {
     const conn = await connect(config, log)
     try {
+      if (state) await restartStopped(conn.session, log, state)
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),
         ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),

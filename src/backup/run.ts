@@ -51,10 +51,31 @@ async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Prom
   await Promise.all(workers)
 }
 
+/** Starts the VMs an interrupted run stopped for an offline backup and never started again. */
+export async function restartStopped(
+  session: Connection['session'],
+  log: Logger,
+  state: RunState,
+): Promise<void> {
+  for (const vm of state.stopped ?? []) {
+    try {
+      const ref = await session.call<string>('VM.get_by_uuid', vm.uuid)
+      if ((await session.call<string>('VM.get_power_state', ref)) !== 'Halted') continue
+      await session.call('VM.start', ref, false, false)
+      log.info(`dpxen: started ${vm.name} again, which an interrupted backup had stopped`)
+    } catch (error) {
+      log.info(
+        `dpxen: ${vm.name}: FAILED to start it again after an interrupted backup: ${messageOf(error)} (start it by hand)`,
+      )
+    }
+  }
+}
+
 /** Removes what an earlier run left in backupDir: the files its state lists, partial files. */
-async function cleanStaging(config: Config, log: Logger): Promise<void> {
+async function cleanStaging(config: Config, log: Logger, session: Connection['session']): Promise<void> {
   const old = await readState(config.backupDir)
   if (old) {
+    await restartStopped(session, log, old)
     for (const file of old.files) await removeOurFile(config.backupDir, file)
     await removeOurFile(config.backupDir, STATE_FILE)
     log.info(`dpxen: removed the files of an earlier run (${old.startedAt}) that no post-exec cleaned up`)
@@ -95,7 +116,7 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
 
 async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Connection): Promise<number> {
   const { session, agents } = conn
-  await cleanStaging(config, log)
+  await cleanStaging(config, log, session)
   const swept = await sweepSnapshots(session, log, ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {})
   for (const name of swept.destroyed)
     log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
@@ -191,6 +212,11 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     signal: ctx.signal,
     space: run.space,
     ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+    onStopping: (p, stopping) =>
+      run.record((s) => {
+        s.stopped = (s.stopped ?? []).filter((v) => v.uuid !== p.uuid)
+        if (stopping) s.stopped.push({ uuid: p.uuid, name: p.name })
+      }),
     onBytes: (n) => (entry.bytes = n),
     onStatus: (s) => (entry.status = s),
   }

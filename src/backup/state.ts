@@ -25,6 +25,8 @@ export interface RunState {
   vms: VmOutcome[]
   /** Problems that are not about one VM (e.g. the pool database dump). */
   errors: string[]
+  /** Running VMs this run stopped and has not started again yet (uuid and name). */
+  stopped?: { uuid: string; name: string }[]
 }
 
 export function newState(mode: string): RunState {

@@ -29,6 +29,8 @@ export interface VmBackupContext {
   /** Called with the bytes received so far, for progress lines. */
   onBytes?: (bytes: number) => void
   onStatus?: (status: string) => void
+  /** Called before a running VM is stopped (true) and once it runs again or never stopped (false). */
+  onStopping?: (plan: VmPlan, stopping: boolean) => Promise<void>
 }
 
 export interface VmBackupResult {
@@ -148,6 +150,8 @@ export async function backupOffline(
     }
     ctx.onStatus?.('shutting down')
     let stopped = false
+    // Recorded before the shutdown, so a run killed outright still lets the next one start it.
+    await ctx.onStopping?.(plan, true)
     try {
       await shutdown(ctx, plan)
       stopped = true
@@ -159,6 +163,7 @@ export async function backupOffline(
         ctx.onStatus?.('starting again')
         await startAgain(ctx, plan)
       }
+      await ctx.onStopping?.(plan, false)
     }
   } finally {
     release()

@@ -97,6 +97,17 @@ export interface ValidationEnv {
   baseDir: string
 }
 
+/** A value as shown in a message: JSON, cut to 60 characters. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value)
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text
+}
+
+/** A text as shown in a message, cut to 60 characters. */
+function clip(text: string): string {
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text
+}
+
 /** The closest known key, to suggest for a typo. */
 function closest(key: string): string | undefined {
   const distance = (a: string, b: string): number => {
@@ -146,7 +157,9 @@ export function validateConfig(
     const name = ALIASES[key] ?? key
     if (!(KEYS as readonly string[]).includes(name)) {
       const hint = closest(name)
-      problems.push(`${key}: unknown key${hint ? ` (did you mean ${hint}?)` : ' (remove it)'}`)
+      problems.push(
+        `${shown(key).slice(1, -1)}: unknown key${hint ? ` (did you mean ${hint}?)` : ' (remove it)'}`,
+      )
       continue
     }
     if (value !== undefined && value !== null) values[name] = value
@@ -159,7 +172,7 @@ export function validateConfig(
       return undefined
     }
     if (typeof v !== 'string') {
-      problems.push(`${key}: must be a text in quotes, not ${JSON.stringify(v)}`)
+      problems.push(`${key}: must be a text in quotes, not ${shown(v)}`)
       return undefined
     }
     return v
@@ -168,9 +181,7 @@ export function validateConfig(
     const v = values[key]
     if (v === undefined) return fallback
     if (typeof v === 'boolean') return v
-    problems.push(
-      `${key}: must be true or false (True or False in DPxen_config.py), not ${JSON.stringify(v)}`,
-    )
+    problems.push(`${key}: must be true or false (True or False in DPxen_config.py), not ${shown(v)}`)
     return fallback
   }
   const num = (key: string, fallback: number, min: number, max: number, integer: boolean): number => {
@@ -184,7 +195,7 @@ export function validateConfig(
       (integer && !Number.isInteger(v))
     ) {
       problems.push(
-        `${key}: must be a ${integer ? 'whole ' : ''}number from ${min} to ${max}, not ${JSON.stringify(v)}`,
+        `${key}: must be a ${integer ? 'whole ' : ''}number from ${min} to ${max}, not ${shown(v)}`,
       )
       return fallback
     }
@@ -198,7 +209,7 @@ export function validateConfig(
       return undefined
     }
     if (!isAbsolute(v) && !(ctx.platform === 'win32' && /^[A-Za-z]:\\/.test(v))) {
-      problems.push(`${key}: must be an absolute path, not "${v}"`)
+      problems.push(`${key}: must be an absolute path, not ${shown(v)}`)
       return undefined
     }
     return v
@@ -208,7 +219,7 @@ export function validateConfig(
   const modeText = str('mode', true)
   if (modeText !== undefined) {
     mode = MODES.find((m) => m.toLowerCase() === modeText.trim().toLowerCase())
-    if (!mode) problems.push(`mode: "${modeText}" is not one of ${MODES.join(', ')}`)
+    if (!mode) problems.push(`mode: ${shown(modeText)} is not one of ${MODES.join(', ')}`)
   }
 
   let url: string | undefined
@@ -218,7 +229,7 @@ export function validateConfig(
     try {
       const parsed = new URL(urlText.trim())
       if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
-        problems.push(`url: must start with http:// or https://, not "${urlText}"`)
+        problems.push(`url: must start with http:// or https://, not ${shown(urlText)}`)
       else if (parsed.username || parsed.password)
         problems.push('url: must not contain credentials (use username and password)')
       else {
@@ -226,7 +237,7 @@ export function validateConfig(
         server = parsed.hostname.replace(/^\[|\]$/g, '')
       }
     } catch {
-      problems.push(`url: "${urlText}" is not a URL (example: https://xenserver.example.com)`)
+      problems.push(`url: ${shown(urlText)} is not a URL (example: https://xenserver.example.com)`)
     }
   }
 
@@ -251,7 +262,7 @@ export function validateConfig(
         if (password === '') problems.push(`passwordFile: ${file} is empty`)
       } catch (error) {
         problems.push(
-          `passwordFile: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+          `passwordFile: cannot read ${clip(file)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
         )
       }
     }
@@ -259,7 +270,7 @@ export function validateConfig(
     const name = str('passwordEnv', true)
     if (name !== undefined) {
       password = ctx.env[name]
-      if (!password) problems.push(`passwordEnv: the environment variable ${name} is not set`)
+      if (!password) problems.push(`passwordEnv: the environment variable ${clip(name)} is not set`)
     }
   }
 
@@ -294,7 +305,9 @@ export function validateConfig(
     try {
       readFileSync(caFile)
     } catch (error) {
-      problems.push(`caFile: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+      problems.push(
+        `caFile: cannot read ${clip(caFile)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      )
     }
   }
   let fingerprint: string | undefined
@@ -310,7 +323,7 @@ export function validateConfig(
   const compressionText = str('compression', false) ?? 'none'
   const compression = COMPRESSIONS.find((c) => c === compressionText.toLowerCase())
   if (!compression)
-    problems.push(`compression: "${compressionText}" is not one of ${COMPRESSIONS.join(', ')}`)
+    problems.push(`compression: ${shown(compressionText)} is not one of ${COMPRESSIONS.join(', ')}`)
 
   const config = {
     source,

@@ -10,7 +10,8 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
-import { Agent, buildConnector, type Dispatcher } from 'undici'
+import { isIP } from 'node:net'
+import { Agent, type Dispatcher } from 'undici'
 import { DpxenError } from '../errors.js'
 
 export interface TlsPolicy {
@@ -26,23 +27,45 @@ function fingerprintError(actual: string | undefined, pinned: string): DpxenErro
   )
 }
 
+/** A TLS connection whose certificate must have the pinned SHA-256 fingerprint (no CA check). */
+function pinnedConnect(host: string, port: number, pinned: string, done: (error?: Error) => void): TLSSocket {
+  const socket = tlsConnect({
+    host,
+    port,
+    rejectUnauthorized: false,
+    ...(isIP(host) ? {} : { servername: host }),
+    ALPNProtocols: ['http/1.1'],
+  })
+  let settled = false
+  const finish = (error?: Error): void => {
+    if (settled) return
+    settled = true
+    done(error)
+  }
+  socket.once('secureConnect', () => {
+    const actual = socket.getPeerCertificate().fingerprint256
+    if (actual === pinned) finish()
+    else {
+      socket.destroy()
+      finish(fingerprintError(actual, pinned))
+    }
+  })
+  socket.once('error', (error) => finish(error))
+  return socket
+}
+
 /** An undici Agent for XML-RPC with the TLS policy. */
 export function createDispatcher(policy: TlsPolicy = {}): Dispatcher {
   const base = { keepAliveTimeout: 4000 }
   if (policy.fingerprint) {
     const pinned = policy.fingerprint
-    const connector = buildConnector({ rejectUnauthorized: false })
     return new Agent({
       ...base,
       connect(opts, callback) {
-        connector(opts, (error, socket) => {
-          if (error || !socket) return callback(error ?? new Error('no socket'), null)
-          const actual = (socket as TLSSocket).getPeerCertificate?.().fingerprint256
-          if (actual !== pinned) {
-            socket.destroy()
-            return callback(fingerprintError(actual, pinned), null)
-          }
-          callback(null, socket)
+        // Our own TLS connection: handed to undici only once the certificate matched.
+        const socket = pinnedConnect(String(opts.hostname), Number(opts.port) || 443, pinned, (error) => {
+          if (error) callback(error, null)
+          else callback(null, socket)
         })
       },
     })

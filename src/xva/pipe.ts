@@ -59,11 +59,15 @@ export async function pipeXva(
   let kind: StreamCompression | undefined
   let unzipped: Promise<void> | undefined
   const iterator = source[Symbol.asyncIterator]()
+  // A failing sink (disk full) reports here; the loop stops at the next chunk.
+  let sinkError: Error | undefined
+  options.sink?.on('error', (error) => (sinkError ??= error))
   try {
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
       const chunk = next.value
       if (options.signal?.aborted) throw new DpxenError('ABORTED', 'interrupted')
       if (chunk.length === 0) continue
+      if (sinkError) throw sinkError
       if (kind === undefined) {
         kind = sniffCompression(chunk)
         unzip = verify ? decompressor(kind) : undefined
@@ -83,7 +87,7 @@ export async function pipeXva(
           if (!unzip.write(chunk)) await Promise.race([once(unzip, 'drain'), unzipped!])
         } else await verifier.push(chunk)
       }
-      if (full) await once(options.sink!, 'drain')
+      if (full) await Promise.race([once(options.sink!, 'drain'), once(options.sink!, 'error')])
       options.onBytes?.(bytes)
     }
     if (unzip) {

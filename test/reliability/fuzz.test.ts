@@ -104,6 +104,7 @@ describe('odd VM names', () => {
   ]
   it.each(names)('makes %j a safe file name inside backupDir', (name) => {
     const safe = safeName(name)
+    // eslint-disable-next-line no-control-regex
     expect(safe).not.toMatch(/[<>:"/\\|?*\u0000-\u001f]/)
     expect(safe).not.toMatch(/[. ]$/)
     expect(safe).not.toMatch(/^(con|prn|aux|nul|com\d|lpt\d)(\.|$)/i)

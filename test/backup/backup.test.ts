@@ -5,26 +5,14 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
-import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { run } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
-import { demoSim } from '../helpers/sim.js'
+import { backupWorld } from '../helpers/world.js'
 import { rebuiltDiskHashes } from '../helpers/xva.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 
-async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions = {}) {
-  const { sim, xapi } = await demoSim(simOptions)
-  const dir = tempDir()
-  const backupDir = join(dir, 'backup')
-  const config = writeConfig(dir, {
-    url: sim.url,
-    username: 'root',
-    password: 'xenroot',
-    backupDir,
-    progressInterval: 0.2,
-    ...values,
-  })
-  return { sim, xapi, dir, backupDir, config }
-}
+const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) =>
+  backupWorld({ progressInterval: 0.2, ...values }, simOptions)
 
 function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : []

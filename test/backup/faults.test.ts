@@ -8,26 +8,15 @@ import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
-import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { run, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
-import { demoSim } from '../helpers/sim.js'
+import { backupWorld } from '../helpers/world.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const POST_EXEC = fileURLToPath(new URL('../../dist/hooks/post-exec.js', import.meta.url))
 
-async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions = {}) {
-  const { sim, xapi } = await demoSim(simOptions)
-  const dir = tempDir()
-  const backupDir = join(dir, 'backup')
-  const config = writeConfig(dir, {
-    url: sim.url,
-    username: 'root',
-    password: 'xenroot',
-    backupDir,
-    ...values,
-  })
-  return { sim, xapi, dir, backupDir, config }
-}
+const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) =>
+  backupWorld(values, simOptions)
 
 function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : []

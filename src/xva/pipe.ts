@@ -14,6 +14,22 @@ export type StreamCompression = 'none' | 'gzip' | 'zstd'
 
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd]
 
+/** Waits for a full stream to drain; rejects if it fails instead. Leaves no listener behind. */
+function drained(stream: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = (): void => {
+      stream.off('error', onError)
+      resolve()
+    }
+    const onError = (error: Error): void => {
+      stream.off('drain', onDrain)
+      reject(error)
+    }
+    stream.once('drain', onDrain)
+    stream.once('error', onError)
+  })
+}
+
 /** What the first bytes say: gzip, zstd, or plain. */
 export function sniffCompression(head: Buffer): StreamCompression {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip'
@@ -74,7 +90,7 @@ export async function pipeXva(
         if (unzip) {
           const stream = unzip
           unzipped = (async () => {
-            for await (const out of stream) await verifier.push(out as Buffer)
+            for await (const out of stream) verifier.push(out as Buffer)
           })()
           unzipped.catch(() => undefined)
         }
@@ -85,9 +101,9 @@ export async function pipeXva(
       if (verify) {
         if (unzip) {
           if (!unzip.write(chunk)) await Promise.race([once(unzip, 'drain'), unzipped!])
-        } else await verifier.push(chunk)
+        } else verifier.push(chunk)
       }
-      if (full) await Promise.race([once(options.sink!, 'drain'), once(options.sink!, 'error')])
+      if (full) await drained(options.sink!)
       options.onBytes?.(bytes)
     }
     if (unzip) {

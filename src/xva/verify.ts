@@ -6,7 +6,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import { Xxh64 } from '@node-rs/xxhash'
 import { DpxenError } from '../errors.js'
-import { decodeValue } from '../xapi/xmlrpc.js'
+import { parseValue } from '../xapi/xml-parse.js'
 
 const BLOCK = 512
 const MAX_CHUNK = 1024 * 1024
@@ -91,7 +91,14 @@ interface DiskState {
 
 type Entry =
   | { kind: 'ova'; parts: Buffer[]; size: number }
-  | { kind: 'chunk'; name: string; number: number; size: number; xxh: Xxh64; sha: Hash }
+  | {
+      kind: 'chunk'
+      name: string
+      number: number
+      size: number
+      xxh: Xxh64 | undefined
+      sha: Hash | undefined
+    }
   | { kind: 'sum'; name: string; type: 'xxhash' | 'sha1'; parts: Buffer[] }
 
 export class XvaVerifier {
@@ -114,7 +121,7 @@ export class XvaVerifier {
   #diskResults: { dataBytes: number; chunks: number }[] = []
 
   /** Feeds bytes of the (uncompressed) tar stream. Throws XVA_INVALID at the first problem. */
-  async push(chunk: Buffer): Promise<void> {
+  push(chunk: Buffer): void {
     let buf = chunk
     while (buf.length > 0) {
       if (this.#ended) {
@@ -129,7 +136,7 @@ export class XvaVerifier {
         this.#dataLeft -= take
         this.#offset += take
         buf = buf.subarray(take)
-        if (this.#dataLeft === 0) await this.#endEntry()
+        if (this.#dataLeft === 0) this.#endEntry()
         continue
       }
       if (this.#padLeft > 0) {
@@ -149,7 +156,7 @@ export class XvaVerifier {
       const header = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending)
       this.#pending = []
       this.#pendingBytes = 0
-      await this.#startEntry(header)
+      this.#startEntry(header)
       this.#offset += BLOCK
     }
   }
@@ -157,17 +164,12 @@ export class XvaVerifier {
   #feed(data: Buffer): void {
     const entry = this.#entry!
     if (entry.kind === 'chunk') {
-      if (this.#checksumKindFor() !== 'sha1') entry.xxh.update(data)
-      if (this.#checksumKindFor() !== 'xxhash') entry.sha.update(data)
+      entry.xxh?.update(data)
+      entry.sha?.update(data)
     } else entry.parts.push(Buffer.from(data))
   }
 
-  /** Which hashes to compute: unknown until the first checksum entry is seen, then one kind. */
-  #checksumKindFor(): XvaSummary['checksum'] {
-    return this.#checksumKind
-  }
-
-  async #startEntry(header: Buffer): Promise<void> {
+  #startEntry(header: Buffer): void {
     if (header.equals(ZERO_BLOCK)) {
       if (this.#lastChunk) throw invalid(`chunk ${this.#lastChunk.name} has no checksum entry`)
       this.#finishDisk()
@@ -203,7 +205,7 @@ export class XvaVerifier {
     } else {
       this.#startChunk(name, size)
     }
-    if (size === 0) await this.#endEntry()
+    if (size === 0) this.#endEntry()
   }
 
   #startChunk(name: string, size: number): void {
@@ -231,14 +233,23 @@ export class XvaVerifier {
     const start = disk.offset + gap * firstLength
     if (start + size > disk.plan.size)
       throw invalid(`chunk ${name} reaches past the end of the disk (${disk.plan.size} bytes)`)
-    this.#entry = { kind: 'chunk', name, number, size, xxh: new Xxh64(0n), sha: createHash('sha1') }
+    // Only the digest the archive uses (both until its first checksum entry says which).
+    const kind = this.#checksumKind
+    this.#entry = {
+      kind: 'chunk',
+      name,
+      number,
+      size,
+      xxh: kind === 'sha1' ? undefined : new Xxh64(0n),
+      sha: kind === 'xxhash' ? undefined : createHash('sha1'),
+    }
   }
 
-  async #endEntry(): Promise<void> {
+  #endEntry(): void {
     const entry = this.#entry!
     this.#entry = undefined
     if (entry.kind === 'ova') {
-      await this.#readOva(Buffer.concat(entry.parts).toString('utf8'))
+      this.#readOva(Buffer.concat(entry.parts).toString('utf8'))
       this.#ovaSeen = true
       return
     }
@@ -257,8 +268,8 @@ export class XvaVerifier {
       }
       // Keep both digests until we know which kind the archive uses.
       this.#lastDigests = {
-        xxhash: entry.xxh.digest().toString(16).toUpperCase().padStart(16, '0'),
-        sha1: entry.sha.digest('hex'),
+        xxhash: entry.xxh ? entry.xxh.digest().toString(16).toUpperCase().padStart(16, '0') : '',
+        sha1: entry.sha ? entry.sha.digest('hex') : '',
       }
       return
     }
@@ -284,10 +295,10 @@ export class XvaVerifier {
     this.#disk = undefined
   }
 
-  async #readOva(xml: string): Promise<void> {
+  #readOva(xml: string): void {
     let header: { version?: Rec; objects?: { class?: string; id?: string; snapshot?: Rec }[] }
     try {
-      header = (await decodeValue(xml)) as typeof header
+      header = parseValue(xml) as typeof header
     } catch (error) {
       throw invalid(`ova.xml cannot be read: ${error instanceof Error ? error.message : String(error)}`)
     }

@@ -8,7 +8,7 @@ import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
-import { run, writeConfig } from '../helpers/hooks.js'
+import { run, terminateWhen, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
 
@@ -216,16 +216,8 @@ describe('backup under faults', () => {
     'SIGTERM mid-export (%s): stops within seconds, exit 130, nothing left, VM as before',
     async (mode, vmName, state) => {
       const { xapi, backupDir, config } = await setup({ mode, vmName }, { faults: ['export-stall:30'] })
-      const child = execa(PRE_EXEC, [config], { reject: false })
-      await new Promise<void>((resolve) => {
-        child.stdout!.on('data', (data: Buffer) => {
-          if (data.toString().includes('backup started')) setTimeout(resolve, 400)
-        })
-      })
-      const sent = Date.now()
-      child.kill('SIGTERM')
-      const result = await child
-      expect(Date.now() - sent).toBeLessThan(10_000)
+      const { result, stopMs } = await terminateWhen(PRE_EXEC, [config], /backup started/, 400)
+      expect(stopMs).toBeLessThan(10_000)
       expect(result.exitCode).toBe(130)
       expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
       expect(files(backupDir).filter((f) => f.endsWith('.partial') || f.endsWith('.xva'))).toEqual([])

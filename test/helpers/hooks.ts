@@ -54,3 +54,21 @@ export async function run(
   })
   return { code, lines, text: lines.join('\n') }
 }
+
+/**
+ * Runs an executable as Data Protector would, sends SIGTERM `delayMs` after a line matching
+ * `when` appears, and returns its result and how long it took to stop.
+ */
+export async function terminateWhen(bin: string, args: string[], when: RegExp, delayMs: number) {
+  const { execa } = await import('execa')
+  const child = execa(bin, args, { reject: false })
+  await new Promise<void>((resolve) => {
+    child.stdout!.on('data', (data: Buffer) => {
+      if (when.test(data.toString())) setTimeout(resolve, delayMs)
+    })
+  })
+  const sent = Date.now()
+  child.kill('SIGTERM')
+  const result = await child
+  return { result, stopMs: Date.now() - sent }
+}

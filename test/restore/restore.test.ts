@@ -3,12 +3,11 @@
 import { copyFileSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
-import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { run, tempDir, terminateWhen, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
@@ -326,16 +325,8 @@ describe('restore (dpxen-restore-post-exec)', () => {
     const vms = Object.keys(await records(xapi, 'VM')).sort()
     const vdis = (await xapi.call<string[]>('VDI.get_all')).length
     sim.faults.add('import-stall:30')
-    const child = execa(RESTORE, [path], { reject: false })
-    await new Promise<void>((resolve) => {
-      child.stdout!.on('data', (data: Buffer) => {
-        if (data.toString().includes('restore started')) setTimeout(resolve, 600)
-      })
-    })
-    const sent = Date.now()
-    child.kill('SIGTERM')
-    const result = await child
-    expect(Date.now() - sent).toBeLessThan(10_000)
+    const { result, stopMs } = await terminateWhen(RESTORE, [path], /restore started/, 600)
+    expect(stopMs).toBeLessThan(10_000)
     expect(result.exitCode).toBe(130)
     expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
     // The import task fails once the connection is gone; the simulator removes its objects.

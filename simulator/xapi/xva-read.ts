@@ -6,9 +6,8 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promises as fsp } from 'node:fs'
 import { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { createGunzip } from 'node:zlib'
-import tar, { type Extract } from 'tar-stream'
+import { readTar, type TarEntry } from './tar-read.js'
 import { DecompressStream } from 'zstd-napi'
 import type { SimContext } from './context.js'
 import type { Rec } from './db.js'
@@ -21,7 +20,7 @@ import { destroyVmWithDevices } from './vmops.js'
 import { checksumOf } from './xva-write.js'
 import { parseValueFragment } from './xmlrpc.js'
 
-type Entry = Extract extends AsyncIterable<infer S> ? S : never
+type Entry = TarEntry
 
 const MAX_OVA_XML = 64 * 1024 * 1024
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
@@ -84,26 +83,14 @@ async function openArchive(body: Readable, stallMs: number, signal: AbortSignal)
   return decompressor
 }
 
-async function readAll(stream: AsyncIterable<unknown>, limit: number): Promise<Buffer> {
-  const parts: Buffer[] = []
-  let length = 0
-  for await (const part of stream as AsyncIterable<Buffer>) {
-    length += part.length
-    if (length > limit) throw new XapiFailure('IMPORT_ERROR', 'entry is too large')
-    parts.push(part)
-  }
-  return Buffer.concat(parts)
-}
-
 /** Reads an XVA from `body` into the pool; returns the refs of the VMs created. */
 export async function importXva(sim: SimContext, body: Readable, options: ImportOptions): Promise<string[]> {
   const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
-  const extract = tar.extract()
   let archive: Readable | undefined
   const stall = sim.faults.get('import-stall')
   const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, options.signal).then((stream) => {
     archive = stream
-    return pipeline(stream, extract)
+    return readTar(stream as AsyncIterable<Buffer>, MAX_OVA_XML)[Symbol.asyncIterator]()
   })
   feeding.catch(() => undefined)
   // A broken body or a client gone must end every wait: an entry stream being read when the
@@ -116,8 +103,8 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
   })
   broken.catch(() => undefined)
   const guard = <T>(work: Promise<T>): Promise<T> => Promise.race([work, broken])
-  const entries = extract[Symbol.asyncIterator]()
   const nextEntry = async (): Promise<Entry | undefined> => {
+    const entries = await guard(feeding)
     const next = await guard(entries.next())
     return next.done ? undefined : next.value
   }
@@ -126,11 +113,9 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     if (!ova) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
     if (ova.header.name !== 'ova.xml')
       throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', 'ova.xml', ova.header.name)
-    const header = (await parseValueFragment((await guard(readAll(ova, MAX_OVA_XML))).toString('utf8')).catch(
-      (e: unknown) => {
-        throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
-      },
-    )) as { version?: Rec; objects?: { class?: unknown; id?: unknown; snapshot?: unknown }[] }
+    const header = (await parseValueFragment(ova.data.toString('utf8')).catch((e: unknown) => {
+      throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
+    })) as { version?: Rec; objects?: { class?: unknown; id?: unknown; snapshot?: unknown }[] }
     checkVersion(sim, header.version)
     if (!Array.isArray(header.objects)) throw new XapiFailure('IMPORT_ERROR', 'ova.xml has no objects')
     const objects: OvaObject[] = header.objects.map((o) => ({
@@ -172,7 +157,6 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     return vms.length ? vms : created.vms
   } catch (error) {
     archive?.destroy()
-    extract.destroy()
     if (!options.force) {
       for (const vm of created.vms) await destroyVmWithDevices(sim, vm, false)
       for (const vdi of created.vdis)
@@ -409,14 +393,13 @@ async function receiveDisk(
       const prefix = `${disk.id}/`
       const suffix = name.slice(prefix.length)
       if (!name.startsWith(prefix) || !/^\d+$/.test(suffix)) {
-        entry.resume()
         throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', `${prefix}<chunk>`, name)
       }
       if (last !== undefined && !(suffix > last)) {
-        entry.resume()
         throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', `${prefix}(after ${last})`, name)
       }
-      const data = await guard(readAll(entry, 16 * 1024 * 1024))
+      const data = entry.data
+      if (data.length > 16 * 1024 * 1024) throw new XapiFailure('IMPORT_ERROR', `chunk ${name} is too large`)
       const number = Number(suffix)
       firstChunkLength ??= data.length
       const gap = number - lastNumber - 1
@@ -432,10 +415,9 @@ async function receiveDisk(
             ? 'sha1'
             : undefined
       if (!kind) {
-        sumEntry.resume()
         throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
       }
-      const sum = (await guard(readAll(sumEntry, 1024))).toString('ascii')
+      const sum = sumEntry.data.toString('ascii')
       if (sum !== checksumOf(kind, data) && !options.force)
         throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
       if (data.length) await handle.write(data, 0, data.length, offset)

@@ -10,5 +10,5 @@ export default function setup(): void {
     [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
     { cwd: root, stdio: 'inherit' },
   )
-  execFileSync(process.execPath, [join(root, 'scripts/chmod-bins.mjs')], { cwd: root, stdio: 'inherit' })
+  execFileSync(process.execPath, [join(root, 'scripts/link-bins.mjs')], { cwd: root, stdio: 'inherit' })
 }

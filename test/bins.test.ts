@@ -18,7 +18,7 @@ describe('executables', () => {
       env: { PATH: process.env.PATH },
     })
     expect(result.stderr).not.toMatch(/not found/)
-    expect(result.exitCode).not.toBe(127)
-    expect(`${result.stdout}\n${result.stderr}`).toMatch(/usage|dpxen|xapi-sim|dp-sim/i)
+    expect(result.exitCode).toBe(0)
+    expect(result.stdout).toMatch(/^usage: /)
   })
 })

@@ -88,11 +88,13 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0
     }
+    case '--help':
+    case '-h':
+      console.log(USAGE)
+      return 0
     default:
-      console.error(
-        command && command !== '--help' ? `dp-sim: unknown command "${command}"\n${USAGE}` : USAGE,
-      )
-      return command === '--help' ? 0 : 2
+      console.error(command ? `dp-sim: unknown command "${command}"\n${USAGE}` : USAGE)
+      return 2
   }
 }
 

@@ -12,13 +12,13 @@ const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
+  if (command === '--help' || command === '-h') {
+    console.log(USAGE)
+    return 0
+  }
   if (command !== 'serve') {
-    console.error(
-      command === undefined || command === '--help'
-        ? USAGE
-        : `xapi-sim: unknown command "${command}"\n${USAGE}`,
-    )
-    return command === '--help' ? 0 : 2
+    console.error(command === undefined ? USAGE : `xapi-sim: unknown command "${command}"\n${USAGE}`)
+    return 2
   }
   let values
   try {

@@ -6,12 +6,13 @@ import { EXIT } from '../cli/exit-codes.js'
 import { messageOf } from '../errors.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile } from './files.js'
-import { isPreview, restartStopped, startHook } from './run.js'
+import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
 import { readState } from './state.js'
 import { STATE_FILE } from './tags.js'
 
 export async function runPostExec(ctx: HookContext): Promise<number> {
+  if (askedForHelp(ctx, 'dpxen-post-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'post-exec')
   if (isPreview(ctx.env)) {
     log.info('dpxen: preview: the post-exec changes nothing')

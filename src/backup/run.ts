@@ -38,6 +38,15 @@ export async function startHook(ctx: HookContext, name: string): Promise<{ confi
   return { config, log }
 }
 
+/** Answers --help / -h with the hook's usage line; returns whether it did. */
+export function askedForHelp(ctx: HookContext, hook: string): boolean {
+  if (ctx.args[0] !== '--help' && ctx.args[0] !== '-h') return false
+  ctx.out(
+    `usage: ${hook} [CONFIG]   (without CONFIG: DPXEN_CONFIG, a search from the working directory, then the Data Protector client folder)`,
+  )
+  return true
+}
+
 export function isPreview(env: NodeJS.ProcessEnv): boolean {
   return env.PREVIEW === '1'
 }
@@ -103,6 +112,7 @@ async function preview(ctx: HookContext, config: Config, log: Logger): Promise<n
 }
 
 export async function runPreExec(ctx: HookContext): Promise<number> {
+  if (askedForHelp(ctx, 'dpxen-pre-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
   await mkdir(config.backupDir, { recursive: true, mode: 0o700 })

@@ -8,7 +8,7 @@ import { EXIT } from '../cli/exit-codes.js'
 import { DpxenError, messageOf } from '../errors.js'
 import { formatBytes, formatRate } from '../format.js'
 import { startTicker, type Active } from '../progress.js'
-import { isPreview, startHook } from '../backup/run.js'
+import { askedForHelp, isPreview, startHook } from '../backup/run.js'
 import { readPool } from '../backup/select.js'
 import { connect } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
@@ -18,6 +18,7 @@ import { restoreOnline } from './online.js'
 import { resolveSr } from './target.js'
 
 export async function runRestorePostExec(ctx: HookContext): Promise<number> {
+  if (askedForHelp(ctx, 'dpxen-restore-post-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'restore-post-exec')
   const online = config.mode === 'online' || config.mode === 'allOnline'
   const { files, others } = await listFiles(config)

@@ -108,6 +108,14 @@ export function writeRawHead(socket: Socket, statusLine: string, headers: Record
   socket.write(`${head}\r\n`)
 }
 
+/** Aborts `controller` when the simulator closes too; returns the function that stops that. */
+export function abortOnClose(sim: SimContext, controller: AbortController): () => void {
+  const abort = (): void => controller.abort(sim.closing.reason)
+  if (sim.closing.aborted) abort()
+  else sim.closing.addEventListener('abort', abort, { once: true })
+  return () => sim.closing.removeEventListener('abort', abort)
+}
+
 /** Looks up an object by ref or uuid, as the HTTP handlers accept either. */
 export function lookup(sim: SimContext, cls: string, value: string | undefined): string {
   if (value && sim.db.has(cls, value)) return value

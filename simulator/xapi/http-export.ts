@@ -6,9 +6,9 @@ import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
 import { CompressStream } from 'zstd-napi'
 import { XapiFailure } from './errors.js'
-import { anySignal } from './signals.js'
 import { parseSize } from './faults.js'
 import {
+  abortOnClose,
   authenticate,
   failBeforeBody,
   finish,
@@ -65,14 +65,14 @@ export async function handleExport(call: HttpCall): Promise<void> {
     Server: serverHeader(sim),
   })
   let sent = 0
-  const stop = anySignal(aborter.signal, sim.closing)
+  const stopFollowing = abortOnClose(sim, aborter)
   try {
     const source = Readable.from(
       writeXva(sim, vmRef, {
         checksum: sim.settings.checksum,
         keepalive: sim.faults.get('export-keepalive') !== undefined,
         stallMs: stall ? Number(stall.arg) * 1000 : 0,
-        signal: stop.signal,
+        signal: aborter.signal,
         onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
       }),
       { objectMode: false },
@@ -91,13 +91,13 @@ export async function handleExport(call: HttpCall): Promise<void> {
     else await pipeline(source, sink, { signal: aborter.signal })
     unlock()
     stopWatching()
-    stop.dispose()
+    stopFollowing()
     finish(call, auth, { result: '' })
     socket.end()
   } catch (error) {
     unlock()
     stopWatching()
-    stop.dispose()
+    stopFollowing()
     const reason = aborter.signal.aborted ? aborter.signal.reason : error
     finish(call, auth, { error: reason })
     socket.off('close', onClose)

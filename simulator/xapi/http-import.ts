@@ -1,9 +1,9 @@
 // PUT /import: an XVA into the pool (import.ml handler). Chunked bodies are refused (403),
 // the 200 head goes out before the body is read, the task result lists the new VMs.
 import { XapiFailure } from './errors.js'
-import { anySignal } from './signals.js'
 import { watchCancel } from './tasks.js'
 import {
+  abortOnClose,
   authenticate,
   failBeforeBody,
   finish,
@@ -75,14 +75,14 @@ export async function handleImport(call: HttpCall): Promise<void> {
     cancelled = true
     onGone()
   })
-  const stop = anySignal(aborter.signal, sim.closing)
+  const stopFollowing = abortOnClose(sim, aborter)
   try {
     const vms = await importXva(sim, req, {
       srRef,
       restore: param(call, 'restore') === 'true',
       force: param(call, 'force') === 'true',
       task: auth.task,
-      signal: stop.signal,
+      signal: aborter.signal,
     })
     finished = true
     finish(call, auth, { result: printValue(vms) })
@@ -98,6 +98,6 @@ export async function handleImport(call: HttpCall): Promise<void> {
     req.resume()
   }
   stopWatching()
-  stop.dispose()
+  stopFollowing()
   socket.end()
 }

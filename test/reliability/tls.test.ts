@@ -24,16 +24,18 @@ async function setup(values: Record<string, unknown>) {
   })
   sims.push(sim)
   const backupDir = join(dir, 'staging')
-  const config = writeConfig(dir, {
+  const base = {
     mode: 'online',
     vmName: ['vm2'],
     url: sim.url,
     username: 'root',
     password: 'xenroot',
     backupDir,
-    ...values,
-  })
-  return { sim, cert, backupDir, config, dir }
+  }
+  const config = writeConfig(dir, { ...base, ...values })
+  const configWith = (extra: Record<string, unknown>, name: string): string =>
+    writeConfig(dir, { ...base, ...extra }, name)
+  return { sim, cert, backupDir, config, dir, configWith }
 }
 
 describe('https', () => {
@@ -49,61 +51,25 @@ describe('https', () => {
   })
 
   it('backs up and restores over https with caFile', async () => {
-    const { dir, cert, backupDir, sim } = await setup({})
-    const config = writeConfig(
-      dir,
-      {
-        mode: 'online',
-        vmName: ['vm2'],
-        url: sim.url,
-        username: 'root',
-        password: 'xenroot',
-        backupDir,
-        caFile: cert.certFile,
-      },
-      'ca.json',
-    )
+    const { cert, backupDir, configWith } = await setup({})
+    const config = configWith({ caFile: cert.certFile }, 'ca.json')
     expect((await run(runPreExec, [config])).code).toBe(0)
     expect(readdirSync(backupDir)).toContain('127.0.0.1_vm2_Snapshot.xva')
     expect((await run(runRestorePostExec, [config])).code).toBe(0)
   })
 
   it('backs up with a pinned fingerprint (any colon or case form)', async () => {
-    const { dir, cert, backupDir, sim } = await setup({})
+    const { cert, backupDir, configWith } = await setup({})
     const pin = cert.fingerprint.replace(/:/g, '').toLowerCase()
-    const config = writeConfig(
-      dir,
-      {
-        mode: 'online',
-        vmName: ['vm2'],
-        url: sim.url,
-        username: 'root',
-        password: 'xenroot',
-        backupDir,
-        fingerprint: pin,
-      },
-      'pin.json',
-    )
+    const config = configWith({ fingerprint: pin }, 'pin.json')
     expect((await run(runPreExec, [config])).code).toBe(0)
     expect(existsSync(join(backupDir, '127.0.0.1_vm2_Snapshot.xva'))).toBe(true)
   })
 
   it('refuses a host whose certificate does not match the pinned fingerprint, before sending credentials', async () => {
-    const { dir, cert, backupDir, sim } = await setup({})
+    const { cert, sim, configWith, dir } = await setup({})
     const other = await makeCert(dir, 'other')
-    const config = writeConfig(
-      dir,
-      {
-        mode: 'online',
-        vmName: ['vm2'],
-        url: sim.url,
-        username: 'root',
-        password: 'xenroot',
-        backupDir,
-        fingerprint: other.fingerprint,
-      },
-      'wrong.json',
-    )
+    const config = configWith({ fingerprint: other.fingerprint }, 'wrong.json')
     sim.stats(true)
     const result = await run(runPreExec, [config])
     expect(result.code).toBe(3)

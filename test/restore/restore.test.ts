@@ -60,6 +60,15 @@ async function diskVdi(xapi: TestClient, vm: string): Promise<string> {
   throw new Error('no disk')
 }
 
+/** Deletes a VM and its disks: the damage a disaster recovery undoes. */
+async function deleteVm(xapi: TestClient, vm: string): Promise<void> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
+    if (vdi !== 'OpaqueRef:NULL') await xapi.call('VDI.destroy', vdi)
+  }
+  await xapi.call('VM.destroy', vm)
+}
+
 async function vifMacs(xapi: TestClient, vm: string): Promise<string[]> {
   return Promise.all(
     (await xapi.call<string[]>('VM.get_VIFs', vm)).map((v) => xapi.call<string>('VIF.get_MAC', v)),
@@ -135,11 +144,7 @@ describe('restore (dpxen-restore-post-exec)', () => {
     const hashes = await diskHashes(sim.url, xapi, vm)
     const macs = await vifMacs(xapi, vm)
     await run(runPreExec, [config()])
-    for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
-      const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
-      if (vdi !== 'OpaqueRef:NULL') await xapi.call('VDI.destroy', vdi)
-    }
-    await xapi.call('VM.destroy', vm)
+    await deleteVm(xapi, vm)
     const refused = await run(runRestorePostExec, [config()])
     expect(refused.code).toBe(5)
     expect(refused.lines).toContain(
@@ -168,11 +173,7 @@ describe('restore (dpxen-restore-post-exec)', () => {
     const hashes = await diskHashes(sim.url, xapi, vm)
     const macs = await vifMacs(xapi, vm)
     await run(runPreExec, [config()])
-    for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
-      const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
-      if (vdi !== 'OpaqueRef:NULL') await xapi.call('VDI.destroy', vdi)
-    }
-    await xapi.call('VM.destroy', vm)
+    await deleteVm(xapi, vm)
     const result = await run(runRestorePostExec, [config()])
     expect(result.code).toBe(0)
     expect(result.lines).toContain(

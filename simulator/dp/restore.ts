@@ -6,7 +6,14 @@ import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { runScript } from './exec.js'
 import { EXIT_CODES, Messages } from './session.js'
-import type { CatalogObject, Message, SessionRecord, SessionStatus, Store } from './store.js'
+import {
+  sessionReport,
+  type CatalogObject,
+  type Message,
+  type SessionRecord,
+  type SessionStatus,
+  type Store,
+} from './store.js'
 
 export type Conflict = 'overwrite' | 'no-overwrite' | 'keep-most-recent'
 
@@ -60,9 +67,8 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
   }
   messages.add('RSM', `[Normal] Restore session ${id} started from backup session ${source.id}`)
   const finish = (): SessionRecord => {
-    const files = restored.reduce((n, o) => n + o.files.length, 0)
-    const bytes = restored.reduce((n, o) => n + o.files.reduce((m, f) => m + f.size, 0), 0)
-    const seconds = (performance.now() - t0) / 1000
+    const report = sessionReport(restored, t0)
+    const { files, bytes } = report
     messages.add('RSM', `[Normal] Session ${id} finished: ${status} (${files} file(s), ${bytes} bytes)`)
     const record: SessionRecord = {
       id,
@@ -73,13 +79,7 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
       finished: new Date().toISOString(),
       messages: messages.list,
       objects: restored,
-      report: {
-        objects: restored.length,
-        files,
-        bytes,
-        seconds: Number(seconds.toFixed(3)),
-        mbPerSecond: Number((bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)),
-      },
+      report,
     }
     options.store.commit(dir, record)
     return record

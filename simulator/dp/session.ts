@@ -17,6 +17,7 @@ import {
   type SessionRecord,
   type SessionStatus,
   type Store,
+  sessionReport,
 } from './store.js'
 
 /** omnib's exit codes, which are also SMEXIT's values. */
@@ -173,9 +174,8 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
   let status: SessionStatus = 'Completed'
   const runSessionScripts = !preview || spec.execScriptOnPreview
   const finish = (): SessionRecord => {
-    const files = objects.reduce((n, o) => n + o.files.length, 0)
-    const bytes = objects.reduce((n, o) => n + o.files.reduce((m, f) => m + f.size, 0), 0)
-    const seconds = (performance.now() - t0) / 1000
+    const report = sessionReport(objects, t0)
+    const { files, bytes, seconds } = report
     const record: SessionRecord = {
       id,
       type: preview ? 'preview' : 'backup',
@@ -186,13 +186,7 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
       finished: new Date().toISOString(),
       messages: messages.list,
       objects,
-      report: {
-        objects: objects.length,
-        files,
-        bytes,
-        seconds: Number(seconds.toFixed(3)),
-        mbPerSecond: Number((bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)),
-      },
+      report,
     }
     messages.add(
       'BSM',

@@ -11,6 +11,7 @@ import {
 } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 
 export type SessionStatus =
   'Completed' | 'Completed with errors' | 'Completed with failures' | 'Failed' | 'Aborted'
@@ -51,6 +52,20 @@ export interface SessionRecord {
   messages: Message[]
   objects: CatalogObject[]
   report: { objects: number; files: number; bytes: number; seconds: number; mbPerSecond: number }
+}
+
+/** The session report: objects, files, bytes, duration since `t0` (performance.now()), throughput. */
+export function sessionReport(objects: CatalogObject[], t0: number): SessionRecord['report'] {
+  const files = objects.reduce((n, o) => n + o.files.length, 0)
+  const bytes = objects.reduce((n, o) => n + o.files.reduce((m, f) => m + f.size, 0), 0)
+  const seconds = (performance.now() - t0) / 1000
+  return {
+    objects: objects.length,
+    files,
+    bytes,
+    seconds: Number(seconds.toFixed(3)),
+    mbPerSecond: Number((bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)),
+  }
 }
 
 /** DP_SIM_STORE, else ~/.dp-sim. */

@@ -20,6 +20,7 @@ import {
 } from './http-common.js'
 import { setProgress, watchCancel } from './tasks.js'
 import { lockVm } from './vmops.js'
+import { CHUNK } from './disks.js'
 import { writeXva } from './xva-write.js'
 
 function compressor(mode: string | undefined): Transform | undefined {
@@ -67,17 +68,17 @@ export async function handleExport(call: HttpCall): Promise<void> {
   let sent = 0
   const stopFollowing = abortOnClose(sim, aborter)
   try {
-    const source = Readable.from(
-      writeXva(sim, vmRef, {
-        checksum: sim.settings.checksum,
-        keepalive: sim.faults.get('export-keepalive') !== undefined,
-        stallMs: stall ? Number(stall.arg) * 1000 : 0,
-        signal: aborter.signal,
-        onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
-      }),
-      { objectMode: false },
-    )
     const zip = compressor(param(call, 'use_compression'))
+    const xva = writeXva(sim, vmRef, {
+      checksum: sim.settings.checksum,
+      keepalive: sim.faults.get('export-keepalive') !== undefined,
+      stallMs: stall ? Number(stall.arg) * 1000 : 0,
+      signal: aborter.signal,
+      onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
+      // The sink below has written each chunk, and waited for the drain, before it pulls the
+      // next: a 1 MiB write always fills the socket past its high-water mark.
+      reuseBuffers: !zip && socket.writableHighWaterMark < CHUNK,
+    })
     const sink = async (stream: AsyncIterable<Buffer>): Promise<void> => {
       for await (const chunk of stream) {
         const room = limit - sent
@@ -87,8 +88,8 @@ export async function handleExport(call: HttpCall): Promise<void> {
         if (sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
       }
     }
-    if (zip) await pipeline(source, zip, sink, { signal: aborter.signal })
-    else await pipeline(source, sink, { signal: aborter.signal })
+    if (zip) await pipeline(Readable.from(xva, { objectMode: false }), zip, sink, { signal: aborter.signal })
+    else await sink(xva)
     unlock()
     stopWatching()
     stopFollowing()

@@ -22,6 +22,12 @@ export interface ExportOptions {
   stallMs: number
   signal: AbortSignal
   onProgress?: (done: number, total: number) => void
+  /**
+   * The consumer is done with each chunk before it pulls the next (it wrote it and waited for
+   * the socket to drain): the chunk buffer is then reused, and an export allocates nothing per
+   * MiB. Without it (compression holds on to its input) every chunk is a new buffer.
+   */
+  reuseBuffers?: boolean
 }
 
 export function checksumOf(kind: ChecksumKind, data: Buffer): string {
@@ -145,6 +151,9 @@ export async function* writeXva(
     ])
     return data.length ? [tarHeader(name, data.length), data, trailer] : [tarHeader(name, 0), trailer]
   }
+  // One buffer, refilled for each chunk: a 1 MiB allocation per chunk kept V8's helper threads
+  // busy collecting them (half the simulator's CPU on an export).
+  const shared = options.reuseBuffers ? Buffer.allocUnsafeSlow(CHUNK) : undefined
   for (const disk of plan.disks) {
     const handle = await fsp.open(sim.disks.path(disk.uuid), 'r')
     try {
@@ -157,7 +166,7 @@ export async function* writeXva(
           number++
         }
         const length = Math.min(CHUNK, disk.size - i * CHUNK)
-        const buf = Buffer.allocUnsafe(length)
+        const buf = shared ? shared.subarray(0, length) : Buffer.allocUnsafe(length)
         const { bytesRead } = await handle.read(buf, 0, length, i * CHUNK)
         buf.fill(0, bytesRead)
         const keep = i === 0 || i === chunks - 1 || !isZero(buf)

@@ -1,8 +1,7 @@
 // One export to a file: GET /export with a task, streamed into <name>.partial while the XVA is
 // verified; then the task must have succeeded and the tar end marker be there; fsync; and only
 // then the final name. On any failure the partial file is removed and the task cancelled.
-import { createWriteStream, promises as fsp, type WriteStream } from 'node:fs'
-import { once } from 'node:events'
+import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { DpxenError, XapiError, messageOf } from '../errors.js'
@@ -11,6 +10,7 @@ import type { Logger } from '../log.js'
 import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
 import type { XapiSession } from '../xapi/session.js'
 import { cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
+import { FileSink } from '../xva/file-sink.js'
 import { pipeXva, type StreamResult } from '../xva/pipe.js'
 import { PARTIAL_SUFFIX } from './tags.js'
 
@@ -35,8 +35,9 @@ export interface ExportResult extends StreamResult {
   seconds: number
 }
 
-/** A large write buffer: fewer, bigger writes keep the disk from limiting the transfer. */
-const WRITE_BUFFER = 8 * 1024 * 1024
+/** Large writes, two under way while a third slab fills, keep the disk from limiting the transfer. */
+const SLAB_SIZE = 4 * 1024 * 1024
+const SLABS = 3
 
 /** Flushes a written file to the disk (fsync applies to the file, whichever descriptor asks). */
 export async function syncFile(path: string): Promise<void> {
@@ -61,7 +62,7 @@ export async function exportToFile(
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
   const task = await session.call<string>('task.create', `dpxen export ${req.label}`, 'Data Protector backup')
-  let sink: WriteStream | undefined
+  let sink: FileSink | undefined
   let done = false
   let received = 0
   try {
@@ -76,11 +77,10 @@ export async function exportToFile(
       throw await taskErrorOr(session, task, `the host answered HTTP ${res.statusCode} to the export`)
     }
     await fsp.rm(partialPath, { force: true })
-    sink = createWriteStream(partialPath, { flags: 'wx', mode: 0o600, highWaterMark: WRITE_BUFFER })
-    await once(sink, 'open')
+    sink = await FileSink.open(partialPath, { flags: 'wx', mode: 0o600, slabSize: SLAB_SIZE, slabs: SLABS })
     let result: StreamResult
     try {
-      result = await pipeXva(res as AsyncIterable<Buffer>, {
+      result = await pipeXva(res, {
         sink,
         verify: req.verify,
         signal: req.signal,

@@ -4,10 +4,11 @@
 import { Xxh64 } from '@node-rs/xxhash'
 import { once } from 'node:events'
 import { finished } from 'node:stream/promises'
-import type { Transform, Writable } from 'node:stream'
+import { Readable, type Transform, type Writable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { DecompressStream } from 'zstd-napi'
 import { DpxenError } from '../errors.js'
+import { chunksOf } from './chunks.js'
 import { XvaVerifier, type XvaSummary } from './verify.js'
 
 export type StreamCompression = 'none' | 'gzip' | 'zstd'
@@ -64,7 +65,7 @@ export interface PipeOptions {
 
 /** Reads `source` to its end, writing and verifying; throws XVA_INVALID, ABORTED, or the source's error. */
 export async function pipeXva(
-  source: AsyncIterable<Buffer>,
+  source: AsyncIterable<Buffer> | Readable,
   options: PipeOptions = {},
 ): Promise<StreamResult> {
   const verify = options.verify !== false
@@ -74,7 +75,7 @@ export async function pipeXva(
   let unzip: Transform | undefined
   let kind: StreamCompression | undefined
   let unzipped: Promise<void> | undefined
-  const iterator = source[Symbol.asyncIterator]()
+  const iterator = (source instanceof Readable ? chunksOf(source) : source)[Symbol.asyncIterator]()
   // A failing sink (disk full) reports here; the loop stops at the next chunk.
   let sinkError: Error | undefined
   options.sink?.on('error', (error) => (sinkError ??= error))
@@ -142,7 +143,7 @@ export interface PipeResult extends StreamResult {
 
 /** pipeXva with verification always on: the result always describes the XVA. */
 export async function verifyXva(
-  source: AsyncIterable<Buffer>,
+  source: AsyncIterable<Buffer> | Readable,
   options: Omit<PipeOptions, 'verify'> = {},
 ): Promise<PipeResult> {
   const result = await pipeXva(source, { ...options, verify: true })

@@ -7,11 +7,13 @@ import { performance } from 'node:perf_hooks'
 import { DpxenError, XapiError, messageOf } from '../errors.js'
 import { anySignal } from '../signals.js'
 import type { Logger } from '../log.js'
-import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
+import { resourceUrl, type StreamAgents } from '../xapi/http.js'
+import { rawGet, READ_SIZE } from '../xapi/raw-get.js'
 import type { XapiSession } from '../xapi/session.js'
 import { cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
 import { FileSink } from '../xva/file-sink.js'
-import { pipeXva, type StreamResult } from '../xva/pipe.js'
+import { XvaIntake } from '../xva/intake.js'
+import type { StreamResult } from '../xva/pipe.js'
 import { PARTIAL_SUFFIX } from './tags.js'
 
 export interface ExportRequest {
@@ -39,16 +41,6 @@ export interface ExportResult extends StreamResult {
 const SLAB_SIZE = 4 * 1024 * 1024
 const SLABS = 3
 
-/** Flushes a written file to the disk (fsync applies to the file, whichever descriptor asks). */
-export async function syncFile(path: string): Promise<void> {
-  const handle = await fsp.open(path, 'r+')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
 /** How long to wait for the task to settle after the body ended. */
 const TASK_SETTLE_MS = 30_000
 
@@ -62,35 +54,40 @@ export async function exportToFile(
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
   const task = await session.call<string>('task.create', `dpxen export ${req.label}`, 'Data Protector backup')
-  let sink: FileSink | undefined
+  let intake: XvaIntake | undefined
   let done = false
-  let received = 0
   try {
     const query: Record<string, string> = { ref: req.ref, task_id: task }
     if (req.compression !== 'none') query.use_compression = req.compression
-    const res = await getResource(agents, resourceUrl(session, '/export', query), {
+    const res = await rawGet(agents.policy, resourceUrl(session, '/export', query), {
       signal: req.signal,
       idleMs: req.stallTimeout * 1000,
     })
-    if (res.statusCode !== 200) {
-      await drain(res)
-      throw await taskErrorOr(session, task, `the host answered HTTP ${res.statusCode} to the export`)
+    if (res.status !== 200) {
+      await res.text().catch(() => '')
+      throw await taskErrorOr(session, task, `the host answered HTTP ${res.status} to the export`)
     }
     await fsp.rm(partialPath, { force: true })
-    sink = await FileSink.open(partialPath, { flags: 'wx', mode: 0o600, slabSize: SLAB_SIZE, slabs: SLABS })
+    const sink = await FileSink.open(partialPath, {
+      flags: 'wx',
+      mode: 0o600,
+      slabSize: SLAB_SIZE,
+      slabs: SLABS,
+    })
+    const taking = new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake: () => res.resume() })
+    intake = taking
     let result: StreamResult
     try {
-      result = await pipeXva(res, {
-        sink,
-        verify: req.verify,
-        signal: req.signal,
-        onBytes: (n) => {
-          received = n
-          req.onBytes?.(n)
-        },
+      await res.pump((piece) => {
+        const more = taking.push(piece)
+        req.onBytes?.(taking.bytes)
+        return more
       })
+      // Written, verified (layout, every checksum, the end marker), flushed to the disk.
+      result = await taking.finish()
     } catch (error) {
       res.destroy()
+      const received = taking.bytes
       if (req.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
       if (error instanceof DpxenError && error.code === 'XVA_INVALID') {
         // A cut-off stream usually means the host failed; its task says why.
@@ -113,6 +110,7 @@ export async function exportToFile(
         { cause: error },
       )
     }
+    intake = undefined
     const settle = anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS))
     const outcome = await waitTask(session, task, settle.signal).finally(settle.dispose)
     if (outcome.status !== 'success') {
@@ -121,15 +119,13 @@ export async function exportToFile(
         `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
       )
     }
-    sink = undefined
-    await syncFile(partialPath)
     await fsp.rename(partialPath, finalPath)
     done = true
     const seconds = (performance.now() - started) / 1000
     log.debug(`exported ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
     return { ...result, file: finalPath, seconds }
   } finally {
-    sink?.destroy()
+    await intake?.abort()
     if (!done) {
       await fsp.rm(partialPath, { force: true }).catch(() => undefined)
       await cancelTask(session, task)

@@ -10,7 +10,7 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
-import { isIP } from 'node:net'
+import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
 import { Agent, type Dispatcher } from 'undici'
 import { DpxenError } from '../errors.js'
 
@@ -28,13 +28,21 @@ function fingerprintError(actual: string | undefined, pinned: string): DpxenErro
 }
 
 /** A TLS connection whose certificate must have the pinned SHA-256 fingerprint (no CA check). */
-function pinnedConnect(host: string, port: number, pinned: string, done: (error?: Error) => void): TLSSocket {
+function pinnedConnect(
+  host: string,
+  port: number,
+  pinned: string,
+  done: (error?: Error) => void,
+  onread?: OnReadOpts,
+): TLSSocket {
   const socket = tlsConnect({
     host,
     port,
     rejectUnauthorized: false,
     ...(isIP(host) ? {} : { servername: host }),
     ALPNProtocols: ['http/1.1'],
+    // Node's tls.connect takes onread like net.connect; its types do not list it.
+    ...((onread ? { onread } : {}) as object),
   })
   let settled = false
   const finish = (error?: Error): void => {
@@ -74,8 +82,51 @@ export function createDispatcher(policy: TlsPolicy = {}): Dispatcher {
   return new Agent({ ...base, connect: { rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
 }
 
+/** The TLS policy with the CA file read. */
+export interface SocketPolicy {
+  ca?: Buffer
+  fingerprint?: string
+}
+
+/**
+ * A connection for a raw transfer, reading into `onread`'s buffer: plain, or TLS under the
+ * policy. `ready` is called once bytes may be sent (the certificate checked), or with the error.
+ */
+export function openSocket(
+  target: URL,
+  policy: SocketPolicy,
+  onread: OnReadOpts,
+  ready: (error?: Error) => void,
+): Socket {
+  const host = target.hostname.replace(/^\[(.*)\]$/, '$1')
+  if (target.protocol !== 'https:') {
+    const socket = netConnect({ host, port: Number(target.port) || 80, onread })
+    socket.once('connect', () => ready())
+    socket.once('error', (error) => ready(error))
+    return socket
+  }
+  const port = Number(target.port) || 443
+  if (policy.fingerprint) return pinnedConnect(host, port, policy.fingerprint, ready, onread)
+  const socket = tlsConnect({
+    host,
+    port,
+    rejectUnauthorized: true,
+    ...(policy.ca ? { ca: policy.ca } : {}),
+    ...(isIP(host) ? {} : { servername: host }),
+    ALPNProtocols: ['http/1.1'],
+    ...({ onread } as object),
+  })
+  socket.once('secureConnect', () => ready())
+  socket.once('error', (error) => ready(error))
+  return socket
+}
+
 /** node:http(s) agents for streamed transfers, with the same TLS policy. */
-export function createStreamAgents(policy: TlsPolicy = {}): { http: HttpAgent; https: HttpsAgent } {
+export function createStreamAgents(policy: TlsPolicy = {}): {
+  http: HttpAgent
+  https: HttpsAgent
+  policy: SocketPolicy
+} {
   const http = new HttpAgent({ keepAlive: false })
   if (policy.fingerprint) {
     const pinned = policy.fingerprint
@@ -97,12 +148,13 @@ export function createStreamAgents(policy: TlsPolicy = {}): { http: HttpAgent; h
       socket.once('error', (error) => callback?.(error, socket))
       return undefined as unknown as Duplex
     }
-    return { http, https }
+    return { http, https, policy: { fingerprint: pinned } }
   }
   const ca = policy.caFile ? readFileSync(policy.caFile) : undefined
   return {
     http,
     https: new HttpsAgent({ keepAlive: false, rejectUnauthorized: true, ...(ca ? { ca } : {}) }),
+    policy: ca ? { ca } : {},
   }
 }
 

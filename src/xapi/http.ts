@@ -3,7 +3,7 @@
 import { request as httpRequest, type IncomingMessage, type Agent as HttpAgent } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
 import { DpxenError } from '../errors.js'
-import { connectionError } from './connection.js'
+import { connectionError, type SocketPolicy } from './connection.js'
 import type { XapiSession } from './session.js'
 
 const MAX_REDIRECTS = 3
@@ -12,6 +12,8 @@ const READ_BUFFER = 4 * 1024 * 1024
 export interface StreamAgents {
   http: HttpAgent
   https: HttpsAgent
+  /** For raw transfers (raw-get.ts). */
+  policy: SocketPolicy
 }
 
 export function resourceUrl(session: XapiSession, path: string, query: Record<string, string>): string {
@@ -58,22 +60,39 @@ function once(agents: StreamAgents, url: string, options: GetOptions): Promise<I
   })
 }
 
-/** GET a resource; follows 302 (xapi sends one when another member holds the VM's storage). */
-export async function getResource(
+/**
+ * Opens `url` and follows 302 to another pool member (xapi sends one when another member holds
+ * the VM's storage), at most 3 times. `redirect` gives a 302's location, letting that answer go.
+ */
+export async function followRedirects<T>(
+  url: string,
+  open: (url: string) => Promise<T>,
+  redirect: (res: T) => string | undefined,
+): Promise<T> {
+  let current = url
+  for (let hop = 0; ; hop++) {
+    const res = await open(current)
+    const location = hop < MAX_REDIRECTS ? redirect(res) : undefined
+    if (location === undefined) return res
+    current = new URL(location, current).toString()
+  }
+}
+
+/** GET a resource, following redirects. */
+export function getResource(
   agents: StreamAgents,
   url: string,
   options: GetOptions,
 ): Promise<IncomingMessage> {
-  let current = url
-  for (let hop = 0; ; hop++) {
-    const res = await once(agents, current, options)
-    if (res.statusCode === 302 && hop < MAX_REDIRECTS && res.headers.location) {
+  return followRedirects(
+    url,
+    (current) => once(agents, current, options),
+    (res) => {
+      if (res.statusCode !== 302 || !res.headers.location) return undefined
       res.resume()
-      current = new URL(res.headers.location, current).toString()
-      continue
-    }
-    return res
-  }
+      return res.headers.location
+    },
+  )
 }
 
 /** Reads and drops a body (for error answers). */

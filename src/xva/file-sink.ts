@@ -1,11 +1,9 @@
-// A file writer for transfers of any size: each chunk is copied into one of a few slabs
+// A file writer for transfers of any size: each piece is copied into one of a few slabs
 // allocated once, and a full slab goes to the disk in one write while the next one fills.
-// fs.WriteStream keeps every received chunk alive until its turn to be written; at several
-// hundred MB/s those chunks outlived V8's young generation and the collector spent a quarter
-// of the export's CPU on them. Here a chunk is garbage as soon as it is copied.
+// Pieces are taken synchronously and never kept, so the reader can hand over a buffer it
+// reuses for the next read; memory is the slabs, whatever the size of the file.
 import { promises as fsp, type OpenMode } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { Writable } from 'node:stream'
 
 export interface FileSinkOptions {
   flags?: OpenMode
@@ -16,7 +14,7 @@ export interface FileSinkOptions {
   slabs?: number
 }
 
-export class FileSink extends Writable {
+export class FileSink {
   readonly path: string
   #handle: FileHandle
   #slabSize: number
@@ -26,16 +24,15 @@ export class FileSink extends Writable {
   #position = 0
   #writing = 0
   #failure: Error | undefined
-  /** A write that waits for a free slab. */
-  #waiting: (() => void) | undefined
-  #idle: (() => void) | undefined
+  #closed = false
+  #onRoom: (() => void) | undefined
+  #onIdle: (() => void) | undefined
 
   private constructor(path: string, handle: FileHandle, options: FileSinkOptions) {
-    super({ highWaterMark: 64 * 1024 })
     this.path = path
     this.#handle = handle
-    this.#slabSize = options.slabSize ?? 2 * 1024 * 1024
-    this.#free = Array.from({ length: Math.max(2, options.slabs ?? 4) }, () =>
+    this.#slabSize = options.slabSize ?? 4 * 1024 * 1024
+    this.#free = Array.from({ length: Math.max(2, options.slabs ?? 3) }, () =>
       Buffer.allocUnsafeSlow(this.#slabSize),
     )
   }
@@ -46,28 +43,36 @@ export class FileSink extends Writable {
     return new FileSink(path, handle, options)
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#copy(chunk, 0, callback)
+  /** Bytes that can be taken now without waiting for the disk. */
+  get room(): number {
+    return this.#free.length * this.#slabSize + (this.#current ? this.#slabSize - this.#used : 0)
   }
 
-  #copy(chunk: Buffer, offset: number, callback: (error?: Error | null) => void): void {
-    while (offset < chunk.length) {
-      if (this.#failure) return callback(this.#failure)
-      if (!this.#current) {
-        const slab = this.#free.pop()
-        if (!slab) {
-          // Every slab is on its way to the disk: continue when one comes back.
-          this.#waiting = () => this.#copy(chunk, offset, callback)
-          return
-        }
-        this.#current = slab
-      }
-      const copied = chunk.copy(this.#current, this.#used, offset)
+  /** The first write error, if any (ENOSPC…). */
+  get failure(): Error | undefined {
+    return this.#failure
+  }
+
+  /** Called once, the next time a slab comes back from the disk. */
+  onRoom(callback: () => void): void {
+    this.#onRoom = callback
+  }
+
+  /**
+   * Copies `piece` in; it must fit in `room` and be no larger than a slab (so that waiting for
+   * room always ends). Throws the first write error.
+   */
+  take(piece: Buffer): void {
+    if (this.#failure) throw this.#failure
+    if (piece.length > Math.min(this.room, this.#slabSize))
+      throw new RangeError(`FileSink: a piece of ${piece.length} bytes, room for ${this.room}`)
+    for (let offset = 0; offset < piece.length;) {
+      this.#current ??= this.#free.pop()!
+      const copied = piece.copy(this.#current, this.#used, offset)
       this.#used += copied
       offset += copied
       if (this.#used === this.#slabSize) this.#flush()
     }
-    callback(this.#failure)
   }
 
   #flush(): void {
@@ -84,10 +89,10 @@ export class FileSink extends Writable {
       .finally(() => {
         this.#writing--
         this.#free.push(slab)
-        const waiting = this.#waiting
-        this.#waiting = undefined
-        waiting?.()
-        if (this.#writing === 0) this.#idle?.()
+        const onRoom = this.#onRoom
+        this.#onRoom = undefined
+        onRoom?.()
+        if (this.#writing === 0) this.#onIdle?.()
       })
   }
 
@@ -98,25 +103,30 @@ export class FileSink extends Writable {
     }
   }
 
-  override _final(callback: (error?: Error | null) => void): void {
-    this.#flush()
-    const finish = (): void => {
-      this.#idle = undefined
-      callback(this.#failure)
-    }
-    if (this.#writing === 0) finish()
-    else this.#idle = finish
+  #idle(): Promise<void> {
+    if (this.#writing === 0) return Promise.resolve()
+    return new Promise((resolve) => (this.#onIdle = resolve))
   }
 
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    const close = (): void => {
-      this.#handle.close().then(
-        () => callback(error),
-        (closeError: Error) => callback(error ?? closeError),
-      )
+  /** Writes what is left, flushes the file to the disk (fsync), closes it; throws the first write error. */
+  async close(): Promise<void> {
+    this.#flush()
+    await this.#idle()
+    this.#closed = true
+    try {
+      if (this.#failure) throw this.#failure
+      await this.#handle.sync()
+    } finally {
+      await this.#handle.close()
     }
-    // Writes still under way finish first: the descriptor is closed only once nothing uses it.
-    if (this.#writing === 0) close()
-    else this.#idle = close
+  }
+
+  /** Stops: waits for writes under way, closes the file, never throws. The caller removes it. */
+  async abort(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#current = undefined
+    await this.#idle()
+    await this.#handle.close().catch(() => undefined)
   }
 }

@@ -1,10 +1,10 @@
-// Moves an XVA byte stream to its destination while verifying it: the bytes as they come (maybe
-// compressed) go to the file and into an XXH64; the decompressed tar goes into the verifier.
-// Both sides keep backpressure, so memory stays flat at any size.
+// Reads an XVA byte stream (a file, for a restore or `dpxen verify`) to its end while verifying
+// it: the bytes as they come (maybe compressed) go into an XXH64, the decompressed tar into the
+// verifier, with backpressure, so memory stays flat at any size. (An export's receiving end,
+// which also writes the file, is intake.ts.)
 import { Xxh64 } from '@node-rs/xxhash'
 import { once } from 'node:events'
-import { finished } from 'node:stream/promises'
-import { Readable, type Transform, type Writable } from 'node:stream'
+import { Readable, type Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { DecompressStream } from 'zstd-napi'
 import { DpxenError } from '../errors.js'
@@ -15,22 +15,6 @@ export type StreamCompression = 'none' | 'gzip' | 'zstd'
 
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd]
 
-/** Waits for a full stream to drain; rejects if it fails instead. Leaves no listener behind. */
-function drained(stream: Writable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onDrain = (): void => {
-      stream.off('error', onError)
-      resolve()
-    }
-    const onError = (error: Error): void => {
-      stream.off('drain', onDrain)
-      reject(error)
-    }
-    stream.once('drain', onDrain)
-    stream.once('error', onError)
-  })
-}
-
 /** What the first bytes say: gzip, zstd, or plain. */
 export function sniffCompression(head: Buffer): StreamCompression {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip'
@@ -38,7 +22,7 @@ export function sniffCompression(head: Buffer): StreamCompression {
   return 'none'
 }
 
-function decompressor(kind: StreamCompression): Transform | undefined {
+export function decompressor(kind: StreamCompression): Transform | undefined {
   if (kind === 'gzip') return createGunzip()
   if (kind === 'zstd') return new DecompressStream()
   return undefined
@@ -55,8 +39,6 @@ export interface StreamResult {
 }
 
 export interface PipeOptions {
-  /** Where the bytes go (a file stream), if anywhere; it is ended when the source ends. */
-  sink?: Writable
   /** Check the XVA on the way (layout and every checksum); on by default. */
   verify?: boolean
   signal?: AbortSignal
@@ -76,15 +58,11 @@ export async function pipeXva(
   let kind: StreamCompression | undefined
   let unzipped: Promise<void> | undefined
   const iterator = (source instanceof Readable ? chunksOf(source) : source)[Symbol.asyncIterator]()
-  // A failing sink (disk full) reports here; the loop stops at the next chunk.
-  let sinkError: Error | undefined
-  options.sink?.on('error', (error) => (sinkError ??= error))
   try {
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
       const chunk = next.value
       if (options.signal?.aborted) throw new DpxenError('ABORTED', 'interrupted')
       if (chunk.length === 0) continue
-      if (sinkError) throw sinkError
       if (kind === undefined) {
         kind = sniffCompression(chunk)
         unzip = verify ? decompressor(kind) : undefined
@@ -98,13 +76,11 @@ export async function pipeXva(
       }
       bytes += chunk.length
       fileHash.update(chunk)
-      const full = options.sink ? !options.sink.write(chunk) : false
       if (verify) {
         if (unzip) {
           if (!unzip.write(chunk)) await Promise.race([once(unzip, 'drain'), unzipped!])
         } else verifier.push(chunk)
       }
-      if (full) await drained(options.sink!)
       options.onBytes?.(bytes)
     }
     if (unzip) {
@@ -112,10 +88,6 @@ export async function pipeXva(
       await unzipped
     }
     const summary = verify ? verifier.finish() : undefined
-    if (options.sink) {
-      options.sink.end()
-      await finished(options.sink)
-    }
     return {
       summary,
       bytes,
@@ -124,7 +96,6 @@ export async function pipeXva(
     }
   } catch (error) {
     unzip?.destroy()
-    options.sink?.destroy()
     await iterator.return?.()
     if (error instanceof DpxenError) throw error
     if (unzip && /incorrect header|invalid|unexpected end|zstd|decompress/i.test(String(error))) {

@@ -102,7 +102,8 @@ type Entry =
   | { kind: 'sum'; name: string; type: 'xxhash' | 'sha1'; parts: Buffer[] }
 
 export class XvaVerifier {
-  #pending: Buffer[] = []
+  /** The header being collected: copied, since a pushed buffer may be reused once push returns. */
+  #header = Buffer.alloc(BLOCK)
   #pendingBytes = 0
   /** Bytes left of the current entry's data, then of its padding. */
   #dataLeft = 0
@@ -120,7 +121,10 @@ export class XvaVerifier {
   #checksumKind: XvaSummary['checksum'] = 'none'
   #diskResults: { dataBytes: number; chunks: number }[] = []
 
-  /** Feeds bytes of the (uncompressed) tar stream. Throws XVA_INVALID at the first problem. */
+  /**
+   * Feeds bytes of the (uncompressed) tar stream. Throws XVA_INVALID at the first problem.
+   * Nothing of `chunk` is kept after the call: the caller may reuse it.
+   */
   push(chunk: Buffer): void {
     let buf = chunk
     while (buf.length > 0) {
@@ -149,14 +153,12 @@ export class XvaVerifier {
       // Collect a 512-byte header (it may span chunks).
       const need = BLOCK - this.#pendingBytes
       const take = Math.min(need, buf.length)
-      this.#pending.push(buf.subarray(0, take))
+      buf.copy(this.#header, this.#pendingBytes, 0, take)
       this.#pendingBytes += take
       buf = buf.subarray(take)
       if (this.#pendingBytes < BLOCK) return
-      const header = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending)
-      this.#pending = []
       this.#pendingBytes = 0
-      this.#startEntry(header)
+      this.#startEntry(this.#header)
       this.#offset += BLOCK
     }
   }

@@ -1,10 +1,9 @@
 // The two stream helpers of a transfer: the chunk reader (no joined copies, backpressure kept)
-// and the slab file writer (exact bytes at any chunk size, errors reported, nothing left open).
+// and the slab file writer (exact bytes at any piece size, pieces copied, errors reported).
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
-import { finished } from 'node:stream/promises'
 import { describe, expect, it } from 'vitest'
 import { chunksOf } from '../../src/xva/chunks.js'
 import { FileSink } from '../../src/xva/file-sink.js'
@@ -72,21 +71,39 @@ describe('chunksOf', () => {
 })
 
 describe('FileSink', () => {
+  async function fill(sink: FileSink, data: Buffer, piece: number): Promise<void> {
+    for (let i = 0; i < data.length; i += piece) {
+      const part = data.subarray(i, i + piece)
+      while (sink.room < part.length) await new Promise<void>((resolve) => sink.onRoom(resolve))
+      sink.take(part)
+      // The caller may reuse its buffer at once: the sink must have copied it.
+      part.fill(0)
+    }
+  }
+
   it.each([
-    ['chunks smaller than a slab', 777],
-    ['chunks larger than a slab', 70_001],
-    ['chunks of exactly a slab', 4096],
-  ])('writes exactly the bytes given (%s)', async (_what, piece) => {
+    ['pieces smaller than a slab', 777],
+    ['pieces straddling slabs', 4000],
+    ['pieces of exactly a slab', 4096],
+  ])('writes exactly the bytes given (%s), and closes the file', async (_what, piece) => {
     const dir = tempDir()
     const data = randomBytes(300_000)
+    const expected = sha(data)
     const sink = await FileSink.open(join(dir, 'out'), { slabSize: 4096, slabs: 2 })
-    for (let i = 0; i < data.length; i += piece) {
-      if (!sink.write(data.subarray(i, i + piece))) await new Promise((r) => sink.once('drain', r))
-    }
-    sink.end()
-    await finished(sink)
-    expect(sha(readFileSync(join(dir, 'out')))).toBe(sha(data))
-    expect(sink.destroyed).toBe(true)
+    await fill(sink, data, piece)
+    await sink.close()
+    expect(sha(readFileSync(join(dir, 'out')))).toBe(expected)
+  })
+
+  it('refuses a piece larger than its room or a slab instead of growing', async () => {
+    const sink = await FileSink.open(join(tempDir(), 'out'), { slabSize: 1024, slabs: 2 })
+    expect(sink.room).toBe(2048)
+    expect(() => sink.take(Buffer.alloc(1025))).toThrow(RangeError)
+    sink.take(Buffer.alloc(1000))
+    sink.take(Buffer.alloc(1000))
+    expect(sink.room).toBe(48)
+    expect(() => sink.take(Buffer.alloc(49))).toThrow(RangeError)
+    await sink.abort()
   })
 
   it("refuses an existing file with flags 'wx' and leaves it alone", async () => {
@@ -96,12 +113,14 @@ describe('FileSink', () => {
     expect(readFileSync(join(dir, 'out'), 'utf8')).toBe('keep')
   })
 
-  it('reports a failing disk write as a stream error', async () => {
+  it('reports a failing disk write: from take, and from close', async () => {
     if (!existsSync('/dev/full')) return
     const sink = await FileSink.open('/dev/full', { slabSize: 1024, slabs: 2 })
-    const errored = new Promise<Error>((resolve) => sink.once('error', resolve))
-    for (let i = 0; i < 10 && !sink.destroyed; i++) sink.write(Buffer.alloc(1024))
-    sink.end()
-    expect(await errored).toMatchObject({ code: 'ENOSPC' })
+    sink.take(Buffer.alloc(1024))
+    sink.take(Buffer.alloc(1024))
+    await new Promise<void>((resolve) => sink.onRoom(resolve))
+    expect(sink.failure).toMatchObject({ code: 'ENOSPC' })
+    expect(() => sink.take(Buffer.alloc(1))).toThrow(/ENOSPC|no space/i)
+    await expect(sink.close()).rejects.toMatchObject({ code: 'ENOSPC' })
   })
 })

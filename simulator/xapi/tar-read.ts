@@ -1,49 +1,150 @@
 // Reads a tar stream as whole entries (XVA entries are small: chunks of at most 1 MiB, ova.xml
-// of some KiB), copying each byte at most once. Strict: headers must carry a valid checksum,
-// entries must be plain files, and the stream must end with the end-of-archive marker.
+// of some KiB). Strict: headers must carry a valid checksum, entries must be plain files, and
+// the stream must end with the end-of-archive marker.
+//
+// Fast enough not to be what limits an import: the socket's chunks are taken as they arrive
+// ('data' events, no joined copies), an entry that lies within one chunk is a view of it, and
+// one that straddles chunks is copied into one of two scratch buffers kept for the transfer.
+import { finished, type Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { XapiFailure } from './errors.js'
 
 export interface TarEntry {
   header: { name: string; size: number }
+  /** Valid until two more entries larger than SMALL have been read. */
   data: Buffer
 }
 
 const BLOCK = 512
+/** Entries up to this size get a buffer of their own. */
+const SMALL = 64 * 1024
 
-class Bytes {
+export interface ReaderOptions {
+  /** Bytes held before the stream is paused. */
+  highWater?: number
+  /** Fault import-stall: stop reading for `ms` once `afterBytes` were taken. */
+  stall?: { afterBytes: number; ms: number; signal: AbortSignal }
+  /** close() destroys the stream (a decompressor); otherwise it is left to its owner. */
+  owned?: boolean
+  /** The reader this one's stream is fed from, closed with it. */
+  upstream?: ByteReader
+}
+
+/** Bytes of a stream, taken in exact amounts. */
+export class ByteReader {
+  #stream: Readable
   #parts: Buffer[] = []
   #length = 0
-  constructor(private readonly source: AsyncIterator<Buffer>) {}
+  #taken = 0
+  #ended = false
+  #error: Error | undefined
+  #wake: (() => void) | undefined
+  #highWater: number
+  #stall: ReaderOptions['stall']
+  #scratch: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)]
+  #turn = 0
+  #owned: boolean
+  #upstream: ByteReader | undefined
+  #onData = (chunk: Buffer): void => {
+    this.#parts.push(chunk)
+    this.#length += chunk.length
+    if (this.#length >= this.#highWater) this.#stream.pause()
+    this.#notify()
+  }
+
+  constructor(stream: Readable, options: ReaderOptions = {}) {
+    this.#stream = stream
+    this.#highWater = options.highWater ?? 4 * 1024 * 1024
+    this.#stall = options.stall
+    this.#owned = options.owned ?? false
+    this.#upstream = options.upstream
+    stream.on('data', this.#onData)
+    finished(stream, (error) => {
+      if (error) this.#error = error
+      else this.#ended = true
+      this.#notify()
+    })
+  }
+
+  #notify(): void {
+    const wake = this.#wake
+    this.#wake = undefined
+    wake?.()
+  }
+
+  /** Waits until `n` bytes are held; false at the end of the stream. */
+  async #fill(n: number): Promise<boolean> {
+    if (this.#stall && this.#taken >= this.#stall.afterBytes) {
+      const { ms, signal } = this.#stall
+      this.#stall = undefined
+      this.#stream.pause()
+      await sleep(ms, undefined, { signal }).catch(() => undefined)
+    }
+    while (this.#length < n) {
+      if (this.#error) throw this.#error
+      if (this.#ended) return false
+      if (this.#stream.isPaused()) this.#stream.resume()
+      await new Promise<void>((resolve) => (this.#wake = resolve))
+    }
+    if (this.#length < this.#highWater && this.#stream.isPaused() && !this.#ended) this.#stream.resume()
+    return true
+  }
+
+  /** Up to `n` first bytes, not taken (fewer only at the end of the stream). */
+  async peek(n: number): Promise<Buffer> {
+    await this.#fill(n)
+    const all = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts)
+    this.#parts = all.length ? [all] : []
+    return all.subarray(0, n)
+  }
 
   /** Exactly `n` bytes, or undefined at the end of the stream. */
   async take(n: number): Promise<Buffer | undefined> {
-    while (this.#length < n) {
-      const next = await this.source.next()
-      if (next.done) return undefined
-      if (next.value.length === 0) continue
-      this.#parts.push(next.value)
-      this.#length += next.value.length
-    }
+    if (!(await this.#fill(n))) return undefined
+    this.#taken += n
+    this.#length -= n
     const first = this.#parts[0]!
-    let out: Buffer
     if (first.length >= n) {
-      out = first.subarray(0, n)
       if (first.length === n) this.#parts.shift()
       else this.#parts[0] = first.subarray(n)
-    } else {
-      out = Buffer.allocUnsafe(n)
-      let filled = 0
-      while (filled < n) {
-        const part = this.#parts[0]!
-        const used = Math.min(part.length, n - filled)
-        part.copy(out, filled, 0, used)
-        filled += used
-        if (used === part.length) this.#parts.shift()
-        else this.#parts[0] = part.subarray(used)
-      }
+      return first.subarray(0, n)
     }
-    this.#length -= n
+    let out: Buffer
+    if (n <= SMALL) out = Buffer.allocUnsafe(n)
+    else {
+      this.#turn ^= 1
+      if (this.#scratch[this.#turn]!.length < n) this.#scratch[this.#turn] = Buffer.allocUnsafeSlow(n)
+      out = this.#scratch[this.#turn]!.subarray(0, n)
+    }
+    for (let filled = 0; filled < n;) {
+      const part = this.#parts[0]!
+      const used = part.copy(out, filled, 0, n - filled)
+      filled += used
+      if (used === part.length) this.#parts.shift()
+      else this.#parts[0] = part.subarray(used)
+    }
     return out
+  }
+
+  /** The rest of the stream as it comes (to feed a decompressor). */
+  async *rest(): AsyncGenerator<Buffer> {
+    for (;;) {
+      while (this.#parts.length) {
+        const part = this.#parts.shift()!
+        this.#length -= part.length
+        yield part
+      }
+      if (!(await this.#fill(1))) return
+    }
+  }
+
+  /** Stops reading; an owned stream is destroyed, another is left paused to its owner. */
+  close(): void {
+    this.#stream.off('data', this.#onData)
+    this.#parts = []
+    if (this.#owned) this.#stream.destroy()
+    else this.#stream.pause()
+    this.#upstream?.close()
   }
 }
 
@@ -61,8 +162,7 @@ function validHeader(block: Buffer): boolean {
 }
 
 /** Yields each entry with its data; entries larger than `maxEntry` are refused. */
-export async function* readTar(stream: AsyncIterable<Buffer>, maxEntry: number): AsyncGenerator<TarEntry> {
-  const bytes = new Bytes(stream[Symbol.asyncIterator]())
+export async function* readTar(bytes: ByteReader, maxEntry: number): AsyncGenerator<TarEntry> {
   for (;;) {
     const header = await bytes.take(BLOCK)
     if (!header) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')

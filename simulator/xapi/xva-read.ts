@@ -3,11 +3,10 @@
 // checked, gaps filled with zeros, the last chunk required. On failure everything created is
 // removed again (unless force), but a VM replaced by restore=true stays destroyed, as in xapi.
 import { randomUUID } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { promises as fsp } from 'node:fs'
 import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import { readTar, type TarEntry } from './tar-read.js'
+import { ByteReader, readTar, type TarEntry } from './tar-read.js'
 import { DecompressStream } from 'zstd-napi'
 import type { SimContext } from './context.js'
 import type { Rec } from './db.js'
@@ -48,49 +47,28 @@ function isTarHeader(block: Buffer): boolean {
   return Number.isFinite(stored) && stored === sum
 }
 
-/** Puts the sniffed head back in front of the rest and decompresses if needed. */
-async function openArchive(body: Readable, stallMs: number, signal: AbortSignal): Promise<Readable> {
-  const iterator = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>
-  const head: Buffer[] = []
-  let length = 0
-  while (length < 512) {
-    const next = await iterator.next()
-    if (next.done) break
-    head.push(next.value)
-    length += next.value.length
-  }
-  const first = Buffer.concat(head)
-  const whole = Readable.from(
-    (async function* () {
-      if (first.length) yield first
-      let read = first.length
-      let stalled = stallMs === 0
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
-        yield next.value
-        read += next.value.length
-        if (!stalled && read >= 1024 * 1024) {
-          stalled = true
-          await sleep(stallMs, undefined, { signal }).catch(() => undefined)
-        }
-      }
-    })(),
-  )
-  if (isTarHeader(first)) return whole
+/** Sniffs the head and reads the tar from the body itself, or through a decompressor. */
+async function openArchive(body: Readable, stallMs: number, signal: AbortSignal): Promise<ByteReader> {
+  const raw = new ByteReader(body, stallMs ? { stall: { afterBytes: 1024 * 1024, ms: stallMs, signal } } : {})
+  const first = await raw.peek(512)
+  if (isTarHeader(first)) return raw
   if (first.length === 0) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
   const decompressor = first.subarray(0, 4).equals(ZSTD_MAGIC) ? new DecompressStream() : createGunzip()
+  const whole = Readable.from(raw.rest())
   whole.pipe(decompressor)
   whole.on('error', (error) => decompressor.destroy(error))
-  return decompressor
+  decompressor.on('close', () => whole.destroy())
+  return new ByteReader(decompressor, { owned: true, upstream: raw })
 }
 
 /** Reads an XVA from `body` into the pool; returns the refs of the VMs created. */
 export async function importXva(sim: SimContext, body: Readable, options: ImportOptions): Promise<string[]> {
   const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
-  let archive: Readable | undefined
+  let archive: ByteReader | undefined
   const stall = sim.faults.get('import-stall')
-  const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, options.signal).then((stream) => {
-    archive = stream
-    return readTar(stream as AsyncIterable<Buffer>, MAX_OVA_XML)[Symbol.asyncIterator]()
+  const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, options.signal).then((reader) => {
+    archive = reader
+    return readTar(reader, MAX_OVA_XML)[Symbol.asyncIterator]()
   })
   feeding.catch(() => undefined)
   // A broken body or a client gone must end every wait: an entry stream being read when the
@@ -156,7 +134,7 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     const vms = created.vms.filter((vm) => !sim.db.require('VM', vm).is_a_snapshot)
     return vms.length ? vms : created.vms
   } catch (error) {
-    archive?.destroy()
+    archive?.close()
     if (!options.force) {
       for (const vm of created.vms) await destroyVmWithDevices(sim, vm, false)
       for (const vdi of created.vdis)

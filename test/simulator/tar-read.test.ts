@@ -46,7 +46,7 @@ describe('xapi-sim tar reader', () => {
     const cut = readTar(new ByteReader(feed(archive.subarray(0, 3000), 700)), 1 << 20)
     await expect(cut.next()).rejects.toMatchObject({ code: 'IMPORT_ERROR_PREMATURE_EOF' })
     const damaged = Buffer.from(archive)
-    damaged[10] ^= 0xff
+    damaged[10] = damaged[10]! ^ 0xff
     const bad = readTar(new ByteReader(feed(damaged, 4096)), 1 << 20)
     await expect(bad.next()).rejects.toMatchObject({ code: 'IMPORT_ERROR' })
   })

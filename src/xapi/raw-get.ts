@@ -117,7 +117,7 @@ function once(policy: SocketPolicy, url: string, options: RawGetOptions): Promis
   }
   const onRead = (length: number, buf: Buffer): boolean => {
     if (failure || ended) return false
-    let piece = buf.subarray(0, length)
+    const piece = buf.subarray(0, length)
     if (!response) {
       head.push(Buffer.from(piece))
       headBytes += piece.length
@@ -156,7 +156,6 @@ function once(policy: SocketPolicy, url: string, options: RawGetOptions): Promis
       // Wait for pump(): the bytes that came with the head go first.
       return false
     }
-    piece = buf.subarray(0, length)
     if (paused) {
       stash.push(Buffer.from(piece))
       return false

@@ -16,13 +16,17 @@ export interface PoolView {
   pool: Rec
 }
 
-export interface DiskInfo {
+/** Where a disk sits in a VM: its VBD and VDI, and the VBD's position, boot flag and mode. */
+export interface DiskSlot {
   vbd: string
   vdi: string
   userdevice: string
   device: string
   bootable: boolean
   mode: string
+}
+
+export interface DiskInfo extends DiskSlot {
   virtualSize: number
   physicalUtilisation: number
   srRef: string

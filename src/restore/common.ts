@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks'
 import { DpxenError, messageOf } from '../errors.js'
 import { formatBytes, formatRate } from '../format.js'
 import type { Logger } from '../log.js'
-import type { PoolView } from '../backup/select.js'
+import type { DiskSlot, PoolView } from '../backup/select.js'
 import { destroyVdi } from '../backup/snapshots.js'
 import type { StreamAgents } from '../xapi/http.js'
 import { importFile } from '../xapi/import.js'
@@ -29,13 +29,7 @@ export interface RestoreContext {
   onStatus?: (status: string) => void
 }
 
-export interface VmDisk {
-  vbd: string
-  vdi: string
-  userdevice: string
-  device: string
-  bootable: boolean
-  mode: string
+export interface VmDisk extends DiskSlot {
   otherConfig: Record<string, string>
   qosType: string
   qosParams: Record<string, string>

@@ -1,7 +1,7 @@
-// Reads a stream chunk by chunk, as the chunks arrive. A Readable's own async iterator calls
-// read(), which joins everything buffered into one new Buffer: a copy of every byte and a
-// large allocation each time, which made garbage collection a fifth of an export's CPU.
-// Here the chunks stay as the socket delivered them; the stream is paused while `highWater`
+// Reads a stream chunk by chunk, as the chunks arrive (pipeXva: verifying a file before a
+// restore, `dpxen verify`). A Readable's own async iterator calls read(), which joins whatever
+// is buffered into one new Buffer: a copy of every byte and a large allocation each time.
+// Here the chunks stay as the stream delivered them; the stream is paused while `highWater`
 // bytes wait, so backpressure holds.
 import { finished, type Readable } from 'node:stream'
 

@@ -2,10 +2,10 @@
 // once on SESSION_INVALID, and always log out. Every call goes to the debug log with secrets
 // redacted. The transport is a plain function, so tests and other hosts plug in at one seam.
 import { performance } from 'node:perf_hooks'
-import { request, type Dispatcher } from 'undici'
 import { DpxenError, XapiError, isXapiError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { connectionError } from './connection.js'
+import { request, type Dispatcher } from './undici.js'
 import { decodeResponse, encodeCall } from './xmlrpc.js'
 
 /** Sends one XML-RPC call and returns the decoded answer (the Status/Value struct). */
@@ -24,9 +24,8 @@ export function xmlRpcTransport(dispatcher: Dispatcher): XapiTransport {
   return async (url, method, params, { signal }) => {
     let res: Dispatcher.ResponseData
     try {
-      res = await request(url, {
+      res = await request(dispatcher, url, {
         method: 'POST',
-        dispatcher,
         body: encodeCall(method, params),
         headers: { 'content-type': 'text/xml' },
         ...(signal ? { signal } : {}),

@@ -4,9 +4,9 @@
 // which also writes the file, is intake.ts.)
 import { Xxh64 } from '@node-rs/xxhash'
 import { once } from 'node:events'
+import { createRequire } from 'node:module'
 import { Readable, type Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import { DecompressStream } from 'zstd-napi'
 import { DpxenError } from '../errors.js'
 import { chunksOf } from './chunks.js'
 import { XvaVerifier, type XvaSummary } from './verify.js'
@@ -22,9 +22,15 @@ export function sniffCompression(head: Buffer): StreamCompression {
   return 'none'
 }
 
+const require = createRequire(import.meta.url)
+
 export function decompressor(kind: StreamCompression): Transform | undefined {
   if (kind === 'gzip') return createGunzip()
-  if (kind === 'zstd') return new DecompressStream()
+  // Loaded when first needed: most exports are not zstd, and each module loaded delays every hook.
+  if (kind === 'zstd') {
+    const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi')
+    return new DecompressStream()
+  }
   return undefined
 }
 

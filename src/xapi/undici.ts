@@ -1,0 +1,32 @@
+// undici's Agent and request, loaded without the rest of the package. undici's index loads
+// fetch, WebSocket, EventSource, the caches, the mock agents and more: 120 ms of every hook's
+// start-up on the benchmark machine, where the two modules used here take 40 ms (`npm run
+// bench`, the start-up line). Both are stable parts of undici 7, which package-lock.json pins;
+// every test that makes an XML-RPC call fails if they move.
+import { createRequire } from 'node:module'
+import type { Agent as UndiciAgent, Dispatcher } from 'undici'
+
+const require = createRequire(import.meta.url)
+
+export const Agent = require('undici/lib/dispatcher/agent.js') as typeof UndiciAgent
+
+const requestWith = require('undici/lib/api/api-request.js') as (
+  this: Dispatcher,
+  options: Dispatcher.RequestOptions,
+) => Promise<Dispatcher.ResponseData>
+
+export type { Dispatcher }
+
+/** undici's request(url, options) through `dispatcher`. */
+export function request(
+  dispatcher: Dispatcher,
+  url: string,
+  options: Omit<Dispatcher.RequestOptions, 'origin' | 'path'>,
+): Promise<Dispatcher.ResponseData> {
+  const target = new URL(url)
+  return requestWith.call(dispatcher, {
+    ...options,
+    origin: target.origin,
+    path: `${target.pathname}${target.search}`,
+  })
+}

@@ -64,14 +64,18 @@ function exec(cmd, args, env = {}) {
   })
 }
 
-/** Runs a hook under /usr/bin/time for its peak RSS. */
-async function hook(name, config, cores = '1') {
+/** Runs a command under /usr/bin/time: wall seconds, peak RSS and CPU seconds (user + system). */
+async function timed(cmd, args, cores = '1') {
   const { stdout, stderr, seconds } = await exec(
-    ...measured('/usr/bin/time', ['-f', 'maxrss=%M', process.execPath, join(hooks, name), config], cores),
+    ...measured('/usr/bin/time', ['-f', 'maxrss=%M cpu=%U+%S', cmd, ...args], cores),
   )
   const rss = Number(/maxrss=(\d+)/.exec(stderr)?.[1] ?? 0) * 1024
-  return { stdout, seconds, rss }
+  const [, user = 'NaN', system = 'NaN'] = /cpu=([\d.]+)\+([\d.]+)/.exec(stderr) ?? []
+  return { stdout, seconds, rss, cpu: Number(user) + Number(system) }
 }
+
+/** Runs a hook under /usr/bin/time. */
+const hook = (name, config, cores = '1') => timed(process.execPath, [join(hooks, name), config], cores)
 
 function writeJson(path, value) {
   writeFileSync(path, JSON.stringify(value, null, 2))
@@ -149,31 +153,38 @@ try {
       ).text(),
     )[0]
     const curlFile = join(dir, 'curl.xva')
-    const row = { sizeGiB: size, curl: [], verifyOn: [], verifyOff: [], rss: [] }
+    const row = { sizeGiB: size, curl: [], verifyOn: [], verifyOff: [], transfer: [], rss: [], cpu: {} }
+    const cpu = { curl: [], verifyOn: [], verifyOff: [] }
     let bytes = 0
     const curlOnce = async () => {
-      const c = await exec(
-        ...measured('curl', [
-          '-s',
-          '-f',
-          '-o',
-          curlFile,
-          `${sim.url}/export?session_id=${session}&ref=${ref}`,
-        ]),
-      )
+      const c = await timed('curl', [
+        '-s',
+        '-f',
+        '-o',
+        curlFile,
+        `${sim.url}/export?session_id=${session}&ref=${ref}`,
+      ])
       // fsync of curl's file: dpxen's file is on disk when it reports, so is curl's.
       const s = await exec('sync', [curlFile])
       bytes = statSync(curlFile).size
       rmSync(curlFile)
+      cpu.curl.push(c.cpu)
       return c.seconds + s.seconds
     }
-    const hookOnce = (config) => async () => {
+    const hookOnce = (key, config) => async () => {
       const h = await hook('pre-exec.js', config)
       row.rss.push(h.rss)
+      cpu[key].push(h.cpu)
+      // The hook's own figure: the transfer alone, without start-up, login and planning.
+      if (key === 'verifyOn') row.transfer.push(Number(/\(([\d.]+) MB\/s\)/.exec(h.stdout)?.[1] ?? NaN))
       await exec(process.execPath, [join(hooks, 'post-exec.js'), config])
       return h.seconds
     }
-    const steps = { curl: curlOnce, verifyOn: hookOnce(verifyOn), verifyOff: hookOnce(verifyOff) }
+    const steps = {
+      curl: curlOnce,
+      verifyOn: hookOnce('verifyOn', verifyOn),
+      verifyOff: hookOnce('verifyOff', verifyOff),
+    }
     const order = Object.keys(steps)
     const seconds = { curl: [], verifyOn: [], verifyOff: [] }
     await curlOnce() // untimed: the size, and caches as warm for the first timed run as for the others
@@ -188,11 +199,18 @@ try {
     }
     for (const key of order) row[key] = seconds[key].map((t) => mbps(bytes, t))
     row.bytes = bytes
-    row.median = { curl: median(row.curl), verifyOn: median(row.verifyOn), verifyOff: median(row.verifyOff) }
+    row.median = {
+      curl: median(row.curl),
+      verifyOn: median(row.verifyOn),
+      verifyOff: median(row.verifyOff),
+      transfer: median(row.transfer),
+    }
+    // CPU seconds (user + system) per GB written: steadier than throughput on a busy machine.
+    for (const key of order) row.cpu[key] = median(cpu[key]) / (bytes / 1e9)
     row.peakRssMiB = Math.max(...row.rss) / 2 ** 20
     results.export.push(row)
     console.log(
-      `export ${size} GiB: curl ${row.median.curl.toFixed(0)} MB/s, dpxen ${row.median.verifyOn.toFixed(0)} MB/s verified (${(row.median.verifyOn / row.median.curl).toFixed(2)}x), ${row.median.verifyOff.toFixed(0)} MB/s unverified, peak RSS ${row.peakRssMiB.toFixed(0)} MiB`,
+      `export ${size} GiB: curl ${row.median.curl.toFixed(0)} MB/s, dpxen ${row.median.verifyOn.toFixed(0)} MB/s verified (${(row.median.verifyOn / row.median.curl).toFixed(2)}x; transfer alone ${row.median.transfer.toFixed(0)} MB/s), ${row.median.verifyOff.toFixed(0)} MB/s unverified, peak RSS ${row.peakRssMiB.toFixed(0)} MiB; CPU s/GB curl ${row.cpu.curl.toFixed(2)}, dpxen ${row.cpu.verifyOn.toFixed(2)} verified, ${row.cpu.verifyOff.toFixed(2)} unverified`,
     )
 
     // Import: curl -T of the XVA against the restore post-exec (offline, beside the VM).
@@ -203,11 +221,10 @@ try {
     )
     const imp = { sizeGiB: size, curl: [], dpxen: [], verify: [], rss: [] }
     const { destroyVmWithDevices } = await import(join(root, 'dist/simulator/xapi/vmops.js'))
-    for (let r = 0; r < runs; r++) {
-      const before = new Set(sim.context.db.all('VM').map(([vmRef]) => vmRef))
-      await exec('sync', [])
-      const c = await exec(
-        ...measured('curl', [
+    const importSteps = {
+      async curl() {
+        const before = new Set(sim.context.db.all('VM').map(([vmRef]) => vmRef))
+        const c = await timed('curl', [
           '-s',
           '-f',
           '-H',
@@ -215,20 +232,29 @@ try {
           '-T',
           xva,
           `${sim.url}/import?session_id=${session}`,
-        ]),
-      )
-      imp.curl.push(mbps(bytes, c.seconds))
-      // The copy curl imported goes, so the restore finds exactly one VM of that name.
-      for (const [vmRef] of sim.context.db.all('VM')) {
-        if (!before.has(vmRef)) await destroyVmWithDevices(sim.context, vmRef, true)
+        ])
+        imp.curl.push(mbps(bytes, c.seconds))
+        // The copy curl imported goes, so the restore finds exactly one VM of that name.
+        for (const [vmRef] of sim.context.db.all('VM')) {
+          if (!before.has(vmRef)) await destroyVmWithDevices(sim.context, vmRef, true)
+        }
+      },
+      async dpxen() {
+        const h = await hook('restore-post-exec.js', verifyOn)
+        // The hook's own figures (the rate it prints is computed from unrounded seconds).
+        const imported = /imported [\d.]+ \w+ in [\d.]+ s \(([\d.]+) MB\/s\)/.exec(h.stdout)
+        const verified = /verified [\d.]+ \w+ in [\d.]+ s \(([\d.]+) MB\/s\)/.exec(h.stdout)
+        imp.dpxen.push(Number(imported?.[1] ?? NaN))
+        imp.verify.push(Number(verified?.[1] ?? NaN))
+        imp.rss.push(h.rss)
+      },
+    }
+    for (let r = 0; r < runs; r++) {
+      // Alternately first, as for the export.
+      for (const key of r % 2 ? ['dpxen', 'curl'] : ['curl', 'dpxen']) {
+        await exec('sync', [])
+        await importSteps[key]()
       }
-      await exec('sync', [])
-      const h = await hook('restore-post-exec.js', verifyOn)
-      const imported = /imported [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)
-      const verified = /verified [\d.]+ \w+ in ([\d.]+) s/.exec(h.stdout)
-      imp.dpxen.push(mbps(bytes, Number(imported?.[1] ?? NaN)))
-      imp.verify.push(mbps(bytes, Number(verified?.[1] ?? NaN)))
-      imp.rss.push(h.rss)
     }
     imp.median = { curl: median(imp.curl), dpxen: median(imp.dpxen), verify: median(imp.verify) }
     imp.peakRssMiB = Math.max(...imp.rss) / 2 ** 20

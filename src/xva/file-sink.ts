@@ -5,6 +5,9 @@
 import { promises as fsp, type OpenMode } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 
+/** How long abort() waits for writes under way. */
+export const ABORT_WAIT_MS = 2000
+
 export interface FileSinkOptions {
   flags?: OpenMode
   mode?: number
@@ -121,12 +124,25 @@ export class FileSink {
     }
   }
 
-  /** Stops: waits for writes under way, closes the file, never throws. The caller removes it. */
-  async abort(): Promise<void> {
+  /**
+   * Stops, never throws; the caller removes the file. Waits up to `waitMs` for writes under way,
+   * then closes the file. A write that hangs longer (a stuck network share) is left to finish on
+   * its own and the file is closed after it: the cleanup that follows (starting a stopped VM,
+   * destroying a snapshot) must not wait for the disk. The descriptor stays open until then,
+   * so that no other file can be given its number while the write may still land.
+   */
+  async abort(waitMs = ABORT_WAIT_MS): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     this.#current = undefined
-    await this.#idle()
-    await this.#handle.close().catch(() => undefined)
+    const close = (): Promise<void> => this.#handle.close().catch(() => undefined)
+    let timer: NodeJS.Timeout | undefined
+    const idle = await Promise.race([
+      this.#idle().then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(resolve, waitMs, false))),
+    ])
+    clearTimeout(timer)
+    if (idle) return close()
+    this.#onIdle = () => void close()
   }
 }

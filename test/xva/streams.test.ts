@@ -1,10 +1,18 @@
 // The two stream helpers of a transfer: the chunk reader (no joined copies, backpressure kept)
 // and the slab file writer (exact bytes at any piece size, pieces copied, errors reported).
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  promises as fsp,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { chunksOf } from '../../src/xva/chunks.js'
 import { FileSink } from '../../src/xva/file-sink.js'
 import { tempDir } from '../helpers/hooks.js'
@@ -123,4 +131,47 @@ describe('FileSink', () => {
     expect(() => sink.take(Buffer.alloc(1))).toThrow(/ENOSPC|no space/i)
     await expect(sink.close()).rejects.toMatchObject({ code: 'ENOSPC' })
   })
+
+  /** The files this process has open (Linux). */
+  const openFiles = (): string[] =>
+    readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        return [readlinkSync(`/proc/self/fd/${fd}`)]
+      } catch {
+        return []
+      }
+    })
+
+  it.skipIf(!existsSync('/proc/self/fd'))(
+    'abort does not wait for a write that hangs, and closes the file only once that write is over',
+    async () => {
+      const dir = tempDir()
+      const path = join(dir, 'out')
+      // A disk that does not answer (a stuck network share): every write waits for release().
+      const probe = await fsp.open(join(dir, 'probe'), 'w')
+      const proto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> }
+      await probe.close()
+      const write = proto.write
+      let release!: () => void
+      const released = new Promise<void>((resolve) => (release = resolve))
+      proto.write = async function (this: unknown, ...args: unknown[]) {
+        await released
+        return write.apply(this, args)
+      }
+      try {
+        const sink = await FileSink.open(path, { slabSize: 1024, slabs: 2 })
+        sink.take(Buffer.alloc(1024, 7)) // a full slab: its write starts, and hangs
+        const started = performance.now()
+        await sink.abort(50)
+        expect(performance.now() - started).toBeLessThan(1000)
+        // Still open: no other file may get its descriptor while the write can still land.
+        expect(openFiles()).toContain(realpathSync(path))
+        release()
+        await vi.waitFor(() => expect(openFiles()).not.toContain(realpathSync(path)))
+        expect(readFileSync(path)).toEqual(Buffer.alloc(1024, 7))
+      } finally {
+        proto.write = write
+      }
+    },
+  )
 })

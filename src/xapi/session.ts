@@ -154,14 +154,30 @@ export class XapiSession {
     }
   }
 
-  /** Calls a method with this session; on SESSION_INVALID logs in again once and retries. */
+  /** The login under way after SESSION_INVALID, shared by the calls that met it together. */
+  #relogin: Promise<void> | undefined
+
+  /**
+   * Calls a method with this session; on SESSION_INVALID logs in again once and retries. Calls
+   * made in parallel that all meet SESSION_INVALID share one new login (one session to log out).
+   */
   async call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
+    const ref = this.#ref
     try {
-      return (await this.#raw(method, [this.#ref, ...args])) as T
+      return (await this.#raw(method, [ref, ...args])) as T
     } catch (error) {
       if (!isXapiError(error, 'SESSION_INVALID')) throw error
-      this.#options.log.debug('session invalid: logging in again')
-      await this.#login()
+      if (this.#ref === ref) {
+        this.#relogin ??= (async () => {
+          this.#options.log.debug('session invalid: logging in again')
+          try {
+            await this.#login()
+          } finally {
+            this.#relogin = undefined
+          }
+        })()
+      }
+      await this.#relogin
       return (await this.#raw(method, [this.#ref, ...args])) as T
     }
   }

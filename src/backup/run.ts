@@ -127,13 +127,19 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
 async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Connection): Promise<number> {
   const { session, agents } = conn
   await cleanStaging(config, log, session)
-  const swept = await sweepSnapshots(session, log, ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {})
+  // One read of the pool serves the sweep and the plan: VM.get_all_records of a large pool is
+  // megabytes. Snapshots are never planned, so those the sweep destroys do not matter to it.
+  const pool = await readPool(session)
+  const swept = await sweepSnapshots(session, log, {
+    vms: pool.vms,
+    ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
+  })
   for (const name of swept.destroyed)
     log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
   for (const line of swept.failed)
     log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
 
-  const { plans, problems } = selectVms(await readPool(session), config.mode, config.vmName)
+  const { plans, problems } = selectVms(pool, config.mode, config.vmName)
   const state = newState(config.mode)
   for (const p of problems) {
     state.vms.push({ name: p.name, uuid: '', ok: false, reason: p.reason })

@@ -121,12 +121,19 @@ function ownerGone(owner: string | undefined): boolean {
 export async function sweepSnapshots(
   session: XapiSession,
   log: Logger,
-  options: { runId?: string; delays?: number[] } = {},
+  options: {
+    runId?: string
+    delays?: number[]
+    /** The pool's VM records when the caller has just read them (saves reading them again). */
+    vms?: Map<string, Record<string, unknown>>
+  } = {},
 ): Promise<{ destroyed: string[]; failed: string[] }> {
-  const vms = await session.call<Record<string, Record<string, unknown>>>('VM.get_all_records')
+  const vms =
+    options.vms ??
+    new Map(Object.entries(await session.call<Record<string, Record<string, unknown>>>('VM.get_all_records')))
   const destroyed: string[] = []
   const failed: string[] = []
-  for (const [ref, vm] of Object.entries(vms)) {
+  for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
     if (!vm.is_a_snapshot || oc[OC_BACKUP_RUN] === undefined) continue
     const created = Date.parse(oc[OC_CREATED] ?? '')

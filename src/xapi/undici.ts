@@ -1,8 +1,9 @@
 // undici's Agent and request, loaded without the rest of the package. undici's index loads
 // fetch, WebSocket, EventSource, the caches, the mock agents and more: 120 ms of every hook's
-// start-up on the benchmark machine, where the two modules used here take 40 ms (`npm run
-// bench`, the start-up line). Both are stable parts of undici 7, which package-lock.json pins;
-// every test that makes an XML-RPC call fails if they move.
+// start-up on the benchmark machine, where the two modules used here take 40 ms (timed imports
+// on one core; `dpxen --help` went from 370-394 to 285-303 ms). Both are stable parts of
+// undici 7, which package-lock.json pins; every test that makes an XML-RPC call fails if they
+// move.
 import { createRequire } from 'node:module'
 import type { Agent as UndiciAgent, Dispatcher } from 'undici'
 

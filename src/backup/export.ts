@@ -27,6 +27,8 @@ export interface ExportRequest {
   signal: AbortSignal
   /** Check the XVA while it streams (layout, every checksum). */
   verify: boolean
+  /** Write around the page cache where the system allows it (see FileSink). */
+  direct: boolean
   /** Seconds without a byte before the export counts as stalled. */
   stallTimeout: number
   onBytes?: (bytes: number) => void
@@ -76,7 +78,10 @@ export async function exportToFile(
       mode: 0o600,
       slabSize: SLAB_SIZE,
       slabs: SLABS,
+      direct: req.direct,
     })
+    if (req.direct && !sink.direct)
+      log.debug(`${partialPath}: O_DIRECT refused, writing through the page cache`)
     const taking = new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake: () => res.resume() })
     intake = taking
     let result: StreamResult

@@ -75,6 +75,7 @@ async function exportAndDescribe(
     compression: ctx.config.compression,
     stallTimeout: ctx.config.stallTimeout,
     verify: ctx.config.verifyExport,
+    direct: ctx.config.directIo,
     signal: ctx.signal,
     ...(ctx.onBytes ? { onBytes: ctx.onBytes } : {}),
   })

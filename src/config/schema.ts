@@ -36,6 +36,8 @@ export interface Config {
   failSessionOnError: boolean
   /** Verify each XVA while it streams (layout and every chunk checksum). */
   verifyExport: boolean
+  /** Write XVA files around the page cache where the system allows it (Linux O_DIRECT). */
+  directIo: boolean
   /** Online restore: create the VM from the snapshot when it no longer exists. */
   restoreMissingVm: boolean
   /** Restore: put each disk back on the SR it came from when that SR exists (else `sr`). */
@@ -73,6 +75,7 @@ export const KEYS = [
   'originalSr',
   'startAfterRestore',
   'verifyExport',
+  'directIo',
 ] as const
 
 /** Keys the original DPxen_config.py spells differently. */
@@ -350,6 +353,7 @@ export function validateConfig(
     originalSr: bool('originalSr', false),
     startAfterRestore: bool('startAfterRestore', false),
     verifyExport: bool('verifyExport', true),
+    directIo: bool('directIo', true),
   } satisfies Config
   return problems.length ? { problems } : { config, problems }
 }

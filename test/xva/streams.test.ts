@@ -2,12 +2,14 @@
 // and the slab file writer (exact bytes at any piece size, pieces copied, errors reported).
 import { createHash, randomBytes } from 'node:crypto'
 import {
+  constants,
   existsSync,
   promises as fsp,
   readdirSync,
   readFileSync,
   readlinkSync,
   realpathSync,
+  statSync,
   writeFileSync,
 } from 'node:fs'
 import { join } from 'node:path'
@@ -101,6 +103,123 @@ describe('FileSink', () => {
     await fill(sink, data, piece)
     await sink.close()
     expect(sha(readFileSync(join(dir, 'out')))).toBe(expected)
+  })
+
+  describe('direct writes (O_DIRECT)', () => {
+    const linux = constants.O_DIRECT !== undefined
+    const slab = 64 * 1024
+
+    /** Replaces FileHandle.prototype.write while `run` runs. */
+    async function withWrite(
+      replace: (write: (...args: unknown[]) => Promise<unknown>) => (...args: unknown[]) => Promise<unknown>,
+      run: () => Promise<void>,
+    ): Promise<void> {
+      const probe = await fsp.open(join(tempDir(), 'probe'), 'w')
+      const proto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> }
+      await probe.close()
+      const write = proto.write
+      proto.write = replace(write)
+      try {
+        await run()
+      } finally {
+        proto.write = write
+      }
+    }
+
+    it.runIf(linux).each([
+      ['a whole number of slabs', 4 * slab],
+      ['a last slab of whole blocks', 3 * slab + 8192],
+      ['a last slab ending inside a block', 3 * slab + 5000],
+      ['less than a block', 100],
+      ['nothing', 0],
+    ])('writes exactly the bytes given, %s, around the page cache', async (_what, size) => {
+      const path = join(tempDir(), 'out')
+      const data = randomBytes(size)
+      const expected = sha(data)
+      const sink = await FileSink.open(path, { slabSize: slab, slabs: 3, direct: true, flags: 'wx' })
+      expect(sink.direct).toBe(true)
+      await fill(sink, data, 10_000)
+      await sink.close()
+      // Padding of the last write cut off: the file is exactly the data.
+      expect(statSync(path).size).toBe(size)
+      expect(sha(readFileSync(path))).toBe(expected)
+    })
+
+    it('is not used unless asked for, nor with slabs that are not whole blocks', async () => {
+      const dir = tempDir()
+      expect((await FileSink.open(join(dir, 'a'), { slabSize: slab })).direct).toBe(false)
+      const odd = await FileSink.open(join(dir, 'b'), { slabSize: 5000, direct: true })
+      expect(odd.direct).toBe(false)
+      await fill(odd, randomBytes(12_345), 3000)
+      await odd.close()
+      expect(statSync(join(dir, 'b')).size).toBe(12_345)
+    })
+
+    it.runIf(linux)(
+      'goes on with ordinary writes when the file system refuses a direct write (EINVAL)',
+      async () => {
+        const path = join(tempDir(), 'out')
+        const data = randomBytes(5 * slab + 777)
+        const expected = sha(data)
+        let refused = 0
+        await withWrite(
+          (write) =>
+            async function (this: unknown, ...args: unknown[]) {
+              // The first two writes (both direct, under way together) are refused as misaligned.
+              if (refused < 2) {
+                refused++
+                throw Object.assign(new Error('EINVAL: invalid argument, write'), { code: 'EINVAL' })
+              }
+              return write.apply(this, args)
+            },
+          async () => {
+            const sink = await FileSink.open(path, { slabSize: slab, slabs: 3, direct: true })
+            await fill(sink, data, 20_000)
+            await sink.close()
+            expect(sink.direct).toBe(false)
+          },
+        )
+        expect(refused).toBe(2)
+        expect(sha(readFileSync(path))).toBe(expected)
+      },
+    )
+
+    it.runIf(linux)(
+      'opens the file again for ordinary writes where O_DIRECT is refused at open',
+      async () => {
+        const path = join(tempDir(), 'out')
+        const open = fsp.open
+        // As Linux does on a file system without O_DIRECT: the file is created, then EINVAL.
+        fsp.open = async (file, flags, mode) => {
+          if (typeof flags === 'number' && flags & constants.O_DIRECT!) {
+            await (await open(file, 'w', mode)).close()
+            throw Object.assign(new Error('EINVAL: invalid argument, open'), { code: 'EINVAL' })
+          }
+          return open(file, flags, mode)
+        }
+        try {
+          const data = randomBytes(2 * slab + 10)
+          const expected = sha(data)
+          const sink = await FileSink.open(path, { slabSize: slab, direct: true, flags: 'wx', mode: 0o600 })
+          expect(sink.direct).toBe(false)
+          await fill(sink, data, 8000)
+          await sink.close()
+          expect(sha(readFileSync(path))).toBe(expected)
+          expect(statSync(path).mode & 0o777).toBe(0o600)
+        } finally {
+          fsp.open = open
+        }
+      },
+    )
+
+    it.runIf(linux)("still refuses an existing file with flags 'wx'", async () => {
+      const path = join(tempDir(), 'out')
+      writeFileSync(path, 'keep')
+      await expect(FileSink.open(path, { flags: 'wx', direct: true, slabSize: slab })).rejects.toMatchObject({
+        code: 'EEXIST',
+      })
+      expect(readFileSync(path, 'utf8')).toBe('keep')
+    })
   })
 
   it('refuses a piece larger than its room or a slab instead of growing', async () => {

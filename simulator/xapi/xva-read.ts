@@ -3,13 +3,14 @@
 // checked, gaps filled with zeros, the last chunk required. On failure everything created is
 // removed again (unless force), but a VM replaced by restore=true stays destroyed, as in xapi.
 import { randomUUID } from 'node:crypto'
-import { promises as fsp } from 'node:fs'
 import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { ByteReader, readTar, type TarEntry } from './tar-read.js'
 import { DecompressStream } from 'zstd-napi'
 import type { SimContext } from './context.js'
 import type { Rec } from './db.js'
+import { CHUNK } from './disks.js'
+import { DiskWriter } from './disk-writer.js'
 import { XapiFailure } from './errors.js'
 import { macFor, newVbdRecord, refreshVmOps } from './factory.js'
 import { NULL_REF, SCHEMA } from './schema.js'
@@ -357,7 +358,7 @@ async function receiveDisk(
   options: ImportOptions,
   progress: (bytes: number) => void,
 ): Promise<void> {
-  const handle = await fsp.open(sim.disks.path(uuid), 'r+')
+  const writer = await DiskWriter.open(sim.disks.path(uuid), CHUNK)
   let firstChunkLength: number | undefined
   let offset = 0
   let last: string | undefined
@@ -398,14 +399,15 @@ async function receiveDisk(
       const sum = sumEntry.data.toString('ascii')
       if (sum !== checksumOf(kind, data) && !options.force)
         throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
-      if (data.length) await handle.write(data, 0, data.length, offset)
+      if (data.length) await writer.write(data, offset)
       offset += data.length
       progress(data.length + gap * firstChunkLength)
       last = suffix
       lastNumber = number
       if (disk.size === 0) break
     }
+    await writer.close()
   } finally {
-    await handle.close()
+    await writer.close().catch(() => undefined)
   }
 }

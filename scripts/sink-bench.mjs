@@ -1,9 +1,10 @@
 // node scripts/sink-bench.mjs FILE.xva DIR [RUNS]: the export's receiving end without the network.
-// Reads a cached XVA in 256 KiB pieces and writes it into DIR two ways, taking turns:
-//   intake  dpxen's XvaIntake + FileSink (hash, verify, copy into 1 MiB slabs written by
-//           libuv's thread pool, fsync)
+// Reads a cached XVA in 256 KiB pieces and writes it into DIR three ways, taking turns:
+//   direct  dpxen's XvaIntake + FileSink as the export uses them (hash, verify, copy into 1 MiB
+//           slabs written around the page cache (O_DIRECT) by libuv's thread pool, fsync)
+//   intake  the same through the page cache (directIo: false, or no O_DIRECT)
 //   inline  the same hash and verification, the slab written synchronously by the main thread
-//           (as curl writes), fsync
+//           into the page cache (as curl writes), fsync
 // and prints wall time and CPU (user, system) of each run. Run it under `taskset -c 1` to see
 // one core, without to see all of them.
 import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync } from 'node:fs'
@@ -25,10 +26,10 @@ const PIECE = 256 * 1024
 const SLAB = 1024 * 1024
 const out = join(dir, 'sink-bench.xva')
 
-async function intake() {
+async function intake(direct) {
   const input = openSync(file, 'r')
   const piece = Buffer.allocUnsafeSlow(PIECE)
-  const sink = await FileSink.open(out, { slabSize: SLAB, slabs: 4 })
+  const sink = await FileSink.open(out, { slabSize: SLAB, slabs: 4, direct })
   let wake
   const taking = new XvaIntake(sink, { verify: true, maxPiece: PIECE, wake: () => wake() })
   for (let n, position = 0; (n = readSync(input, piece, 0, PIECE, position)) > 0; position += n) {
@@ -70,16 +71,15 @@ async function inline() {
   closeSync(input)
 }
 
+const contenders = [
+  ['direct', () => intake(true)],
+  ['intake', () => intake(false)],
+  ['inline', inline],
+]
 for (let r = 0; r < Number(runs); r++) {
-  for (const [name, run] of r % 2
-    ? [
-        ['inline', inline],
-        ['intake', intake],
-      ]
-    : [
-        ['intake', intake],
-        ['inline', inline],
-      ]) {
+  // Each run in another order.
+  for (let i = 0; i < contenders.length; i++) {
+    const [name, run] = contenders[(i + r) % contenders.length]
     const started = performance.now()
     const before = process.cpuUsage()
     await run()

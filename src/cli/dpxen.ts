@@ -2,14 +2,17 @@
 // would back up (disks, snapshot capability, sizes) and whether backupDir has room.
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 import { existsSync, promises as fsp } from 'node:fs'
-import { DpxenError } from '../errors.js'
+import { join } from 'node:path'
+import { DpxenError, messageOf } from '../errors.js'
 import { formatBytes } from '../format.js'
 import { createLogger } from '../log.js'
 import { freeSpace } from '../backup/files.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { startHook } from '../backup/run.js'
 import { readPool, selectVms } from '../backup/select.js'
+import { PARTIAL_SUFFIX } from '../backup/tags.js'
 import { connect } from '../xapi/connect.js'
+import { FileSink } from '../xva/file-sink.js'
 import { verifyFile } from '../xva/verify-file.js'
 import type { HookContext } from './context.js'
 import { EXIT } from './exit-codes.js'
@@ -66,12 +69,31 @@ async function check(ctx: HookContext): Promise<number> {
       log.info(
         `${room ? 'ok     ' : 'PROBLEM'} ${config.backupDir}: ${formatBytes(free)} free, the backup needs up to ${formatBytes(total)}`,
       )
+      log.info(`note    ${config.backupDir}: ${await writeMode(config.backupDir, config.directIo)}`)
     } else log.info(`note    ${config.backupDir} does not exist yet; the pre-exec creates it`)
   } finally {
     await conn.close()
   }
   log.info(problems ? `not ready: ${problems} problem(s)` : 'ready')
   return problems ? EXIT.VM_FAILED : EXIT.OK
+}
+
+/** How XVA files would be written in `dir`: tried with one block in a file of its own. */
+async function writeMode(dir: string, direct: boolean): Promise<string> {
+  if (!direct) return 'XVA files are written through the page cache (directIo: false)'
+  const probe = join(dir, `.dpxen-check-${process.pid}${PARTIAL_SUFFIX}`)
+  try {
+    const sink = await FileSink.open(probe, { flags: 'wx', mode: 0o600, slabSize: 4096, slabs: 2, direct })
+    sink.take(Buffer.alloc(4096))
+    await sink.close()
+    return sink.direct
+      ? 'XVA files are written around the page cache (O_DIRECT)'
+      : 'XVA files are written through the page cache (this system or file system has no O_DIRECT)'
+  } catch (error) {
+    return `a test write failed: ${messageOf(error)}`
+  } finally {
+    await fsp.rm(probe, { force: true })
+  }
 }
 
 async function verify(ctx: HookContext, file: string): Promise<number> {

@@ -1,5 +1,5 @@
 // The operator command: dpxen check and dpxen verify, as executables.
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
+import { constants, copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
@@ -28,14 +28,27 @@ describe('dpxen check / verify', () => {
     expect(result.stdout).toMatch(/^PROBLEM legacy-win/m)
     expect(result.stdout).toMatch(/^ {10}disk 0: 4\.0 MiB on Removable storage, snapshot NOT allowed$/m)
     expect(result.stdout).toMatch(new RegExp(`^ok {6}${dir}: .* free, the backup needs up to `, 'm'))
+    // How XVA files will be written there, found by writing a block (the probe file is gone).
+    const direct =
+      constants.O_DIRECT !== undefined ? 'around the page cache \\(O_DIRECT\\)' : 'through the page cache'
+    expect(result.stdout).toMatch(new RegExp(`^note {4}${dir}: XVA files are written ${direct}$`, 'm'))
+    expect(readdirSync(dir).filter((f) => f.startsWith('.dpxen-check'))).toEqual([])
     expect(result.stdout.trim().split('\n').at(-1)).toBe('not ready: 1 problem(s)')
     const offline = writeConfig(
       dir,
-      { mode: 'allOffline', url: sim.url, username: 'root', password: 'xenroot', backupDir: dir },
+      {
+        mode: 'allOffline',
+        url: sim.url,
+        username: 'root',
+        password: 'xenroot',
+        backupDir: dir,
+        directIo: false,
+      },
       'off.json',
     )
     const ready = await execa(DPXEN, ['check', offline], { reject: false })
     expect(ready.exitCode).toBe(0)
+    expect(ready.stdout).toContain(`${dir}: XVA files are written through the page cache (directIo: false)`)
     expect(ready.stdout.trim().split('\n').at(-1)).toBe('ready')
   })
 

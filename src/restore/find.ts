@@ -6,9 +6,9 @@ import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { OC_VM_NAME, OC_VM_UUID } from '../backup/tags.js'
-import { verifyXva, type PipeResult } from '../xva/pipe.js'
+import type { PipeResult } from '../xva/pipe.js'
+import { verifyFile } from '../xva/verify-file.js'
 import { DpxenError } from '../errors.js'
-import { createReadStream } from 'node:fs'
 
 export interface RestoreItem {
   file: string
@@ -60,13 +60,7 @@ async function readManifest(path: string): Promise<Manifest | undefined> {
  */
 export async function examine(dir: string, file: string, signal: AbortSignal): Promise<RestoreItem> {
   const path = join(dir, file)
-  const stream = createReadStream(path, { highWaterMark: 1024 * 1024 })
-  let verified: PipeResult
-  try {
-    verified = await verifyXva(stream, { signal })
-  } finally {
-    stream.destroy()
-  }
+  const verified = await verifyFile(path, signal)
   const manifest = await readManifest(path)
   if (manifest && (manifest.file.xxh64 !== verified.xxh64 || manifest.file.bytes !== verified.bytes)) {
     throw new DpxenError(

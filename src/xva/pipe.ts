@@ -3,7 +3,6 @@
 // verifier, with backpressure, so memory stays flat at any size. (An export's receiving end,
 // which also writes the file, is intake.ts.)
 import { Xxh64 } from '@node-rs/xxhash'
-import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import { Readable, type Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
@@ -51,7 +50,10 @@ export interface PipeOptions {
   onBytes?: (total: number) => void
 }
 
-/** Reads `source` to its end, writing and verifying; throws XVA_INVALID, ABORTED, or the source's error. */
+/**
+ * Reads `source` to its end, hashing and verifying; throws XVA_INVALID, ABORTED, or the source's
+ * error. Each piece is done with before the next is asked for, so a source may reuse its buffer.
+ */
 export async function pipeXva(
   source: AsyncIterable<Buffer> | Readable,
   options: PipeOptions = {},
@@ -84,7 +86,12 @@ export async function pipeXva(
       fileHash.update(chunk)
       if (verify) {
         if (unzip) {
-          if (!unzip.write(chunk)) await Promise.race([once(unzip, 'drain'), unzipped!])
+          // Until the decompressor has taken the piece in: the source may reuse its buffer.
+          const taken = new Promise<void>((resolve, reject) =>
+            unzip!.write(chunk, (error) => (error ? reject(error) : resolve())),
+          )
+          taken.catch(() => undefined) // a failure comes through the race
+          await Promise.race([taken, unzipped!])
         } else verifier.push(chunk)
       }
       options.onBytes?.(bytes)

@@ -1,6 +1,6 @@
-// Writes an imported disk's chunks at their offsets, as tapdisk does on a real host: around the
-// page cache (O_DIRECT) where the system allows it, a few writes under way while the next chunk
-// is read. Each chunk is copied into one of a few page-aligned slabs (a WebAssembly.Memory:
+// Writes an imported disk's chunks at their offsets: around the page cache (O_DIRECT) where the
+// system allows it (a real host's storage is not this machine's page cache either), a few writes
+// under way while the next chunk is read. Each chunk is copied into one of a few page-aligned slabs (a WebAssembly.Memory:
 // O_DIRECT needs aligned memory, which Buffer allocations are not), so the caller may reuse its
 // buffer at once. A chunk whose offset or length is not whole 4 KiB blocks (the end of a disk
 // of odd size) goes through the page cache on a second descriptor; so does everything where the

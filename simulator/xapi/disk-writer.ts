@@ -1,10 +1,12 @@
 // Writes an imported disk's chunks at their offsets: around the page cache (O_DIRECT) where the
 // system allows it (a real host's storage is not this machine's page cache either), a few writes
-// under way while the next chunk is read. Each chunk is copied into one of a few page-aligned slabs (a WebAssembly.Memory:
-// O_DIRECT needs aligned memory, which Buffer allocations are not), so the caller may reuse its
-// buffer at once. A chunk whose offset or length is not whole 4 KiB blocks (the end of a disk
-// of odd size) goes through the page cache on a second descriptor; so does everything where the
-// file system refuses O_DIRECT (EINVAL), or where there is no O_DIRECT (Windows).
+// under way while the next chunk is read. Each chunk is copied into one of a few page-aligned
+// slabs (a WebAssembly.Memory: O_DIRECT needs aligned memory, which Buffer allocations are not),
+// so the caller may reuse its buffer at once. A chunk whose offset or length is not whole 4 KiB
+// blocks (the end of a disk of odd size) goes through the page cache on a second descriptor; so
+// does everything where the file system refuses O_DIRECT (EINVAL), or where there is no O_DIRECT
+// (Windows). The aligned memory is made as in dpxen's FileSink, not imported from it: the
+// simulator stands apart from the client it tests.
 //
 // Why: through the page cache, the simulator's import was CPU-bound in the kernel, and on a
 // virtual machine that hands freed memory back to its host the cost of that copy varied

@@ -12,6 +12,9 @@ export type DpxenErrorCode =
   | 'NO_SPACE' // not enough free space in backupDir
   | 'EXPORT_FAILED' // the export stream or its task failed
   | 'XVA_INVALID' // an XVA stream or file is corrupt or not an XVA
+  | 'TRANSFER_STALLED' // the host sent (or took) nothing for stallTimeout
+  | 'TRANSFER_CLOSED' // the connection ended before the transfer did
+  | 'LOCAL_IO' // writing or reading a file on this client failed (full, read-only, I/O error)
   | 'VM_FAILED' // at least one VM could not be backed up or restored
   | 'ABORTED' // SIGTERM or SIGINT
 
@@ -47,4 +50,27 @@ export function isXapiError(error: unknown, ...codes: string[]): error is XapiEr
 export function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message.split('\n')[0]!
   return String(error)
+}
+
+/** What a local failure means and what to do about it, for those an administrator can act on. */
+const LOCAL_HINTS: Record<string, [string, string]> = {
+  ENOSPC: ['the staging folder is full', 'free space in backupDir or move it to a larger disk'],
+  EDQUOT: ['the disk quota is exceeded', "raise the quota of backupDir's owner or free space"],
+  EROFS: ['the file system is read-only', 'make backupDir writable'],
+  EACCES: ['permission denied', 'backupDir must be writable by the user Data Protector runs the hook as'],
+  EPERM: [
+    'operation not permitted',
+    'backupDir must be writable by the user Data Protector runs the hook as',
+  ],
+}
+
+/** A failure of this client's file system, as LOCAL_IO with what to do; DpxenErrors pass as they are. */
+export function localIoError(path: string, error: unknown): DpxenError {
+  if (error instanceof DpxenError) return error
+  const code = (error as NodeJS.ErrnoException).code ?? ''
+  const hint = LOCAL_HINTS[code]
+  const message = hint
+    ? `${hint[0]} (${code}) writing ${path}: ${hint[1]}`
+    : `cannot write ${path}: ${code || messageOf(error)}`
+  return new DpxenError('LOCAL_IO', message, { cause: error })
 }

@@ -2,6 +2,7 @@
 
 export const FAULT_KINDS = [
   'export-truncate', // cut the export after ARG bytes; the task fails
+  'export-lose-tail', // send only the first ARG bytes of the export, yet the task succeeds (a proxy that drops the end)
   'export-stall', // stop sending mid-export for ARG seconds
   'export-keepalive', // emit xapi's empty keep-alive chunk entries
   'snapshot-fail', // VM.snapshot fails with SR_BACKEND_FAILURE_109 (chain too long)
@@ -47,7 +48,7 @@ export function parseFault(spec: string): Fault {
   if (!FAULT_KINDS.includes(kind as FaultKind)) {
     throw new Error(`unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`)
   }
-  if (kind === 'export-truncate') parseSize(arg ?? '')
+  if (kind === 'export-truncate' || kind === 'export-lose-tail') parseSize(arg ?? '')
   if ((kind === 'export-stall' || kind === 'import-stall') && !(Number(arg) >= 0)) {
     throw new Error(`${kind} needs seconds, e.g. ${kind}:30`)
   }

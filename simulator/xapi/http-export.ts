@@ -55,7 +55,8 @@ export async function handleExport(call: HttpCall): Promise<void> {
     aborter.abort(new XapiFailure('TASK_CANCELLED', auth.task)),
   )
   const truncate = sim.faults.get('export-truncate')
-  const limit = truncate ? parseSize(truncate.arg ?? '0') : Infinity
+  const loseTail = sim.faults.get('export-lose-tail')
+  const limit = truncate || loseTail ? parseSize((truncate ?? loseTail)!.arg ?? '0') : Infinity
   const stall = sim.faults.get('export-stall')
   writeRawHead(socket, 'HTTP/1.0 200 OK', {
     Connection: 'close',
@@ -82,10 +83,12 @@ export async function handleExport(call: HttpCall): Promise<void> {
     const sink = async (stream: AsyncIterable<Buffer>): Promise<void> => {
       for await (const chunk of stream) {
         const room = limit - sent
+        // The rest is made (the task succeeds) and never reaches the client.
+        if (loseTail && room <= 0) continue
         const piece = chunk.length > room ? chunk.subarray(0, room) : chunk
         sent += piece.length
         if (piece.length && !socket.write(piece)) await once(socket, 'drain', { signal: aborter.signal })
-        if (sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
+        if (truncate && sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
       }
     }
     if (zip) await pipeline(Readable.from(xva, { objectMode: false }), zip, sink, { signal: aborter.signal })

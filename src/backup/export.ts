@@ -110,11 +110,11 @@ export async function exportToFile(
       }
       // A local failure (the disk) is the cause, whatever the host then says about the closed
       // connection; otherwise the host's task says why the stream ended.
-      const local = LOCAL_CODES.has(String((error as { code?: string }).code))
-      const hostError = local ? undefined : await taskError(session, task, 2000)
+      const code = error instanceof DpxenError ? error.code : undefined
+      const hostError = code === 'LOCAL_IO' ? undefined : await taskError(session, task, 2000)
       throw new DpxenError(
-        'EXPORT_FAILED',
-        `the export stopped after ${received} bytes: ${hostError ?? describeStreamError(error)}`,
+        code === 'LOCAL_IO' || code === 'TRANSFER_STALLED' ? code : 'EXPORT_FAILED',
+        `the export stopped after ${received} bytes: ${hostError ?? messageOf(error)}`,
         { cause: error },
       )
     }
@@ -140,18 +140,6 @@ export async function exportToFile(
     }
     await destroyTask(session, task)
   }
-}
-
-/** Errors of the local file system, not of the host. */
-const LOCAL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EACCES', 'EPERM', 'EROFS', 'EFBIG'])
-
-function describeStreamError(error: unknown): string {
-  const code = (error as { code?: string }).code
-  if (code === 'ETIMEDOUT_IDLE') return 'the host sent nothing for too long (stalled; see stallTimeout)'
-  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') return 'the connection was closed'
-  if (code === 'ENOSPC')
-    return 'the staging folder is full (ENOSPC): free space in backupDir or move it to a larger disk'
-  return messageOf(error)
 }
 
 /** The task's error_info, if it failed within `ms`. */

@@ -31,6 +31,8 @@ export interface Manifest {
     xxh64: string
     compression: string
     checksum: string
+    /** Whether every chunk's checksum was compared while the export streamed (verifyExport). */
+    checksumsVerified: boolean
     tarBytes: number
   }
   xapiVersion: string
@@ -75,10 +77,11 @@ export function buildManifest(args: {
       bytes: result.bytes,
       xxh64: result.xxh64,
       compression: result.compression,
-      checksum: result.summary?.checksum ?? 'not verified',
-      tarBytes: result.summary?.tarBytes ?? 0,
+      checksum: result.summary.checksum,
+      checksumsVerified: result.checksumsVerified,
+      tarBytes: result.summary.tarBytes,
     },
-    xapiVersion: result.summary?.xapiVersion ?? '',
+    xapiVersion: result.summary.xapiVersion,
     started: args.started.toISOString(),
     finished: new Date().toISOString(),
     seconds: Number(result.seconds.toFixed(3)),

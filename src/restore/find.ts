@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { OC_VM_NAME, OC_VM_UUID } from '../backup/tags.js'
-import type { PipeResult } from '../xva/pipe.js'
+import type { StreamResult } from '../xva/pipe.js'
 import { verifyFile } from '../xva/verify-file.js'
 import { DpxenError } from '../errors.js'
 
@@ -17,7 +17,7 @@ export interface RestoreItem {
   vmName: string
   vmUuid: string
   manifest?: Manifest
-  verified: PipeResult
+  verified: StreamResult
 }
 
 export function isOnlineFile(name: string): boolean {

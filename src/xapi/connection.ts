@@ -158,6 +158,14 @@ export function createStreamAgents(policy: TlsPolicy = {}): {
   }
 }
 
+/** TRANSFER_STALLED: the host sent (or, for an upload, took) nothing for `idleMs`. */
+export function stalledError(origin: string, idleMs: number, what: 'sent' | 'took' = 'sent'): DpxenError {
+  return new DpxenError(
+    'TRANSFER_STALLED',
+    `${origin} ${what} nothing for ${Math.max(1, Math.round(idleMs / 1000))} s (stalled; see stallTimeout)`,
+  )
+}
+
 const TLS_CODES = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
   'SELF_SIGNED_CERT_IN_CHAIN',

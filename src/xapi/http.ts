@@ -3,7 +3,7 @@
 import { request as httpRequest, type IncomingMessage, type Agent as HttpAgent } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
 import { DpxenError } from '../errors.js'
-import { connectionError, type SocketPolicy } from './connection.js'
+import { connectionError, stalledError, type SocketPolicy } from './connection.js'
 import type { XapiSession } from './session.js'
 
 const MAX_REDIRECTS = 3
@@ -41,15 +41,9 @@ function once(agents: StreamAgents, url: string, options: GetOptions): Promise<I
       ...({ highWaterMark: READ_BUFFER } as object),
       ...(options.signal ? { signal: options.signal } : {}),
     })
-    req.setTimeout(options.idleMs, () =>
-      req.destroy(Object.assign(new Error('the host sent nothing for too long'), { code: 'ETIMEDOUT_IDLE' })),
-    )
+    req.setTimeout(options.idleMs, () => req.destroy(stalledError(target.origin, options.idleMs)))
     req.once('response', (res) => {
-      res.setTimeout(options.idleMs, () =>
-        res.destroy(
-          Object.assign(new Error('the host sent nothing for too long'), { code: 'ETIMEDOUT_IDLE' }),
-        ),
-      )
+      res.setTimeout(options.idleMs, () => res.destroy(stalledError(target.origin, options.idleMs)))
       resolve(res)
     })
     req.once('error', (error) => {

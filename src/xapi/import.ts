@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs'
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { DpxenError, XapiError } from '../errors.js'
-import { connectionError } from './connection.js'
+import { connectionError, stalledError } from './connection.js'
 import { drain, resourceUrl, type StreamAgents } from './http.js'
 import type { XapiSession } from './session.js'
 import { cancelTask, destroyTask, waitTask } from './tasks.js'
@@ -29,9 +29,7 @@ function put(agents: StreamAgents, url: string, length: number, idleMs: number, 
     headers: { 'content-length': String(length), 'content-type': 'application/octet-stream' },
     signal,
   })
-  req.setTimeout(idleMs, () =>
-    req.destroy(Object.assign(new Error('the host took nothing for too long'), { code: 'ETIMEDOUT_IDLE' })),
-  )
+  req.setTimeout(idleMs, () => req.destroy(stalledError(target.origin, idleMs, 'took')))
   const response = new Promise<IncomingMessage>((resolve, reject) => {
     req.once('response', resolve)
     req.once('error', reject)

@@ -14,6 +14,7 @@
 // ordinary writes, silently: `direct` says which it used.
 import { constants, promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
+import { localIoError } from '../errors.js'
 
 /** How long abort() waits for writes under way. */
 export const ABORT_WAIT_MS = 2000
@@ -122,7 +123,7 @@ export class FileSink {
     return this.#free.length * this.#slabSize + (this.#current ? this.#slabSize - this.#used : 0)
   }
 
-  /** The first write error, if any (ENOSPC…). */
+  /** The first write error, if any (LOCAL_IO: ENOSPC…). */
   get failure(): Error | undefined {
     return this.#failure
   }
@@ -159,7 +160,7 @@ export class FileSink {
     this.#position += length
     this.#writing++
     void this.#writeAll(slab, length, position)
-      .catch((error: Error) => (this.#failure ??= error))
+      .catch((error: unknown) => (this.#failure ??= localIoError(this.path, error)))
       .finally(() => {
         this.#writing--
         this.#free.push(slab)
@@ -213,6 +214,8 @@ export class FileSink {
       // The last direct write's padding goes; fsync covers the file whichever handle wrote it.
       if (this.#wroteDirect) await this.#handle.truncate(this.#position)
       await this.#handle.sync()
+    } catch (error) {
+      throw localIoError(this.path, error)
     } finally {
       await this.#closeHandles()
     }

@@ -1,22 +1,29 @@
 // The receiving end of an export: each piece of the stream, as it comes off the socket, is
-// counted, hashed (XXH64 of the file, for the manifest), verified (plain XVA: synchronously;
+// counted, hashed (XXH64 of the file, for the manifest), checked (plain XVA: synchronously;
 // gzip/zstd: through the decompressor) and copied into the file's slabs, all before the
-// reader reuses its buffer. push() says when to stop reading; the wake callback says when to
+// reader reuses its buffer. The check always covers the layout and the tar end marker, so a
+// cut-off export can never pass for a whole one; `verify` adds every chunk's checksum. push() says when to stop reading; the wake callback says when to
 // go on.
 import { Xxh64 } from '@node-rs/xxhash'
 import type { Transform } from 'node:stream'
 import { DpxenError } from '../errors.js'
 import type { FileSink } from './file-sink.js'
-import { decompressor, sniffCompression, type StreamCompression, type StreamResult } from './pipe.js'
+import {
+  corruptStream,
+  decompressor,
+  sniffCompression,
+  type StreamCompression,
+  type StreamResult,
+} from './pipe.js'
 import { XvaVerifier } from './verify.js'
 
 export class XvaIntake {
   #sink: FileSink
-  #verify: boolean
   /** The largest piece push() may be given. */
   #maxPiece: number
   #wake: () => void
-  #verifier = new XvaVerifier()
+  #verifier: XvaVerifier
+  #verify: boolean
   #hash = new Xxh64(0n)
   #bytes = 0
   #kind: StreamCompression | undefined
@@ -29,6 +36,7 @@ export class XvaIntake {
   constructor(sink: FileSink, options: { verify: boolean; maxPiece: number; wake: () => void }) {
     this.#sink = sink
     this.#verify = options.verify
+    this.#verifier = new XvaVerifier({ checksums: options.verify })
     this.#maxPiece = options.maxPiece
     this.#wake = options.wake
   }
@@ -44,17 +52,15 @@ export class XvaIntake {
     this.#bytes += piece.length
     this.#hash.update(piece)
     this.#sink.take(piece)
-    if (this.#verify) {
-      if (this.#unzip) {
-        if (!this.#unzip.write(Buffer.from(piece))) {
-          this.#unzipFull = true
-          this.#unzip.once('drain', () => {
-            this.#unzipFull = false
-            this.#maybeWake()
-          })
-        }
-      } else this.#verifier.push(piece)
-    }
+    if (this.#unzip) {
+      if (!this.#unzip.write(Buffer.from(piece))) {
+        this.#unzipFull = true
+        this.#unzip.once('drain', () => {
+          this.#unzipFull = false
+          this.#maybeWake()
+        })
+      }
+    } else this.#verifier.push(piece)
     if (this.#canTake()) return true
     this.#waiting = true
     if (this.#sink.room < this.#maxPiece) this.#sink.onRoom(() => this.#maybeWake())
@@ -82,7 +88,7 @@ export class XvaIntake {
 
   #start(head: Buffer): void {
     this.#kind = sniffCompression(head)
-    const unzip = this.#verify ? decompressor(this.#kind) : undefined
+    const unzip = decompressor(this.#kind)
     if (!unzip) return
     this.#unzip = unzip
     this.#unzipped = (async () => {
@@ -96,7 +102,7 @@ export class XvaIntake {
     })
   }
 
-  /** After the last piece: the verification's outcome, the file written, flushed and closed. */
+  /** After the last piece: what the XVA holds (complete), the file written, flushed and closed. */
   async finish(): Promise<StreamResult> {
     try {
       if (this.#unzip) {
@@ -106,10 +112,11 @@ export class XvaIntake {
     } catch (error) {
       throw this.#corrupt(error)
     }
-    const summary = this.#verify ? this.#verifier.finish() : undefined
+    const summary = this.#verifier.finish()
     await this.#sink.close()
     return {
-      ...(summary ? { summary } : {}),
+      summary,
+      checksumsVerified: this.#verify,
       bytes: this.#bytes,
       xxh64: this.#hash.digest().toString(16).padStart(16, '0'),
       compression: this.#kind ?? 'none',
@@ -117,11 +124,7 @@ export class XvaIntake {
   }
 
   #corrupt(error: unknown): DpxenError {
-    if (error instanceof DpxenError) return error
-    return new DpxenError(
-      'XVA_INVALID',
-      `the ${this.#kind} stream is corrupt: ${error instanceof Error ? error.message : String(error)}`,
-    )
+    return corruptStream(this.#kind ?? 'none', error)
   }
 
   /** Stops after a failure: the decompressor goes, the file is closed (the caller removes it). */

@@ -33,9 +33,24 @@ export function decompressor(kind: StreamCompression): Transform | undefined {
   return undefined
 }
 
+/**
+ * The one rule for a failure inside a decompressor: the decompressor is fed nothing but the
+ * stored bytes, so whatever it throws means the gzip or zstd stream is corrupt (XVA_INVALID). A
+ * DpxenError from the verifier it feeds passes as it is.
+ */
+export function corruptStream(kind: StreamCompression, error: unknown): DpxenError {
+  if (error instanceof DpxenError) return error
+  return new DpxenError(
+    'XVA_INVALID',
+    `the ${kind} stream is corrupt: ${error instanceof Error ? error.message : String(error)}`,
+  )
+}
+
 export interface StreamResult {
-  /** What the XVA holds; absent when verification was off. */
-  summary?: XvaSummary
+  /** What the XVA holds: its layout was checked whole, end marker included. */
+  summary: XvaSummary
+  /** Whether every chunk's checksum was compared too. */
+  checksumsVerified: boolean
   /** Bytes as stored (compressed if the stream was). */
   bytes: number
   /** XXH64 of the bytes as stored (16 hex digits): as strong as needed against damage, and 10x cheaper than SHA-256. */
@@ -44,7 +59,7 @@ export interface StreamResult {
 }
 
 export interface PipeOptions {
-  /** Check the XVA on the way (layout and every checksum); on by default. */
+  /** Compare every chunk's checksum on the way (the layout is always checked); on by default. */
   verify?: boolean
   signal?: AbortSignal
   onBytes?: (total: number) => void
@@ -59,7 +74,7 @@ export async function pipeXva(
   options: PipeOptions = {},
 ): Promise<StreamResult> {
   const verify = options.verify !== false
-  const verifier = new XvaVerifier()
+  const verifier = new XvaVerifier({ checksums: verify })
   const fileHash = new Xxh64(0n)
   let bytes = 0
   let unzip: Transform | undefined
@@ -73,36 +88,37 @@ export async function pipeXva(
       if (chunk.length === 0) continue
       if (kind === undefined) {
         kind = sniffCompression(chunk)
-        unzip = verify ? decompressor(kind) : undefined
+        unzip = decompressor(kind)
         if (unzip) {
           const stream = unzip
+          const streamKind = kind
           unzipped = (async () => {
             for await (const out of stream) verifier.push(out as Buffer)
-          })()
+          })().catch((error: unknown) => {
+            throw corruptStream(streamKind, error)
+          })
           unzipped.catch(() => undefined)
         }
       }
       bytes += chunk.length
       fileHash.update(chunk)
-      if (verify) {
-        if (unzip) {
-          // Until the decompressor has taken the piece in: the source may reuse its buffer.
-          const taken = new Promise<void>((resolve, reject) =>
-            unzip!.write(chunk, (error) => (error ? reject(error) : resolve())),
-          )
-          taken.catch(() => undefined) // a failure comes through the race
-          await Promise.race([taken, unzipped!])
-        } else verifier.push(chunk)
-      }
+      if (unzip) {
+        // Until the decompressor has taken the piece in: the source may reuse its buffer.
+        const taken = new Promise<void>((resolve, reject) =>
+          unzip!.write(chunk, (error) => (error ? reject(corruptStream(kind!, error)) : resolve())),
+        )
+        taken.catch(() => undefined) // a failure comes through the race
+        await Promise.race([taken, unzipped!])
+      } else verifier.push(chunk)
       options.onBytes?.(bytes)
     }
     if (unzip) {
       unzip.end()
       await unzipped
     }
-    const summary = verify ? verifier.finish() : undefined
     return {
-      summary,
+      summary: verifier.finish(),
+      checksumsVerified: verify,
       bytes,
       xxh64: fileHash.digest().toString(16).padStart(16, '0'),
       compression: kind ?? 'none',
@@ -110,26 +126,14 @@ export async function pipeXva(
   } catch (error) {
     unzip?.destroy()
     await iterator.return?.()
-    if (error instanceof DpxenError) throw error
-    if (unzip && /incorrect header|invalid|unexpected end|zstd|decompress/i.test(String(error))) {
-      throw new DpxenError(
-        'XVA_INVALID',
-        `the ${kind} stream is corrupt: ${error instanceof Error ? error.message : String(error)}`,
-      )
-    }
     throw error
   }
 }
 
-export interface PipeResult extends StreamResult {
-  summary: XvaSummary
-}
-
-/** pipeXva with verification always on: the result always describes the XVA. */
-export async function verifyXva(
+/** pipeXva with every checksum compared. */
+export function verifyXva(
   source: AsyncIterable<Buffer> | Readable,
   options: Omit<PipeOptions, 'verify'> = {},
-): Promise<PipeResult> {
-  const result = await pipeXva(source, { ...options, verify: true })
-  return { ...result, summary: result.summary! }
+): Promise<StreamResult> {
+  return pipeXva(source, { ...options, verify: true })
 }

@@ -3,7 +3,7 @@
 // again and again: an fs read stream makes a new Buffer for every read, and V8 lets tens of MiB
 // of them pile up before it collects them (the restore hook's peak RSS came from there).
 import { promises as fsp } from 'node:fs'
-import { verifyXva, type PipeResult } from './pipe.js'
+import { verifyXva, type StreamResult } from './pipe.js'
 
 /** Bytes per read. */
 const READ_SIZE = 1024 * 1024
@@ -24,6 +24,6 @@ async function* pieces(path: string): AsyncGenerator<Buffer> {
   }
 }
 
-export async function verifyFile(path: string, signal?: AbortSignal): Promise<PipeResult> {
+export async function verifyFile(path: string, signal?: AbortSignal): Promise<StreamResult> {
   return verifyXva(pieces(path), signal ? { signal } : {})
 }

@@ -108,6 +108,22 @@ describe('backup under faults', () => {
     expect(await powerStates(xapi)).toMatchObject({ Debian: 'Running' })
   })
 
+  it('an export whose tail never arrives fails that VM although the task succeeded, with verifyExport off too', async () => {
+    for (const verifyExport of [true, false]) {
+      const { xapi, backupDir, config } = await setup(
+        { mode: 'online', vmName: ['Debian'], verifyExport },
+        { faults: ['export-lose-tail:3MiB'] },
+      )
+      const result = await run(runPreExec, [config])
+      expect(result.code).toBe(5)
+      expect(result.lines).toContain(
+        'dpxen: Debian: FAILED: the exported XVA is invalid: the archive is cut off at byte 3145728 (truncated)',
+      )
+      expect(files(backupDir)).toEqual(['.dpxen-state.json'])
+      expect(await snapshots(xapi)).toEqual([])
+    }
+  })
+
   it("a failing snapshot (chain too long) fails that VM with xapi's reason", async () => {
     const { config } = await setup(
       { mode: 'online', vmName: ['Debian', 'vm2'] },

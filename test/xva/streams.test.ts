@@ -246,9 +246,13 @@ describe('FileSink', () => {
     sink.take(Buffer.alloc(1024))
     sink.take(Buffer.alloc(1024))
     await new Promise<void>((resolve) => sink.onRoom(resolve))
-    expect(sink.failure).toMatchObject({ code: 'ENOSPC' })
-    expect(() => sink.take(Buffer.alloc(1))).toThrow(/ENOSPC|no space/i)
-    await expect(sink.close()).rejects.toMatchObject({ code: 'ENOSPC' })
+    const full = {
+      code: 'LOCAL_IO',
+      message: expect.stringMatching(/^the staging folder is full \(ENOSPC\) writing \/dev\/full: /),
+    }
+    expect(sink.failure).toMatchObject(full)
+    expect(() => sink.take(Buffer.alloc(1))).toThrow(/ENOSPC/)
+    await expect(sink.close()).rejects.toMatchObject(full)
   })
 
   /** The files this process has open (Linux). */

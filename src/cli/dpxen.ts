@@ -1,5 +1,7 @@
 // `dpxen check [CONFIG]`: validates the configuration, connects, and reports what the mode
-// would back up (disks, snapshot capability, sizes) and whether backupDir has room.
+// would back up (disks, snapshot capability, sizes) and whether backupDir has room. Against an
+// https host whose certificate is not trusted (or no longer the pinned one) it shows the
+// certificate and the exact line to pin it, and goes no further: trust on first use.
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
@@ -11,9 +13,12 @@ import { manifestName, type Manifest } from '../backup/manifest.js'
 import { startHook } from '../backup/run.js'
 import { readPool, selectVms } from '../backup/select.js'
 import { PARTIAL_SUFFIX } from '../backup/tags.js'
+import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
 import { connect } from '../xapi/connect.js'
 import { FileSink } from '../xva/file-sink.js'
 import { verifyFile } from '../xva/verify-file.js'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../log.js'
 import type { HookContext } from './context.js'
 import { EXIT } from './exit-codes.js'
 
@@ -33,6 +38,10 @@ export async function runDpxen(ctx: HookContext): Promise<number> {
 async function check(ctx: HookContext): Promise<number> {
   const { config, log } = await startHook(ctx, 'check')
   log.info(`configuration ${config.source}: OK (mode ${config.mode}, ${config.url}, user ${config.username})`)
+  if (config.url.startsWith('https:') && !(await certificateTrusted(config, log))) {
+    log.info('not ready: the certificate is not trusted (nothing was sent to the host)')
+    return EXIT.CONNECT
+  }
   const conn = await connect(config, log)
   let problems = 0
   try {
@@ -76,6 +85,34 @@ async function check(ctx: HookContext): Promise<number> {
   }
   log.info(problems ? `not ready: ${problems} problem(s)` : 'ready')
   return problems ? EXIT.VM_FAILED : EXIT.OK
+}
+
+/** Whether the host's certificate is trusted as configured; if not, says what it is and how to pin it. */
+async function certificateTrusted(config: Config, log: Logger): Promise<boolean> {
+  const cert = await probeCertificate(config.url, config.caFile ? { caFile: config.caFile } : {})
+  if (config.fingerprint ? cert.fingerprint === config.fingerprint : cert.trusted) {
+    log.info(`ok      certificate ${cert.fingerprint} (${config.fingerprint ? 'pinned' : 'verified'})`)
+    return true
+  }
+  const day = (d: Date): string => d.toISOString().slice(0, 10)
+  if (config.fingerprint) {
+    log.info(`PROBLEM the certificate of ${config.url} has changed since it was pinned:`)
+    log.info(`          pinned  ${config.fingerprint}`)
+    log.info(`          now     ${cert.fingerprint}`)
+  } else {
+    log.info(`PROBLEM the certificate of ${config.url} is not trusted (${cert.reason ?? 'unverified'}):`)
+    log.info(`          SHA-256 ${cert.fingerprint}`)
+  }
+  log.info(`          subject ${cert.subject}; issuer ${cert.issuer}`)
+  log.info(`          valid   ${day(cert.validFrom)} to ${day(cert.validTo)}`)
+  log.info(
+    "          compare it with the host's own (on the host: openssl x509 -noout -fingerprint -sha256 -in /etc/xensource/xapi-ssl.pem)",
+  )
+  log.info(
+    `          if they are the same, ${config.fingerprint ? 'replace the fingerprint line' : 'add this line'} in ${config.source}:`,
+  )
+  log.info(`          ${fingerprintLine(config.source, cert.fingerprint)}`)
+  return false
 }
 
 /** How XVA files would be written in `dir`: tried with one block in a file of its own. */

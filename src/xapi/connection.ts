@@ -23,7 +23,7 @@ export interface TlsPolicy {
 function fingerprintError(actual: string | undefined, pinned: string): DpxenError {
   return new DpxenError(
     'CONNECT_FAILED',
-    `the host's certificate fingerprint ${actual ?? '(none)'} is not the configured ${pinned} (refusing to send credentials)`,
+    `the host's certificate fingerprint ${actual ?? '(none)'} is not the configured ${pinned} (refusing to send credentials; if the certificate was renewed on purpose, run "dpxen check" to pin the new one)`,
   )
 }
 
@@ -185,7 +185,7 @@ export function connectionError(url: string, error: unknown): DpxenError {
   if (TLS_CODES.has(code)) {
     return new DpxenError(
       'CONNECT_FAILED',
-      `cannot verify the certificate of ${url} (${code}): set caFile to the host's CA, or fingerprint to its SHA-256 fingerprint`,
+      `cannot verify the certificate of ${url} (${code}): run "dpxen check" with this configuration to see the certificate and the fingerprint line to add (or set caFile to the host's CA)`,
       { cause: error },
     )
   }

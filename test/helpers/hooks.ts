@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterEach } from 'vitest'
 import type { Hook } from '../../src/cli/context.js'
 import { runHook } from '../../src/cli/main.js'
+import { trustFor } from './tls.js'
 
 const dirs: string[] = []
 
@@ -19,10 +20,22 @@ export function tempDir(prefix = 'dpxen-test-'): string {
   return dir
 }
 
-/** Writes a JSON configuration (mode 600) and returns its path. */
+/**
+ * Writes a JSON configuration (mode 600) and returns its path. A url of an https simulator
+ * started by these helpers gets the run's trust setting (fingerprint or caFile), unless given.
+ */
 export function writeConfig(dir: string, values: Record<string, unknown>, name = 'dpxen.json'): string {
   const path = join(dir, name)
-  writeFileSync(path, name.endsWith('.py') ? String(values.text) : JSON.stringify(values, null, 2))
+  if (name.endsWith('.py')) {
+    const text = String(values.text)
+    const url = /^url\s*=\s*"?([^"\s]+)/m.exec(text)?.[1]
+    const extra = /^(caFile|fingerprint)\s*=/m.test(text) ? {} : trustFor(url)
+    writeFileSync(path, text + Object.entries(extra).map(([k, v]) => `${k} = "${v}"\n`).join(''))
+  } else {
+    const trusted =
+      'caFile' in values || 'fingerprint' in values ? values : { ...values, ...trustFor(values.url) }
+    writeFileSync(path, JSON.stringify(trusted, null, 2))
+  }
   chmodSync(path, 0o600)
   return path
 }

@@ -266,8 +266,8 @@ describe('fault matrix: backups', () => {
       expect(result.text).toMatch(/^dpxen: Debian: FAILED: /m)
       expect(readdirSync(w.backupDir).filter((f) => f.endsWith('.partial') || f.endsWith('.xva'))).toEqual([])
       // The host comes back with what it had: the next run (here the post-exec) puts things right.
-      const { startXapiSim } = await import('../../simulator/xapi/server.js')
-      const again = await startXapiSim({
+      const { startSim } = await import('../helpers/sim.js')
+      const again = await startSim({
         stateDir,
         password: PASSWORD,
         port: Number(new URL(w.sim.url).port),

@@ -1,9 +1,10 @@
 // https: certificate verification on by default; a CA file or a pinned fingerprint works; a
 // mismatch is refused with a clear line, before any credential is sent.
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
+import { runDpxen } from '../../src/cli/dpxen.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { startXapiSim, type XapiSim } from '../../simulator/xapi/server.js'
@@ -45,7 +46,7 @@ describe('https', () => {
     const result = await run(runPreExec, [config])
     expect(result.code).toBe(3)
     expect(result.lines).toEqual([
-      `dpxen: cannot verify the certificate of ${sim.url} (DEPTH_ZERO_SELF_SIGNED_CERT): set caFile to the host's CA, or fingerprint to its SHA-256 fingerprint`,
+      `dpxen: cannot verify the certificate of ${sim.url} (DEPTH_ZERO_SELF_SIGNED_CERT): run "dpxen check" with this configuration to see the certificate and the fingerprint line to add (or set caFile to the host's CA)`,
     ])
     expect(sim.stats().calls).toBe(0)
   })
@@ -74,8 +75,63 @@ describe('https', () => {
     const result = await run(runPreExec, [config])
     expect(result.code).toBe(3)
     expect(result.lines).toEqual([
-      `dpxen: the host's certificate fingerprint ${cert.fingerprint} is not the configured ${other.fingerprint} (refusing to send credentials)`,
+      `dpxen: the host's certificate fingerprint ${cert.fingerprint} is not the configured ${other.fingerprint} (refusing to send credentials; if the certificate was renewed on purpose, run "dpxen check" to pin the new one)`,
     ])
     expect(sim.stats().calls).toBe(0)
+  })
+
+  it('trust on first use: dpxen check shows the certificate and the exact line to pin it; pinned, it is ready', async () => {
+    const { cert, sim, config, dir } = await setup({})
+    sim.stats(true)
+    const first = await run(runDpxen, ['check', config])
+    expect(first.code).toBe(3)
+    expect(first.lines).toContain(
+      `PROBLEM the certificate of ${sim.url} is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT):`,
+    )
+    expect(first.lines).toContain(`          SHA-256 ${cert.fingerprint}`)
+    expect(first.lines).toContain('          subject CN=xapi-sim; issuer CN=xapi-sim')
+    expect(first.text).toMatch(/^ {10}valid {3}\d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d$/m)
+    expect(first.lines).toContain(`          "fingerprint": "${cert.fingerprint}",`)
+    expect(first.lines.at(-1)).toBe(
+      'not ready: the certificate is not trusted (nothing was sent to the host)',
+    )
+    expect(sim.stats().calls).toBe(0)
+    // The administrator adds the line it gave: the check and the backup go through.
+    const values = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>
+    const pinned = writeConfig(
+      dir,
+      { ...values, ...JSON.parse(`{${first.lines.at(-2)!.trim().replace(/,$/, '')}}`) },
+      'pinned.json',
+    )
+    const second = await run(runDpxen, ['check', pinned])
+    expect(second.lines).toContain(`ok      certificate ${cert.fingerprint} (pinned)`)
+    expect(second.lines.at(-1)).toBe('ready')
+    expect((await run(runPreExec, [pinned])).code).toBe(0)
+    // A DPxen_config.py gets the line in its own syntax.
+    const py = writeConfig(
+      dir,
+      {
+        text: `Mode = "online"\nurl = "${sim.url}"\nusername = "root"\npassword = "xenroot"\nvmName = ["vm2"]\nbackupDir = "${join(dir, 'py')}"\n`,
+      },
+      'DPxen_config.py',
+    )
+    expect((await run(runDpxen, ['check', py])).lines).toContain(
+      `          fingerprint = "${cert.fingerprint}"`,
+    )
+  })
+
+  it('a certificate that changed after pinning: dpxen check shows both fingerprints and the line to replace', async () => {
+    const { cert, configWith, dir } = await setup({})
+    const old = await makeCert(dir, 'old')
+    const config = configWith({ fingerprint: old.fingerprint }, 'renewed.json')
+    const result = await run(runDpxen, ['check', config])
+    expect(result.code).toBe(3)
+    expect(result.lines).toEqual(
+      expect.arrayContaining([
+        `          pinned  ${old.fingerprint}`,
+        `          now     ${cert.fingerprint}`,
+        `          "fingerprint": "${cert.fingerprint}",`,
+      ]),
+    )
   })
 })

@@ -3,11 +3,24 @@
 // A demo pool on xapi-sim, a backup session whose pre-exec and post-exec are the dpxen hooks,
 // damage to the pool, a restore session with dpxen's restore post-exec, and proof that the VMs
 // are back: their disk checksums equal those at backup time. It cleans up after itself.
+// The pool serves HTTPS with a self-signed certificate, as a real one does, and the demo trusts
+// it the way an administrator would: `dpxen check` shows the fingerprint, the line goes into
+// the configuration.
 import { createHash } from 'node:crypto'
-import { createReadStream, mkdtempSync, rmSync, writeFileSync, chmodSync, truncateSync } from 'node:fs'
+import {
+  createReadStream,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  chmodSync,
+  truncateSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import { selfSignedCertificate } from '../xapi/self-signed.js'
 import { startXapiSim, type XapiSim } from '../xapi/server.js'
 import { runRestoreSession } from './restore.js'
 import { runBackupSession } from './session.js'
@@ -59,9 +72,32 @@ const show = (m: Message): void => {
     say(`    ${m.source.padEnd(9)} | ${m.text.replace(/^\[Normal\] /, '')}`)
 }
 
+/** `dpxen check` shows the pool's certificate; its fingerprint line goes into the configuration. */
+async function trustOnFirstUse(config: string): Promise<boolean> {
+  const check = (): Promise<{ exitCode?: number; stdout: string }> =>
+    execa(process.execPath, [join(hooks, 'dpxen.js'), 'check', config], { reject: false })
+  say('0. Trust on first use: dpxen check against the pool, whose certificate is self-signed')
+  const first = await check()
+  const lines = first.stdout.split('\n')
+  for (const line of lines.filter((l) => /PROBLEM|SHA-256|subject|valid|fingerprint"/.test(l)))
+    say(`    dpxen check | ${line.trim()}`)
+  const pin = /"fingerprint": "([0-9A-F:]+)"/.exec(first.stdout)?.[1]
+  if (first.exitCode !== 3 || !pin) {
+    say(`    dpxen check did not offer a fingerprint (exit ${first.exitCode}):\n${first.stdout}`)
+    return false
+  }
+  const values = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>
+  writeFileSync(config, JSON.stringify({ ...values, fingerprint: pin }, null, 2))
+  const second = await check()
+  say(`    added the fingerprint line; dpxen check now says: ${second.stdout.trim().split('\n').at(-1)}`)
+  say()
+  return second.exitCode === 0
+}
+
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
-  const sim = await startXapiSim({ demo: true, stateDir: join(work, 'pool'), authFailureDelayMs: 0 })
+  const tls = await selfSignedCertificate(['127.0.0.1', 'localhost'])
+  const sim = await startXapiSim({ demo: true, stateDir: join(work, 'pool'), authFailureDelayMs: 0, tls })
   try {
     const staging = join(work, 'staging')
     const passwordFile = join(work, 'password')
@@ -91,6 +127,7 @@ async function main(): Promise<number> {
     say(`  pool:    xapi-sim at ${sim.url} (VMs Debian, running, 2 disks; vm2, halted; legacy-win)`)
     say(`  dpxen:   online backup of ${vms.join(' and ')} into ${staging}`)
     say()
+    if (!(await trustOnFirstUse(config))) return 1
     const before = await fingerprints(sim, vms)
 
     say(

@@ -3,12 +3,14 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parseFault } from './faults.js'
+import { selfSignedCertificate } from './self-signed.js'
 import { startXapiSim } from './server.js'
 
 const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]
                       [--user U] [--password PW] [--checksum xxhash|sha1]
                       [--member-port P2] [--member-host H2] [--auth-delay SECONDS] [--fault SPEC]...
-                      [--tls-cert FILE --tls-key FILE]`
+                      [--tls | --tls-cert FILE --tls-key FILE]
+  --tls: serve https with a self-signed certificate made at start, as a new host does`
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
@@ -37,6 +39,7 @@ async function main(): Promise<number> {
         'member-host': { type: 'string' },
         'auth-delay': { type: 'string', default: '5' },
         fault: { type: 'string', multiple: true, default: [] },
+        tls: { type: 'boolean', default: false },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
       },
@@ -48,10 +51,16 @@ async function main(): Promise<number> {
     if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key']))
       throw new Error('--tls-cert and --tls-key go together')
+    if (values.tls && values['tls-cert']) throw new Error('--tls and --tls-cert exclude each other')
   } catch (error) {
     console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
     return 2
   }
+  const made = values.tls
+    ? await selfSignedCertificate([
+        ...new Set(['127.0.0.1', 'localhost', values.host, values['member-host'] ?? '127.0.0.2']),
+      ])
+    : undefined
   const sim = await startXapiSim({
     host: values.host,
     port: Number(values.port),
@@ -68,8 +77,10 @@ async function main(): Promise<number> {
     ...(values['tls-cert'] && values['tls-key']
       ? { tls: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']) } }
       : {}),
+    ...(made ? { tls: made } : {}),
   })
   console.log(`xapi-sim listening on ${sim.url}`)
+  if (made) console.log(`xapi-sim certificate SHA-256 fingerprint ${made.fingerprint}`)
   if (sim.memberUrl) console.log(`xapi-sim pool member listening on ${sim.memberUrl}`)
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)

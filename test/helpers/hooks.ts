@@ -30,7 +30,13 @@ export function writeConfig(dir: string, values: Record<string, unknown>, name =
     const text = String(values.text)
     const url = /^url\s*=\s*"?([^"\s]+)/m.exec(text)?.[1]
     const extra = /^(caFile|fingerprint)\s*=/m.test(text) ? {} : trustFor(url)
-    writeFileSync(path, text + Object.entries(extra).map(([k, v]) => `${k} = "${v}"\n`).join(''))
+    writeFileSync(
+      path,
+      text +
+        Object.entries(extra)
+          .map(([k, v]) => `${k} = "${v}"\n`)
+          .join(''),
+    )
   } else {
     const trusted =
       'caFile' in values || 'fingerprint' in values ? values : { ...values, ...trustFor(values.url) }

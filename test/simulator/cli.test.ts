@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { connect as tlsConnect } from 'node:tls'
 import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { TestClient } from '../helpers/rpc.js'
@@ -17,7 +18,7 @@ async function spawnSim(args: string[]): Promise<{ url: string; child: ReturnTyp
     child.stdout!.on('data', (data: Buffer) => {
       out += data.toString()
       const line = out.split('\n')[0]!
-      const match = /^xapi-sim listening on (http:\/\/\S+)$/.exec(line)
+      const match = /^xapi-sim listening on (https?:\/\/\S+)$/.exec(line)
       if (match && out.includes('\n')) resolve(match[1]!)
       else if (out.includes('\n')) reject(new Error(`unexpected first line: ${line}`))
     })
@@ -31,6 +32,36 @@ describe('xapi-sim executable', () => {
     const { url, child } = await spawnSim(['--demo', '--port', '0'])
     const xapi = await TestClient.login(url)
     expect(await xapi.vmByName('Debian')).toMatch(/^OpaqueRef:/)
+    child.kill('SIGTERM')
+    expect((await child).exitCode).toBe(0)
+  })
+
+  it('--tls serves https with a self-signed certificate made at start, and prints its fingerprint', async () => {
+    const child = execa(BIN, ['serve', '--demo', '--tls'], { reject: false })
+    let out = ''
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (data: Buffer) => {
+        out += data.toString()
+        if (out.split('\n').length > 2) resolve()
+      })
+      child.once('exit', (code) => reject(new Error(`exited with ${code}: ${out}`)))
+    })
+    const url = /^xapi-sim listening on (https:\/\/127\.0\.0\.1:\d+)$/m.exec(out)?.[1]
+    const printed = /^xapi-sim certificate SHA-256 fingerprint ([0-9A-F:]{95})$/m.exec(out)?.[1]
+    expect(url).toBeDefined()
+    const served = await new Promise<string>((resolve, reject) => {
+      const socket = tlsConnect({
+        host: '127.0.0.1',
+        port: Number(new URL(url!).port),
+        rejectUnauthorized: false,
+      })
+      socket.once('secureConnect', () => {
+        resolve(socket.getPeerCertificate().fingerprint256)
+        socket.destroy()
+      })
+      socket.once('error', reject)
+    })
+    expect(served).toBe(printed)
     child.kill('SIGTERM')
     expect((await child).exitCode).toBe(0)
   })

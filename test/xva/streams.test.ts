@@ -147,7 +147,9 @@ describe('FileSink', () => {
 
     it('is not used unless asked for, nor with slabs that are not whole blocks', async () => {
       const dir = tempDir()
-      expect((await FileSink.open(join(dir, 'a'), { slabSize: slab })).direct).toBe(false)
+      const plain = await FileSink.open(join(dir, 'a'), { slabSize: slab })
+      expect(plain.direct).toBe(false)
+      await plain.close()
       const odd = await FileSink.open(join(dir, 'b'), { slabSize: 5000, direct: true })
       expect(odd.direct).toBe(false)
       await fill(odd, randomBytes(12_345), 3000)

@@ -7,6 +7,7 @@
 //   npm run bench -- --dir /dev/shm     files on tmpfs: the CPU, not the disk, sets the pace
 //   npm run bench -- --no-pin           simulator and measured process share every core
 //   npm run bench -- --no-prime         no page-cache priming before each run (see primeMemory)
+//   npm run bench -- --tls              over HTTPS (self-signed, pinned by fingerprint; curl -k)
 //
 // By default (2 cores or more, taskset present) the simulator runs pinned to core 0 and every
 // measured process (curl, the hooks) to core 1: they do not compete for CPU, as when the host
@@ -47,6 +48,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     'no-pin': { type: 'boolean', default: false },
     'no-prime': { type: 'boolean', default: false },
+    tls: { type: 'boolean', default: false },
     dir: { type: 'string' },
     out: { type: 'string', default: join(root, 'bench-results.json') },
   },
@@ -58,6 +60,15 @@ const work = mkdtempSync(join(values.dir ?? tmpdir(), 'dpxen-bench-'))
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const mbps = (bytes, seconds) => bytes / 1e6 / seconds
 const hooks = join(root, 'dist/hooks')
+/** Over HTTPS: the simulator's self-signed certificate, pinned by the hooks; curl and this script take it unverified. */
+const tls = values.tls
+  ? await (
+      await import(join(root, 'dist/simulator/xapi/self-signed.js'))
+    ).selfSignedCertificate(['127.0.0.1'])
+  : undefined
+const { Agent } = await import('undici')
+const insecure = tls ? { dispatcher: new Agent({ connect: { rejectUnauthorized: false } }) } : {}
+const curlTls = tls ? ['-k'] : []
 
 /** Whether measured processes run on core 1 and this process (the simulator) on core 0. */
 const pinned = await (async () => {
@@ -170,6 +181,7 @@ const results = {
     primed: pageReporting && !values['no-prime'],
     dir: values.dir ?? tmpdir(),
   },
+  transport: tls ? 'https (pinned)' : 'http',
   date: new Date().toISOString(),
   export: [],
   import: [],
@@ -181,6 +193,7 @@ const results = {
 async function xmlrpc(url, method, params) {
   const { default: Serializer } = await import('xmlrpc/lib/serializer.js')
   const res = await fetch(url, {
+    ...insecure,
     method: 'POST',
     body: Serializer.serializeMethodCall(method, params),
     headers: { 'content-type': 'text/xml' },
@@ -201,6 +214,7 @@ try {
         srs: [{ name: 'Local storage', type: 'ext', default: true, size: '8TiB' }],
         vms: [{ name: 'big', disks: [{ sr: 'Local storage', size: `${size}GiB`, fill: 0.75 }], vifs: 1 }],
       },
+      ...(tls ? { tls } : {}),
     })
     console.log('done')
     const staging = join(dir, 'staging')
@@ -213,6 +227,7 @@ try {
         username: 'root',
         password: 'xenroot',
         backupDir: staging,
+        ...(tls ? { fingerprint: tls.fingerprint } : {}),
         ...extra,
       })
       return path
@@ -223,6 +238,7 @@ try {
     const ref = /OpaqueRef:[0-9a-f-]+/.exec(
       await (
         await fetch(sim.url, {
+          ...insecure,
           method: 'POST',
           body: (await import('xmlrpc/lib/serializer.js')).default.serializeMethodCall(
             'VM.get_by_name_label',
@@ -237,6 +253,7 @@ try {
     let bytes = 0
     const curlOnce = async () => {
       const c = await timed('curl', [
+        ...curlTls,
         '-s',
         '-f',
         '-o',
@@ -309,6 +326,7 @@ try {
       async curl() {
         const before = new Set(sim.context.db.all('VM').map(([vmRef]) => vmRef))
         const c = await timed('curl', [
+          ...curlTls,
           '-s',
           '-f',
           '-H',

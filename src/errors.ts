@@ -34,7 +34,9 @@ export class XapiError extends DpxenError {
   readonly method: string
   constructor(description: string[], method: string) {
     const [xapiCode = 'UNKNOWN', ...params] = description
-    super('XAPI_ERROR', `${method} failed: ${[xapiCode, ...params.filter((p) => p !== '')].join(' ')}`)
+    // SESSION_INVALID names the session ref: a credential, never shown.
+    const shown = xapiCode === 'SESSION_INVALID' ? ['***'] : params.filter((p) => p !== '')
+    super('XAPI_ERROR', `${method} failed: ${[xapiCode, ...shown].join(' ')}`)
     this.name = 'XapiError'
     this.xapiCode = xapiCode
     this.params = params

@@ -1,6 +1,11 @@
 // The one logger. Lines for Data Protector go to standard output (they become session
-// messages); the debug file (when enabled) gets everything, with timings and stacks. Secrets
-// (passwords, session refs) are replaced before anything is written anywhere.
+// messages); the debug file (when enabled) gets everything, with timings and stacks.
+//
+// Secrets are kept out where they travel (the login's password and the session ref in call
+// records, session ids in URLs: xapi/session.ts, errors.ts), not by replacing substrings of
+// free text afterwards: a short password would turn every line into asterisks and show what it
+// is. A line is always one line: control characters in a name or path (a VM called
+// "x\ndpxen: all 2 VM(s) backed up") are written as escapes, so nobody can forge a line.
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -10,10 +15,6 @@ export interface Logger {
   info(line: string): void
   /** Only in the debug file. */
   debug(line: string): void
-  /** Registers a value that must never be written. */
-  secret(value: string): void
-  /** Applies the redaction to a text (for error lines built elsewhere). */
-  redact(text: string): string
   close(): Promise<void>
   readonly debugFile?: string
 }
@@ -30,8 +31,19 @@ export function defaultDebugDir(platform = process.platform): string {
   return platform === 'win32' ? 'C:\\tmp' : '/tmp'
 }
 
+/** Control characters (C0, DEL, C1) and the Unicode line separators, which could start a new line. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
+
+/** The text as one line: every control character written as an escape (\n, \r, \t, \xHH, \uHHHH). */
+export function oneLine(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    const code = c.charCodeAt(0)
+    return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16)}`)
+  })
+}
+
 export function createLogger(options: LoggerOptions): Logger {
-  const secrets = new Set<string>()
   let file: WriteStream | undefined
   let debugFile: string | undefined
   if (options.debugDir) {
@@ -41,29 +53,22 @@ export function createLogger(options: LoggerOptions): Logger {
     file = createWriteStream(debugFile, { flags: 'a', mode: 0o600 })
   }
   const start = performance.now()
-  const redact = (text: string): string => {
-    let out = text
-    for (const s of secrets) if (s) out = out.split(s).join('***')
-    return out
-  }
   const toFile = (kind: string, line: string): void => {
     if (!file) return
     const elapsed = ((performance.now() - start) / 1000).toFixed(3).padStart(9)
-    file.write(`${new Date().toISOString()} +${elapsed}s ${kind} ${redact(line)}\n`)
+    // A debug record may span lines (a stack); each of its lines stays one line.
+    const text = line.split('\n').map(oneLine).join('\n    ')
+    file.write(`${new Date().toISOString()} +${elapsed}s ${kind} ${text}\n`)
   }
   return {
     info(line) {
-      const clean = redact(line)
+      const clean = oneLine(line)
       options.out(clean)
       toFile('INFO ', clean)
     },
     debug(line) {
       toFile('DEBUG', line)
     },
-    secret(value) {
-      if (value) secrets.add(value)
-    },
-    redact,
     close: () => new Promise<void>((resolve) => (file ? file.end(resolve) : resolve())),
     ...(debugFile ? { debugFile } : {}),
   }

@@ -31,7 +31,6 @@ export async function startHook(ctx: HookContext, name: string): Promise<{ confi
     cwd: ctx.cwd,
   })
   const log = createLogger({ out: ctx.out, name, ...(config.debug ? { debugDir: config.debugDir } : {}) })
-  log.secret(config.password)
   ctx.useLogger(log)
   log.debug(`dpxen ${VERSION} ${name}, node ${process.version}, config ${config.source}, mode ${config.mode}`)
   for (const warning of warnings) log.info(`dpxen: warning: ${warning}`)

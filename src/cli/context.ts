@@ -9,7 +9,7 @@ export interface HookContext {
   out(line: string): void
   /** Aborted on SIGTERM / SIGINT. */
   signal: AbortSignal
-  /** Hands the run's logger to the caller, for the debug file and redaction of the final error. */
+  /** Hands the run's logger to the caller, for the debug file. */
   useLogger(log: Logger): void
   /** Delays between VDI_IN_USE retries (tests shorten them). */
   retryDelaysMs?: number[]

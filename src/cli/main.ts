@@ -2,7 +2,7 @@
 // operator can act on; unexpected ones print one line too, and their stack goes to the debug
 // file only. Output goes to standard output: Data Protector drops a UNIX script's stderr.
 import { DpxenError, messageOf } from '../errors.js'
-import type { Logger } from '../log.js'
+import { oneLine, type Logger } from '../log.js'
 import { ConfigError } from '../config/load.js'
 import type { Hook, HookContext } from './context.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
@@ -15,7 +15,7 @@ export interface RunResult {
 export async function runHook(hook: Hook, base: Omit<HookContext, 'useLogger'>): Promise<number> {
   let log: Logger | undefined
   const ctx: HookContext = { ...base, useLogger: (l) => (log = l) }
-  const say = (line: string): void => base.out(log ? log.redact(line) : line)
+  const say = (line: string): void => base.out(oneLine(line))
   try {
     return await hook(ctx)
   } catch (error) {

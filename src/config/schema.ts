@@ -106,6 +106,20 @@ function shown(value: unknown): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
 }
 
+/**
+ * Keys whose value is a secret, or says where one is (a file, an environment variable that a
+ * hurried administrator may have filled with the password itself): a message names the key and
+ * the kind of value, never the value.
+ */
+const SECRET_KEYS = new Set(['password', 'passwordFile', 'passwordEnv'])
+
+/** A value as a message may show it: secrets by their kind only. */
+function shownFor(key: string, value: unknown): string {
+  if (!SECRET_KEYS.has(key)) return shown(value)
+  const kind = Array.isArray(value) ? 'a list' : value === null ? 'null' : `a ${typeof value}`
+  return `${kind} (not shown)`
+}
+
 /** A text as shown in a message, cut to 60 characters. */
 function clip(text: string): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
@@ -175,7 +189,7 @@ export function validateConfig(
       return undefined
     }
     if (typeof v !== 'string') {
-      problems.push(`${key}: must be a text in quotes, not ${shown(v)}`)
+      problems.push(`${key}: must be a text in quotes, not ${shownFor(key, v)}`)
       return undefined
     }
     return v
@@ -262,10 +276,10 @@ export function validateConfig(
           /\r?\n$/,
           '',
         )
-        if (password === '') problems.push(`passwordFile: ${file} is empty`)
+        if (password === '') problems.push('passwordFile: the file it names is empty')
       } catch (error) {
         problems.push(
-          `passwordFile: cannot read ${clip(file)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+          `passwordFile: cannot read the file it names (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
         )
       }
     }
@@ -273,7 +287,7 @@ export function validateConfig(
     const name = str('passwordEnv', true)
     if (name !== undefined) {
       password = ctx.env[name]
-      if (!password) problems.push(`passwordEnv: the environment variable ${clip(name)} is not set`)
+      if (!password) problems.push('passwordEnv: the environment variable it names is not set or empty')
     }
   }
 

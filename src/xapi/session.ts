@@ -87,7 +87,6 @@ export class XapiSession {
   private constructor(options: SessionOptions) {
     this.#options = options
     this.#url = options.url
-    options.log.secret(options.password)
   }
 
   /** Logs in (following HOST_IS_SLAVE). Throws AUTH_FAILED or CONNECT_FAILED with a one-line reason. */
@@ -113,7 +112,6 @@ export class XapiSession {
         this.#ref = String(
           await this.#raw('session.login_with_password', [username, password, '2.21', ORIGINATOR]),
         )
-        log.secret(this.#ref)
         return
       } catch (error) {
         if (isXapiError(error, 'HOST_IS_SLAVE') && hop < MAX_REDIRECTS && error.params[0]) {
@@ -139,7 +137,14 @@ export class XapiSession {
   async #raw(method: string, params: unknown[]): Promise<unknown> {
     const { transport, log, signal } = this.#options
     const started = performance.now()
-    const shown = method === 'session.login_with_password' ? [params[0], '***', ...params.slice(2)] : params
+    // The two places secrets travel in a call: the login's password, and the session ref that
+    // opens every other call.
+    const shown =
+      method === 'session.login_with_password'
+        ? [params[0], '***', ...params.slice(2)]
+        : params[0] === this.#ref && this.#ref
+          ? ['***', ...params.slice(1)]
+          : params
     try {
       const value = unwrap(await transport(this.#url, method, params, signal ? { signal } : {}), method)
       log.debug(

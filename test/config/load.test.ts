@@ -80,12 +80,27 @@ describe('configuration', () => {
     [
       'an unset password variable',
       { ...GOOD, password: undefined, passwordEnv: 'NOPE' },
-      /^passwordEnv: the environment variable NOPE is not set$/,
+      /^passwordEnv: the environment variable it names is not set or empty$/,
     ],
     [
       'a missing password file',
       { ...GOOD, password: undefined, passwordFile: '/nonexistent/pw' },
-      /^passwordFile: cannot read \/nonexistent\/pw \(ENOENT\)$/,
+      /^passwordFile: cannot read the file it names \(ENOENT\)$/,
+    ],
+    [
+      'a number as password, not shown',
+      { ...GOOD, password: 98765432 },
+      /^password: must be a text in quotes, not a number \(not shown\)$/,
+    ],
+    [
+      'a password put in passwordEnv, not shown',
+      { ...GOOD, password: undefined, passwordEnv: 'Sup3rS3cret!' },
+      /^passwordEnv: the environment variable it names is not set or empty$/,
+    ],
+    [
+      'a list as password, not shown',
+      { ...GOOD, password: ['Sup3r', 'S3cret'] },
+      /^password: must be a text in quotes, not a list \(not shown\)$/,
     ],
     ['vmName not a list', { ...GOOD, vmName: 'Debian' }, /^vmName: must be a list of names/],
     [

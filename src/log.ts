@@ -32,6 +32,7 @@ export function defaultDebugDir(platform = process.platform): string {
 }
 
 /** Control characters (C0, DEL, C1) and the Unicode line separators, which could start a new line. */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
 

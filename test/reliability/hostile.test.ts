@@ -52,6 +52,7 @@ describe('hostile input', () => {
     const result = await run(runPreExec, [config])
     expect(result.code).toBe(0)
     expect(result.lines.filter((l) => l.startsWith('dpxen: all 9'))).toEqual([])
+    // eslint-disable-next-line no-control-regex -- finding control characters is the point
     for (const line of result.lines) expect(line).not.toMatch(/[\r\n\u0000-\u001f]/)
     expect(result.text).toContain('dpxen: x\\ndpxen: all 9 VM(s) backed up\\r: backup started')
   })

@@ -68,8 +68,17 @@ export async function examine(dir: string, file: string, signal: AbortSignal): P
       `${file} does not match its manifest (size or XXH64 differ): the file is damaged`,
     )
   }
+  // The VM the XVA itself says it holds: an online backup's snapshot carries the VM's uuid and
+  // name in its other_config, an offline backup is the VM. A manifest that names another VM
+  // was edited (or belongs to another file): it would send the disks to the wrong VM.
   const oc = verified.summary.vm.otherConfig
-  const vmName = manifest?.vm.name ?? oc[OC_VM_NAME] ?? verified.summary.vm.name
-  const vmUuid = manifest?.vm.uuid ?? oc[OC_VM_UUID] ?? verified.summary.vm.uuid
+  const vmName = oc[OC_VM_NAME] ?? verified.summary.vm.name
+  const vmUuid = oc[OC_VM_UUID] ?? verified.summary.vm.uuid
+  if (manifest && (manifest.vm.uuid !== vmUuid || manifest.vm.name !== vmName)) {
+    throw new DpxenError(
+      'XVA_INVALID',
+      `${file}: its manifest names VM ${manifest.vm.name} (${manifest.vm.uuid}) but the file holds ${vmName} (${vmUuid}): the manifest was changed or belongs to another file; restore refused`,
+    )
+  }
   return { file, path, vmName, vmUuid, ...(manifest ? { manifest } : {}), verified }
 }

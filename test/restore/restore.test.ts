@@ -292,6 +292,30 @@ describe('restore (dpxen-restore-post-exec)', () => {
     )
   })
 
+  it("a manifest edited to name another VM (its hash still right) is refused: that VM's disks stay", async () => {
+    for (const mode of ['online', 'offline']) {
+      const { sim, xapi, backupDir, config } = await setup({ mode, vmName: ['vm2'] })
+      await run(runPreExec, [config()])
+      const debian = await xapi.vmByName('Debian')
+      const before = await diskHashes(sim.url, xapi, debian)
+      const file = mode === 'online' ? '127.0.0.1_vm2_Snapshot.xva' : '127.0.0.1_vm2.xva'
+      const manifestPath = join(backupDir, `${file}.manifest.json`)
+      const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { vm: Rec }
+      const uuid = await xapi.call<string>('VM.get_uuid', debian)
+      manifest.vm = { ...manifest.vm, name: 'Debian', uuid }
+      writeFileSync(manifestPath, JSON.stringify(manifest))
+      const result = await run(runRestorePostExec, [config()])
+      expect(result.code).toBe(5)
+      expect(result.text).toMatch(
+        new RegExp(
+          `^dpxen: ${file}: FAILED: ${file}: its manifest names VM Debian \\(${uuid}\\) but the file holds vm2 \\([0-9a-f-]{36}\\): .*restore refused; the pool is unchanged$`,
+          'm',
+        ),
+      )
+      expect(await diskHashes(sim.url, xapi, debian)).toEqual(before)
+    }
+  })
+
   it('a failed import leaves the existing VM as it was (started again) and nothing behind', async () => {
     const { sim, xapi, config } = await setup({ mode: 'offline', vmName: ['Debian'] })
     const vm = await xapi.vmByName('Debian')

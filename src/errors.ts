@@ -15,6 +15,8 @@ export type DpxenErrorCode =
   | 'TRANSFER_STALLED' // the host sent (or took) nothing for stallTimeout
   | 'TRANSFER_CLOSED' // the connection ended before the transfer did
   | 'LOCAL_IO' // writing or reading a file on this client failed (full, read-only, I/O error)
+  | 'STAGING_UNSAFE' // backupDir is a link, not ours, or writable by others
+  | 'STAGING_BUSY' // another run holds backupDir
   | 'VM_FAILED' // at least one VM could not be backed up or restored
   | 'ABORTED' // SIGTERM or SIGINT
 

@@ -1,11 +1,10 @@
 // The manifest beside each XVA: what was backed up, from where, in which state, and the file's
 // size and XXH64, so a restore can check the file and put each disk back where it was.
-import { promises as fsp } from 'node:fs'
-import { join } from 'node:path'
 import type { Mode } from '../config/schema.js'
 import { VERSION } from '../version.js'
 import type { ExportResult } from './export.js'
 import type { VmPlan } from './select.js'
+import { writeStagingFile } from './staging.js'
 import { MANIFEST_SUFFIX } from './tags.js'
 
 export interface Manifest {
@@ -91,14 +90,6 @@ export function buildManifest(args: {
 /** Writes the manifest atomically, readable by the owner only. */
 export async function writeManifest(dir: string, manifest: Manifest): Promise<string> {
   const name = manifestName(manifest.file.name)
-  const path = join(dir, name)
-  const handle = await fsp.open(`${path}.partial`, 'w', 0o600)
-  try {
-    await handle.writeFile(JSON.stringify(manifest, null, 2))
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  await fsp.rename(`${path}.partial`, path)
+  await writeStagingFile(dir, name, JSON.stringify(manifest, null, 2))
   return name
 }

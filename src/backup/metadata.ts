@@ -25,7 +25,9 @@ export async function dumpPoolDatabase(
     await drain(res)
     throw new DpxenError('EXPORT_FAILED', `the host answered HTTP ${res.statusCode} to the database dump`)
   }
-  const handle = await fsp.open(path + PARTIAL_SUFFIX, 'w', 0o600)
+  // Exclusively: a link planted under the partial name is never written through.
+  await fsp.rm(path + PARTIAL_SUFFIX, { force: true })
+  const handle = await fsp.open(path + PARTIAL_SUFFIX, 'wx', 0o600)
   let done = false
   try {
     for await (const chunk of res) await handle.write(chunk as Buffer)

@@ -1,13 +1,17 @@
 // The backup post-exec: deletes what the pre-exec wrote in backupDir (the files its state file
 // lists, and the state file) and nothing else, sweeps leftover snapshots of ours, and reports
 // the recorded outcome: non-zero when any VM failed, so the session ends "Completed with errors".
+import { existsSync } from 'node:fs'
 import type { HookContext } from '../cli/context.js'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../log.js'
 import { EXIT } from '../cli/exit-codes.js'
 import { messageOf } from '../errors.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile } from './files.js'
 import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
+import { prepareStaging, StagingLock } from './staging.js'
 import { readState } from './state.js'
 import { STATE_FILE } from './tags.js'
 
@@ -19,6 +23,21 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
     return EXIT.OK
   }
   if (ctx.env.SMEXIT !== undefined) log.debug(`Data Protector session exit code SMEXIT=${ctx.env.SMEXIT}`)
+  if (!existsSync(config.backupDir)) {
+    log.info(`dpxen: ${config.backupDir} does not exist: nothing to clean up (the pre-exec did not run?)`)
+    return EXIT.OK
+  }
+  await prepareStaging(config.backupDir)
+  const { lock, tookOver } = await StagingLock.acquire(config.backupDir, 'post-exec', ctx.env.SESSIONID)
+  try {
+    if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
+    return await collect(ctx, config, log)
+  } finally {
+    await lock.release()
+  }
+}
+
+async function collect(ctx: HookContext, config: Config, log: Logger): Promise<number> {
   const state = await readState(config.backupDir)
   let removed = 0
   if (state) {

@@ -2,7 +2,6 @@
 // ends, a progress line at least every progressInterval, and the outcome recorded in the state
 // file for the post-exec. Partial failures keep the exit code 0 (Data Protector still backs up
 // the good VMs) unless failSessionOnError is set; nothing exported is an error.
-import { mkdir } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import type { HookContext } from '../cli/context.js'
 import { EXIT } from '../cli/exit-codes.js'
@@ -19,6 +18,7 @@ import { dumpPoolDatabase } from './metadata.js'
 import { xvaNames } from './names.js'
 import { readPool, selectVms, type VmPlan } from './select.js'
 import { sweepSnapshots } from './snapshots.js'
+import { prepareStaging, StagingLock } from './staging.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { STATE_FILE } from './tags.js'
 import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
@@ -114,12 +114,23 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-pre-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
-  await mkdir(config.backupDir, { recursive: true, mode: 0o700 })
-  const conn = await connect(config, log)
+  await prepareStaging(config.backupDir)
+  const { lock, tookOver } = await StagingLock.acquire(config.backupDir, 'pre-exec', ctx.env.SESSIONID)
+  if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
+  let staged = false
   try {
-    return await backupAll(ctx, config, log, conn)
+    const conn = await connect(config, log)
+    try {
+      const code = await backupAll(ctx, config, log, conn)
+      // The files wait for Data Protector's backup and this session's post-exec.
+      await lock.stage()
+      staged = true
+      return code
+    } finally {
+      await conn.close()
+    }
   } finally {
-    await conn.close()
+    if (!staged) await lock.release()
   }
 }
 

@@ -1,8 +1,7 @@
 // The state file in backupDir: what the pre-exec wrote and how each VM went. The post-exec
 // deletes exactly the files listed here and reports the recorded outcome.
 import { randomUUID } from 'node:crypto'
-import { promises as fsp } from 'node:fs'
-import { join } from 'node:path'
+import { readTrustedFile, writeStagingFile } from './staging.js'
 import { STATE_FILE } from './tags.js'
 
 export interface VmOutcome {
@@ -41,28 +40,18 @@ export function newState(mode: string): RunState {
   }
 }
 
-/** Writes the state atomically (temporary file, fsync, rename), readable by the owner only. */
+/** Writes the state atomically (created exclusively, fsync, rename), readable by the owner only. */
 export async function writeState(dir: string, state: RunState): Promise<void> {
-  const file = join(dir, STATE_FILE)
-  const tmp = `${file}.tmp`
-  const handle = await fsp.open(tmp, 'w', 0o600)
-  try {
-    await handle.writeFile(JSON.stringify(state, null, 2))
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  await fsp.rename(tmp, file)
+  await writeStagingFile(dir, STATE_FILE, JSON.stringify(state, null, 2))
 }
 
-/** The state file, or undefined when there is none or it is not ours. */
+/**
+ * The state file, or undefined when there is none or it is not ours: not a regular file of this
+ * user's (a link, a file another user planted) is never trusted, since the post-exec acts on it.
+ */
 export async function readState(dir: string): Promise<RunState | undefined> {
-  let text: string
-  try {
-    text = await fsp.readFile(join(dir, STATE_FILE), 'utf8')
-  } catch {
-    return undefined
-  }
+  const text = await readTrustedFile(dir, STATE_FILE)
+  if (text === undefined) return undefined
   try {
     const state = JSON.parse(text) as RunState
     if (state.version !== 1 || !Array.isArray(state.files) || !Array.isArray(state.vms)) return undefined

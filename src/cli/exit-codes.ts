@@ -9,6 +9,7 @@ export const EXIT = {
   AUTH: 4,
   VM_FAILED: 5,
   XVA_INVALID: 6,
+  STAGING: 7,
   ABORTED: 130,
 } as const
 
@@ -25,6 +26,10 @@ export function exitCodeFor(code: DpxenErrorCode): number {
       return EXIT.XVA_INVALID
     case 'ABORTED':
       return EXIT.ABORTED
+    case 'LOCAL_IO':
+    case 'STAGING_UNSAFE':
+    case 'STAGING_BUSY':
+      return EXIT.STAGING
     default:
       return EXIT.VM_FAILED
   }

@@ -13,6 +13,9 @@ import { readPool } from '../backup/select.js'
 import { connect } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
+import { prepareStaging, StagingLock } from '../backup/staging.js'
+import type { Config } from '../config/schema.js'
+import type { Logger } from '../log.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
 import { resolveSr } from './target.js'
@@ -30,6 +33,28 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
     log.info(`dpxen: no ${kind} backup files in ${config.backupDir}${hint}`)
     return EXIT.VM_FAILED
   }
+  await prepareStaging(config.backupDir)
+  const { lock, tookOver } = await StagingLock.acquire(
+    config.backupDir,
+    'restore-post-exec',
+    ctx.env.SESSIONID,
+  )
+  if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
+  try {
+    return await restoreFiles(ctx, config, log, files, others)
+  } finally {
+    await lock.release()
+  }
+}
+
+async function restoreFiles(
+  ctx: HookContext,
+  config: Config,
+  log: Logger,
+  files: string[],
+  others: string[],
+): Promise<number> {
+  const online = config.mode === 'online' || config.mode === 'allOnline'
   const conn = await connect(config, log)
   try {
     const view = await readPool(conn.session)

@@ -1,9 +1,22 @@
 // The second matrix, hostile input: secrets where they travel, forged lines, odd configurations.
-import { readdirSync, readFileSync } from 'node:fs'
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { powerStates, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
 
 describe('hostile input', () => {
@@ -55,5 +68,156 @@ describe('hostile input', () => {
     // eslint-disable-next-line no-control-regex -- finding control characters is the point
     for (const line of result.lines) expect(line).not.toMatch(/[\r\n\u0000-\u001f]/)
     expect(result.text).toContain('dpxen: x\\ndpxen: all 9 VM(s) backed up\\r: backup started')
+  })
+})
+
+describe('a staging folder that cannot be turned against root, shared by one run at a time', () => {
+  async function world(extra: Record<string, unknown> = {}) {
+    const { sim, xapi } = await demoSim()
+    const dir = tempDir()
+    const backupDir = join(dir, 'staging')
+    const config = (values: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
+      writeConfig(
+        dir,
+        {
+          mode: 'online',
+          vmName: ['vm2'],
+          url: sim.url,
+          username: 'root',
+          password: 'xenroot',
+          backupDir,
+          ...extra,
+          ...values,
+        },
+        name,
+      )
+    return { sim, xapi, dir, backupDir, config }
+  }
+  const asRoot = process.getuid?.() === 0
+
+  it.runIf(asRoot)('refuses a backupDir another user made, one writable by others, and a link', async () => {
+    const { dir, backupDir, config } = await world()
+    mkdirSync(backupDir, { mode: 0o700 })
+    chownSync(backupDir, 1000, 1000)
+    const theirs = await run(runPreExec, [config()])
+    expect(theirs.code).toBe(7)
+    expect(theirs.lines).toEqual([
+      `dpxen: backupDir ${backupDir} belongs to uid 1000, not to this user (uid 0): another user could plant files there; remove it so dpxen creates it, or use a folder of your own`,
+    ])
+    chownSync(backupDir, 0, 0)
+    chmodSync(backupDir, 0o777)
+    expect((await run(runPreExec, [config()])).lines).toEqual([
+      `dpxen: backupDir ${backupDir} is writable by everyone (mode 777): run chmod go-w on it, or use a folder of your own`,
+    ])
+    rmSync(backupDir, { recursive: true })
+    mkdirSync(join(dir, 'elsewhere'), { mode: 0o700 })
+    symlinkSync(join(dir, 'elsewhere'), backupDir)
+    const link = await run(runPreExec, [config()])
+    expect(link.code).toBe(7)
+    expect(link.text).toMatch(/is a symbolic link: give the real folder's path in backupDir$/)
+    expect(readdirSync(join(dir, 'elsewhere'))).toEqual([])
+  })
+
+  it('writes through no link planted in the folder: state, manifest and lock files are made exclusively', async () => {
+    const { dir, backupDir, config } = await world()
+    mkdirSync(backupDir, { mode: 0o700 })
+    const victim = join(dir, 'victim')
+    writeFileSync(victim, 'precious')
+    for (const name of [
+      '.dpxen-state.json.partial',
+      '127.0.0.1_vm2_Snapshot.xva.manifest.json.partial',
+      '127.0.0.1_vm2_Snapshot.xva.partial',
+      '.dpxen-lock.partial',
+    ])
+      symlinkSync(victim, join(backupDir, name))
+    const result = await run(runPreExec, [config()])
+    expect(result.code).toBe(0)
+    expect(readFileSync(victim, 'utf8')).toBe('precious')
+    expect(existsSync(join(backupDir, '127.0.0.1_vm2_Snapshot.xva'))).toBe(true)
+  })
+
+  it.runIf(asRoot)(
+    'trusts no state file another user made: a forged "stopped" entry starts nothing',
+    async () => {
+      const { xapi, backupDir, config } = await world()
+      mkdirSync(backupDir, { mode: 0o700 })
+      const uuid = await xapi.call<string>('VM.get_uuid', await xapi.vmByName('vm2'))
+      const forged = join(backupDir, '.dpxen-state.json')
+      writeFileSync(
+        forged,
+        JSON.stringify({
+          version: 1,
+          runId: 'x',
+          mode: 'online',
+          startedAt: '',
+          files: [],
+          vms: [],
+          errors: [],
+          stopped: [{ uuid, name: 'vm2' }],
+        }),
+      )
+      chownSync(forged, 1000, 1000)
+      const post = await run(runPostExec, [config()])
+      expect(post.text).toMatch(/no record of a backup/)
+      expect((await powerStates(xapi)).vm2).toBe('Halted')
+    },
+  )
+
+  it('a missing backupDir under a file is one clear line and exit 7, not an internal error', async () => {
+    const { dir, config } = await world()
+    writeFileSync(join(dir, 'file'), '')
+    const result = await run(runPreExec, [config({ backupDir: join(dir, 'file', 'staging') })])
+    expect(result.code).toBe(7)
+    expect(result.lines).toEqual([`dpxen: cannot write ${join(dir, 'file', 'staging')}: ENOTDIR`])
+  })
+
+  it('two sessions on one folder: the second pre-exec and post-exec leave the first one alone', async () => {
+    const { sim, xapi, backupDir, config } = await world()
+    const cfg = config()
+    sim.faults.add('export-stall:2')
+    const a = run(runPreExec, [cfg], { env: { SESSIONID: '2026/11/30-1' } })
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    const b = await run(runPreExec, [cfg], { env: { SESSIONID: '2026/11/30-2' } })
+    expect(b.code).toBe(7)
+    expect(b.lines.at(-1)).toMatch(
+      new RegExp(
+        `^dpxen: backupDir ${backupDir} is in use by Data Protector session 2026/11/30-1 since .*: give each backup specification its own backupDir$`,
+      ),
+    )
+    expect((await a).code).toBe(0)
+    const file = join(backupDir, '127.0.0.1_vm2_Snapshot.xva')
+    expect(existsSync(file)).toBe(true)
+    // Session 2's post-exec (Data Protector runs it after the failed pre-exec) removes nothing.
+    const postB = await run(runPostExec, [cfg], { env: { SESSIONID: '2026/11/30-2' } })
+    expect(postB.code).toBe(7)
+    expect(postB.text).toMatch(/holds the backup of Data Protector session 2026\/11\/30-1, staged since/)
+    expect(existsSync(file)).toBe(true)
+    // Session 1's own post-exec collects its files and frees the folder.
+    const postA = await run(runPostExec, [cfg], { env: { SESSIONID: '2026/11/30-1' } })
+    expect(postA.code).toBe(0)
+    expect(readdirSync(backupDir)).toEqual([])
+    expect(await snapshots(xapi)).toEqual([])
+  })
+
+  it('a lock whose process is gone is taken over, with a line saying whose it was', async () => {
+    const { backupDir, config } = await world()
+    mkdirSync(backupDir, { mode: 0o700 })
+    const dead = 2 ** 22 + 12345
+    writeFileSync(
+      join(backupDir, '.dpxen-lock'),
+      JSON.stringify({
+        hook: 'pre-exec',
+        pid: dead,
+        host: hostname(),
+        since: '2026-11-30T01:00:00.000Z',
+        phase: 'running',
+      }),
+      { mode: 0o600 },
+    )
+    const result = await run(runPreExec, [config()], { env: { SESSIONID: 's2' } })
+    expect(result.code).toBe(0)
+    expect(result.lines).toContain(
+      `dpxen: warning: took over backupDir, which is in use by pre-exec (pid ${dead} on ${hostname()}) since 2026-11-30T01:00:00.000Z`,
+    )
   })
 })

@@ -48,7 +48,7 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
 
   let code: number = EXIT.OK
   try {
-    const conn = await connect(config, log)
+    const conn = await connect(config, log, ctx.signal)
     try {
       if (state) await restartStopped(conn.session, log, state)
       const swept = await sweepSnapshots(conn.session, log, {

@@ -93,7 +93,7 @@ async function cleanStaging(config: Config, log: Logger, session: Connection['se
 }
 
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
-  const conn = await connect(config, log)
+  const conn = await connect(config, log, ctx.signal)
   try {
     const { plans, problems } = selectVms(await readPool(conn.session), config.mode, config.vmName)
     log.info(
@@ -119,7 +119,7 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
   let staged = false
   try {
-    const conn = await connect(config, log)
+    const conn = await connect(config, log, ctx.signal)
     try {
       const code = await backupAll(ctx, config, log, conn)
       // The files wait for Data Protector's backup and this session's post-exec.

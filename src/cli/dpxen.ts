@@ -42,7 +42,7 @@ async function check(ctx: HookContext): Promise<number> {
     log.info('not ready: the certificate is not trusted (nothing was sent to the host)')
     return EXIT.CONNECT
   }
-  const conn = await connect(config, log)
+  const conn = await connect(config, log, ctx.signal)
   let problems = 0
   try {
     log.info(`connected to ${conn.session.url}`)

@@ -3,6 +3,7 @@
 // .dpxenrc*, dpxen.config.*, DPxen_config.py), then the fixed place in the Data Protector
 // client's configuration folder. The original DPxen_config.py is read as it is.
 import { existsSync, readFileSync, statSync } from 'node:fs'
+import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from './small-file.js'
 import { dirname, join, resolve } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'
 import { DpxenError } from '../errors.js'
@@ -76,9 +77,9 @@ async function readFile(path: string): Promise<Record<string, unknown>> {
   if (!existsSync(path))
     throw new ConfigError([`config ${path}: not found (check the path given to the hook)`])
   try {
-    const result = path.endsWith('.py')
-      ? { config: legacyLoader(path, readFileSync(path, 'utf8')) }
-      : await explorer().load(path)
+    // A FIFO, a device or a huge file is refused before cosmiconfig reads it.
+    const text = readSmallFile(path, CONFIG_FILE_CAP).toString('utf8')
+    const result = path.endsWith('.py') ? { config: legacyLoader(path, text) } : await explorer().load(path)
     const config: unknown = result?.config
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw new ConfigError([`config ${path}: must hold an object of settings`])
@@ -86,6 +87,8 @@ async function readFile(path: string): Promise<Record<string, unknown>> {
     return config as Record<string, unknown>
   } catch (error) {
     if (error instanceof ConfigError) throw error
+    if (error instanceof SmallFileError)
+      throw new ConfigError([`config ${path}: cannot be read: ${smallFileProblem(error, CONFIG_FILE_CAP)}`])
     const message = error instanceof Error ? error.message.split('\n')[0]! : String(error)
     throw new ConfigError([
       `config ${path}: cannot be read: ${message.replace(`${path}: `, '').replace(/^JSON Error in [^:]+:\s*/, '')}`,

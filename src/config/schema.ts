@@ -1,7 +1,7 @@
 // The configuration: its keys, their defaults, and validation that reports every problem at
 // once, each naming the file and the key. An unknown key is an error: a typo must not silently
 // change a backup.
-import { readFileSync } from 'node:fs'
+import { CA_FILE_CAP, PASSWORD_FILE_CAP, readSmallFile, smallFileProblem } from './small-file.js'
 import { isAbsolute } from 'node:path'
 import { defaultDebugDir } from '../log.js'
 
@@ -48,6 +48,8 @@ export interface Config {
   stallTimeout: number
   /** Seconds between progress lines (Data Protector aborts a script silent for 15 minutes). */
   progressInterval: number
+  /** The largest XML-RPC answer taken from the host, in MiB (a pool's records are megabytes). */
+  maxAnswerMiB: number
 }
 
 export const KEYS = [
@@ -76,6 +78,7 @@ export const KEYS = [
   'startAfterRestore',
   'verifyExport',
   'directIo',
+  'maxAnswerMiB',
 ] as const
 
 /** Keys the original DPxen_config.py spells differently. */
@@ -272,14 +275,16 @@ export function validateConfig(
     const file = str('passwordFile', true)
     if (file !== undefined) {
       try {
-        password = readFileSync(isAbsolute(file) ? file : `${ctx.baseDir}/${file}`, 'utf8').replace(
+        password = readSmallFile(isAbsolute(file) ? file : `${ctx.baseDir}/${file}`, PASSWORD_FILE_CAP)
+          .toString('utf8')
+          .replace(
           /\r?\n$/,
           '',
         )
         if (password === '') problems.push('passwordFile: the file it names is empty')
       } catch (error) {
         problems.push(
-          `passwordFile: cannot read the file it names (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+          `passwordFile: cannot read the file it names (${smallFileProblem(error, PASSWORD_FILE_CAP)})`,
         )
       }
     }
@@ -320,11 +325,9 @@ export function validateConfig(
   if (caFile !== undefined) {
     caFile = isAbsolute(caFile) ? caFile : `${ctx.baseDir}/${caFile}`
     try {
-      readFileSync(caFile)
+      readSmallFile(caFile, CA_FILE_CAP)
     } catch (error) {
-      problems.push(
-        `caFile: cannot read ${clip(caFile)} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
-      )
+      problems.push(`caFile: cannot read ${clip(caFile)} (${smallFileProblem(error, CA_FILE_CAP)})`)
     }
   }
   let fingerprint: string | undefined
@@ -368,6 +371,7 @@ export function validateConfig(
     startAfterRestore: bool('startAfterRestore', false),
     verifyExport: bool('verifyExport', true),
     directIo: bool('directIo', true),
+    maxAnswerMiB: num('maxAnswerMiB', 256, 1, 4096, true),
   } satisfies Config
   return problems.length ? { problems } : { config, problems }
 }

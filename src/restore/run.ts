@@ -55,7 +55,7 @@ async function restoreFiles(
   others: string[],
 ): Promise<number> {
   const online = config.mode === 'online' || config.mode === 'allOnline'
-  const conn = await connect(config, log)
+  const conn = await connect(config, log, ctx.signal)
   try {
     const view = await readPool(conn.session)
     const target = resolveSr(view, config)

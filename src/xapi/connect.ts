@@ -14,10 +14,11 @@ export interface Connection {
 }
 
 /**
- * Logs in. Calls are not tied to the run's abort signal: after SIGTERM the cleanup (destroying
- * a snapshot, starting a VM) still needs the session.
+ * Logs in. Only the login is tied to the run's abort signal (`signal`): nothing has changed
+ * yet, so SIGTERM may end it at once. Later calls are not: after SIGTERM the cleanup
+ * (destroying a snapshot, starting a VM) still needs the session.
  */
-export async function connect(config: Config, log: Logger): Promise<Connection> {
+export async function connect(config: Config, log: Logger, signal?: AbortSignal): Promise<Connection> {
   const policy = {
     ...(config.caFile ? { caFile: config.caFile } : {}),
     ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}),
@@ -29,8 +30,9 @@ export async function connect(config: Config, log: Logger): Promise<Connection> 
       url: config.url,
       username: config.username,
       password: config.password,
-      transport: xmlRpcTransport(dispatcher),
+      transport: xmlRpcTransport(dispatcher, config.maxAnswerMiB * 1024 * 1024),
       log,
+      ...(signal ? { loginSignal: signal } : {}),
     })
     return {
       session,

@@ -20,7 +20,31 @@ export const ORIGINATOR = 'dpxen'
 const MAX_REDIRECTS = 3
 
 /** The XML-RPC transport over undici. Network failures become CONNECT_FAILED. */
-export function xmlRpcTransport(dispatcher: Dispatcher): XapiTransport {
+/** The largest XML-RPC answer taken by default: a 10,000-VM pool's records are tens of MiB. */
+export const MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+/**
+ * Reads an answer body to its end, refusing one over `max` bytes (a host, or something posing
+ * as one, that answers without end would otherwise grow the hook until it dies).
+ */
+async function readAnswer(body: Dispatcher.ResponseData['body'], max: number, what: string): Promise<string> {
+  const parts: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length
+    if (size > max) {
+      body.destroy()
+      throw new DpxenError(
+        'CONNECT_FAILED',
+        `${what} is over ${Math.round(max / 1024 / 1024)} MiB (maxAnswerMiB): raise maxAnswerMiB for a very large pool, or check that url is a XenServer / XCP-ng host`,
+      )
+    }
+    parts.push(chunk as Buffer)
+  }
+  return Buffer.concat(parts).toString('utf8')
+}
+
+export function xmlRpcTransport(dispatcher: Dispatcher, maxAnswerBytes = MAX_ANSWER_BYTES): XapiTransport {
   return async (url, method, params, { signal }) => {
     let res: Dispatcher.ResponseData
     try {
@@ -34,12 +58,20 @@ export function xmlRpcTransport(dispatcher: Dispatcher): XapiTransport {
       if (signal?.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
       throw connectionError(url, error)
     }
-    const text = await res.body.text()
     if (res.statusCode !== 200) {
+      await res.body.dump().catch(() => undefined)
       throw new DpxenError(
         'CONNECT_FAILED',
         `${url} answered HTTP ${res.statusCode} to ${method} (is this a XenServer / XCP-ng host?)`,
       )
+    }
+    let text: string
+    try {
+      text = await readAnswer(res.body, maxAnswerBytes, `the answer of ${url} to ${method}`)
+    } catch (error) {
+      if (error instanceof DpxenError) throw error
+      if (signal?.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
+      throw connectionError(url, error)
     }
     try {
       return await decodeResponse(text)
@@ -60,6 +92,8 @@ export interface SessionOptions {
   transport: XapiTransport
   log: Logger
   signal?: AbortSignal
+  /** Aborts the first login only (nothing has been changed yet: SIGTERM may end it at once). */
+  loginSignal?: AbortSignal
 }
 
 function unwrap(answer: unknown, method: string): unknown {
@@ -92,7 +126,7 @@ export class XapiSession {
   /** Logs in (following HOST_IS_SLAVE). Throws AUTH_FAILED or CONNECT_FAILED with a one-line reason. */
   static async open(options: SessionOptions): Promise<XapiSession> {
     const session = new XapiSession(options)
-    await session.#login()
+    await session.#login(options.loginSignal)
     return session
   }
 
@@ -105,12 +139,12 @@ export class XapiSession {
     return this.#ref
   }
 
-  async #login(): Promise<void> {
+  async #login(signal?: AbortSignal): Promise<void> {
     const { username, password, log } = this.#options
     for (let hop = 0; ; hop++) {
       try {
         this.#ref = String(
-          await this.#raw('session.login_with_password', [username, password, '2.21', ORIGINATOR]),
+          await this.#raw('session.login_with_password', [username, password, '2.21', ORIGINATOR], signal),
         )
         return
       } catch (error) {
@@ -134,8 +168,9 @@ export class XapiSession {
     }
   }
 
-  async #raw(method: string, params: unknown[]): Promise<unknown> {
-    const { transport, log, signal } = this.#options
+  async #raw(method: string, params: unknown[], callSignal?: AbortSignal): Promise<unknown> {
+    const { transport, log } = this.#options
+    const signal = callSignal ?? this.#options.signal
     const started = performance.now()
     // The two places secrets travel in a call: the login's password, and the session ref that
     // opens every other call.

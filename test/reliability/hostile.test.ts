@@ -10,8 +10,11 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
+import { createServer, type Socket } from 'node:net'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
@@ -219,5 +222,121 @@ describe('a staging folder that cannot be turned against root, shared by one run
     expect(result.lines).toContain(
       `dpxen: warning: took over backupDir, which is in use by pre-exec (pid ${dead} on ${hostname()}) since 2026-11-30T01:00:00.000Z`,
     )
+  })
+})
+
+describe('bounded: no file, host or answer can hang the hook or fill its memory', () => {
+  const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
+
+  it.runIf(process.platform !== 'win32')(
+    'a FIFO, /dev/zero or a huge file as passwordFile, caFile or configuration: one line each, at once',
+    async () => {
+      const dir = tempDir()
+      const fifo = join(dir, 'fifo')
+      await execa('mkfifo', [fifo])
+      const huge = join(dir, 'huge')
+      writeFileSync(huge, Buffer.alloc(2 * 1024 * 1024, 0x41))
+      const base = {
+        mode: 'allOnline',
+        url: 'https://127.0.0.1:9',
+        username: 'root',
+        backupDir: join(dir, 's'),
+      }
+      const cases: [Record<string, unknown>, RegExp][] = [
+        [{ passwordFile: fifo }, /: passwordFile: cannot read the file it names \(not a regular file\)$/],
+        [
+          { passwordFile: '/dev/zero' },
+          /: passwordFile: cannot read the file it names \(not a regular file\)$/,
+        ],
+        [{ passwordFile: huge }, /: passwordFile: cannot read the file it names \(larger than 64 KiB/],
+        [{ password: 'x', caFile: '/dev/zero' }, /: caFile: cannot read \/dev\/zero \(not a regular file\)$/],
+      ]
+      for (const [values, line] of cases) {
+        const started = Date.now()
+        const result = await run(runPreExec, [writeConfig(dir, { ...base, ...values })])
+        expect(result.code).toBe(2)
+        expect(
+          result.lines.some((l) => line.test(l)),
+          result.text,
+        ).toBe(true)
+        expect(Date.now() - started).toBeLessThan(5000)
+      }
+      const asConfig = await run(runPreExec, [fifo])
+      expect(asConfig.code).toBe(2)
+      expect(asConfig.lines).toEqual([`dpxen: config ${fifo}: cannot be read: not a regular file`])
+    },
+  )
+
+  it('an endless XML-RPC answer is cut at maxAnswerMiB, memory flat', async () => {
+    const open: Socket[] = []
+    const server = createServer((socket) => {
+      open.push(socket)
+      socket.on('error', () => undefined)
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 200 OK\r\ncontent-type: text/xml\r\n\r\n<?xml version="1.0"?><methodResponse>')
+        const junk = Buffer.alloc(64 * 1024, 0x20)
+        const pump = (): void => {
+          while (!socket.destroyed && socket.write(junk));
+          if (!socket.destroyed) socket.once('drain', pump)
+        }
+        pump()
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const dir = tempDir()
+      const port = (server.address() as { port: number }).port
+      const config = writeConfig(dir, {
+        mode: 'allOnline',
+        url: `http://127.0.0.1:${port}`,
+        username: 'root',
+        password: 'pw',
+        backupDir: join(dir, 's'),
+        maxAnswerMiB: 8,
+      })
+      const result = await execa('/usr/bin/time', ['-f', 'rss=%M', process.execPath, PRE_EXEC, config], {
+        reject: false,
+        timeout: 30_000,
+      })
+      expect(result.exitCode).toBe(3)
+      expect(result.stdout).toBe(
+        `dpxen: the answer of http://127.0.0.1:${port} to session.login_with_password is over 8 MiB (maxAnswerMiB): raise maxAnswerMiB for a very large pool, or check that url is a XenServer / XCP-ng host`,
+      )
+      const rssKiB = Number(/rss=(\d+)/.exec(result.stderr)?.[1])
+      expect(rssKiB / 1024).toBeLessThan(150)
+    } finally {
+      for (const socket of open) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+
+  it('a host that accepts and never answers: SIGTERM ends the pre-exec within 5 s, exit 130', async () => {
+    const sockets: Socket[] = []
+    const server = createServer((socket) => {
+      sockets.push(socket)
+      socket.on('error', () => undefined)
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const dir = tempDir()
+      const config = writeConfig(dir, {
+        mode: 'allOnline',
+        url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+        username: 'root',
+        password: 'pw',
+        backupDir: join(dir, 's'),
+      })
+      const child = execa(process.execPath, [PRE_EXEC, config], { reject: false })
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      const sent = Date.now()
+      child.kill('SIGTERM')
+      const result = await child
+      expect(Date.now() - sent).toBeLessThan(5000)
+      expect(result.exitCode).toBe(130)
+      expect(result.stdout).toBe('dpxen: interrupted: stopped and cleaned up')
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    }
   })
 })

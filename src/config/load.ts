@@ -2,7 +2,7 @@
 // then cosmiconfig's search for `dpxen` from the working directory (package.json key,
 // .dpxenrc*, dpxen.config.*, DPxen_config.py), then the fixed place in the Data Protector
 // client's configuration folder. The original DPxen_config.py is read as it is.
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from './small-file.js'
 import { dirname, join, resolve } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'

@@ -277,10 +277,7 @@ export function validateConfig(
       try {
         password = readSmallFile(isAbsolute(file) ? file : `${ctx.baseDir}/${file}`, PASSWORD_FILE_CAP)
           .toString('utf8')
-          .replace(
-          /\r?\n$/,
-          '',
-        )
+          .replace(/\r?\n$/, '')
         if (password === '') problems.push('passwordFile: the file it names is empty')
       } catch (error) {
         problems.push(

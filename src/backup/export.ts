@@ -4,6 +4,7 @@
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { crashPoint } from '../crash-points.js'
 import { DpxenError, XapiError, messageOf } from '../errors.js'
 import { anySignal } from '../signals.js'
 import type { Logger } from '../log.js'
@@ -73,6 +74,7 @@ export async function exportToFile(
       throw await taskErrorOr(session, task, `the host answered HTTP ${res.status} to the export`)
     }
     await fsp.rm(partialPath, { force: true })
+    crashPoint(`create ${req.fileName}.partial`)
     const sink = await FileSink.open(partialPath, {
       flags: 'wx',
       mode: 0o600,
@@ -127,6 +129,7 @@ export async function exportToFile(
         `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
       )
     }
+    crashPoint(`rename ${req.fileName}`)
     await fsp.rename(partialPath, finalPath)
     done = true
     const seconds = (performance.now() - started) / 1000

@@ -8,7 +8,7 @@ import type { Logger } from '../log.js'
 import { EXIT } from '../cli/exit-codes.js'
 import { messageOf } from '../errors.js'
 import { connect } from '../xapi/connect.js'
-import { removeOurFile } from './files.js'
+import { removeOurFile, removeStalePartials } from './files.js'
 import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
 import { prepareStaging, StagingLock } from './staging.js'
@@ -44,6 +44,8 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
     for (const file of state.files) if (await removeOurFile(config.backupDir, file)) removed++
   }
   await removeOurFile(config.backupDir, STATE_FILE)
+  // Partial files of a run that was killed: with the folder held, nothing else writes them.
+  removed += (await removeStalePartials(config.backupDir)).length
   log.info(`dpxen: removed ${removed} file(s) dpxen wrote in ${config.backupDir}`)
 
   let code: number = EXIT.OK

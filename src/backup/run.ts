@@ -14,6 +14,7 @@ import { startTicker, type Active } from '../progress.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import { VERSION } from '../version.js'
 import { removeOurFile, removeStalePartials } from './files.js'
+import { manifestName } from './manifest.js'
 import { dumpPoolDatabase } from './metadata.js'
 import { xvaNames } from './names.js'
 import { readPool, selectVms, type VmPlan } from './select.js'
@@ -142,6 +143,7 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
   const pool = await readPool(session)
   const swept = await sweepSnapshots(session, log, {
     vms: pool.vms,
+    vdis: pool.vdis,
     ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
   })
   for (const name of swept.destroyed)
@@ -247,9 +249,13 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     onStatus: (s) => (entry.status = s),
   }
   try {
+    // Recorded before they exist: a run killed right after a rename leaves no file that the
+    // post-exec does not know of.
+    const intended = [run.fileName, manifestName(run.fileName)]
+    await run.record((s) => s.files.push(...intended.filter((f) => !s.files.includes(f))))
     const result = await (run.online ? backupOnline : backupOffline)(vmCtx, plan, run.fileName)
     await run.record((s) => {
-      s.files.push(...result.files)
+      s.files.push(...result.files.filter((f) => !s.files.includes(f)))
       s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: run.fileName })
     })
     const { bytes, seconds } = result.export

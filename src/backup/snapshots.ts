@@ -31,7 +31,9 @@ export async function makeSnapshot(
   runId: string,
   log: Logger,
 ): Promise<string> {
-  const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()}`
+  // The name says whose it is from the moment it exists: a run killed before the tags below
+  // leaves a snapshot the sweep still recognises (snapshotOwner).
+  const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()} (${hostname()}:${process.pid})`
   const [snap] = refsInResult(await callAsync(session, 'VM.snapshot', [vmRef, name]))
   if (!snap) throw new Error('VM.snapshot returned no snapshot')
   try {
@@ -43,6 +45,12 @@ export async function makeSnapshot(
       [OC_VM_NAME, vmName],
     ]) {
       await session.call('VM.add_to_other_config', snap, key, value)
+    }
+    // Its disks too: a run killed between destroying the snapshot and its disks leaves disks
+    // that nothing else would say are ours (sweepSnapshots removes them).
+    for (const vdi of await diskVdis(session, snap)) {
+      await session.call('VDI.add_to_other_config', vdi, OC_BACKUP_RUN, runId)
+      await session.call('VDI.add_to_other_config', vdi, OC_OWNER, `${hostname()}:${process.pid}`)
     }
   } catch (error) {
     await destroyVmAndDisks(session, snap, log).catch(() => undefined)
@@ -113,6 +121,16 @@ function ownerGone(owner: string | undefined): boolean {
   }
 }
 
+const OWNED_NAME = new RegExp(
+  `^${SNAPSHOT_PREFIX} .* (\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(?:\\.\\d+)?Z) \\(([^()\\s]+:\\d+)\\)$`,
+)
+
+/** When and by which process (host:pid) a snapshot named by makeSnapshot was made. */
+export function snapshotOwner(name: string): { created: string; owner: string } | undefined {
+  const match = OWNED_NAME.exec(name)
+  return match ? { created: match[1]!, owner: match[2]! } : undefined
+}
+
 /**
  * Destroys snapshots an earlier dpxen run left: ours (tagged), and either made by this run, or
  * by a dpxen process on this machine that is gone, or older than a day. Another dpxen backing
@@ -124,8 +142,9 @@ export async function sweepSnapshots(
   options: {
     runId?: string
     delays?: number[]
-    /** The pool's VM records when the caller has just read them (saves reading them again). */
+    /** The pool's VM and VDI records when the caller has just read them (saves reading them again). */
     vms?: Map<string, Record<string, unknown>>
+    vdis?: Map<string, Record<string, unknown>>
   } = {},
 ): Promise<{ destroyed: string[]; failed: string[] }> {
   const vms =
@@ -133,13 +152,36 @@ export async function sweepSnapshots(
     new Map(Object.entries(await session.call<Record<string, Record<string, unknown>>>('VM.get_all_records')))
   const destroyed: string[] = []
   const failed: string[] = []
-  for (const [ref, vm] of vms) {
-    const oc = (vm.other_config ?? {}) as Record<string, string>
-    if (!vm.is_a_snapshot || oc[OC_BACKUP_RUN] === undefined) continue
-    const created = Date.parse(oc[OC_CREATED] ?? '')
+  const sweepable = (oc: Record<string, string>, created: number): boolean => {
     const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
     const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
-    if (!mine && !stale && !ownerGone(oc[OC_OWNER])) continue
+    return mine || stale || ownerGone(oc[OC_OWNER])
+  }
+  // Disks of a snapshot whose record is gone (a run killed between the two): tagged, no VBD.
+  const vdis =
+    options.vdis ??
+    new Map(Object.entries(await session.call<Record<string, Record<string, unknown>>>('VDI.get_all_records')))
+  for (const [ref, vdi] of vdis) {
+    const oc = (vdi.other_config ?? {}) as Record<string, string>
+    if (oc[OC_BACKUP_RUN] === undefined || !vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length) continue
+    if (!sweepable(oc, Date.parse(String(vdi.snapshot_time ?? '')))) continue
+    try {
+      await destroyVdi(session, ref, log, options.delays)
+      destroyed.push(`disk ${String(vdi.name_label)}`)
+    } catch (error) {
+      failed.push(`disk ${String(vdi.name_label)}: ${messageOf(error)}`)
+    }
+  }
+  for (const [ref, vm] of vms) {
+    const oc = (vm.other_config ?? {}) as Record<string, string>
+    if (!vm.is_a_snapshot) continue
+    // Tagged, or not yet: a run killed between the snapshot and its tags left only the name.
+    const named = oc[OC_BACKUP_RUN] === undefined ? snapshotOwner(String(vm.name_label)) : undefined
+    if (oc[OC_BACKUP_RUN] === undefined && !named) continue
+    const created = Date.parse(oc[OC_CREATED] ?? named?.created ?? '')
+    const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
+    const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
+    if (!mine && !stale && !ownerGone(oc[OC_OWNER] ?? named?.owner)) continue
     try {
       await destroyVmAndDisks(session, ref, log, options.delays)
       destroyed.push(String(vm.name_label))

@@ -17,10 +17,12 @@ import { hostname } from 'node:os'
 import { promises as fsp, constants, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
+import { crashPoint } from '../crash-points.js'
 import { DpxenError, localIoError } from '../errors.js'
-import { STALE_AFTER_MS } from './tags.js'
+import { LOCK_FILE, STALE_AFTER_MS } from './tags.js'
 
-export const LOCK_FILE = '.dpxen-lock'
+export { LOCK_FILE }
+
 
 const isPosix = process.platform !== 'win32'
 
@@ -84,6 +86,7 @@ export async function writeStagingFile(dir: string, name: string, data: string):
     } finally {
       await handle.close()
     }
+    crashPoint(`rename ${name}`)
     await fsp.rename(tmp, path)
   } catch (error) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined)

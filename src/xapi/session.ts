@@ -2,6 +2,7 @@
 // once on SESSION_INVALID, and always log out. Every call goes to the debug log with secrets
 // redacted. The transport is a plain function, so tests and other hosts plug in at one seam.
 import { performance } from 'node:perf_hooks'
+import { crashPoint } from '../crash-points.js'
 import { DpxenError, XapiError, isXapiError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { connectionError } from './connection.js'
@@ -171,6 +172,7 @@ export class XapiSession {
   async #raw(method: string, params: unknown[], callSignal?: AbortSignal): Promise<unknown> {
     const { transport, log } = this.#options
     const signal = callSignal ?? this.#options.signal
+    crashPoint(method)
     const started = performance.now()
     // The two places secrets travel in a call: the login's password, and the session ref that
     // opens every other call.

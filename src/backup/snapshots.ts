@@ -160,10 +160,13 @@ export async function sweepSnapshots(
   // Disks of a snapshot whose record is gone (a run killed between the two): tagged, no VBD.
   const vdis =
     options.vdis ??
-    new Map(Object.entries(await session.call<Record<string, Record<string, unknown>>>('VDI.get_all_records')))
+    new Map(
+      Object.entries(await session.call<Record<string, Record<string, unknown>>>('VDI.get_all_records')),
+    )
   for (const [ref, vdi] of vdis) {
     const oc = (vdi.other_config ?? {}) as Record<string, string>
-    if (oc[OC_BACKUP_RUN] === undefined || !vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length) continue
+    if (oc[OC_BACKUP_RUN] === undefined || !vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length)
+      continue
     if (!sweepable(oc, Date.parse(String(vdi.snapshot_time ?? '')))) continue
     try {
       await destroyVdi(session, ref, log, options.delays)

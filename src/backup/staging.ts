@@ -23,7 +23,6 @@ import { LOCK_FILE, STALE_AFTER_MS } from './tags.js'
 
 export { LOCK_FILE }
 
-
 const isPosix = process.platform !== 'win32'
 
 function unsafe(message: string): DpxenError {

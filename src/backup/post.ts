@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import { EXIT } from '../cli/exit-codes.js'
 import { messageOf } from '../errors.js'
+import { recoverRestores } from '../restore/journal.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from './files.js'
 import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
@@ -52,6 +53,7 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
   try {
     const conn = await connect(config, log, ctx.signal)
     try {
+      for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
       if (state) await restartStopped(conn.session, log, state)
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),

@@ -11,6 +11,7 @@ import { DpxenError, messageOf } from '../errors.js'
 import { formatBytes, formatRate } from '../format.js'
 import { createLogger, type Logger } from '../log.js'
 import { startTicker, type Active } from '../progress.js'
+import { recoverRestores } from '../restore/journal.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import { VERSION } from '../version.js'
 import { removeOurFile, removeStalePartials } from './files.js'
@@ -138,6 +139,7 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
 async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Connection): Promise<number> {
   const { session, agents } = conn
   await cleanStaging(config, log, session)
+  for (const line of await recoverRestores(session, config.backupDir, log)) log.info(line)
   // One read of the pool serves the sweep and the plan: VM.get_all_records of a large pool is
   // megabytes. Snapshots are never planned, so those the sweep destroys do not matter to it.
   const pool = await readPool(session)

@@ -81,7 +81,14 @@ export function planTargets(ctx: RestoreContext, item: RestoreItem): Map<string,
 }
 
 /** Imports the file; the caller destroys what it returns when anything later fails. */
-export async function importItem(ctx: RestoreContext, item: RestoreItem, restore: boolean): Promise<string> {
+export async function importItem(
+  ctx: RestoreContext,
+  item: RestoreItem,
+  restore: boolean,
+  journal?: {
+    update(change: { phase?: 'importing'; importTask?: string; imported?: string }): Promise<void>
+  },
+): Promise<string> {
   checkAbort(ctx.signal)
   ctx.onStatus?.('importing')
   const started = performance.now()
@@ -91,6 +98,12 @@ export async function importItem(ctx: RestoreContext, item: RestoreItem, restore
     restore,
     signal: ctx.signal,
     stallTimeout: ctx.config.stallTimeout,
+    ...(journal
+      ? {
+          onTask: (task: string) => journal.update({ phase: 'importing', importTask: task }),
+          onImported: (refs: string[]) => journal.update({ imported: refs[0]! }),
+        }
+      : {}),
   })
   const seconds = (performance.now() - started) / 1000
   ctx.log.info(

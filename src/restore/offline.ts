@@ -28,6 +28,7 @@ import {
   type RestoreContext,
 } from './common.js'
 import type { RestoreItem } from './find.js'
+import { JournalRecord } from './journal.js'
 import { findVm, type RestoreOutcome } from './online.js'
 
 type Rec = Record<string, unknown>
@@ -46,47 +47,69 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
     }
   }
   checkAbort(ctx.signal)
-  if (old && oldState === 'Running') await stopVm(ctx, old, item.vmName)
-  let replaced = false
+  const wasRunning = item.manifest?.vm.powerStateAtBackup === 'Running'
+  const start = ctx.config.startAfterRestore && wasRunning
+  // Written before the VM is stopped: a run killed from here on is settled by the next one.
+  const journal = await JournalRecord.open(ctx.config.backupDir, {
+    kind: 'offline',
+    vmName: item.vmName,
+    vm: old ?? '',
+    wasRunning: oldState === 'Running',
+    phase: 'stopping',
+    startNew: start,
+  })
   try {
-    const vm = await importItem(ctx, item, old === undefined)
-    const copies: string[] = []
-    let kept = false
-    try {
-      const disks = await verifyImported(ctx, item, vm)
-      const vdiFor = await moveToOwnSrs(ctx, disks, targets, copies)
-      if (copies.length) await useCopies(ctx, vm, disks, vdiFor, item.vmName)
-      if (old) await takeIdentity(ctx, item, vm)
-      checkAbort(ctx.signal)
-      kept = true
-    } finally {
-      if (!kept) {
-        await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs).catch((error: unknown) =>
-          ctx.log.info(`dpxen: warning: the imported copy could not be removed: ${messageOf(error)}`),
-        )
-        await destroyUnusedVdis(ctx, copies, item.vmName)
-      }
-    }
-    if (old) {
-      ctx.onStatus?.('removing the old VM')
-      const oldDisks = (await vmDisks(ctx.session, old)).map((d) => d.vdi)
-      await ctx.session.call('VM.destroy', old)
-      replaced = true
-      await destroyUnusedVdis(ctx, oldDisks, `the old ${item.vmName}`)
-    }
-    const wasRunning = item.manifest?.vm.powerStateAtBackup === 'Running'
-    const start = ctx.config.startAfterRestore && wasRunning
-    if (start) await startVm(ctx, vm, item.vmName)
-    const how = old
-      ? 'replacing the VM of that name (new uuid, MACs kept)'
-      : 'as a new VM (uuid and MACs kept)'
-    return {
-      summary: `restored from ${item.file} ${how} on SR "${ctx.target.name}"${start ? ', started' : ', halted'}`,
-    }
+    return await replace()
   } finally {
-    if (old && !replaced && oldState === 'Running') {
-      ctx.onStatus?.('starting the old VM again')
-      await startVm(ctx, old, item.vmName)
+    await journal.close()
+  }
+
+  async function replace(): Promise<RestoreOutcome> {
+    if (old && oldState === 'Running') await stopVm(ctx, old, item.vmName)
+    let replaced = false
+    try {
+      const vm = await importItem(ctx, item, old === undefined, journal)
+      const copies: string[] = []
+      let kept = false
+      try {
+        const disks = await verifyImported(ctx, item, vm)
+        const vdiFor = await moveToOwnSrs(ctx, disks, targets, copies)
+        if (copies.length) await useCopies(ctx, vm, disks, vdiFor, item.vmName)
+        if (old) await takeIdentity(ctx, item, vm)
+        checkAbort(ctx.signal)
+        kept = true
+      } finally {
+        if (!kept) {
+          await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs).catch((error: unknown) =>
+            ctx.log.info(`dpxen: warning: the imported copy could not be removed: ${messageOf(error)}`),
+          )
+          await destroyUnusedVdis(ctx, copies, item.vmName)
+        }
+      }
+      if (old) {
+        ctx.onStatus?.('removing the old VM')
+        const oldDisks = (await vmDisks(ctx.session, old)).map((d) => d.vdi)
+        await journal.update({
+          phase: 'replacing',
+          oldDisks: Object.fromEntries(oldDisks.map((vdi, i) => [String(i), { vdi, vbd: {} }])),
+        })
+        await ctx.session.call('VM.destroy', old)
+        replaced = true
+        await destroyUnusedVdis(ctx, oldDisks, `the old ${item.vmName}`)
+      }
+      await journal.update({ phase: 'finishing' })
+      if (start) await startVm(ctx, vm, item.vmName)
+      const how = old
+        ? 'replacing the VM of that name (new uuid, MACs kept)'
+        : 'as a new VM (uuid and MACs kept)'
+      return {
+        summary: `restored from ${item.file} ${how} on SR "${ctx.target.name}"${start ? ', started' : ', halted'}`,
+      }
+    } finally {
+      if (old && !replaced && oldState === 'Running') {
+        ctx.onStatus?.('starting the old VM again')
+        await startVm(ctx, old, item.vmName)
+      }
     }
   }
 }

@@ -20,6 +20,7 @@ import {
   type VmDisk,
 } from './common.js'
 import type { RestoreItem } from './find.js'
+import { JournalRecord } from './journal.js'
 
 export interface RestoreOutcome {
   /** One line for the session: what was done. */
@@ -67,18 +68,30 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
   }
   const targets = planTargets(ctx, item)
   checkAbort(ctx.signal)
-  if (state === 'Running') await stopVm(ctx, vm, item.vmName)
+  // Written before the VM is stopped: a run killed from here on is settled by the next one.
+  const journal = await JournalRecord.open(ctx.config.backupDir, {
+    kind: 'online',
+    vmName: item.vmName,
+    vm,
+    wasRunning: state === 'Running',
+    phase: 'stopping',
+  })
   try {
-    return await swapDisks(ctx, item, vm)
-  } finally {
-    if (state === 'Running') {
-      ctx.onStatus?.('starting again')
-      await startVm(ctx, vm, item.vmName)
+    if (state === 'Running') await stopVm(ctx, vm, item.vmName)
+    try {
+      return await swapDisks(ctx, item, vm)
+    } finally {
+      if (state === 'Running') {
+        ctx.onStatus?.('starting again')
+        await startVm(ctx, vm, item.vmName)
+      }
     }
+  } finally {
+    await journal.close()
   }
 
   async function swapDisks(ctx: RestoreContext, item: RestoreItem, vm: string): Promise<RestoreOutcome> {
-    const imported = await importItem(ctx, item, false)
+    const imported = await importItem(ctx, item, false, journal)
     const copies: string[] = []
     let swapped = false
     try {
@@ -87,8 +100,17 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
       checkAbort(ctx.signal)
       ctx.onStatus?.('replacing the disks')
       const old = await vmDisks(ctx.session, vm)
+      await journal.update({
+        phase: 'swapping',
+        copies,
+        oldDisks: Object.fromEntries(
+          old.map((d) => [d.userdevice, { vdi: d.vdi, vbd: vbdRecord(vm, d.vdi, d) }]),
+        ),
+        newDisks: Object.fromEntries(newDisks.map((d) => [d.userdevice, vdiFor.get(d.userdevice)!])),
+      })
       await replaceVbds(ctx, vm, old, newDisks, vdiFor)
       swapped = true
+      await journal.update({ phase: 'finishing' })
       // The imported record goes; its disks stay, now the VM's (copies made the originals spare).
       await ctx.session.call('VM.destroy', imported)
       const replaced = old.filter((d) => vdiFor.has(d.userdevice)).map((d) => d.vdi)
@@ -161,37 +183,53 @@ function vbdRecord(vm: string, vdi: string, like: VmDisk): Record<string, unknow
 /** Disaster recovery from an online backup: the snapshot imported as the VM (uuid and MACs kept). */
 async function createFromSnapshot(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const targets = planTargets(ctx, item)
-  const vm = await importItem(ctx, item, true)
-  const copies: string[] = []
-  let done = false
+  const journal = await JournalRecord.open(ctx.config.backupDir, {
+    kind: 'offline',
+    vmName: item.vmName,
+    vm: '',
+    wasRunning: false,
+    phase: 'stopping',
+  })
   try {
-    const disks = await verifyImported(ctx, item, vm)
-    const vdiFor = await moveToOwnSrs(ctx, disks, targets, copies)
-    if (copies.length) {
-      const old = disks.filter((d) => vdiFor.get(d.userdevice) !== d.vdi)
-      await replaceVbds(ctx, vm, old, old, vdiFor)
-      await destroyUnusedVdis(
-        ctx,
-        old.map((d) => d.vdi),
-        item.vmName,
-      )
-    }
-    await ctx.session.call('VM.set_is_a_template', vm, false)
-    await ctx.session.call('VM.set_name_label', vm, item.vmName)
-    const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
-    for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
-      if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
-    }
-    done = true
+    return await create()
   } finally {
-    if (!done) {
-      await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs).catch(() => undefined)
-      await destroyUnusedVdis(ctx, copies, item.vmName)
-    }
+    await journal.close()
   }
-  const wasRunning = item.manifest?.vm.powerStateAtBackup === 'Running'
-  if (ctx.config.startAfterRestore && wasRunning) await startVm(ctx, vm, item.vmName)
-  return {
-    summary: `created again from ${item.file} (it no longer existed; restoreMissingVm)${ctx.config.startAfterRestore && wasRunning ? ', started' : ''}`,
+
+  async function create(): Promise<RestoreOutcome> {
+    const vm = await importItem(ctx, item, true, journal)
+    const copies: string[] = []
+    let done = false
+    try {
+      const disks = await verifyImported(ctx, item, vm)
+      const vdiFor = await moveToOwnSrs(ctx, disks, targets, copies)
+      if (copies.length) {
+        const old = disks.filter((d) => vdiFor.get(d.userdevice) !== d.vdi)
+        await replaceVbds(ctx, vm, old, old, vdiFor)
+        await destroyUnusedVdis(
+          ctx,
+          old.map((d) => d.vdi),
+          item.vmName,
+        )
+      }
+      await ctx.session.call('VM.set_is_a_template', vm, false)
+      await ctx.session.call('VM.set_name_label', vm, item.vmName)
+      const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
+      for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
+        if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
+      }
+      done = true
+      await journal.update({ phase: 'finishing' })
+    } finally {
+      if (!done) {
+        await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs).catch(() => undefined)
+        await destroyUnusedVdis(ctx, copies, item.vmName)
+      }
+    }
+    const wasRunning = item.manifest?.vm.powerStateAtBackup === 'Running'
+    if (ctx.config.startAfterRestore && wasRunning) await startVm(ctx, vm, item.vmName)
+    return {
+      summary: `created again from ${item.file} (it no longer existed; restoreMissingVm)${ctx.config.startAfterRestore && wasRunning ? ', started' : ''}`,
+    }
   }
 }

@@ -13,6 +13,7 @@ import { readPool } from '../backup/select.js'
 import { connect } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
+import { recoverRestores } from './journal.js'
 import { prepareStaging, StagingLock } from '../backup/staging.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../log.js'
@@ -57,6 +58,7 @@ async function restoreFiles(
   const online = config.mode === 'online' || config.mode === 'allOnline'
   const conn = await connect(config, log, ctx.signal)
   try {
+    for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
     const view = await readPool(conn.session)
     const target = resolveSr(view, config)
     const failures: string[] = []

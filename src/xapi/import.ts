@@ -18,6 +18,10 @@ export interface ImportRequest {
   signal: AbortSignal
   /** Seconds without progress before the transfer counts as stalled. */
   stallTimeout: number
+  /** Told the import's task before anything is sent (the restore journal records it). */
+  onTask?: (task: string) => Promise<void>
+  /** Told what was imported before the task goes (after that, only this record names it). */
+  onImported?: (refs: string[]) => Promise<void>
 }
 
 function put(agents: StreamAgents, url: string, length: number, idleMs: number, signal: AbortSignal) {
@@ -83,6 +87,7 @@ export async function importFile(
   const task = await session.call<string>('task.create', 'dpxen import', 'Data Protector restore')
   let settled = false
   try {
+    await request.onTask?.(task)
     const url = resourceUrl(session, '/import', {
       task_id: task,
       sr_id: request.srRef,
@@ -108,6 +113,7 @@ export async function importFile(
       throw new XapiError(outcome.errorInfo.length ? outcome.errorInfo : [outcome.status], 'import')
     const refs = refsInResult(outcome.result)
     if (refs.length === 0) throw new DpxenError('VM_FAILED', 'the import reported no VM')
+    await request.onImported?.(refs)
     return refs
   } finally {
     if (!settled) {

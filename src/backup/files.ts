@@ -1,7 +1,7 @@
 // Files in backupDir: free space, and removal that never leaves backupDir nor follows a link.
 import { promises as fsp } from 'node:fs'
 import { basename, join } from 'node:path'
-import { LOCK_FILE, MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from './tags.js'
+import { JOURNAL_FILE, LOCK_FILE, MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from './tags.js'
 
 /** Bytes free for this user in the folder's file system. */
 export async function freeSpace(dir: string): Promise<number> {
@@ -16,6 +16,7 @@ export function isOurName(name: string): boolean {
     base === STATE_FILE ||
     base === `${STATE_FILE}.tmp` ||
     base === LOCK_FILE ||
+    base === JOURNAL_FILE ||
     base.endsWith('.xva') ||
     base.endsWith(MANIFEST_SUFFIX) ||
     base.endsWith('_pool-database.xml')

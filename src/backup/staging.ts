@@ -204,13 +204,16 @@ export class StagingLock {
         const sameSession =
           held.phase === 'staged' && session !== undefined && held.session === session && hook === 'post-exec'
         const notRunByDp = held.phase === 'staged' && session === undefined && held.session === undefined
-        if (!sameSession && !notRunByDp && !isStale(held))
+        // Data Protector backs the lock up with the folder and a restore puts it back: to a
+        // restore, which deletes nothing, a staged lock is no conflict.
+        const restoring = held.phase === 'staged' && hook === 'restore-post-exec'
+        if (!sameSession && !notRunByDp && !restoring && !isStale(held))
           throw new DpxenError(
             'STAGING_BUSY',
             `backupDir ${dir} ${describeLock(held)}: give each backup specification its own backupDir`,
           )
         await fsp.rm(path, { force: true })
-        const tookOver = sameSession || notRunByDp ? undefined : describeLock(held)
+        const tookOver = sameSession || notRunByDp || restoring ? undefined : describeLock(held)
         const taken = await StagingLock.acquire(dir, hook, session)
         return tookOver ? { ...taken, tookOver } : taken
       }

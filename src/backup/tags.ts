@@ -12,6 +12,8 @@ export const SNAPSHOT_PREFIX = 'dpxen backup'
 
 /** The state file the pre-exec writes and the post-exec reads, inside backupDir. */
 export const STATE_FILE = '.dpxen-state.json'
+/** The restore journal in backupDir (restore/journal.ts). */
+export const JOURNAL_FILE = '.dpxen-restore.json'
 /** The lock file that holds backupDir for one session (staging.ts). */
 export const LOCK_FILE = '.dpxen-lock'
 /** Suffix of a file while it is being written; it gets its final name only when complete. */

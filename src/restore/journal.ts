@@ -19,13 +19,12 @@ import { isXapiError, messageOf } from '../errors.js'
 import type { Logger } from '../log.js'
 import { destroyVdi, destroyVmAndDisks } from '../backup/snapshots.js'
 import { readTrustedFile, writeStagingFile } from '../backup/staging.js'
+import { JOURNAL_FILE } from '../backup/tags.js'
 import type { XapiSession } from '../xapi/session.js'
 import { callAsync, cancelTask, waitTask } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
-
-export const JOURNAL_FILE = '.dpxen-restore.json'
 
 type Rec = Record<string, unknown>
 

@@ -33,7 +33,9 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       /^dpxen: Debian: done, 8\.0 MiB in [\d.]+ s \([\d.]+ MB\/s\) -> 127\.0\.0\.1_Debian_Snapshot\.xva$/m,
     )
     expect(result.text).toMatch(/^dpxen: all 2 VM\(s\) backed up$/m)
+    // The lock holds the folder for Data Protector's backup and this session's post-exec.
     expect(files(backupDir)).toEqual([
+      '.dpxen-lock',
       '.dpxen-state.json',
       '127.0.0.1_Debian_Snapshot.xva',
       '127.0.0.1_Debian_Snapshot.xva.manifest.json',
@@ -142,6 +144,7 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
     const result = await run(runPreExec, [config])
     expect(result.code).toBe(0)
     expect(files(backupDir).filter((f) => !f.endsWith('.json'))).toEqual([
+      '.dpxen-lock',
       '127.0.0.1_Debian.xva',
       '127.0.0.1_legacy-win.xva',
       '127.0.0.1_pool-database.xml',

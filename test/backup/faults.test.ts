@@ -103,7 +103,7 @@ describe('backup under faults', () => {
     expect(result.lines).toContain(
       'dpxen: Debian: FAILED: the export stopped after 3145728 bytes: VDI_IO_ERROR Device I/O errors',
     )
-    expect(files(backupDir)).toEqual(['.dpxen-state.json'])
+    expect(files(backupDir)).toEqual(['.dpxen-lock', '.dpxen-state.json'])
     expect(await snapshots(xapi)).toEqual([])
     expect(await powerStates(xapi)).toMatchObject({ Debian: 'Running' })
   })
@@ -119,7 +119,7 @@ describe('backup under faults', () => {
       expect(result.lines).toContain(
         'dpxen: Debian: FAILED: the exported XVA is invalid: the archive is cut off at byte 3145728 (truncated)',
       )
-      expect(files(backupDir)).toEqual(['.dpxen-state.json'])
+      expect(files(backupDir)).toEqual(['.dpxen-lock', '.dpxen-state.json'])
       expect(await snapshots(xapi)).toEqual([])
     }
   })

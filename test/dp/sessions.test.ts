@@ -57,6 +57,7 @@ describe('Data Protector sessions with dpxen (dp-sim)', () => {
     expect(backup.status).toBe('Completed')
     expect(backup.id).toMatch(/^\d{4}\/\d{2}\/\d{2}-1$/)
     expect(backup.objects[0]!.files.map((f) => f.path.split('/').at(-1)).sort()).toEqual([
+      '.dpxen-lock',
       '.dpxen-state.json',
       '127.0.0.1_Debian_Snapshot.xva',
       '127.0.0.1_Debian_Snapshot.xva.manifest.json',

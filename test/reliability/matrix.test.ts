@@ -200,7 +200,7 @@ describe('fault matrix: backups', () => {
     const { mkdirSync, writeFileSync } = await import('node:fs')
     const w = await world('online')
     mkdirSync(w.backupDir)
-    const mounted = await execa('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', w.backupDir], {
+    const mounted = await execa('mount', ['-t', 'tmpfs', '-o', 'size=12m,mode=0700', 'tmpfs', w.backupDir], {
       reject: false,
     })
     if (mounted.exitCode !== 0) {

@@ -206,7 +206,7 @@ export class StagingLock {
         const notRunByDp = held.phase === 'staged' && session === undefined && held.session === undefined
         // Data Protector backs the lock up with the folder and a restore puts it back: to a
         // restore, which deletes nothing, a staged lock is no conflict.
-        const restoring = held.phase === 'staged' && hook === 'restore-post-exec'
+        const restoring = held.phase === 'staged' && (hook === 'restore-post-exec' || hook === 'recover')
         if (!sameSession && !notRunByDp && !restoring && !isStale(held))
           throw new DpxenError(
             'STAGING_BUSY',

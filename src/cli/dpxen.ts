@@ -10,7 +10,11 @@ import { formatBytes } from '../format.js'
 import { createLogger } from '../log.js'
 import { freeSpace } from '../backup/files.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
-import { startHook } from '../backup/run.js'
+import { restartStopped, startHook } from '../backup/run.js'
+import { sweepSnapshots } from '../backup/snapshots.js'
+import { prepareStaging, StagingLock } from '../backup/staging.js'
+import { readState } from '../backup/state.js'
+import { recoverRestores } from '../restore/journal.js'
 import { readPool, selectVms } from '../backup/select.js'
 import { PARTIAL_SUFFIX } from '../backup/tags.js'
 import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
@@ -22,11 +26,12 @@ import type { Logger } from '../log.js'
 import type { HookContext } from './context.js'
 import { EXIT } from './exit-codes.js'
 
-const USAGE = 'usage: dpxen check [CONFIG] | dpxen verify FILE.xva'
+const USAGE = 'usage: dpxen check [CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva'
 
 export async function runDpxen(ctx: HookContext): Promise<number> {
   const [command, ...rest] = ctx.args
   if (command === 'check') return check({ ...ctx, args: rest })
+  if (command === 'recover') return recover({ ...ctx, args: rest })
   if (command === 'verify' && rest.length === 1) return verify(ctx, rest[0]!)
   if (command === undefined || command === '--help' || command === 'help') {
     ctx.out(USAGE)
@@ -85,6 +90,56 @@ async function check(ctx: HookContext): Promise<number> {
   }
   log.info(problems ? `not ready: ${problems} problem(s)` : 'ready')
   return problems ? EXIT.VM_FAILED : EXIT.OK
+}
+
+/**
+ * `dpxen recover [CONFIG]`: settles what a run killed outright left, without waiting for the
+ * next backup or restore: an interrupted restore (journal), VMs a backup stopped, leftover
+ * snapshots. It deletes no file in backupDir.
+ */
+async function recover(ctx: HookContext): Promise<number> {
+  const { config, log } = await startHook(ctx, 'recover')
+  if (!existsSync(config.backupDir)) {
+    log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
+  } else await prepareStaging(config.backupDir)
+  const held = existsSync(config.backupDir)
+    ? await StagingLock.acquire(config.backupDir, 'recover', ctx.env.SESSIONID)
+    : undefined
+  try {
+    const conn = await connect(config, log, ctx.signal)
+    try {
+      let settled = 0
+      if (held) {
+        for (const line of await recoverRestores(conn.session, config.backupDir, log)) {
+          log.info(line)
+          settled++
+        }
+        const state = await readState(config.backupDir)
+        if (state?.stopped?.length) {
+          await restartStopped(conn.session, log, state)
+          settled += state.stopped.length
+        }
+      }
+      const swept = await sweepSnapshots(
+        conn.session,
+        log,
+        ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {},
+      )
+      for (const name of swept.destroyed) log.info(`dpxen: removed the leftover snapshot "${name}"`)
+      for (const line of swept.failed) log.info(`dpxen: a leftover snapshot could not be removed: ${line}`)
+      settled += swept.destroyed.length
+      log.info(
+        settled
+          ? `dpxen: recovered ${settled} thing(s) an interrupted run left`
+          : 'dpxen: nothing to recover',
+      )
+      return swept.failed.length ? EXIT.VM_FAILED : EXIT.OK
+    } finally {
+      await conn.close()
+    }
+  } finally {
+    await held?.lock.release()
+  }
 }
 
 /** Whether the host's certificate is trusted as configured; if not, says what it is and how to pin it. */

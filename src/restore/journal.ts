@@ -19,7 +19,7 @@ import { isXapiError, messageOf } from '../errors.js'
 import type { Logger } from '../log.js'
 import { destroyVdi, destroyVmAndDisks } from '../backup/snapshots.js'
 import { readTrustedFile, writeStagingFile } from '../backup/staging.js'
-import { JOURNAL_FILE } from '../backup/tags.js'
+import { JOURNAL_FILE, PARTIAL_SUFFIX } from '../backup/tags.js'
 import type { XapiSession } from '../xapi/session.js'
 import { callAsync, cancelTask, waitTask } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
@@ -222,6 +222,8 @@ async function recoverOffline(session: XapiSession, entry: JournalEntry, log: Lo
  * per VM for the session; an entry that cannot be settled stays for the next run.
  */
 export async function recoverRestores(session: XapiSession, dir: string, log: Logger): Promise<string[]> {
+  // An update a killed run had not renamed yet: the journal before it still says where it was.
+  await fsp.rm(join(dir, `${JOURNAL_FILE}${PARTIAL_SUFFIX}`), { force: true })
   const journal = await read(dir)
   if (journal.entries.length === 0) return []
   const lines: string[] = []

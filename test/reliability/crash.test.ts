@@ -35,7 +35,9 @@ async function poolShape(xapi: TestClient): Promise<Rec> {
 /** Runs `bin` with the crash at `point` (0: none); whether it was killed there. */
 async function runTo(bin: string, config: string, point: number, env: Record<string, string> = {}) {
   const count = join(tempDir('dpxen-crash-'), 'count')
-  const result = await execa(process.execPath, [bin, config], {
+  // `dpxen recover` is the one hook with a command word.
+  const args = bin.endsWith('dpxen.js') ? [bin, 'recover', config] : [bin, config]
+  const result = await execa(process.execPath, args, {
     reject: false,
     env: { ...env, DPXEN_TEST_CRASH_AT: String(point), DPXEN_TEST_CRASH_COUNT: count },
   })
@@ -76,6 +78,13 @@ const scenarios: Scenario[] = [
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'restore-post-exec',
+  },
+  {
+    name: 'online restore, settled by dpxen recover',
+    values: { mode: 'online', vmName: ['Debian'] },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'dpxen',
   },
   {
     name: 'offline restore',

@@ -5,6 +5,7 @@ import { DpxenError, messageOf } from '../errors.js'
 import { oneLine, type Logger } from '../log.js'
 import { ConfigError } from '../config/load.js'
 import type { Hook, HookContext } from './context.js'
+import { CRITICAL_WAIT_MS, criticalDone, inCritical } from '../critical.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
 
 export interface RunResult {
@@ -44,8 +45,27 @@ export function main(hook: Hook): void {
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++
-    if (signals > 1) process.exit(EXIT.ABORTED) // a second signal: stop now
-    controller.abort(new DpxenError('ABORTED', `received ${signal}`))
+    if (signals === 1) return controller.abort(new DpxenError('ABORTED', `received ${signal}`))
+    // A second signal: stop now, but not in the middle of a critical section (bounded).
+    const section = inCritical()
+    if (!section) {
+      process.stdout.write(
+        `dpxen: ${signal} again: stopped at once; the next run (or dpxen recover) settles what was left\n`,
+        () => process.exit(EXIT.ABORTED),
+      )
+      return
+    }
+    if (signals > 2) return
+    process.stdout.write(
+      `dpxen: ${signal} again: finishing ${section} first (at most ${CRITICAL_WAIT_MS / 1000} s), then stopping\n`,
+    )
+    const timer = setTimeout(() => process.exit(EXIT.ABORTED), CRITICAL_WAIT_MS)
+    void criticalDone().then(() => {
+      clearTimeout(timer)
+      process.stdout.write('dpxen: stopped; the next run (or dpxen recover) settles what was left\n', () =>
+        process.exit(EXIT.ABORTED),
+      )
+    })
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)

@@ -19,6 +19,7 @@ import {
   type RestoreContext,
   type VmDisk,
 } from './common.js'
+import { critical } from '../critical.js'
 import type { RestoreItem } from './find.js'
 import { JournalRecord } from './journal.js'
 
@@ -108,7 +109,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
         ),
         newDisks: Object.fromEntries(newDisks.map((d) => [d.userdevice, vdiFor.get(d.userdevice)!])),
       })
-      await replaceVbds(ctx, vm, old, newDisks, vdiFor)
+      await critical(`the disk swap of ${item.vmName}`, () => replaceVbds(ctx, vm, old, newDisks, vdiFor))
       swapped = true
       await journal.update({ phase: 'finishing' })
       // The imported record goes; its disks stay, now the VM's (copies made the originals spare).

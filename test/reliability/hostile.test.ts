@@ -339,4 +339,37 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
       await new Promise((resolve) => server.close(resolve))
     }
   })
+
+  it('a second SIGTERM stops at once, says so, and the post-exec settles what was left', async () => {
+    const { sim, xapi } = await demoSim()
+    sim.faults.add('export-stall:30')
+    const dir = tempDir()
+    const config = writeConfig(dir, {
+      mode: 'online',
+      vmName: ['Debian'],
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir: join(dir, 's'),
+    })
+    const child = execa(process.execPath, [PRE_EXEC, config], { reject: false })
+    await new Promise<void>((resolve) =>
+      child.stdout!.on('data', (d: Buffer) => /backup started/.test(d.toString()) && resolve()),
+    )
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    child.kill('SIGTERM')
+    child.kill('SIGTERM')
+    const result = await child
+    expect(result.exitCode).toBe(130)
+    expect(result.stdout).toMatch(
+      /^dpxen: SIGTERM again: stopped at once; the next run \(or dpxen recover\) settles what was left$/m,
+    )
+    sim.faults.clear()
+    const post = await execa(process.execPath, [PRE_EXEC.replace('pre-exec', 'post-exec'), config], {
+      reject: false,
+    })
+    expect(post.stdout).not.toMatch(/internal error/)
+    expect(await snapshots(xapi)).toEqual([])
+    expect(readdirSync(join(dir, 's'))).toEqual([])
+  })
 })

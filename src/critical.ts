@@ -6,7 +6,7 @@ export const CRITICAL_WAIT_MS = 30_000
 
 let open: string | undefined
 let depth = 0
-let waiters: (() => void)[] = []
+const waiters: (() => void)[] = []
 
 /** Runs `work` as a critical section named `what` (for the line a second signal prints). */
 export async function critical<T>(what: string, work: () => Promise<T>): Promise<T> {

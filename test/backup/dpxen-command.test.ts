@@ -89,7 +89,7 @@ describe('dpxen check / verify', () => {
     const result = await execa(DPXEN, ['frobnicate'], { reject: false })
     expect(result.exitCode).toBe(2)
     expect(result.stdout).toBe(
-      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen verify FILE.xva)',
+      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva)',
     )
   })
 })

@@ -11,6 +11,7 @@ export const FAULT_KINDS = [
   'import-fail', // the import task fails after reading the whole body
   'import-stall', // the import stops reading the body for ARG seconds after its first MiB
   'start-fail', // VM.start fails
+  'rpc-hang', // every XML-RPC call but the login and logout gets no answer (a host that hangs)
 ] as const
 
 export type FaultKind = (typeof FAULT_KINDS)[number]

@@ -14,9 +14,9 @@ export interface Connection {
 }
 
 /**
- * Logs in. Only the login is tied to the run's abort signal (`signal`): nothing has changed
- * yet, so SIGTERM may end it at once. Later calls are not: after SIGTERM the cleanup
- * (destroying a snapshot, starting a VM) still needs the session.
+ * Logs in. The login is tied to the run's abort signal (`signal`): nothing has changed yet, so
+ * SIGTERM may end it at once. Later calls are answered after SIGTERM too (the cleanup, which
+ * destroys a snapshot or starts a VM, needs the session), within a few seconds each.
  */
 export async function connect(config: Config, log: Logger, signal?: AbortSignal): Promise<Connection> {
   const policy = {
@@ -32,7 +32,7 @@ export async function connect(config: Config, log: Logger, signal?: AbortSignal)
       password: config.password,
       transport: xmlRpcTransport(dispatcher, config.maxAnswerMiB * 1024 * 1024),
       log,
-      ...(signal ? { loginSignal: signal } : {}),
+      ...(signal ? { runSignal: signal } : {}),
     })
     return {
       session,

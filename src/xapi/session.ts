@@ -93,8 +93,37 @@ export interface SessionOptions {
   transport: XapiTransport
   log: Logger
   signal?: AbortSignal
-  /** Aborts the first login only (nothing has been changed yet: SIGTERM may end it at once). */
-  loginSignal?: AbortSignal
+  /**
+   * The run's abort signal (SIGTERM). It ends the first login at once (nothing has changed
+   * yet). Any other call still gets its answer, since the cleanup needs the session, but only
+   * within CALL_GRACE_MS of the abort (or of its own start, after it): a host that stopped
+   * answering cannot hold the hook.
+   */
+  runSignal?: AbortSignal
+}
+
+/** How long a call may take once the run was interrupted. */
+export const CALL_GRACE_MS = 3000
+
+/** A signal that fires CALL_GRACE_MS after `run` aborts (or after now, if it has). */
+function graceAfter(run: AbortSignal): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const expire = (): void => {
+    timer = setTimeout(
+      () => controller.abort(new DpxenError('ABORTED', 'the host did not answer after the interruption')),
+      CALL_GRACE_MS,
+    )
+  }
+  if (run.aborted) expire()
+  else run.addEventListener('abort', expire, { once: true })
+  return {
+    signal: controller.signal,
+    dispose() {
+      run.removeEventListener('abort', expire)
+      clearTimeout(timer)
+    },
+  }
 }
 
 function unwrap(answer: unknown, method: string): unknown {
@@ -127,7 +156,7 @@ export class XapiSession {
   /** Logs in (following HOST_IS_SLAVE). Throws AUTH_FAILED or CONNECT_FAILED with a one-line reason. */
   static async open(options: SessionOptions): Promise<XapiSession> {
     const session = new XapiSession(options)
-    await session.#login(options.loginSignal)
+    await session.#login(options.runSignal)
     return session
   }
 
@@ -171,8 +200,10 @@ export class XapiSession {
 
   async #raw(method: string, params: unknown[], callSignal?: AbortSignal): Promise<unknown> {
     const { transport, log } = this.#options
-    const signal = callSignal ?? this.#options.signal
     crashPoint(method)
+    const run = this.#options.runSignal
+    const grace = !callSignal && run ? graceAfter(run) : undefined
+    const signal = callSignal ?? grace?.signal ?? this.#options.signal
     const started = performance.now()
     // The two places secrets travel in a call: the login's password, and the session ref that
     // opens every other call.
@@ -193,6 +224,8 @@ export class XapiSession {
         `call ${method}(${JSON.stringify(shown)}) failed in ${(performance.now() - started).toFixed(1)} ms: ${String(error)}`,
       )
       throw error
+    } finally {
+      grace?.dispose()
     }
   }
 

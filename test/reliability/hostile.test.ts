@@ -326,7 +326,7 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
         password: 'pw',
         backupDir: join(dir, 's'),
       })
-      const child = execa(process.execPath, [PRE_EXEC, config], { reject: false })
+      const child = execa(process.execPath, [PRE_EXEC, config], { reject: false, forceKillAfterDelay: false })
       await new Promise((resolve) => setTimeout(resolve, 1500))
       const sent = Date.now()
       child.kill('SIGTERM')
@@ -371,5 +371,29 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
     expect(post.stdout).not.toMatch(/internal error/)
     expect(await snapshots(xapi)).toEqual([])
     expect(readdirSync(join(dir, 's'))).toEqual([])
+  })
+
+  it('a host that stops answering after the login: SIGTERM ends the pre-exec within seconds, exit 130', async () => {
+    const { sim } = await demoSim()
+    const dir = tempDir()
+    const config = writeConfig(dir, {
+      mode: 'allOnline',
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir: join(dir, 's'),
+    })
+    sim.faults.add('rpc-hang')
+    // execa would SIGKILL a child still alive 5 s after SIGTERM: the hook must end by itself.
+    const child = execa(process.execPath, [PRE_EXEC, config], { reject: false, forceKillAfterDelay: false })
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    const sent = Date.now()
+    child.kill('SIGTERM')
+    const result = await child
+    // Each call still owed an answer gets CALL_GRACE_MS (3 s) after the signal.
+    expect(Date.now() - sent).toBeLessThan(5000)
+    expect(result.exitCode).toBe(130)
+    expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
+    sim.faults.clear()
   })
 })

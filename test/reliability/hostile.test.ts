@@ -228,6 +228,17 @@ describe('a staging folder that cannot be turned against root, shared by one run
 describe('bounded: no file, host or answer can hang the hook or fill its memory', () => {
   const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 
+  /** Runs the pre-exec, sends SIGTERM after `ms`, and says how long it took to stop. */
+  async function terminatedAfter(config: string, ms: number) {
+    // execa would SIGKILL a child still alive 5 s after SIGTERM: the hook must end by itself.
+    const child = execa(process.execPath, [PRE_EXEC, config], { reject: false, forceKillAfterDelay: false })
+    await new Promise((resolve) => setTimeout(resolve, ms))
+    const sent = Date.now()
+    child.kill('SIGTERM')
+    const result = await child
+    return { result, stopMs: Date.now() - sent }
+  }
+
   it.runIf(process.platform !== 'win32')(
     'a FIFO, /dev/zero or a huge file as passwordFile, caFile or configuration: one line each, at once',
     async () => {
@@ -326,12 +337,8 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
         password: 'pw',
         backupDir: join(dir, 's'),
       })
-      const child = execa(process.execPath, [PRE_EXEC, config], { reject: false, forceKillAfterDelay: false })
-      await new Promise((resolve) => setTimeout(resolve, 1500))
-      const sent = Date.now()
-      child.kill('SIGTERM')
-      const result = await child
-      expect(Date.now() - sent).toBeLessThan(5000)
+      const { result, stopMs } = await terminatedAfter(config, 1500)
+      expect(stopMs).toBeLessThan(5000)
       expect(result.exitCode).toBe(130)
       expect(result.stdout).toBe('dpxen: interrupted: stopped and cleaned up')
     } finally {
@@ -384,14 +391,9 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
       backupDir: join(dir, 's'),
     })
     sim.faults.add('rpc-hang')
-    // execa would SIGKILL a child still alive 5 s after SIGTERM: the hook must end by itself.
-    const child = execa(process.execPath, [PRE_EXEC, config], { reject: false, forceKillAfterDelay: false })
-    await new Promise((resolve) => setTimeout(resolve, 1500))
-    const sent = Date.now()
-    child.kill('SIGTERM')
-    const result = await child
+    const { result, stopMs } = await terminatedAfter(config, 1500)
     // Each call still owed an answer gets CALL_GRACE_MS (3 s) after the signal.
-    expect(Date.now() - sent).toBeLessThan(5000)
+    expect(stopMs).toBeLessThan(5000)
     expect(result.exitCode).toBe(130)
     expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
     sim.faults.clear()

@@ -12,7 +12,7 @@ import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from './files.js'
 import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
-import { prepareStaging, StagingLock } from './staging.js'
+import { acquireStaging, prepareStaging } from './staging.js'
 import { readState } from './state.js'
 import { STATE_FILE } from './tags.js'
 
@@ -29,7 +29,12 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
     return EXIT.OK
   }
   await prepareStaging(config.backupDir)
-  const { lock, tookOver } = await StagingLock.acquire(config.backupDir, 'post-exec', ctx.env.SESSIONID)
+  const { lock, tookOver } = await acquireStaging(config.backupDir, 'post-exec', {
+    session: ctx.env.SESSIONID,
+    timeoutMs: config.lockTimeout * 1000,
+    signal: ctx.signal,
+    say: (line) => log.info(line),
+  })
   try {
     if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
     return await collect(ctx, config, log)

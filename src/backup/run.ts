@@ -20,7 +20,7 @@ import { dumpPoolDatabase } from './metadata.js'
 import { xvaNames } from './names.js'
 import { readPool, selectVms, type VmPlan } from './select.js'
 import { sweepSnapshots } from './snapshots.js'
-import { prepareStaging, StagingLock } from './staging.js'
+import { acquireStaging, prepareStaging } from './staging.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { STATE_FILE } from './tags.js'
 import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
@@ -117,7 +117,12 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
   await prepareStaging(config.backupDir)
-  const { lock, tookOver } = await StagingLock.acquire(config.backupDir, 'pre-exec', ctx.env.SESSIONID)
+  const { lock, tookOver } = await acquireStaging(config.backupDir, 'pre-exec', {
+    session: ctx.env.SESSIONID,
+    timeoutMs: config.lockTimeout * 1000,
+    signal: ctx.signal,
+    say: (line) => log.info(line),
+  })
   if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
   let staged = false
   try {

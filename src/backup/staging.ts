@@ -241,6 +241,44 @@ export class StagingLock {
   }
 }
 
+/**
+ * StagingLock.acquire, waiting up to `timeoutMs` while the folder is busy: a line when the wait
+ * begins and one a minute (Data Protector aborts a script silent for 15 minutes).
+ */
+export async function acquireStaging(
+  dir: string,
+  hook: string,
+  options: {
+    session: string | undefined
+    timeoutMs: number
+    signal: AbortSignal
+    say: (line: string) => void
+  },
+): Promise<{ lock: StagingLock; tookOver?: string }> {
+  const started = Date.now()
+  let lastSaid = 0
+  for (;;) {
+    try {
+      return await StagingLock.acquire(dir, hook, options.session)
+    } catch (error) {
+      const waited = Date.now() - started
+      if (!(error instanceof DpxenError) || error.code !== 'STAGING_BUSY' || waited >= options.timeoutMs)
+        throw error
+      if (lastSaid === 0 || Date.now() - lastSaid >= 60_000) {
+        options.say(
+          `dpxen: ${error.message.replace(/: give each backup specification its own backupDir$/, '')}; waiting (lockTimeout ${Math.round(options.timeoutMs / 1000)} s, ${Math.round(waited / 1000)} s so far)`,
+        )
+        lastSaid = Date.now()
+      }
+      if (options.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(1000, Math.max(1, options.timeoutMs - waited)))
+        options.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
+      })
+    }
+  }
+}
+
 /** The lock record; 'unreadable' when a file is there that is not a lock of ours. */
 async function readLock(dir: string): Promise<LockRecord | 'unreadable' | undefined> {
   const text = await readTrustedFile(dir, LOCK_FILE)

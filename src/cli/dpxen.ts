@@ -12,7 +12,7 @@ import { freeSpace } from '../backup/files.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { restartStopped, startHook } from '../backup/run.js'
 import { sweepSnapshots } from '../backup/snapshots.js'
-import { prepareStaging, StagingLock } from '../backup/staging.js'
+import { acquireStaging, prepareStaging } from '../backup/staging.js'
 import { readState } from '../backup/state.js'
 import { recoverRestores } from '../restore/journal.js'
 import { readPool, selectVms } from '../backup/select.js'
@@ -103,7 +103,12 @@ async function recover(ctx: HookContext): Promise<number> {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
   } else await prepareStaging(config.backupDir)
   const held = existsSync(config.backupDir)
-    ? await StagingLock.acquire(config.backupDir, 'recover', ctx.env.SESSIONID)
+    ? await acquireStaging(config.backupDir, 'recover', {
+        session: ctx.env.SESSIONID,
+        timeoutMs: config.lockTimeout * 1000,
+        signal: ctx.signal,
+        say: (line) => log.info(line),
+      })
     : undefined
   try {
     const conn = await connect(config, log, ctx.signal)

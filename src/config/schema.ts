@@ -50,6 +50,8 @@ export interface Config {
   progressInterval: number
   /** The largest XML-RPC answer taken from the host, in MiB (a pool's records are megabytes). */
   maxAnswerMiB: number
+  /** Seconds to wait for backupDir while another session holds it (0: fail at once). */
+  lockTimeout: number
 }
 
 export const KEYS = [
@@ -79,6 +81,7 @@ export const KEYS = [
   'verifyExport',
   'directIo',
   'maxAnswerMiB',
+  'lockTimeout',
 ] as const
 
 /** Keys the original DPxen_config.py spells differently. */
@@ -369,6 +372,7 @@ export function validateConfig(
     verifyExport: bool('verifyExport', true),
     directIo: bool('directIo', true),
     maxAnswerMiB: num('maxAnswerMiB', 256, 1, 4096, true),
+    lockTimeout: num('lockTimeout', 0, 0, 86_400, false),
   } satisfies Config
   return problems.length ? { problems } : { config, problems }
 }

@@ -202,6 +202,23 @@ describe('a staging folder that cannot be turned against root, shared by one run
     expect(await snapshots(xapi)).toEqual([])
   })
 
+  it('with lockTimeout, the second session waits for the post-exec of the first, then runs', async () => {
+    const { backupDir, config } = await world({ lockTimeout: 20 })
+    const cfg = config()
+    expect((await run(runPreExec, [cfg], { env: { SESSIONID: 's1' } })).code).toBe(0)
+    const second = run(runPreExec, [cfg], { env: { SESSIONID: 's2' } })
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    expect((await run(runPostExec, [cfg], { env: { SESSIONID: 's1' } })).code).toBe(0)
+    const b = await second
+    expect(b.code).toBe(0)
+    expect(b.lines[0]).toMatch(
+      new RegExp(
+        `^dpxen: backupDir ${backupDir} holds the backup of Data Protector session s1, .*; waiting \\(lockTimeout 20 s, 0 s so far\\)$`,
+      ),
+    )
+    expect(b.lines).toContain('dpxen: all 1 VM(s) backed up')
+  })
+
   it('a lock whose process is gone is taken over, with a line saying whose it was', async () => {
     const { backupDir, config } = await world()
     mkdirSync(backupDir, { mode: 0o700 })

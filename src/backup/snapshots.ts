@@ -111,10 +111,18 @@ export async function destroyVmAndDisks(
 
 function ownerGone(owner: string | undefined): boolean {
   if (!owner) return true
-  const [host, pid] = owner.split(':')
+  const [host = '', pid] = owner.split(':')
+  return processGone(host, Number(pid))
+}
+
+/**
+ * Whether the dpxen process `pid` on `host` is gone: only this machine's processes can be
+ * asked; another host's pid says nothing, so it counts as alive.
+ */
+export function processGone(host: string, pid: number): boolean {
   if (host !== hostname()) return false
   try {
-    process.kill(Number(pid), 0)
+    process.kill(pid, 0)
     return false
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ESRCH'

@@ -19,6 +19,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crashPoint } from '../crash-points.js'
 import { DpxenError, localIoError } from '../errors.js'
+import { processGone } from './snapshots.js'
 import { LOCK_FILE, STALE_AFTER_MS } from './tags.js'
 
 export { LOCK_FILE }
@@ -134,20 +135,9 @@ function describeLock(lock: LockRecord): string {
     : `is in use by ${who} since ${lock.since}`
 }
 
-/** Whether the process that wrote the lock is gone (same host only: another host's pid says nothing). */
-function ownerGone(lock: LockRecord): boolean {
-  if (lock.host !== hostname()) return false
-  try {
-    process.kill(lock.pid, 0)
-    return false
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ESRCH'
-  }
-}
-
 /** Whether a lock may be taken over: its process is gone, or a staged backup was never collected. */
 function isStale(lock: LockRecord, now = Date.now()): boolean {
-  if (lock.phase === 'running') return ownerGone(lock)
+  if (lock.phase === 'running') return processGone(lock.host, lock.pid)
   return now - Date.parse(lock.since) > STALE_AFTER_MS
 }
 

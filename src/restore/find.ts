@@ -58,9 +58,14 @@ async function readManifest(path: string): Promise<Manifest | undefined> {
  * Verifies a file end to end (layout, every checksum, and the manifest's size and XXH64) and
  * says which VM it holds. Throws XVA_INVALID for a damaged file.
  */
-export async function examine(dir: string, file: string, signal: AbortSignal): Promise<RestoreItem> {
+export async function examine(
+  dir: string,
+  file: string,
+  signal: AbortSignal,
+  onBytes?: (bytes: number) => void,
+): Promise<RestoreItem> {
   const path = join(dir, file)
-  const verified = await verifyFile(path, signal)
+  const verified = await verifyFile(path, signal, onBytes)
   const manifest = await readManifest(path)
   if (manifest && (manifest.file.xxh64 !== verified.xxh64 || manifest.file.bytes !== verified.bytes)) {
     throw new DpxenError(

@@ -68,13 +68,19 @@ async function restoreFiles(
       log.info(`dpxen: ${name}: FAILED: ${reason}`)
     }
 
-    // Verify every file first: a damaged file fails its VM before anything changes.
+    // Verify every file first: a damaged file fails its VM before anything changes. Progress
+    // lines go on meanwhile: a terabyte of files is long minutes of reading, and Data Protector
+    // aborts a script silent for 15.
     const items: RestoreItem[] = []
+    const verifying = new Map<string, Active>()
+    const stopVerifyTicker = startTicker(log, verifying, config.progressInterval)
     for (const file of files) {
       if (ctx.signal.aborted) break
+      const entry: Active = { name: file, status: 'verifying', bytes: 0, since: performance.now() }
+      verifying.set(file, entry)
       try {
         const started = performance.now()
-        const item = await examine(config.backupDir, file, ctx.signal)
+        const item = await examine(config.backupDir, file, ctx.signal, (n) => (entry.bytes = n))
         const seconds = (performance.now() - started) / 1000
         log.info(
           `dpxen: ${file}: verified ${formatBytes(item.verified.bytes)} in ${seconds.toFixed(1)} s (${formatRate(item.verified.bytes, seconds)})`,
@@ -83,8 +89,11 @@ async function restoreFiles(
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') break
         fail(file, `${messageOf(error)}; the pool is unchanged`)
+      } finally {
+        verifying.delete(file)
       }
     }
+    stopVerifyTicker()
     let chosen = items
     if (config.mode === 'online' || config.mode === 'offline') {
       chosen = []

@@ -24,6 +24,11 @@ async function* pieces(path: string): AsyncGenerator<Buffer> {
   }
 }
 
-export async function verifyFile(path: string, signal?: AbortSignal): Promise<StreamResult> {
-  return verifyXva(pieces(path), signal ? { signal } : {})
+/** Verifies the file; `onBytes` is told the bytes read so far (for progress lines). */
+export async function verifyFile(
+  path: string,
+  signal?: AbortSignal,
+  onBytes?: (bytes: number) => void,
+): Promise<StreamResult> {
+  return verifyXva(pieces(path), { ...(signal ? { signal } : {}), ...(onBytes ? { onBytes } : {}) })
 }

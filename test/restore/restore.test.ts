@@ -316,6 +316,27 @@ describe('restore (dpxen-restore-post-exec)', () => {
     }
   })
 
+  it('says what it is doing while it verifies the files, before the import', async () => {
+    const { config } = await setup(
+      { mode: 'offline', vmName: ['big'], progressInterval: 0.05 },
+      {
+        demo: false,
+        seed: {
+          srs: [{ name: 'Local storage', type: 'ext', default: true, size: '1TiB' }],
+          vms: [{ name: 'big', disks: [{ sr: 'Local storage', size: '384MiB', fill: 1 }] }],
+        },
+      },
+    )
+    expect((await run(runPreExec, [config()])).code).toBe(0)
+    const result = await run(runRestorePostExec, [config()])
+    expect(result.code).toBe(0)
+    const verified = result.lines.findIndex((l) => /^dpxen: 127\.0\.0\.1_big\.xva: verified /.test(l))
+    const ticks = result.lines
+      .slice(0, verified)
+      .filter((l) => /^dpxen: 127\.0\.0\.1_big\.xva: verifying, [\d.]+ MiB so far \([\d.]+ MB\/s\)$/.test(l))
+    expect(ticks.length, result.text).toBeGreaterThan(0)
+  })
+
   it('a failed import leaves the existing VM as it was (started again) and nothing behind', async () => {
     const { sim, xapi, config } = await setup({ mode: 'offline', vmName: ['Debian'] })
     const vm = await xapi.vmByName('Debian')

@@ -12,7 +12,7 @@ import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from './files.js'
 import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
 import { sweepSnapshots } from './snapshots.js'
-import { acquireStaging, prepareStaging } from './staging.js'
+import { holdStaging } from './staging.js'
 import { readState } from './state.js'
 import { STATE_FILE } from './tags.js'
 
@@ -28,15 +28,13 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to clean up (the pre-exec did not run?)`)
     return EXIT.OK
   }
-  await prepareStaging(config.backupDir)
-  const { lock, tookOver } = await acquireStaging(config.backupDir, 'post-exec', {
+  const lock = await holdStaging(config.backupDir, 'post-exec', {
     session: ctx.env.SESSIONID,
-    timeoutMs: config.lockTimeout * 1000,
+    lockTimeout: config.lockTimeout,
     signal: ctx.signal,
-    say: (line) => log.info(line),
+    log,
   })
   try {
-    if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
     return await collect(ctx, config, log)
   } finally {
     await lock.release()

@@ -20,7 +20,7 @@ import { dumpPoolDatabase } from './metadata.js'
 import { xvaNames } from './names.js'
 import { readPool, selectVms, type VmPlan } from './select.js'
 import { sweepSnapshots } from './snapshots.js'
-import { acquireStaging, prepareStaging } from './staging.js'
+import { holdStaging } from './staging.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { STATE_FILE } from './tags.js'
 import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
@@ -116,14 +116,12 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-pre-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
-  await prepareStaging(config.backupDir)
-  const { lock, tookOver } = await acquireStaging(config.backupDir, 'pre-exec', {
+  const lock = await holdStaging(config.backupDir, 'pre-exec', {
     session: ctx.env.SESSIONID,
-    timeoutMs: config.lockTimeout * 1000,
+    lockTimeout: config.lockTimeout,
     signal: ctx.signal,
-    say: (line) => log.info(line),
+    log,
   })
-  if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
   let staged = false
   try {
     const conn = await connect(config, log, ctx.signal)

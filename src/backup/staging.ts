@@ -19,6 +19,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crashPoint } from '../crash-points.js'
 import { DpxenError, localIoError } from '../errors.js'
+import type { Logger } from '../log.js'
 import { processGone } from './snapshots.js'
 import { LOCK_FILE, STALE_AFTER_MS } from './tags.js'
 
@@ -267,6 +268,27 @@ export async function acquireStaging(
       })
     }
   }
+}
+
+/**
+ * What every hook does before it touches backupDir: makes sure the folder is safe (creating it
+ * 0700 if missing), takes the lock (waiting up to lockTimeout seconds), and says whose lock it
+ * took over, if any. The caller releases (or stages) the lock it gets.
+ */
+export async function holdStaging(
+  dir: string,
+  hook: string,
+  run: { session: string | undefined; lockTimeout: number; signal: AbortSignal; log: Logger },
+): Promise<StagingLock> {
+  await prepareStaging(dir)
+  const { lock, tookOver } = await acquireStaging(dir, hook, {
+    session: run.session,
+    timeoutMs: run.lockTimeout * 1000,
+    signal: run.signal,
+    say: (line) => run.log.info(line),
+  })
+  if (tookOver) run.log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
+  return lock
 }
 
 /** The lock record; 'unreadable' when a file is there that is not a lock of ours. */

@@ -12,7 +12,7 @@ import { freeSpace } from '../backup/files.js'
 import { manifestName, type Manifest } from '../backup/manifest.js'
 import { restartStopped, startHook } from '../backup/run.js'
 import { sweepSnapshots } from '../backup/snapshots.js'
-import { acquireStaging, prepareStaging } from '../backup/staging.js'
+import { holdStaging } from '../backup/staging.js'
 import { readState } from '../backup/state.js'
 import { recoverRestores } from '../restore/journal.js'
 import { readPool, selectVms } from '../backup/select.js'
@@ -99,15 +99,15 @@ async function check(ctx: HookContext): Promise<number> {
  */
 async function recover(ctx: HookContext): Promise<number> {
   const { config, log } = await startHook(ctx, 'recover')
-  if (!existsSync(config.backupDir)) {
+  const there = existsSync(config.backupDir)
+  if (!there)
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
-  } else await prepareStaging(config.backupDir)
-  const held = existsSync(config.backupDir)
-    ? await acquireStaging(config.backupDir, 'recover', {
+  const held = there
+    ? await holdStaging(config.backupDir, 'recover', {
         session: ctx.env.SESSIONID,
-        timeoutMs: config.lockTimeout * 1000,
+        lockTimeout: config.lockTimeout,
         signal: ctx.signal,
-        say: (line) => log.info(line),
+        log,
       })
     : undefined
   try {
@@ -143,7 +143,7 @@ async function recover(ctx: HookContext): Promise<number> {
       await conn.close()
     }
   } finally {
-    await held?.lock.release()
+    await held?.release()
   }
 }
 

@@ -14,7 +14,7 @@ import { connect } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { recoverRestores } from './journal.js'
-import { acquireStaging, prepareStaging } from '../backup/staging.js'
+import { holdStaging } from '../backup/staging.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import { restoreOffline } from './offline.js'
@@ -34,14 +34,12 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
     log.info(`dpxen: no ${kind} backup files in ${config.backupDir}${hint}`)
     return EXIT.VM_FAILED
   }
-  await prepareStaging(config.backupDir)
-  const { lock, tookOver } = await acquireStaging(config.backupDir, 'restore-post-exec', {
+  const lock = await holdStaging(config.backupDir, 'restore-post-exec', {
     session: ctx.env.SESSIONID,
-    timeoutMs: config.lockTimeout * 1000,
+    lockTimeout: config.lockTimeout,
     signal: ctx.signal,
-    say: (line) => log.info(line),
+    log,
   })
-  if (tookOver) log.info(`dpxen: warning: took over backupDir, which ${tookOver}`)
   try {
     return await restoreFiles(ctx, config, log, files, others)
   } finally {

@@ -34,10 +34,11 @@ import { parseArgs } from 'node:util'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const { startXapiSim } = await import(join(root, 'dist/simulator/xapi/server.js'))
-const { readPool, selectVms } = await import(join(root, 'dist/src/backup/select.js'))
+const { selectVms } = await import(join(root, 'dist/src/backup/select.js'))
+const { readPool } = await import(join(root, 'dist/src/pool/view.js'))
 const { XapiSession, xmlRpcTransport } = await import(join(root, 'dist/src/xapi/session.js'))
 const { createDispatcher } = await import(join(root, 'dist/src/xapi/connection.js'))
-const { createLogger } = await import(join(root, 'dist/src/log.js'))
+const { createLogger } = await import(join(root, 'dist/src/core/log.js'))
 const { XvaVerifier } = await import(join(root, 'dist/src/xva/verify.js'))
 const { Xxh64 } = await import('@node-rs/xxhash')
 

@@ -12,6 +12,8 @@ export const FAULT_KINDS = [
   'import-stall', // the import stops reading the body for ARG seconds after its first MiB
   'start-fail', // VM.start fails
   'rpc-hang', // every XML-RPC call but the login and logout gets no answer (a host that hangs)
+  'shutdown-slow', // an asynchronous clean shutdown takes ARG seconds (cancelled at once if asked)
+  'call-fail', // ARG = METHOD@N: the Nth call of METHOD and every later one fail with INTERNAL_ERROR
 ] as const
 
 export type FaultKind = (typeof FAULT_KINDS)[number]
@@ -50,7 +52,14 @@ export function parseFault(spec: string): Fault {
     throw new Error(`unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`)
   }
   if (kind === 'export-truncate' || kind === 'export-lose-tail') parseSize(arg ?? '')
-  if ((kind === 'export-stall' || kind === 'import-stall') && !(Number(arg) >= 0)) {
+  if (kind === 'call-fail' && !/^[A-Za-z_]+\.[A-Za-z_]+@[1-9]\d*$/.test(arg ?? ''))
+    throw new Error(
+      'call-fail needs METHOD@N, e.g. call-fail:VBD.create@2 (the 2nd VBD.create and later fail)',
+    )
+  if (
+    (kind === 'export-stall' || kind === 'import-stall' || kind === 'shutdown-slow') &&
+    !(Number(arg) >= 0)
+  ) {
     throw new Error(`${kind} needs seconds, e.g. ${kind}:30`)
   }
   return { kind: kind as FaultKind, ...(arg === undefined ? {} : { arg }) }
@@ -59,6 +68,8 @@ export function parseFault(spec: string): Fault {
 /** The active faults. Faults named *-once are used up by the first call they affect. */
 export class Faults {
   #active: Fault[] = []
+  /** Calls seen per method while a call-fail fault names it. */
+  #calls = new Map<string, number>()
 
   constructor(specs: string[] = []) {
     for (const spec of specs) this.add(spec)
@@ -70,6 +81,7 @@ export class Faults {
 
   clear(kind?: FaultKind): void {
     this.#active = kind ? this.#active.filter((f) => f.kind !== kind) : []
+    if (!kind || kind === 'call-fail') this.#calls.clear()
   }
 
   list(): Fault[] {
@@ -78,6 +90,15 @@ export class Faults {
 
   get(kind: FaultKind): Fault | undefined {
     return this.#active.find((f) => f.kind === kind)
+  }
+
+  /** Counts a call of `method`; whether a call-fail fault makes it fail. */
+  callFails(method: string): boolean {
+    const fault = this.#active.find((f) => f.kind === 'call-fail' && f.arg?.startsWith(`${method}@`))
+    if (!fault) return false
+    const seen = (this.#calls.get(method) ?? 0) + 1
+    this.#calls.set(method, seen)
+    return seen >= Number(fault.arg!.slice(method.length + 1))
   }
 
   /** Returns the fault and removes it (for one-shot faults). */

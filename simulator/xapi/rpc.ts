@@ -138,6 +138,7 @@ export async function dispatch(
     i < given.length ? checkParam(sim, spec, given[i]) : spec.default,
   )
   const call: CallContext = { sim, session, method: name }
+  if (sim.faults.callFails(name)) throw new XapiFailure('INTERNAL_ERROR', `simulated failure of ${name}`)
 
   if (!isAsync) return (await def.run(call, args)) ?? ''
 

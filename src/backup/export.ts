@@ -4,10 +4,10 @@
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { crashPoint } from '../crash-points.js'
-import { DpxenError, XapiError, messageOf } from '../errors.js'
-import { anySignal } from '../signals.js'
-import type { Logger } from '../log.js'
+import { crashPoint } from '../core/crash-points.js'
+import { DpxenError, XapiError, messageOf } from '../core/errors.js'
+import { anySignal } from '../core/signals.js'
+import type { Logger } from '../core/log.js'
 import { resourceUrl, type StreamAgents } from '../xapi/http.js'
 import { rawGet, READ_SIZE } from '../xapi/raw-get.js'
 import type { XapiSession } from '../xapi/session.js'
@@ -15,7 +15,7 @@ import { cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
 import { FileSink } from '../xva/file-sink.js'
 import { XvaIntake } from '../xva/intake.js'
 import type { StreamResult } from '../xva/pipe.js'
-import { PARTIAL_SUFFIX } from './tags.js'
+import { PARTIAL_SUFFIX } from '../staging/names.js'
 
 export interface ExportRequest {
   /** VM (or snapshot) ref to export. */

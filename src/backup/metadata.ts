@@ -3,11 +3,11 @@
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import { drain, getResource, resourceUrl, type StreamAgents } from '../xapi/http.js'
 import type { XapiSession } from '../xapi/session.js'
-import { safeName } from './names.js'
-import { PARTIAL_SUFFIX } from './tags.js'
+import { safeName } from '../staging/names.js'
+import { PARTIAL_SUFFIX } from '../staging/names.js'
 
 export async function dumpPoolDatabase(
   session: XapiSession,

@@ -2,19 +2,20 @@
 // lists, and the state file) and nothing else, sweeps leftover snapshots of ours, and reports
 // the recorded outcome: non-zero when any VM failed, so the session ends "Completed with errors".
 import { existsSync } from 'node:fs'
-import type { HookContext } from '../cli/context.js'
+import type { HookContext } from '../hook/context.js'
 import type { Config } from '../config/schema.js'
-import type { Logger } from '../log.js'
-import { EXIT } from '../cli/exit-codes.js'
-import { messageOf } from '../errors.js'
-import { recoverRestores } from '../restore/journal.js'
+import type { Logger } from '../core/log.js'
+import { EXIT } from '../hook/exit-codes.js'
+import { messageOf } from '../core/errors.js'
+import { recoverRestores } from '../pool/journal.js'
 import { connect } from '../xapi/connect.js'
-import { removeOurFile, removeStalePartials } from './files.js'
-import { askedForHelp, isPreview, restartStopped, startHook } from './run.js'
-import { sweepSnapshots } from './snapshots.js'
-import { holdStaging } from './staging.js'
+import { removeOurFile, removeStalePartials } from '../staging/files.js'
+import { askedForHelp, isPreview, startHook } from '../hook/start.js'
+import { restartStopped } from '../pool/lifecycle.js'
+import { sweepSnapshots } from '../pool/snapshots.js'
+import { holdStaging } from '../staging/folder.js'
 import { readState } from './state.js'
-import { STATE_FILE } from './tags.js'
+import { STATE_FILE } from '../staging/names.js'
 
 export async function runPostExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-post-exec')) return EXIT.OK
@@ -57,7 +58,7 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
     const conn = await connect(config, log, ctx.signal)
     try {
       for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
-      if (state) await restartStopped(conn.session, log, state)
+      if (state) await restartStopped(conn.session, log, state.stopped ?? [])
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),
         ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),

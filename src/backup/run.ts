@@ -3,54 +3,28 @@
 // file for the post-exec. Partial failures keep the exit code 0 (Data Protector still backs up
 // the good VMs) unless failSessionOnError is set; nothing exported is an error.
 import { performance } from 'node:perf_hooks'
-import type { HookContext } from '../cli/context.js'
-import { EXIT } from '../cli/exit-codes.js'
-import { loadConfig } from '../config/load.js'
+import type { HookContext } from '../hook/context.js'
+import { EXIT } from '../hook/exit-codes.js'
 import type { Config } from '../config/schema.js'
-import { DpxenError, messageOf } from '../errors.js'
-import { formatBytes, formatRate } from '../format.js'
-import { createLogger, type Logger } from '../log.js'
-import { startTicker, type Active } from '../progress.js'
-import { recoverRestores } from '../restore/journal.js'
+import { DpxenError, messageOf } from '../core/errors.js'
+import { formatBytes, formatRate } from '../core/format.js'
+import { type Logger } from '../core/log.js'
+import { startTicker, type Active } from '../core/progress.js'
+import { recoverRestores } from '../pool/journal.js'
 import { connect, type Connection } from '../xapi/connect.js'
-import { VERSION } from '../version.js'
-import { removeOurFile, removeStalePartials } from './files.js'
-import { manifestName } from './manifest.js'
+import { askedForHelp, isPreview, startHook } from '../hook/start.js'
+import { restartStopped } from '../pool/lifecycle.js'
+import { readPool } from '../pool/view.js'
+import { removeOurFile, removeStalePartials } from '../staging/files.js'
+import { manifestName } from '../staging/manifest.js'
 import { dumpPoolDatabase } from './metadata.js'
-import { xvaNames } from './names.js'
-import { readPool, selectVms, type VmPlan } from './select.js'
-import { sweepSnapshots } from './snapshots.js'
-import { holdStaging } from './staging.js'
+import { xvaNames } from '../staging/names.js'
+import { selectVms, type VmPlan } from './select.js'
+import { sweepSnapshots } from '../pool/snapshots.js'
+import { holdStaging } from '../staging/folder.js'
 import { newState, readState, writeState, type RunState } from './state.js'
-import { STATE_FILE } from './tags.js'
+import { STATE_FILE } from '../staging/names.js'
 import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
-
-/** Reads the configuration and opens the logger every hook starts with. */
-export async function startHook(ctx: HookContext, name: string): Promise<{ config: Config; log: Logger }> {
-  const { config, warnings } = await loadConfig({
-    ...(ctx.args[0] ? { path: ctx.args[0] } : {}),
-    env: ctx.env,
-    cwd: ctx.cwd,
-  })
-  const log = createLogger({ out: ctx.out, name, ...(config.debug ? { debugDir: config.debugDir } : {}) })
-  ctx.useLogger(log)
-  log.debug(`dpxen ${VERSION} ${name}, node ${process.version}, config ${config.source}, mode ${config.mode}`)
-  for (const warning of warnings) log.info(`dpxen: warning: ${warning}`)
-  return { config, log }
-}
-
-/** Answers --help / -h with the hook's usage line; returns whether it did. */
-export function askedForHelp(ctx: HookContext, hook: string): boolean {
-  if (ctx.args[0] !== '--help' && ctx.args[0] !== '-h') return false
-  ctx.out(
-    `usage: ${hook} [CONFIG]   (without CONFIG: DPXEN_CONFIG, a search from the working directory, then the Data Protector client folder)`,
-  )
-  return true
-}
-
-export function isPreview(env: NodeJS.ProcessEnv): boolean {
-  return env.PREVIEW === '1'
-}
 
 /** Runs `work` over the items with at most `limit` at once. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -61,31 +35,11 @@ async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Prom
   await Promise.all(workers)
 }
 
-/** Starts the VMs an interrupted run stopped for an offline backup and never started again. */
-export async function restartStopped(
-  session: Connection['session'],
-  log: Logger,
-  state: RunState,
-): Promise<void> {
-  for (const vm of state.stopped ?? []) {
-    try {
-      const ref = await session.call<string>('VM.get_by_uuid', vm.uuid)
-      if ((await session.call<string>('VM.get_power_state', ref)) !== 'Halted') continue
-      await session.call('VM.start', ref, false, false)
-      log.info(`dpxen: started ${vm.name} again, which an interrupted backup had stopped`)
-    } catch (error) {
-      log.info(
-        `dpxen: ${vm.name}: FAILED to start it again after an interrupted backup: ${messageOf(error)} (start it by hand)`,
-      )
-    }
-  }
-}
-
 /** Removes what an earlier run left in backupDir: the files its state lists, partial files. */
 async function cleanStaging(config: Config, log: Logger, session: Connection['session']): Promise<void> {
   const old = await readState(config.backupDir)
   if (old) {
-    await restartStopped(session, log, old)
+    await restartStopped(session, log, old.stopped ?? [])
     for (const file of old.files) await removeOurFile(config.backupDir, file)
     await removeOurFile(config.backupDir, STATE_FILE)
     log.info(`dpxen: removed the files of an earlier run (${old.startedAt}) that no post-exec cleaned up`)

@@ -1,30 +1,9 @@
-// Discovery and selection: the pool read in a constant number of calls (one get_all_records
-// per class), and the VMs the mode selects, with their disks and VIFs.
+// Selection: the VMs the mode selects from the pool's records (pool/view.ts), with their disks,
+// VIFs and the export's size estimate.
 import type { Mode } from '../config/schema.js'
-import type { XapiSession } from '../xapi/session.js'
+import type { DiskSlot, PoolView } from '../pool/view.js'
 
 type Rec = Record<string, unknown>
-type Table = Map<string, Rec>
-
-export interface PoolView {
-  vms: Table
-  vbds: Table
-  vdis: Table
-  srs: Table
-  vifs: Table
-  networks: Table
-  pool: Rec
-}
-
-/** Where a disk sits in a VM: its VBD and VDI, and the VBD's position, boot flag and mode. */
-export interface DiskSlot {
-  vbd: string
-  vdi: string
-  userdevice: string
-  device: string
-  bootable: boolean
-  mode: string
-}
 
 export interface DiskInfo extends DiskSlot {
   virtualSize: number
@@ -44,26 +23,6 @@ export interface VmPlan {
   vifs: { device: string; mac: string; network: string }[]
   /** Upper bound of the export's size: allocated data plus per-chunk overhead. */
   estimate: number
-}
-
-async function table(session: XapiSession, cls: string): Promise<Table> {
-  return new Map(Object.entries(await session.call<Record<string, Rec>>(`${cls}.get_all_records`)))
-}
-
-/** Reads what a backup needs: 7 calls whatever the pool's size. */
-export async function readPool(session: XapiSession): Promise<PoolView> {
-  const [vms, vbds, vdis, srs, vifs, networks, pools] = await Promise.all(
-    ['VM', 'VBD', 'VDI', 'SR', 'VIF', 'network', 'pool'].map((cls) => table(session, cls)),
-  )
-  return {
-    vms: vms!,
-    vbds: vbds!,
-    vdis: vdis!,
-    srs: srs!,
-    vifs: vifs!,
-    networks: networks!,
-    pool: [...pools!.values()][0] ?? {},
-  }
 }
 
 /** A VM a backup may take: not a template, not a snapshot, not the control domain. */

@@ -1,8 +1,8 @@
 // The state file in backupDir: what the pre-exec wrote and how each VM went. The post-exec
 // deletes exactly the files listed here and reports the recorded outcome.
 import { randomUUID } from 'node:crypto'
-import { readTrustedFile, writeStagingFile } from './staging.js'
-import { STATE_FILE } from './tags.js'
+import { readTrustedFile, writeStagingFile } from '../staging/folder.js'
+import { STATE_FILE } from '../staging/names.js'
 
 export interface VmOutcome {
   name: string

@@ -5,26 +5,28 @@
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
-import { DpxenError, messageOf } from '../errors.js'
-import { formatBytes } from '../format.js'
-import { createLogger } from '../log.js'
-import { freeSpace } from '../backup/files.js'
-import { manifestName, type Manifest } from '../backup/manifest.js'
-import { restartStopped, startHook } from '../backup/run.js'
-import { sweepSnapshots } from '../backup/snapshots.js'
-import { holdStaging } from '../backup/staging.js'
+import { DpxenError, messageOf } from '../core/errors.js'
+import { formatBytes } from '../core/format.js'
+import { createLogger } from '../core/log.js'
+import { freeSpace } from '../staging/files.js'
+import { manifestName, type Manifest } from '../staging/manifest.js'
+import { startHook } from '../hook/start.js'
+import { restartStopped } from '../pool/lifecycle.js'
+import { sweepSnapshots } from '../pool/snapshots.js'
+import { holdStaging } from '../staging/folder.js'
 import { readState } from '../backup/state.js'
-import { recoverRestores } from '../restore/journal.js'
-import { readPool, selectVms } from '../backup/select.js'
-import { PARTIAL_SUFFIX } from '../backup/tags.js'
+import { recoverRestores } from '../pool/journal.js'
+import { selectVms } from '../backup/select.js'
+import { readPool } from '../pool/view.js'
+import { PARTIAL_SUFFIX } from '../staging/names.js'
 import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
 import { connect } from '../xapi/connect.js'
 import { FileSink } from '../xva/file-sink.js'
 import { verifyFile } from '../xva/verify-file.js'
 import type { Config } from '../config/schema.js'
-import type { Logger } from '../log.js'
-import type { HookContext } from './context.js'
-import { EXIT } from './exit-codes.js'
+import type { Logger } from '../core/log.js'
+import type { HookContext } from '../hook/context.js'
+import { EXIT } from '../hook/exit-codes.js'
 
 const USAGE = 'usage: dpxen check [CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva'
 
@@ -121,7 +123,7 @@ async function recover(ctx: HookContext): Promise<number> {
         }
         const state = await readState(config.backupDir)
         if (state?.stopped?.length) {
-          await restartStopped(conn.session, log, state)
+          await restartStopped(conn.session, log, state.stopped ?? [])
           settled += state.stopped.length
         }
       }

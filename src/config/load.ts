@@ -6,7 +6,7 @@ import { existsSync, statSync } from 'node:fs'
 import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from './small-file.js'
 import { dirname, join, resolve } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import { parseLegacyConfig } from './legacy.js'
 import { validateConfig, type Config } from './schema.js'
 

@@ -3,7 +3,7 @@
 // change a backup.
 import { CA_FILE_CAP, PASSWORD_FILE_CAP, readSmallFile, smallFileProblem } from './small-file.js'
 import { isAbsolute } from 'node:path'
-import { defaultDebugDir } from '../log.js'
+import { defaultDebugDir } from '../core/log.js'
 
 export const MODES = ['online', 'allOnline', 'offline', 'allOffline'] as const
 export type Mode = (typeof MODES)[number]

@@ -1,63 +1,26 @@
-// What the restore flows share: the context, disk listings, checks of an imported VM, moving
-// disks to their own SR, stopping and starting the VM.
+// What the restore flows share: the context, where each disk goes, the import, checks of an
+// imported VM, and moving disks to their own SR. Stopping, starting and VBDs are in pool/.
 import type { Config } from '../config/schema.js'
 import { performance } from 'node:perf_hooks'
-import { DpxenError, messageOf } from '../errors.js'
-import { formatBytes, formatRate } from '../format.js'
-import type { Logger } from '../log.js'
-import type { DiskSlot, PoolView } from '../backup/select.js'
-import { destroyVdi } from '../backup/snapshots.js'
+import { DpxenError } from '../core/errors.js'
+import { formatBytes, formatRate } from '../core/format.js'
+import { throwIfAborted } from '../core/signals.js'
+import type { PoolContext } from '../pool/context.js'
+import { destroyUnusedVdis, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
+import type { PoolView } from '../pool/view.js'
 import type { StreamAgents } from '../xapi/http.js'
 import { importFile } from '../xapi/import.js'
-import type { XapiSession } from '../xapi/session.js'
-import { callAsync, cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
+import { callAsync } from '../xapi/tasks.js'
+import { refsInResult } from '../xapi/xmlrpc.js'
 import type { RestoreItem } from './find.js'
 import { checkSr, originalSr, type TargetSr } from './target.js'
 
-type Rec = Record<string, unknown>
-
-export interface RestoreContext {
-  session: XapiSession
+export interface RestoreContext extends PoolContext {
   agents: StreamAgents
-  log: Logger
   config: Config
   view: PoolView
   /** The SR from `sr` (or the pool's default). */
   target: TargetSr
-  signal: AbortSignal
-  retryDelaysMs?: number[]
-  onStatus?: (status: string) => void
-}
-
-export interface VmDisk extends DiskSlot {
-  otherConfig: Record<string, string>
-  qosType: string
-  qosParams: Record<string, string>
-}
-
-export function checkAbort(signal: AbortSignal): void {
-  if (signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
-}
-
-/** The disk VBDs of a VM (not CDs, not empty), by device position. */
-export async function vmDisks(session: XapiSession, vm: string): Promise<VmDisk[]> {
-  const out: VmDisk[] = []
-  for (const vbd of await session.call<string[]>('VM.get_VBDs', vm)) {
-    const r = await session.call<Rec>('VBD.get_record', vbd)
-    if (r.type === 'CD' || r.empty === true || r.VDI === 'OpaqueRef:NULL') continue
-    out.push({
-      vbd,
-      vdi: String(r.VDI),
-      userdevice: String(r.userdevice),
-      device: String(r.device ?? ''),
-      bootable: r.bootable === true,
-      mode: String(r.mode),
-      otherConfig: (r.other_config ?? {}) as Record<string, string>,
-      qosType: String(r.qos_algorithm_type ?? ''),
-      qosParams: (r.qos_algorithm_params ?? {}) as Record<string, string>,
-    })
-  }
-  return out.sort((a, b) => Number(a.userdevice) - Number(b.userdevice))
 }
 
 /** Where each of the backup's disks goes, and a check that every SR takes its share. */
@@ -89,7 +52,7 @@ export async function importItem(
     update(change: { phase?: 'importing'; importTask?: string; imported?: string }): Promise<void>
   },
 ): Promise<string> {
-  checkAbort(ctx.signal)
+  throwIfAborted(ctx.signal)
   ctx.onStatus?.('importing')
   const started = performance.now()
   const refs = await importFile(ctx.session, ctx.agents, {
@@ -143,11 +106,9 @@ export async function moveToOwnSrs(
       vdiFor.set(disk.userdevice, disk.vdi)
       continue
     }
-    checkAbort(ctx.signal)
+    throwIfAborted(ctx.signal)
     ctx.onStatus?.(`copying disk ${disk.userdevice} to "${sr.name}"`)
-    const [copy] = [
-      ...(await callAsync(ctx.session, 'VDI.copy', [disk.vdi, sr.ref])).matchAll(/OpaqueRef:[0-9a-f-]+/gi),
-    ].map((m) => m[0])
+    const [copy] = refsInResult(await callAsync(ctx.session, 'VDI.copy', [disk.vdi, sr.ref]))
     if (!copy)
       throw new DpxenError('VM_FAILED', `copying disk ${disk.userdevice} to SR "${sr.name}" returned no disk`)
     made.push(copy)
@@ -156,54 +117,20 @@ export async function moveToOwnSrs(
   return vdiFor
 }
 
-/** Clean shutdown within shutdownTimeout; throws a one-line reason otherwise. */
-export async function stopVm(ctx: RestoreContext, vm: string, name: string): Promise<void> {
-  ctx.onStatus?.('shutting down')
-  const task = await ctx.session.call<string>('Async.VM.clean_shutdown', vm)
-  try {
-    const outcome = await waitTask(
-      ctx.session,
-      task,
-      AbortSignal.timeout(ctx.config.shutdownTimeout * 1000),
-    ).catch(async (error: unknown) => {
-      await cancelTask(ctx.session, task)
-      throw new DpxenError(
-        'VM_FAILED',
-        `${name} did not shut down within ${ctx.config.shutdownTimeout} s (raise shutdownTimeout)`,
-        { cause: error },
-      )
-    })
-    if (outcome.status !== 'success')
-      throw new DpxenError('VM_FAILED', `${name} could not be shut down: ${outcome.errorInfo.join(' ')}`)
-  } finally {
-    await destroyTask(ctx.session, task)
-  }
-}
-
-export async function startVm(ctx: RestoreContext, vm: string, name: string): Promise<void> {
-  try {
-    await callAsync(ctx.session, 'VM.start', [vm, false, false], AbortSignal.timeout(120_000))
-  } catch (error) {
-    throw new DpxenError(
-      'VM_FAILED',
-      `${name} could not be started: ${messageOf(error)} (start it by hand)`,
-      { cause: error },
-    )
-  }
-}
-
-/** Destroys disks nobody uses any more; a failure is reported, not fatal (no data is lost by keeping a disk). */
-export async function destroyUnusedVdis(ctx: RestoreContext, vdis: string[], what: string): Promise<void> {
-  for (const vdi of vdis) {
-    try {
-      const vbds = await ctx.session.call<string[]>('VDI.get_VBDs', vdi)
-      if (vbds.length) {
-        ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} is still used by another VM and was kept`)
-        continue
-      }
-      await destroyVdi(ctx.session, vdi, ctx.log, ctx.retryDelaysMs)
-    } catch (error) {
-      ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} could not be removed: ${messageOf(error)}`)
-    }
-  }
+/** Points the VM's positions at the copies made on the disks' own SRs, then drops the originals. */
+export async function useCopies(
+  ctx: RestoreContext,
+  vm: string,
+  name: string,
+  disks: VmDisk[],
+  vdiFor: Map<string, string>,
+): Promise<void> {
+  const moved = disks.filter((d) => vdiFor.get(d.userdevice) !== d.vdi)
+  if (moved.length === 0) return
+  await replaceVbds(ctx, vm, name, moved, moved, vdiFor)
+  await destroyUnusedVdis(
+    ctx,
+    moved.map((d) => d.vdi),
+    name,
+  )
 }

@@ -1,14 +1,14 @@
 // Which files to restore: the XVAs of the mode's kind in backupDir (online: *_Snapshot.xva,
 // offline: the others), and the VM each belongs to, read from its manifest or from ova.xml,
 // not only from its name.
-import { existsSync, promises as fsp } from 'node:fs'
+import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import type { Config } from '../config/schema.js'
-import { manifestName, type Manifest } from '../backup/manifest.js'
-import { OC_VM_NAME, OC_VM_UUID } from '../backup/tags.js'
+import { readManifest, type Manifest } from '../staging/manifest.js'
+import { OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
 import type { StreamResult } from '../xva/pipe.js'
 import { verifyFile } from '../xva/verify-file.js'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 
 export interface RestoreItem {
   file: string
@@ -40,17 +40,6 @@ export async function listFiles(config: Config): Promise<{ files: string[]; othe
   return {
     files: xvas.filter((n) => isOnlineFile(n) === online),
     others: xvas.filter((n) => isOnlineFile(n) !== online),
-  }
-}
-
-async function readManifest(path: string): Promise<Manifest | undefined> {
-  const file = manifestName(path)
-  if (!existsSync(file)) return undefined
-  try {
-    const manifest = JSON.parse(await fsp.readFile(file, 'utf8')) as Manifest
-    return manifest.format === 'dpxen-manifest/1' ? manifest : undefined
-  } catch {
-    return undefined
   }
 }
 

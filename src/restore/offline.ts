@@ -13,29 +13,28 @@
 //
 // The restored VM is left halted, as xapi imports it; with startAfterRestore it is started
 // when it was running at backup time.
-import { DpxenError, messageOf } from '../errors.js'
-import { destroyVmAndDisks } from '../backup/snapshots.js'
+import { DpxenError } from '../core/errors.js'
+import { throwIfAborted } from '../core/signals.js'
+import { destroyUnusedVdis, removeOurVm, vmDisks } from '../pool/disks.js'
+import { findVm } from '../pool/find.js'
+import { JournalRecord } from '../pool/journal.js'
+import { startVm, whileHalted } from '../pool/lifecycle.js'
 import {
-  checkAbort,
-  destroyUnusedVdis,
   importItem,
   moveToOwnSrs,
   planTargets,
-  startVm,
-  stopVm,
+  useCopies,
   verifyImported,
-  vmDisks,
   type RestoreContext,
 } from './common.js'
 import type { RestoreItem } from './find.js'
-import { JournalRecord } from './journal.js'
-import { findVm, type RestoreOutcome } from './online.js'
+import type { RestoreOutcome } from './online.js'
 
 type Rec = Record<string, unknown>
 
 export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const targets = planTargets(ctx, item)
-  const old = await findVm(ctx, item)
+  const old = await findVm(ctx.session, { uuid: item.vmUuid, name: item.vmName })
   let oldState = 'absent'
   if (old) {
     oldState = await ctx.session.call<string>('VM.get_power_state', old)
@@ -46,9 +45,8 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
       )
     }
   }
-  checkAbort(ctx.signal)
-  const wasRunning = item.manifest?.vm.powerStateAtBackup === 'Running'
-  const start = ctx.config.startAfterRestore && wasRunning
+  throwIfAborted(ctx.signal)
+  const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
   // Written before the VM is stopped: a run killed from here on is settled by the next one.
   const journal = await JournalRecord.open(ctx.config.backupDir, {
     kind: 'offline',
@@ -58,90 +56,80 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
     phase: 'stopping',
     startNew: start,
   })
+  let replaced = false
   try {
-    return await replace()
+    const vm = await whileHalted(
+      ctx,
+      { ref: old ?? '', name: item.vmName, running: oldState === 'Running' },
+      {
+        timeoutSeconds: ctx.config.shutdownTimeout,
+        why: 'could not be started again',
+        startAgain: () => !replaced,
+      },
+      async () => {
+        const vm = await importCopy(ctx, item, targets, old, journal)
+        if (old) {
+          await replaceOld(ctx, item, old, journal, () => (replaced = true))
+        }
+        return vm
+      },
+    )
+    await journal.update({ phase: 'finishing' })
+    if (start) await startVm(ctx, vm, item.vmName)
+    const how = old
+      ? 'replacing the VM of that name (new uuid, MACs kept)'
+      : 'as a new VM (uuid and MACs kept)'
+    return {
+      summary: `restored from ${item.file} ${how} on SR "${ctx.target.name}"${start ? ', started' : ', halted'}`,
+    }
   } finally {
     await journal.close()
   }
+}
 
-  async function replace(): Promise<RestoreOutcome> {
-    if (old && oldState === 'Running') await stopVm(ctx, old, item.vmName)
-    let replaced = false
-    try {
-      const vm = await importItem(ctx, item, old === undefined, journal)
-      const copies: string[] = []
-      let kept = false
-      try {
-        const disks = await verifyImported(ctx, item, vm)
-        const vdiFor = await moveToOwnSrs(ctx, disks, targets, copies)
-        if (copies.length) await useCopies(ctx, vm, disks, vdiFor, item.vmName)
-        if (old) await takeIdentity(ctx, item, vm)
-        checkAbort(ctx.signal)
-        kept = true
-      } finally {
-        if (!kept) {
-          await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs).catch((error: unknown) =>
-            ctx.log.info(`dpxen: warning: the imported copy could not be removed: ${messageOf(error)}`),
-          )
-          await destroyUnusedVdis(ctx, copies, item.vmName)
-        }
-      }
-      if (old) {
-        ctx.onStatus?.('removing the old VM')
-        const oldDisks = (await vmDisks(ctx.session, old)).map((d) => d.vdi)
-        await journal.update({
-          phase: 'replacing',
-          oldDisks: Object.fromEntries(oldDisks.map((vdi, i) => [String(i), { vdi, vbd: {} }])),
-        })
-        await ctx.session.call('VM.destroy', old)
-        replaced = true
-        await destroyUnusedVdis(ctx, oldDisks, `the old ${item.vmName}`)
-      }
-      await journal.update({ phase: 'finishing' })
-      if (start) await startVm(ctx, vm, item.vmName)
-      const how = old
-        ? 'replacing the VM of that name (new uuid, MACs kept)'
-        : 'as a new VM (uuid and MACs kept)'
-      return {
-        summary: `restored from ${item.file} ${how} on SR "${ctx.target.name}"${start ? ', started' : ', halted'}`,
-      }
-    } finally {
-      if (old && !replaced && oldState === 'Running') {
-        ctx.onStatus?.('starting the old VM again')
-        await startVm(ctx, old, item.vmName)
-      }
+/** Imports the file beside the old VM (or as the VM, if there is none) and checks it; removed on failure. */
+async function importCopy(
+  ctx: RestoreContext,
+  item: RestoreItem,
+  targets: ReturnType<typeof planTargets>,
+  old: string | undefined,
+  journal: JournalRecord,
+): Promise<string> {
+  const vm = await importItem(ctx, item, old === undefined, journal)
+  const copies: string[] = []
+  let kept = false
+  try {
+    const disks = await verifyImported(ctx, item, vm)
+    await useCopies(ctx, vm, item.vmName, disks, await moveToOwnSrs(ctx, disks, targets, copies))
+    if (old) await takeIdentity(ctx, item, vm)
+    throwIfAborted(ctx.signal)
+    kept = true
+    return vm
+  } finally {
+    if (!kept) {
+      await removeOurVm(ctx, vm, 'the imported copy')
+      await destroyUnusedVdis(ctx, copies, item.vmName)
     }
   }
 }
 
-/** Points the VM's VBDs at the copies made on the disks' own SRs and drops the originals. */
-async function useCopies(
+/** Destroys the old VM, then its disks, once the copy is verified (journalled first). */
+async function replaceOld(
   ctx: RestoreContext,
-  vm: string,
-  disks: Awaited<ReturnType<typeof vmDisks>>,
-  vdiFor: Map<string, string>,
-  name: string,
+  item: RestoreItem,
+  old: string,
+  journal: JournalRecord,
+  destroyed: () => void,
 ): Promise<void> {
-  for (const disk of disks) {
-    const copy = vdiFor.get(disk.userdevice)
-    if (!copy || copy === disk.vdi) continue
-    await ctx.session.call('VBD.destroy', disk.vbd)
-    await ctx.session.call('VBD.create', {
-      VM: vm,
-      VDI: copy,
-      userdevice: disk.userdevice,
-      device: disk.device,
-      bootable: disk.bootable,
-      mode: disk.mode,
-      type: 'Disk',
-      empty: false,
-      unpluggable: true,
-      other_config: disk.otherConfig,
-      qos_algorithm_type: disk.qosType,
-      qos_algorithm_params: disk.qosParams,
-    })
-    await destroyUnusedVdis(ctx, [disk.vdi], name)
-  }
+  ctx.onStatus?.('removing the old VM')
+  const oldDisks = (await vmDisks(ctx.session, old)).map((d) => d.vdi)
+  await journal.update({
+    phase: 'replacing',
+    oldDisks: Object.fromEntries(oldDisks.map((vdi, i) => [String(i), { vdi, vbd: {} }])),
+  })
+  await ctx.session.call('VM.destroy', old)
+  destroyed()
+  await destroyUnusedVdis(ctx, oldDisks, `the old ${item.vmName}`)
 }
 
 /** Gives the imported copy the backup's MAC addresses and MAC seed (restore=false changed them). */

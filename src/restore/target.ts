@@ -1,9 +1,9 @@
 // Where restored disks go: `sr` by name or uuid, else the pool's default SR; optionally each
 // disk's own SR from the backup. The SR must exist, accept new disks, and have room.
 import type { Config } from '../config/schema.js'
-import { DpxenError } from '../errors.js'
-import { formatBytes } from '../format.js'
-import type { PoolView } from '../backup/select.js'
+import { DpxenError } from '../core/errors.js'
+import { formatBytes } from '../core/format.js'
+import type { PoolView } from '../pool/view.js'
 
 type Rec = Record<string, unknown>
 

@@ -1,6 +1,6 @@
 // Opening a connection from a configuration: dispatcher (TLS policy), transport, session.
 import type { Config } from '../config/schema.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 import { createDispatcher, createStreamAgents } from './connection.js'
 import type { StreamAgents } from './http.js'
 import { XapiSession, xmlRpcTransport } from './session.js'

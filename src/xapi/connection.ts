@@ -11,7 +11,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import { Agent, type Dispatcher } from './undici.js'
 
 export interface TlsPolicy {

@@ -2,7 +2,7 @@
 // another pool member, with an inactivity timeout, and bodies always consumed or destroyed.
 import { request as httpRequest, type IncomingMessage, type Agent as HttpAgent } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import { connectionError, stalledError, type SocketPolicy } from './connection.js'
 import type { XapiSession } from './session.js'
 

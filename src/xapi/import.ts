@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs'
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { DpxenError, XapiError } from '../errors.js'
+import { DpxenError, XapiError } from '../core/errors.js'
 import { connectionError, stalledError } from './connection.js'
 import { drain, resourceUrl, type StreamAgents } from './http.js'
 import type { XapiSession } from './session.js'

@@ -16,8 +16,8 @@
 // for them. A body framed by the connection's end can only be as complete as what the host
 // sent: the tar end marker and the host's task are checked above this layer.
 import type { Socket } from 'node:net'
-import { DpxenError } from '../errors.js'
-import { VERSION } from '../version.js'
+import { DpxenError } from '../core/errors.js'
+import { VERSION } from '../core/version.js'
 import { connectionError, openSocket, stalledError, type SocketPolicy } from './connection.js'
 import { followRedirects } from './http.js'
 

@@ -2,9 +2,9 @@
 // once on SESSION_INVALID, and always log out. Every call goes to the debug log with secrets
 // redacted. The transport is a plain function, so tests and other hosts plug in at one seam.
 import { performance } from 'node:perf_hooks'
-import { crashPoint } from '../crash-points.js'
-import { DpxenError, XapiError, isXapiError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { crashPoint } from '../core/crash-points.js'
+import { DpxenError, XapiError, isXapiError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import { connectionError } from './connection.js'
 import { request, type Dispatcher } from './undici.js'
 import { decodeResponse, encodeCall } from './xmlrpc.js'

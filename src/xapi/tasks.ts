@@ -1,6 +1,6 @@
 // XenAPI tasks: wait for completion, read results, cancel, and always destroy.
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DpxenError, XapiError } from '../errors.js'
+import { DpxenError, XapiError } from '../core/errors.js'
 import type { XapiSession } from './session.js'
 
 export interface TaskOutcome {

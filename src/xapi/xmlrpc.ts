@@ -1,7 +1,7 @@
 // XML-RPC for the client side: requests with the `xmlrpc` package's serializer, answers with
-// our own fast parser (xml-parse.ts).
+// our own fast parser (core/xml-parse.ts).
 import Serializer from 'xmlrpc/lib/serializer.js'
-import { parseResponse, parseValue } from './xml-parse.js'
+import { parseResponse, parseValue } from '../core/xml-parse.js'
 
 /** xapi takes 64-bit ints as strings (XO does the same); floats stay <double>. */
 function prepare(value: unknown): unknown {

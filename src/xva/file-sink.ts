@@ -14,7 +14,7 @@
 // ordinary writes, silently: `direct` says which it used.
 import { constants, promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { localIoError } from '../errors.js'
+import { localIoError } from '../core/errors.js'
 
 /** How long abort() waits for writes under way. */
 export const ABORT_WAIT_MS = 2000

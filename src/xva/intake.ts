@@ -6,7 +6,7 @@
 // go on.
 import { Xxh64 } from '@node-rs/xxhash'
 import type { Transform } from 'node:stream'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import type { FileSink } from './file-sink.js'
 import {
   corruptStream,

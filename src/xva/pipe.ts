@@ -6,7 +6,7 @@ import { Xxh64 } from '@node-rs/xxhash'
 import { createRequire } from 'node:module'
 import { Readable, type Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import { DpxenError } from '../errors.js'
+import { DpxenError } from '../core/errors.js'
 import { chunksOf } from './chunks.js'
 import { XvaVerifier, type XvaSummary } from './verify.js'
 

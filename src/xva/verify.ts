@@ -5,8 +5,8 @@
 // does; the last chunk reaching the disk's size exactly; the tar end marker. Memory stays flat.
 import { createHash, type Hash } from 'node:crypto'
 import { Xxh64 } from '@node-rs/xxhash'
-import { DpxenError } from '../errors.js'
-import { parseValue } from '../xapi/xml-parse.js'
+import { DpxenError } from '../core/errors.js'
+import { parseValue } from '../core/xml-parse.js'
 
 const BLOCK = 512
 const MAX_CHUNK = 1024 * 1024

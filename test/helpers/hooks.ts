@@ -3,8 +3,8 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach } from 'vitest'
-import type { Hook } from '../../src/cli/context.js'
-import { runHook } from '../../src/cli/main.js'
+import type { Hook } from '../../src/hook/context.js'
+import { runHook } from '../../src/hook/main.js'
 import { trustFor } from './tls.js'
 
 const dirs: string[] = []

@@ -2,7 +2,7 @@
 // the OOM killer would) before each of its XenAPI calls and file steps in turn, then the next
 // hook runs, and the pool and the staging folder must be as they should: no snapshot, no
 // imported leftover, every VM in its power state with all its disks, no partial or orphaned
-// file, no lock. The crash points come from src/crash-points.ts (DPXEN_TEST_CRASH_AT).
+// file, no lock. The crash points come from src/core/crash-points.ts (DPXEN_TEST_CRASH_AT).
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'

@@ -2,7 +2,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { safeName, xvaNames } from '../../src/backup/names.js'
+import { safeName, xvaNames } from '../../src/staging/names.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { ConfigError, loadConfig } from '../../src/config/load.js'
 import { runRestorePostExec } from '../../src/restore/run.js'

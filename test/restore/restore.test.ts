@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
+import { runDpxen } from '../../src/cli/dpxen.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 import { run, tempDir, terminateWhen, writeConfig } from '../helpers/hooks.js'
@@ -351,6 +352,59 @@ describe('restore (dpxen-restore-post-exec)', () => {
     expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
     expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
     expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+  })
+
+  it('online: a swap whose undo fails says so, keeps the VM halted and the journal; dpxen recover puts the old disks back', async () => {
+    const { sim, xapi, config, backupDir } = await setup({ mode: 'online', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const path = config()
+    await run(runPreExec, [path])
+    await damage(sim.url, xapi, vm)
+    const damaged = await diskHashes(sim.url, xapi, vm)
+    const layout = await vbdLayout(xapi, vm)
+    const vdis = (await xapi.call<string[]>('VDI.get_all')).length
+    // The second new disk cannot be attached, and neither can the old disks be put back.
+    sim.faults.add('call-fail:VBD.create@2')
+    const result = await run(runRestorePostExec, [path])
+    expect(result.code).toBe(5)
+    const warnings = result.lines.filter((l) => l.startsWith('dpxen: WARNING: Debian: could not put disk '))
+    expect(warnings.length, result.text).toBe(2)
+    expect(result.lines).toContainEqual(
+      expect.stringMatching(
+        /^dpxen: Debian: FAILED: .*INTERNAL_ERROR.*; putting the old disks back failed at position\(s\) 1, 0: run dpxen recover before starting Debian$/,
+      ),
+    )
+    // Not started without its disks; the journal stays for the next run.
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Halted')
+    expect(existsSync(join(backupDir, '.dpxen-restore.json'))).toBe(true)
+
+    sim.faults.clear()
+    const recovered = await run(runDpxen, ['recover', path])
+    expect(recovered.lines, recovered.text).toContain(
+      'dpxen: recovered an interrupted restore: Debian put back as it was before the interrupted restore',
+    )
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+    expect(await vbdLayout(xapi, vm)).toEqual(layout)
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(damaged)
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(existsSync(join(backupDir, '.dpxen-restore.json'))).toBe(false)
+  })
+
+  it('SIGTERM while the VM shuts down for a restore: stops at once, the VM keeps running, nothing is imported', async () => {
+    const { sim, xapi, config, backupDir } = await setup({ mode: 'online', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const path = config()
+    await run(runPreExec, [path])
+    const vdis = (await xapi.call<string[]>('VDI.get_all')).length
+    sim.faults.add('shutdown-slow:60')
+    const started = Date.now()
+    const result = await run(runRestorePostExec, [path], { abortWhen: /^dpxen: Debian: shutting down/ })
+    expect(result.code, result.text).toBe(130)
+    // The guest would take a minute: the wait was given up, not sat out.
+    expect(Date.now() - started).toBeLessThan(30_000)
+    expect(await xapi.call('VM.get_power_state', vm)).toBe('Running')
+    expect((await xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(existsSync(join(backupDir, '.dpxen-restore.json'))).toBe(false)
   })
 
   it('names a requested VM that has no file', async () => {

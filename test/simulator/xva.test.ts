@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
-import { parseValue } from '../../src/xapi/xml-parse.js'
+import { parseValue } from '../../src/core/xml-parse.js'
 import { download, entries, pack, rawDisk, sha256, upload, type TarEntry } from '../helpers/xva.js'
 
 type Rec = Record<string, unknown>

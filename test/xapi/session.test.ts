@@ -1,6 +1,6 @@
 // XapiSession against xapi-sim: a new login after SESSION_INVALID, shared by parallel calls.
 import { afterEach, describe, expect, it } from 'vitest'
-import { createLogger } from '../../src/log.js'
+import { createLogger } from '../../src/core/log.js'
 import { createDispatcher } from '../../src/xapi/connection.js'
 import { XapiSession, xmlRpcTransport } from '../../src/xapi/session.js'
 import { demoSim } from '../helpers/sim.js'

@@ -1,6 +1,6 @@
 // The fast XML-RPC answer parser, against the `xmlrpc` package's serializer and odd inputs.
 import { describe, expect, it } from 'vitest'
-import { parseResponse, parseValue } from '../../src/xapi/xml-parse.js'
+import { parseResponse, parseValue } from '../../src/core/xml-parse.js'
 
 describe('XML-RPC answer parser', () => {
   it('reads every type, compact or pretty-printed', () => {

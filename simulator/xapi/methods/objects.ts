@@ -1,5 +1,7 @@
 // VM, VDI, VBD, VIF, SR and pool methods beyond the generic accessors.
+import { setTimeout as sleep } from 'node:timers/promises'
 import { XapiFailure } from '../errors.js'
+import { isCancelling } from '../tasks.js'
 import { refreshVmOps } from '../factory.js'
 import type { MethodTable, ParamSpec } from '../rpc.js'
 import { SCHEMA } from '../schema.js'
@@ -50,6 +52,15 @@ function createRecord(sim: SimContext, cls: string, value: unknown): Rec {
   return out
 }
 
+/** A guest slow to shut down: the task waits, and a cancel before the guest is done cancels it. */
+async function guestTakesItsTime(sim: SimContext, task: string, ms: number): Promise<void> {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    if (isCancelling(sim, task)) throw new XapiFailure('TASK_CANCELLED', task)
+    await sleep(50)
+  }
+}
+
 export function registerObjects(table: MethodTable): void {
   const powerOp = (
     name: string,
@@ -58,8 +69,10 @@ export function registerObjects(table: MethodTable): void {
   ): void => {
     table.set(`VM.${name}`, {
       params: [vm, ...params],
-      run({ sim }, [ref]) {
+      async run({ sim, task }, [ref]) {
         assertVmOp(sim, String(ref), name)
+        const slow = name === 'clean_shutdown' ? sim.faults.get('shutdown-slow') : undefined
+        if (slow && task) await guestTakesItsTime(sim, task, Number(slow.arg) * 1000)
         setPowerState(sim, String(ref), target)
       },
     })

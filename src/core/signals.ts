@@ -2,6 +2,8 @@
 // it can be collected and never fire. This combines signals with ordinary listeners instead,
 // and removes them again (dispose), so a long-lived signal does not collect listeners.
 
+import { DpxenError } from './errors.js'
+
 export interface Combined {
   signal: AbortSignal
   /** Removes the listeners from the source signals; call when the operation is over. */
@@ -29,4 +31,9 @@ export function anySignal(...signals: AbortSignal[]): Combined {
   }
   if (controller.signal.aborted) dispose()
   return { signal: controller.signal, dispose }
+}
+
+/** Throws ABORTED once the run was asked to stop: no new side effect starts after that. */
+export function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
 }

@@ -1,5 +1,17 @@
-// Output file names, as in the white paper: <server>_<vmName>.xva (offline) and
+// The names of what dpxen writes in the staging folder: its own files, and the XVA files as in
+// the white paper: <server>_<vmName>.xva (offline) and
 // <server>_<vmName>_Snapshot.xva (online), made safe for Linux and Windows file systems.
+
+/** The state file the pre-exec writes and the post-exec reads, inside backupDir. */
+export const STATE_FILE = '.dpxen-state.json'
+/** The restore journal in backupDir (pool/journal.ts). */
+export const JOURNAL_FILE = '.dpxen-restore.json'
+/** The lock file that holds backupDir for one session (staging/folder.ts). */
+export const LOCK_FILE = '.dpxen-lock'
+/** Suffix of a file while it is being written; it gets its final name only when complete. */
+export const PARTIAL_SUFFIX = '.partial'
+/** Suffix of the manifest beside each XVA. */
+export const MANIFEST_SUFFIX = '.manifest.json'
 
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
 const MAX_BYTES = 180

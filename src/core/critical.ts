@@ -1,7 +1,7 @@
 // Critical sections: steps that must not be cut in the middle even by a second SIGTERM (the
 // VBD swap of an online restore). The journal makes any cut recoverable, but a swap finished
 // or undone now is better than one the next run has to settle. Bounded: a second signal waits
-// at most CRITICAL_WAIT_MS for the section to end (cli/main.ts).
+// at most CRITICAL_WAIT_MS for the section to end (hook/main.ts).
 export const CRITICAL_WAIT_MS = 30_000
 
 let open: string | undefined

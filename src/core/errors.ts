@@ -1,5 +1,5 @@
 // One error taxonomy: a stable string code to branch on, a one-line message an operator can act
-// on, and the cause. Exit codes come from the code, in one place (cli/exit-codes.ts).
+// on, and the cause. Exit codes come from the code, in one place (hook/exit-codes.ts).
 
 export type DpxenErrorCode =
   | 'CONFIG_INVALID' // the configuration file is missing, unreadable or wrong

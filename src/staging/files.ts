@@ -1,7 +1,7 @@
 // Files in backupDir: free space, and removal that never leaves backupDir nor follows a link.
 import { promises as fsp } from 'node:fs'
 import { basename, join } from 'node:path'
-import { JOURNAL_FILE, LOCK_FILE, MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from './tags.js'
+import { JOURNAL_FILE, LOCK_FILE, MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from '../staging/names.js'
 
 /** Bytes free for this user in the folder's file system. */
 export async function freeSpace(dir: string): Promise<number> {

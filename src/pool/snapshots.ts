@@ -1,24 +1,13 @@
-// dpxen's snapshots: made tagged, destroyed with their disks (retrying VDI_IN_USE, which xapi
-// raises for a while after an export), and swept when an earlier run left them behind.
-import { hostname } from 'node:os'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { isXapiError, messageOf } from '../errors.js'
-import type { Logger } from '../log.js'
+// dpxen's snapshots: made tagged (who made them, when, of which VM), and swept when an earlier
+// run left them behind. Destroying them with their disks is in disks.ts.
+import { messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import type { XapiSession } from '../xapi/session.js'
 import { callAsync } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
-import {
-  OC_BACKUP_RUN,
-  OC_CREATED,
-  OC_OWNER,
-  OC_VM_NAME,
-  OC_VM_UUID,
-  SNAPSHOT_PREFIX,
-  STALE_AFTER_MS,
-} from './tags.js'
-
-/** Delays between VDI.destroy attempts while xapi says VDI_IN_USE (about 30 s in all). */
-export const DEFAULT_RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000]
+import { destroyVdi, destroyVmAndDisks, diskVdis } from './disks.js'
+import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID, SNAPSHOT_PREFIX } from './tags.js'
+import { ownerGone, ownerTag, STALE_AFTER_MS } from '../staging/owner.js'
 
 /**
  * Snapshots a VM and tags the snapshot as ours. The snapshot call is not interrupted by a
@@ -33,14 +22,14 @@ export async function makeSnapshot(
 ): Promise<string> {
   // The name says whose it is from the moment it exists: a run killed before the tags below
   // leaves a snapshot the sweep still recognises (snapshotOwner).
-  const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()} (${hostname()}:${process.pid})`
+  const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()} (${ownerTag()})`
   const [snap] = refsInResult(await callAsync(session, 'VM.snapshot', [vmRef, name]))
   if (!snap) throw new Error('VM.snapshot returned no snapshot')
   try {
     for (const [key, value] of [
       [OC_BACKUP_RUN, runId],
       [OC_CREATED, new Date().toISOString()],
-      [OC_OWNER, `${hostname()}:${process.pid}`],
+      [OC_OWNER, ownerTag()],
       [OC_VM_UUID, await session.call<string>('VM.get_uuid', vmRef)],
       [OC_VM_NAME, vmName],
     ]) {
@@ -50,83 +39,13 @@ export async function makeSnapshot(
     // that nothing else would say are ours (sweepSnapshots removes them).
     for (const vdi of await diskVdis(session, snap)) {
       await session.call('VDI.add_to_other_config', vdi, OC_BACKUP_RUN, runId)
-      await session.call('VDI.add_to_other_config', vdi, OC_OWNER, `${hostname()}:${process.pid}`)
+      await session.call('VDI.add_to_other_config', vdi, OC_OWNER, ownerTag())
     }
   } catch (error) {
     await destroyVmAndDisks(session, snap, log).catch(() => undefined)
     throw error
   }
   return snap
-}
-
-/** The disks of a VM or snapshot (not CDs). */
-async function diskVdis(session: XapiSession, vmRef: string): Promise<string[]> {
-  const vdis: string[] = []
-  for (const vbd of await session.call<string[]>('VM.get_VBDs', vmRef)) {
-    const rec = await session.call<Record<string, unknown>>('VBD.get_record', vbd)
-    if (rec.type !== 'CD' && rec.VDI !== 'OpaqueRef:NULL') vdis.push(String(rec.VDI))
-  }
-  return vdis
-}
-
-/** Destroys a VDI, retrying while xapi says it is in use. A VDI already gone is fine. */
-export async function destroyVdi(
-  session: XapiSession,
-  vdi: string,
-  log: Logger,
-  delays = DEFAULT_RETRY_DELAYS_MS,
-): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await session.call('VDI.destroy', vdi)
-      return
-    } catch (error) {
-      if (isXapiError(error, 'HANDLE_INVALID')) return
-      if (!isXapiError(error, 'VDI_IN_USE') || attempt >= delays.length) throw error
-      log.debug(`VDI.destroy ${vdi}: in use, retrying in ${delays[attempt]} ms`)
-      await sleep(delays[attempt]!)
-    }
-  }
-}
-
-/** Destroys a VM (or snapshot) and its disks (not CDs). A VM already gone is fine. */
-export async function destroyVmAndDisks(
-  session: XapiSession,
-  snap: string,
-  log: Logger,
-  delays = DEFAULT_RETRY_DELAYS_MS,
-): Promise<void> {
-  let vdis: string[]
-  try {
-    vdis = await diskVdis(session, snap)
-  } catch (error) {
-    if (isXapiError(error, 'HANDLE_INVALID')) return
-    throw error
-  }
-  await session.call('VM.destroy', snap).catch((error: unknown) => {
-    if (!isXapiError(error, 'HANDLE_INVALID')) throw error
-  })
-  for (const vdi of vdis) await destroyVdi(session, vdi, log, delays)
-}
-
-function ownerGone(owner: string | undefined): boolean {
-  if (!owner) return true
-  const [host = '', pid] = owner.split(':')
-  return processGone(host, Number(pid))
-}
-
-/**
- * Whether the dpxen process `pid` on `host` is gone: only this machine's processes can be
- * asked; another host's pid says nothing, so it counts as alive.
- */
-export function processGone(host: string, pid: number): boolean {
-  if (host !== hostname()) return false
-  try {
-    process.kill(pid, 0)
-    return false
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ESRCH'
-  }
 }
 
 const OWNED_NAME = new RegExp(

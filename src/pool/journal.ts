@@ -15,13 +15,14 @@
 //
 // xapi keeps object refs for the life of the database, and a task until its session ends, so
 // refs recorded here stay valid for the next run.
-import { isXapiError, messageOf } from '../errors.js'
-import type { Logger } from '../log.js'
-import { destroyVdi, destroyVmAndDisks } from '../backup/snapshots.js'
-import { readTrustedFile, writeStagingFile } from '../backup/staging.js'
-import { JOURNAL_FILE, PARTIAL_SUFFIX } from '../backup/tags.js'
+import { messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import { destroyVdi, destroyVmAndDisks, exists } from './disks.js'
+import { startIfHalted } from './lifecycle.js'
+import { readTrustedFile, writeStagingFile } from '../staging/folder.js'
+import { JOURNAL_FILE, PARTIAL_SUFFIX } from '../staging/names.js'
 import type { XapiSession } from '../xapi/session.js'
-import { callAsync, cancelTask, waitTask } from '../xapi/tasks.js'
+import { cancelTask, waitTask } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
@@ -115,18 +116,6 @@ export class JournalRecord {
   }
 }
 
-/** Whether an object still exists. */
-async function exists(session: XapiSession, cls: string, ref: string): Promise<boolean> {
-  if (!ref) return false
-  try {
-    await session.call(`${cls}.get_uuid`, ref)
-    return true
-  } catch (error) {
-    if (isXapiError(error, 'HANDLE_INVALID')) return false
-    throw error
-  }
-}
-
 /** The VM an import made, from the entry or from its task (cancelled first if still running). */
 async function importedVm(session: XapiSession, entry: JournalEntry): Promise<string | undefined> {
   if (entry.imported) return entry.imported
@@ -138,12 +127,6 @@ async function importedVm(session: XapiSession, entry: JournalEntry): Promise<st
   }
   const record = await session.call<Rec>('task.get_record', entry.importTask)
   return record.status === 'success' ? refsInResult(String(record.result ?? ''))[0] : undefined
-}
-
-async function startIfHalted(session: XapiSession, vm: string): Promise<void> {
-  if (!(await exists(session, 'VM', vm))) return
-  if ((await session.call<string>('VM.get_power_state', vm)) !== 'Halted') return
-  await callAsync(session, 'VM.start', [vm, false, false], AbortSignal.timeout(120_000))
 }
 
 async function destroyUnattached(session: XapiSession, vdis: string[], log: Logger): Promise<void> {

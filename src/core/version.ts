@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs'
 
 function readVersion(): string {
-  for (const candidate of ['../package.json', '../../package.json']) {
+  for (const candidate of ['../../package.json', '../../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as {
         name?: string
@@ -10,7 +10,7 @@ function readVersion(): string {
       }
       if (pkg.name === 'dpxen' && pkg.version) return pkg.version
     } catch {
-      // try the next place: src/ when run from source, dist/src/ when built
+      // try the next place: src/core/ when run from source, dist/src/core/ when built
     }
   }
   return 'unknown'

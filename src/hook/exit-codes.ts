@@ -1,5 +1,5 @@
 // Exit codes, in one place. Documented in the README.
-import type { DpxenErrorCode } from '../errors.js'
+import type { DpxenErrorCode } from '../core/errors.js'
 
 export const EXIT = {
   OK: 0,

@@ -17,11 +17,11 @@ import { hostname } from 'node:os'
 import { promises as fsp, constants, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { crashPoint } from '../crash-points.js'
-import { DpxenError, localIoError } from '../errors.js'
-import type { Logger } from '../log.js'
-import { processGone } from './snapshots.js'
-import { LOCK_FILE, STALE_AFTER_MS } from './tags.js'
+import { crashPoint } from '../core/crash-points.js'
+import { DpxenError, localIoError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import { processGone, STALE_AFTER_MS } from './owner.js'
+import { LOCK_FILE } from './names.js'
 
 export { LOCK_FILE }
 

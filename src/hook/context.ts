@@ -1,5 +1,5 @@
 // What a hook is given, so tests can run it in-process and the executables stay thin.
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 
 export interface HookContext {
   args: string[]

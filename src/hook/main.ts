@@ -1,11 +1,11 @@
 // The one place where errors become exit codes and lines. Expected failures print one line an
 // operator can act on; unexpected ones print one line too, and their stack goes to the debug
 // file only. Output goes to standard output: Data Protector drops a UNIX script's stderr.
-import { DpxenError, messageOf } from '../errors.js'
-import { oneLine, type Logger } from '../log.js'
+import { DpxenError, messageOf } from '../core/errors.js'
+import { oneLine, type Logger } from '../core/log.js'
 import { ConfigError } from '../config/load.js'
 import type { Hook, HookContext } from './context.js'
-import { CRITICAL_WAIT_MS, criticalDone, inCritical } from '../critical.js'
+import { CRITICAL_WAIT_MS, criticalDone, inCritical } from '../core/critical.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
 
 export interface RunResult {

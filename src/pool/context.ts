@@ -1,0 +1,14 @@
+// What every change to the pool is given: the session, where to log, the run's abort signal,
+// and where to report the step under way (for progress lines).
+import type { Logger } from '../core/log.js'
+import type { XapiSession } from '../xapi/session.js'
+
+export interface PoolContext {
+  session: XapiSession
+  log: Logger
+  /** Aborted on SIGTERM/SIGINT: no new side effect starts after it fires. */
+  signal: AbortSignal
+  /** Delays between VDI_IN_USE retries (tests shorten them). */
+  retryDelaysMs?: number[]
+  onStatus?: (status: string) => void
+}

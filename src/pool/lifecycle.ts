@@ -1,0 +1,127 @@
+// Stopping and starting VMs, for the offline backup and for both restores. A clean shutdown
+// waits at most shutdownTimeout and gives up at once on SIGTERM (the task is cancelled and the
+// VM's state decides what is owed); starting again is bounded by CLEANUP_TIMEOUT_MS and runs
+// even after SIGTERM, because a VM dpxen stopped must run again.
+import { performance } from 'node:perf_hooks'
+import { DpxenError, messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import { anySignal } from '../core/signals.js'
+import type { XapiSession } from '../xapi/session.js'
+import { callAsync, cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
+import type { PoolContext } from './context.js'
+import { exists } from './disks.js'
+
+/** How long clean-up may take after an abort (starting a VM again, destroying a snapshot). */
+export const CLEANUP_TIMEOUT_MS = 120_000
+
+/** The VM's power state, or 'unknown' when it cannot be read. */
+export async function powerState(session: XapiSession, vm: string): Promise<string> {
+  return session.call<string>('VM.get_power_state', vm).catch(() => 'unknown')
+}
+
+/** Clean shutdown within `timeoutSeconds`; on timeout or abort the task is cancelled and the VM left as it is. */
+export async function stopVm(
+  ctx: PoolContext,
+  vm: string,
+  name: string,
+  timeoutSeconds: number,
+): Promise<void> {
+  ctx.onStatus?.('shutting down')
+  const task = await ctx.session.call<string>('Async.VM.clean_shutdown', vm)
+  try {
+    const limit = AbortSignal.timeout(timeoutSeconds * 1000)
+    const either = anySignal(limit, ctx.signal)
+    let outcome
+    try {
+      outcome = await waitTask(ctx.session, task, either.signal)
+    } catch (error) {
+      await cancelTask(ctx.session, task)
+      if (limit.aborted) {
+        throw new DpxenError(
+          'VM_FAILED',
+          `${name} did not shut down within ${timeoutSeconds} s (is the guest responding? raise shutdownTimeout)`,
+          { cause: error },
+        )
+      }
+      throw error
+    } finally {
+      either.dispose()
+    }
+    if (outcome.status !== 'success')
+      throw new DpxenError('VM_FAILED', `${name} could not be shut down: ${outcome.errorInfo.join(' ')}`)
+  } finally {
+    await destroyTask(ctx.session, task)
+  }
+}
+
+/** Starts the VM; a failure is the VM's failure, with `why` saying what it means. */
+export async function startVm(
+  ctx: PoolContext,
+  vm: string,
+  name: string,
+  why = 'could not be started',
+): Promise<void> {
+  try {
+    await callAsync(ctx.session, 'VM.start', [vm, false, false], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+  } catch (error) {
+    throw new DpxenError('VM_FAILED', `${name} ${why}: ${messageOf(error)} (start it by hand)`, {
+      cause: error,
+    })
+  }
+}
+
+/**
+ * Runs `work` with the VM halted. A running VM is stopped cleanly first (a line says so) and,
+ * whatever happens, started again afterwards if it is halted then — a shutdown that timed out
+ * or was cancelled may still have stopped it — unless `startAgain()` says it must stay halted.
+ */
+export async function whileHalted<T>(
+  ctx: PoolContext,
+  vm: { ref: string; name: string; running: boolean },
+  options: { timeoutSeconds: number; why: string; startAgain?: () => boolean },
+  work: () => Promise<T>,
+): Promise<T> {
+  if (!vm.running) return work()
+  const started = performance.now()
+  let stopped = false
+  try {
+    await stopVm(ctx, vm.ref, vm.name, options.timeoutSeconds)
+    stopped = true
+    ctx.log.info(`dpxen: ${vm.name}: shut down in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+    return await work()
+  } finally {
+    const again = options.startAgain?.() ?? true
+    if (again && (stopped || (await powerState(ctx.session, vm.ref)) === 'Halted')) {
+      ctx.onStatus?.('starting again')
+      await startVm(ctx, vm.ref, vm.name, options.why)
+      ctx.log.info(`dpxen: ${vm.name}: running again`)
+    }
+  }
+}
+
+/** Starts the VM if it still exists and is halted (settling an interrupted run). */
+export async function startIfHalted(session: XapiSession, vm: string): Promise<boolean> {
+  if (!(await exists(session, 'VM', vm))) return false
+  if ((await session.call<string>('VM.get_power_state', vm)) !== 'Halted') return false
+  await callAsync(session, 'VM.start', [vm, false, false], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+  return true
+}
+
+/** Starts the VMs an interrupted run stopped and never started again (by uuid); one line each. */
+export async function restartStopped(
+  session: XapiSession,
+  log: Logger,
+  stopped: { uuid: string; name: string }[],
+): Promise<void> {
+  for (const vm of stopped) {
+    try {
+      const ref = await session.call<string>('VM.get_by_uuid', vm.uuid)
+      if (await startIfHalted(session, ref))
+        log.info(`dpxen: started ${vm.name} again, which an interrupted backup had stopped`)
+    } catch (error) {
+      log.info(
+        `dpxen: ${vm.name}: FAILED to start it again after an interrupted backup: ${messageOf(error)} (start it by hand)`,
+      )
+    }
+  }
+}

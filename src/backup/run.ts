@@ -24,7 +24,7 @@ import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { STATE_FILE } from '../staging/names.js'
-import { backupOffline, backupOnline, type VmBackupContext } from './vm.js'
+import { BACKUP_ENGINES, type VmBackupContext } from './vm.js'
 
 /** Runs `work` over the items with at most `limit` at once. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -51,7 +51,7 @@ async function cleanStaging(config: Config, log: Logger, session: Connection['se
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
   const conn = await connect(config, log, ctx.signal)
   try {
-    const { plans, problems } = selectVms(await readPool(conn.session), config.mode, config.vmName)
+    const { plans, problems } = selectVms(await readPool(conn.session), config.allVms, config.vmName)
     log.info(
       `dpxen: preview: mode ${config.mode} would back up ${plans.length} VM(s) to ${config.backupDir}; nothing is changed`,
     )
@@ -110,15 +110,14 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
   for (const line of swept.failed)
     log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
 
-  const { plans, problems } = selectVms(pool, config.mode, config.vmName)
+  const { plans, problems } = selectVms(pool, config.allVms, config.vmName)
   const state = newState(config.mode)
   for (const p of problems) {
     state.vms.push({ name: p.name, uuid: '', ok: false, reason: p.reason })
     log.info(`dpxen: ${p.name}: FAILED: ${p.reason}`)
   }
   await writeState(config.backupDir, state)
-  const online = config.mode === 'online' || config.mode === 'allOnline'
-  const names = xvaNames(config.server, plans, online)
+  const names = xvaNames(config.server, plans, config.method === 'snapshot')
   log.info(
     `dpxen: ${config.mode} backup of ${plans.length} VM(s) from ${config.server} to ${config.backupDir}`,
   )
@@ -145,7 +144,6 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
           space,
           active,
           record,
-          online,
           fileName: names.get(plan.uuid)!,
           runId: state.runId,
         },
@@ -178,7 +176,6 @@ interface RunShared {
   space: { reserved: number }
   active: Map<string, Active>
   record: (update: (s: RunState) => void) => Promise<void>
-  online: boolean
   fileName: string
   runId: string
 }
@@ -212,7 +209,7 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     // post-exec does not know of.
     const intended = [run.fileName, manifestName(run.fileName)]
     await run.record((s) => s.files.push(...intended.filter((f) => !s.files.includes(f))))
-    const result = await (run.online ? backupOnline : backupOffline)(vmCtx, plan, run.fileName)
+    const result = await BACKUP_ENGINES[run.config.method](vmCtx, plan, run.fileName)
     await run.record((s) => {
       s.files.push(...result.files.filter((f) => !s.files.includes(f)))
       s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: run.fileName })

@@ -1,6 +1,5 @@
 // Selection: the VMs the mode selects from the pool's records (pool/view.ts), with their disks,
 // VIFs and the export's size estimate.
-import type { Mode } from '../config/schema.js'
 import type { DiskSlot, PoolView } from '../pool/view.js'
 
 type Rec = Record<string, unknown>
@@ -89,10 +88,10 @@ export interface Selection {
   problems: { name: string; reason: string }[]
 }
 
-/** The VMs the mode selects: all candidates for all*, else each vmName by name or uuid. */
-export function selectVms(view: PoolView, mode: Mode, names: string[]): Selection {
+/** The VMs the mode selects: every candidate (allOnline, allOffline), else each vmName by name or uuid. */
+export function selectVms(view: PoolView, allVms: boolean, names: string[]): Selection {
   const candidates = [...view.vms.entries()].filter(([, vm]) => isBackupCandidate(vm))
-  if (mode === 'allOnline' || mode === 'allOffline') {
+  if (allVms) {
     return {
       plans: candidates.map(([ref]) => planVm(view, ref)).sort((a, b) => a.name.localeCompare(b.name)),
       problems: [],

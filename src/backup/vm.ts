@@ -1,7 +1,7 @@
 // Backing up one VM. Online: every disk must allow a snapshot; snapshot, export the snapshot,
 // destroy it and its disks. Offline: stop a running VM cleanly, export, start it again. The
 // undo of each step is registered as soon as the step is done and runs on failure and abort.
-import type { Config } from '../config/schema.js'
+import type { Config, Method } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { formatBytes } from '../core/format.js'
@@ -159,4 +159,10 @@ export async function backupOffline(
   } finally {
     release()
   }
+}
+
+/** The backup engine of each way of making a VM still (the mode's method). */
+export const BACKUP_ENGINES: Record<Method, typeof backupOnline> = {
+  snapshot: backupOnline,
+  shutdown: backupOffline,
 }

@@ -54,8 +54,8 @@ async function check(ctx: HookContext): Promise<number> {
   try {
     log.info(`connected to ${conn.session.url}`)
     const view = await readPool(conn.session)
-    const { plans, problems: missing } = selectVms(view, config.mode, config.vmName)
-    const online = config.mode === 'online' || config.mode === 'allOnline'
+    const { plans, problems: missing } = selectVms(view, config.allVms, config.vmName)
+    const online = config.method === 'snapshot'
     let total = 0
     for (const plan of plans) {
       total += plan.estimate

@@ -36,7 +36,7 @@ export async function listFiles(config: Config): Promise<{ files: string[]; othe
     )
   }
   const xvas = names.filter((n) => n.endsWith('.xva')).sort()
-  const online = config.mode === 'online' || config.mode === 'allOnline'
+  const online = config.method === 'snapshot'
   return {
     files: xvas.filter((n) => isOnlineFile(n) === online),
     others: xvas.filter((n) => isOnlineFile(n) !== online),

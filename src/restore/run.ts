@@ -3,35 +3,55 @@
 // touched; each VM gets one line with its outcome; any failure makes the exit code non-zero.
 // The files stay (the backup post-exec, or the administrator, removes them).
 import { performance } from 'node:perf_hooks'
-import type { HookContext } from '../hook/context.js'
-import { EXIT } from '../hook/exit-codes.js'
+import type { Config, Method } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { formatBytes, formatRate } from '../core/format.js'
+import type { Logger } from '../core/log.js'
 import { startTicker, type Active } from '../core/progress.js'
+import type { HookContext } from '../hook/context.js'
+import { EXIT } from '../hook/exit-codes.js'
 import { askedForHelp, isPreview, startHook } from '../hook/start.js'
+import { recoverRestores } from '../pool/journal.js'
 import { readPool } from '../pool/view.js'
-import { connect } from '../xapi/connect.js'
+import { holdStaging } from '../staging/folder.js'
+import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
-import { recoverRestores } from '../pool/journal.js'
-import { holdStaging } from '../staging/folder.js'
-import type { Config } from '../config/schema.js'
-import type { Logger } from '../core/log.js'
 import { restoreOffline } from './offline.js'
-import { restoreOnline } from './online.js'
-import { resolveSr } from './target.js'
+import { restoreOnline, type RestoreOutcome } from './online.js'
+import { resolveSr, type TargetSr } from './target.js'
+
+/** The restore engine of each kind of backup (the mode's method). */
+const RESTORE_ENGINES: Record<Method, (ctx: RestoreContext, item: RestoreItem) => Promise<RestoreOutcome>> = {
+  snapshot: restoreOnline,
+  shutdown: restoreOffline,
+}
+
+/** The two kinds of backup file, as the session messages name them. */
+const KIND: Record<Method, string> = { snapshot: 'online', shutdown: 'offline' }
+const OTHER: Record<Method, Method> = { snapshot: 'shutdown', shutdown: 'snapshot' }
+
+/** One run's shared pieces, and its failures (one line each, as they happen). */
+interface Run {
+  ctx: HookContext
+  config: Config
+  log: Logger
+  failures: string[]
+  fail(name: string, reason: string): void
+}
 
 export async function runRestorePostExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-restore-post-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'restore-post-exec')
-  const online = config.mode === 'online' || config.mode === 'allOnline'
+  const kind = KIND[config.method]
   const { files, others } = await listFiles(config)
   if (files.length === 0) {
-    const kind = online ? 'online (…_Snapshot.xva)' : 'offline'
     const hint = others.length
-      ? `; it holds ${online ? 'offline' : 'online'} backups (${others.join(', ')}): set mode to ${online ? 'offline or allOffline' : 'online or allOnline'} to restore them`
+      ? `; it holds ${KIND[OTHER[config.method]]} backups (${others.join(', ')}): set mode to ${config.method === 'snapshot' ? 'offline or allOffline' : 'online or allOnline'} to restore them`
       : ' (select the files in the Data Protector restore, with backupDir as the destination)'
-    log.info(`dpxen: no ${kind} backup files in ${config.backupDir}${hint}`)
+    log.info(
+      `dpxen: no ${kind === 'online' ? 'online (…_Snapshot.xva)' : 'offline'} backup files in ${config.backupDir}${hint}`,
+    )
     return EXIT.VM_FAILED
   }
   const lock = await holdStaging(config.backupDir, 'restore-post-exec', {
@@ -40,38 +60,62 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
     signal: ctx.signal,
     log,
   })
+  const failures: string[] = []
+  const run: Run = {
+    ctx,
+    config,
+    log,
+    failures,
+    fail: (name, reason) => {
+      failures.push(name)
+      log.info(`dpxen: ${name}: FAILED: ${reason}`)
+    },
+  }
   try {
-    return await restoreFiles(ctx, config, log, files, others)
+    const conn = await connect(config, log, ctx.signal)
+    try {
+      return await restoreFiles(run, conn, files, others)
+    } finally {
+      await conn.close()
+    }
   } finally {
     await lock.release()
   }
 }
 
-async function restoreFiles(
-  ctx: HookContext,
-  config: Config,
-  log: Logger,
-  files: string[],
-  others: string[],
-): Promise<number> {
-  const online = config.mode === 'online' || config.mode === 'allOnline'
-  const conn = await connect(config, log, ctx.signal)
-  try {
-    for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
-    const view = await readPool(conn.session)
-    const target = resolveSr(view, config)
-    const failures: string[] = []
-    const fail = (name: string, reason: string): void => {
-      failures.push(name)
-      log.info(`dpxen: ${name}: FAILED: ${reason}`)
-    }
+async function restoreFiles(run: Run, conn: Connection, files: string[], others: string[]): Promise<number> {
+  const { ctx, config, log } = run
+  for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
+  const view = await readPool(conn.session)
+  const target = resolveSr(view, config)
+  const chosen = choose(run, await verifyAll(run, files), others)
+  if (isPreview(ctx.env)) {
+    for (const item of chosen)
+      log.info(`dpxen: preview: would restore ${item.vmName} from ${item.file} into SR "${target.name}"`)
+    return EXIT.OK
+  }
+  await restoreEach(run, conn, { view, target }, chosen)
+  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+  const ok = chosen.length - run.failures.filter((f) => chosen.some((c) => c.vmName === f)).length
+  if (run.failures.length) {
+    log.info(`dpxen: restore finished with ${run.failures.length} failure(s); ${ok} VM(s) restored`)
+    return EXIT.VM_FAILED
+  }
+  log.info(`dpxen: all ${ok} VM(s) restored`)
+  return EXIT.OK
+}
 
-    // Verify every file first: a damaged file fails its VM before anything changes. Progress
-    // lines go on meanwhile: a terabyte of files is long minutes of reading, and Data Protector
-    // aborts a script silent for 15.
-    const items: RestoreItem[] = []
-    const verifying = new Map<string, Active>()
-    const stopVerifyTicker = startTicker(log, verifying, config.progressInterval)
+/**
+ * Verifies every file first: a damaged file fails its VM before anything changes. Progress
+ * lines go on meanwhile: a terabyte of files is long minutes of reading, and Data Protector
+ * aborts a script silent for 15.
+ */
+async function verifyAll(run: Run, files: string[]): Promise<RestoreItem[]> {
+  const { ctx, config, log } = run
+  const items: RestoreItem[] = []
+  const verifying = new Map<string, Active>()
+  const stopTicker = startTicker(log, verifying, config.progressInterval)
+  try {
     for (const file of files) {
       if (ctx.signal.aborted) break
       const entry: Active = { name: file, status: 'verifying', bytes: 0, since: performance.now() }
@@ -86,84 +130,84 @@ async function restoreFiles(
         items.push(item)
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') break
-        fail(file, `${messageOf(error)}; the pool is unchanged`)
+        run.fail(file, `${messageOf(error)}; the pool is unchanged`)
       } finally {
         verifying.delete(file)
       }
     }
-    stopVerifyTicker()
-    let chosen = items
-    if (config.mode === 'online' || config.mode === 'offline') {
-      chosen = []
-      for (const name of config.vmName) {
-        const mine = items.filter((i) => i.vmName === name || i.vmUuid === name)
-        if (mine.length === 1) chosen.push(mine[0]!)
-        else if (mine.length > 1)
-          fail(
-            name,
-            `several files hold backups of ${name} (${mine.map((i) => i.file).join(', ')}); keep one in ${config.backupDir}`,
-          )
-        else {
-          const hint = others.length
-            ? ` (${config.backupDir} also holds ${online ? 'offline' : 'online'} backups: is mode right?)`
-            : ''
-          fail(
-            name,
-            `no ${online ? 'online' : 'offline'} backup file for ${name} in ${config.backupDir}: select it in the Data Protector restore${hint}`,
-          )
-        }
-      }
-    }
-    if (isPreview(ctx.env)) {
-      for (const item of chosen)
-        log.info(`dpxen: preview: would restore ${item.vmName} from ${item.file} into SR "${target.name}"`)
-      return EXIT.OK
-    }
-
-    const active = new Map<string, Active>()
-    const stopTicker = startTicker(log, active, config.progressInterval)
-    try {
-      for (const item of chosen) {
-        if (ctx.signal.aborted) break
-        const entry: Active = { name: item.vmName, status: 'starting', bytes: 0, since: performance.now() }
-        active.set(item.vmUuid, entry)
-        const rctx: RestoreContext = {
-          session: conn.session,
-          agents: conn.agents,
-          log,
-          config,
-          view,
-          target,
-          signal: ctx.signal,
-          ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
-          onStatus: (s) => (entry.status = s),
-        }
-        log.info(
-          `dpxen: ${item.vmName}: restore started from ${item.file} (${online ? 'disks' : 'whole VM'})`,
-        )
-        try {
-          const outcome = await (online ? restoreOnline : restoreOffline)(rctx, item)
-          log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
-        } catch (error) {
-          if (error instanceof DpxenError && error.code === 'ABORTED') throw error
-          fail(item.vmName, messageOf(error))
-          log.debug(error instanceof Error ? (error.stack ?? '') : String(error))
-        } finally {
-          active.delete(item.vmUuid)
-        }
-      }
-    } finally {
-      stopTicker()
-    }
-    if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
-    const ok = chosen.length - failures.filter((f) => chosen.some((c) => c.vmName === f)).length
-    if (failures.length) {
-      log.info(`dpxen: restore finished with ${failures.length} failure(s); ${ok} VM(s) restored`)
-      return EXIT.VM_FAILED
-    }
-    log.info(`dpxen: all ${ok} VM(s) restored`)
-    return EXIT.OK
   } finally {
-    await conn.close()
+    stopTicker()
+  }
+  return items
+}
+
+/** The items to restore: all of them (allOnline, allOffline), else one file for each vmName. */
+function choose(run: Run, items: RestoreItem[], others: string[]): RestoreItem[] {
+  const { config } = run
+  if (config.allVms) return items
+  const kind = KIND[config.method]
+  const chosen: RestoreItem[] = []
+  for (const name of config.vmName) {
+    const mine = items.filter((i) => i.vmName === name || i.vmUuid === name)
+    if (mine.length === 1) chosen.push(mine[0]!)
+    else if (mine.length > 1)
+      run.fail(
+        name,
+        `several files hold backups of ${name} (${mine.map((i) => i.file).join(', ')}); keep one in ${config.backupDir}`,
+      )
+    else {
+      const hint = others.length
+        ? ` (${config.backupDir} also holds ${KIND[OTHER[config.method]]} backups: is mode right?)`
+        : ''
+      run.fail(
+        name,
+        `no ${kind} backup file for ${name} in ${config.backupDir}: select it in the Data Protector restore${hint}`,
+      )
+    }
+  }
+  return chosen
+}
+
+/** Restores the items one after the other, a line for each outcome and progress meanwhile. */
+async function restoreEach(
+  run: Run,
+  conn: Connection,
+  pool: { view: RestoreContext['view']; target: TargetSr },
+  items: RestoreItem[],
+): Promise<void> {
+  const { ctx, config, log } = run
+  const active = new Map<string, Active>()
+  const stopTicker = startTicker(log, active, config.progressInterval)
+  try {
+    for (const item of items) {
+      if (ctx.signal.aborted) break
+      const entry: Active = { name: item.vmName, status: 'starting', bytes: 0, since: performance.now() }
+      active.set(item.vmUuid, entry)
+      const rctx: RestoreContext = {
+        session: conn.session,
+        agents: conn.agents,
+        log,
+        config,
+        ...pool,
+        signal: ctx.signal,
+        ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+        onStatus: (s) => (entry.status = s),
+      }
+      log.info(
+        `dpxen: ${item.vmName}: restore started from ${item.file} (${config.method === 'snapshot' ? 'disks' : 'whole VM'})`,
+      )
+      try {
+        const outcome = await RESTORE_ENGINES[config.method](rctx, item)
+        log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
+      } catch (error) {
+        if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+        run.fail(item.vmName, messageOf(error))
+        log.debug(error instanceof Error ? (error.stack ?? '') : String(error))
+      } finally {
+        active.delete(item.vmUuid)
+      }
+    }
+  } finally {
+    stopTicker()
   }
 }

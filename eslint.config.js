@@ -22,6 +22,14 @@ const LAYERS = {
   cli: ['core', 'config', 'xapi', 'xva', 'staging', 'pool', 'hook', 'backup', 'restore'],
 }
 
+/** simulator/xapi/ folder -> the folders it may import from. */
+const SIM_LAYERS = {
+  model: [],
+  xva: ['model'],
+  rpc: ['model', 'xva'],
+  http: ['model', 'xva', 'rpc'],
+}
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
   js.configs.recommended,
@@ -78,4 +86,29 @@ export default tseslint.config(
     files: ['simulator/**'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['**/src/**'] }] },
   },
+  // xapi-sim's layers: the model (objects, values, disks), the XVA format over it, then the two
+  // ways in (XML-RPC methods, HTTP handlers); server.ts and cli.ts put them together.
+  ...Object.entries(SIM_LAYERS).map(([folder, allowed]) => ({
+    files: [`simulator/xapi/${folder}/**`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['**/src/**'], message: "the simulators must not borrow dpxen's own code" },
+            {
+              group: [
+                ...Object.keys(SIM_LAYERS)
+                  .filter((f) => f !== folder && !allowed.includes(f))
+                  .map((f) => `**/${f}/*`),
+                '**/server.js',
+                '**/cli.js',
+              ],
+              message: `simulator/xapi/${folder}/ may import only from ${allowed.map((f) => `${f}/`).join(', ') || 'itself'} and faults.ts`,
+            },
+          ],
+        },
+      ],
+    },
+  })),
 )

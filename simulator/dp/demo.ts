@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
-import { selfSignedCertificate } from '../xapi/self-signed.js'
+import { selfSignedCertificate } from '../xapi/http/self-signed.js'
 import { startXapiSim, type XapiSim } from '../xapi/server.js'
 import { runRestoreSession } from './restore.js'
 import { runBackupSession } from './session.js'
@@ -159,7 +159,7 @@ async function main(): Promise<number> {
     }
     const { db } = sim.context
     const vm2 = db.all('VM').find(([, v]) => v.name_label === 'vm2')![0]
-    const { destroyVmWithDevices } = await import('../xapi/vmops.js')
+    const { destroyVmWithDevices } = await import('../xapi/model/vmops.js')
     await destroyVmWithDevices(sim.context, vm2, true)
     const damaged = await fingerprints(sim, vms)
     say(

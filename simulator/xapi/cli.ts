@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parseFault } from './faults.js'
-import { selfSignedCertificate } from './self-signed.js'
+import { selfSignedCertificate } from './http/self-signed.js'
 import { startXapiSim } from './server.js'
 
 const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]

@@ -75,15 +75,7 @@ export async function exportToFile(
     }
     await fsp.rm(partialPath, { force: true })
     crashPoint(`create ${req.fileName}.partial`)
-    const sink = await FileSink.open(partialPath, {
-      flags: 'wx',
-      mode: 0o600,
-      slabSize: SLAB_SIZE,
-      slabs: SLABS,
-      direct: req.direct,
-    })
-    if (req.direct && !sink.direct)
-      log.debug(`${partialPath}: O_DIRECT refused, writing through the page cache`)
+    const sink = await openSink(partialPath, req.direct, log)
     const taking = new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake: () => res.resume() })
     intake = taking
     let result: StreamResult
@@ -97,40 +89,10 @@ export async function exportToFile(
       result = await taking.finish()
     } catch (error) {
       res.destroy()
-      const received = taking.bytes
-      if (req.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
-      if (error instanceof DpxenError && error.code === 'XVA_INVALID') {
-        // A cut-off stream usually means the host failed; its task says why.
-        const hostError = await taskError(session, task, 2000)
-        throw new DpxenError(
-          'EXPORT_FAILED',
-          hostError
-            ? `the export stopped after ${received} bytes: ${hostError}`
-            : `the exported XVA is invalid: ${error.message}`,
-          { cause: error },
-        )
-      }
-      // A local failure (the disk) is the cause, whatever the host then says about the closed
-      // connection; otherwise the host's task says why the stream ended.
-      const code = error instanceof DpxenError ? error.code : undefined
-      const hostError = code === 'LOCAL_IO' ? undefined : await taskError(session, task, 2000)
-      throw new DpxenError(
-        code === 'LOCAL_IO' || code === 'TRANSFER_STALLED' ? code : 'EXPORT_FAILED',
-        `the export stopped after ${received} bytes: ${hostError ?? messageOf(error)}`,
-        { cause: error },
-      )
+      throw await streamFailure(session, task, req.signal, taking.bytes, error)
     }
     intake = undefined
-    const settle = anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS))
-    const outcome = await waitTask(session, task, settle.signal).finally(settle.dispose)
-    if (outcome.status !== 'success') {
-      throw new DpxenError(
-        'EXPORT_FAILED',
-        `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
-      )
-    }
-    crashPoint(`rename ${req.fileName}`)
-    await fsp.rename(partialPath, finalPath)
+    await settleAndName(session, task, req, partialPath, finalPath)
     done = true
     const seconds = (performance.now() - started) / 1000
     log.debug(`exported ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
@@ -143,6 +105,70 @@ export async function exportToFile(
     }
     await destroyTask(session, task)
   }
+}
+
+/** The task must have succeeded; then the file gets its final name. */
+async function settleAndName(
+  session: XapiSession,
+  task: string,
+  req: ExportRequest,
+  partialPath: string,
+  finalPath: string,
+): Promise<void> {
+  const settle = anySignal(req.signal, AbortSignal.timeout(TASK_SETTLE_MS))
+  const outcome = await waitTask(session, task, settle.signal).finally(settle.dispose)
+  if (outcome.status !== 'success') {
+    throw new DpxenError(
+      'EXPORT_FAILED',
+      `the host reports the export failed: ${outcome.errorInfo.join(' ') || outcome.status}`,
+    )
+  }
+  crashPoint(`rename ${req.fileName}`)
+  await fsp.rename(partialPath, finalPath)
+}
+
+/** The partial file, created exclusively, readable by its owner only. */
+async function openSink(path: string, direct: boolean, log: Logger): Promise<FileSink> {
+  const sink = await FileSink.open(path, {
+    flags: 'wx',
+    mode: 0o600,
+    slabSize: SLAB_SIZE,
+    slabs: SLABS,
+    direct,
+  })
+  if (direct && !sink.direct) log.debug(`${path}: O_DIRECT refused, writing through the page cache`)
+  return sink
+}
+
+/** Why a stream ended early, as one error: the abort, the host's task, or the local failure. */
+async function streamFailure(
+  session: XapiSession,
+  task: string,
+  signal: AbortSignal,
+  received: number,
+  error: unknown,
+): Promise<DpxenError> {
+  if (signal.aborted) return new DpxenError('ABORTED', 'interrupted', { cause: error })
+  if (error instanceof DpxenError && error.code === 'XVA_INVALID') {
+    // A cut-off stream usually means the host failed; its task says why.
+    const hostError = await taskError(session, task, 2000)
+    return new DpxenError(
+      'EXPORT_FAILED',
+      hostError
+        ? `the export stopped after ${received} bytes: ${hostError}`
+        : `the exported XVA is invalid: ${error.message}`,
+      { cause: error },
+    )
+  }
+  // A local failure (the disk) is the cause, whatever the host then says about the closed
+  // connection; otherwise the host's task says why the stream ended.
+  const code = error instanceof DpxenError ? error.code : undefined
+  const hostError = code === 'LOCAL_IO' ? undefined : await taskError(session, task, 2000)
+  return new DpxenError(
+    code === 'LOCAL_IO' || code === 'TRANSFER_STALLED' ? code : 'EXPORT_FAILED',
+    `the export stopped after ${received} bytes: ${hostError ?? messageOf(error)}`,
+    { cause: error },
+  )
 }
 
 /** The task's error_info, if it failed within `ms`. */

@@ -14,7 +14,7 @@ import { recoverRestores } from '../pool/journal.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import { askedForHelp, isPreview, startHook } from '../hook/start.js'
 import { restartStopped } from '../pool/lifecycle.js'
-import { readPool } from '../pool/view.js'
+import { readPool, type PoolView } from '../pool/view.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
 import { manifestName } from '../staging/manifest.js'
 import { dumpPoolDatabase } from './metadata.js'
@@ -97,19 +97,7 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
   const { session, agents } = conn
   await cleanStaging(config, log, session)
   for (const line of await recoverRestores(session, config.backupDir, log)) log.info(line)
-  // One read of the pool serves the sweep and the plan: VM.get_all_records of a large pool is
-  // megabytes. Snapshots are never planned, so those the sweep destroys do not matter to it.
-  const pool = await readPool(session)
-  const swept = await sweepSnapshots(session, log, {
-    vms: pool.vms,
-    vdis: pool.vdis,
-    ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
-  })
-  for (const name of swept.destroyed)
-    log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
-  for (const line of swept.failed)
-    log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
-
+  const pool = await sweepAndRead(ctx, log, session)
   const { plans, problems } = selectVms(pool, config.allVms, config.vmName)
   const state = newState(config.mode)
   for (const p of problems) {
@@ -124,48 +112,60 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
 
   const active = new Map<string, Active>()
   const stopTicker = startTicker(log, active, config.progressInterval)
-  const space = { reserved: 0 }
   let saving = Promise.resolve()
   const record = (update: (s: RunState) => void): Promise<void> => {
     update(state)
     saving = saving.then(() => writeState(config.backupDir, state))
     return saving
   }
+  const shared = { config, log, session, agents, space: { reserved: 0 }, active, record, runId: state.runId }
   try {
     await eachLimited(plans, config.concurrency, async (plan) => {
       if (ctx.signal.aborted) return
-      await backupOne(
-        ctx,
-        {
-          config,
-          log,
-          session,
-          agents,
-          space,
-          active,
-          record,
-          fileName: names.get(plan.uuid)!,
-          runId: state.runId,
-        },
-        plan,
-      )
+      await backupOne(ctx, { ...shared, fileName: names.get(plan.uuid)! }, plan)
     })
-    if (config.metadata && !ctx.signal.aborted) {
-      try {
-        const file = await dumpPoolDatabase(session, agents, config, ctx.signal)
-        await record((s) => s.files.push(file))
-        log.info(`dpxen: saved the pool database as ${file}`)
-      } catch (error) {
-        await record((s) => s.errors.push(`pool database: ${messageOf(error)}`))
-        log.info(`dpxen: FAILED to save the pool database: ${messageOf(error)}`)
-      }
-    }
+    if (config.metadata && !ctx.signal.aborted) await saveDatabase(ctx, shared)
   } finally {
     stopTicker()
     await record((s) => (s.finishedAt = new Date().toISOString()))
   }
   if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   return summarize(config, log, state)
+}
+
+/**
+ * Removes leftover snapshots of ours and reads the pool, in one read: VM.get_all_records of a
+ * large pool is megabytes. Snapshots are never planned, so those the sweep destroys do not
+ * matter to the plan.
+ */
+async function sweepAndRead(
+  ctx: HookContext,
+  log: Logger,
+  session: Connection['session'],
+): Promise<PoolView> {
+  const pool = await readPool(session)
+  const swept = await sweepSnapshots(session, log, {
+    vms: pool.vms,
+    vdis: pool.vdis,
+    ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
+  })
+  for (const name of swept.destroyed)
+    log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
+  for (const line of swept.failed)
+    log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
+  return pool
+}
+
+/** metadata: the pool database beside the XVA files; a failure is the run's error, not a VM's. */
+async function saveDatabase(ctx: HookContext, run: Omit<RunShared, 'fileName'>): Promise<void> {
+  try {
+    const file = await dumpPoolDatabase(run.session, run.agents, run.config, ctx.signal)
+    await run.record((s) => s.files.push(file))
+    run.log.info(`dpxen: saved the pool database as ${file}`)
+  } catch (error) {
+    await run.record((s) => s.errors.push(`pool database: ${messageOf(error)}`))
+    run.log.info(`dpxen: FAILED to save the pool database: ${messageOf(error)}`)
+  }
 }
 
 interface RunShared {

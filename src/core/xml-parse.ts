@@ -78,6 +78,8 @@ class Parser {
     return decodeText(raw)
   }
 
+  // Long because it is one flat switch over XML-RPC's value types: it runs for every value of
+  // a 3 MB answer, and a call per type would cost more than it reads better.
   value(): unknown {
     if (this.open('value')) return ''
     const s = this.s

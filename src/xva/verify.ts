@@ -101,6 +101,40 @@ type Entry =
     }
   | { kind: 'sum'; name: string; type: 'xxhash' | 'sha1'; parts: Buffer[] }
 
+/** An object of ova.xml: its class, id and record. */
+type OvaObject = { class?: string; id?: string; snapshot?: Rec }
+
+/** The disks ova.xml describes (not CDs, empty drives or ISOs), each once. */
+function ovaDisks(objects: OvaObject[], byId: Map<string, OvaObject>): XvaDisk[] {
+  const disks: XvaDisk[] = []
+  for (const o of objects) {
+    const vbd = o.snapshot ?? {}
+    if (o.class !== 'VBD' || vbd.type === 'CD' || vbd.empty === true) continue
+    const vdiObj = byId.get(String(vbd.VDI))
+    if (!vdiObj) throw invalid(`ova.xml: VBD ${o.id} points at ${String(vbd.VDI)}, which is not in the file`)
+    const vdi = vdiObj.snapshot ?? {}
+    const sr = byId.get(String(vdi.SR))?.snapshot ?? {}
+    if (sr.content_type === 'iso') continue
+    const size = Number(vdi.virtual_size)
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw invalid(`ova.xml: disk ${vdiObj.id} has a bad virtual_size`)
+    if (disks.some((d) => d.id === vdiObj.id)) continue
+    disks.push({
+      id: String(vdiObj.id),
+      virtualSize: size,
+      dataBytes: 0,
+      chunks: 0,
+      userdevice: String(vbd.userdevice ?? ''),
+      bootable: vbd.bootable === true,
+      mode: String(vbd.mode ?? 'RW'),
+      name: String(vdi.name_label ?? ''),
+      srName: String(sr.name_label ?? ''),
+      srUuid: String(sr.uuid ?? ''),
+    })
+  }
+  return disks
+}
+
 export class XvaVerifier {
   /** The header being collected: copied, since a pushed buffer may be reused once push returns. */
   #header = Buffer.alloc(BLOCK)
@@ -308,7 +342,7 @@ export class XvaVerifier {
   }
 
   #readOva(xml: string): void {
-    let header: { version?: Rec; objects?: { class?: string; id?: string; snapshot?: Rec }[] }
+    let header: { version?: Rec; objects?: OvaObject[] }
     try {
       header = parseValue(xml) as typeof header
     } catch (error) {
@@ -320,33 +354,7 @@ export class XvaVerifier {
     const vms = header.objects.filter((o) => o.class === 'VM')
     if (vms.length !== 1) throw invalid(`ova.xml describes ${vms.length} VMs; dpxen handles one VM per file`)
     const vm = vms[0]!.snapshot ?? {}
-    const disks: XvaDisk[] = []
-    for (const o of header.objects) {
-      const vbd = o.snapshot ?? {}
-      if (o.class !== 'VBD' || vbd.type === 'CD' || vbd.empty === true) continue
-      const vdiObj = byId.get(String(vbd.VDI))
-      if (!vdiObj)
-        throw invalid(`ova.xml: VBD ${o.id} points at ${String(vbd.VDI)}, which is not in the file`)
-      const vdi = vdiObj.snapshot ?? {}
-      const sr = byId.get(String(vdi.SR))?.snapshot ?? {}
-      if (sr.content_type === 'iso') continue
-      const size = Number(vdi.virtual_size)
-      if (!Number.isSafeInteger(size) || size < 0)
-        throw invalid(`ova.xml: disk ${vdiObj.id} has a bad virtual_size`)
-      if (disks.some((d) => d.id === vdiObj.id)) continue
-      disks.push({
-        id: String(vdiObj.id),
-        virtualSize: size,
-        dataBytes: 0,
-        chunks: 0,
-        userdevice: String(vbd.userdevice ?? ''),
-        bootable: vbd.bootable === true,
-        mode: String(vbd.mode ?? 'RW'),
-        name: String(vdi.name_label ?? ''),
-        srName: String(sr.name_label ?? ''),
-        srUuid: String(sr.uuid ?? ''),
-      })
-    }
+    const disks = ovaDisks(header.objects, byId)
     disks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     this.#plan = disks.map((d) => ({ id: d.id, size: d.virtualSize }))
     const vifs = header.objects

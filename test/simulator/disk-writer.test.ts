@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { constants, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { DiskWriter } from '../../simulator/xapi/disk-writer.js'
+import { DiskWriter } from '../../simulator/xapi/model/disk-writer.js'
 import { tempDir } from '../helpers/hooks.js'
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex')

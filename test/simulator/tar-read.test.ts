@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto'
 import { PassThrough } from 'node:stream'
 import { describe, expect, it } from 'vitest'
-import { ByteReader, readTar } from '../../simulator/xapi/tar-read.js'
+import { ByteReader, readTar } from '../../simulator/xapi/xva/tar-read.js'
 import { pack, sha256 } from '../helpers/xva.js'
 
 /** A stream that delivers `data` in pieces of `piece` bytes. */

@@ -5,11 +5,11 @@ import { createHash } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Xxh64 } from '@node-rs/xxhash'
-import type { ChecksumKind, SimContext } from './context.js'
-import { recordToWire, type Rec } from './db.js'
-import { CHUNK, isZero } from './disks.js'
+import type { ChecksumKind, SimContext } from '../model/context.js'
+import { recordToWire, type Rec } from '../model/db.js'
+import { CHUNK, isZero } from '../model/disks.js'
 import { TAR_END, padding, tarHeader } from './tar.js'
-import { printValue, type Wire } from './xmlrpc.js'
+import { printValue, type Wire } from '../model/xmlrpc.js'
 
 /** xapi numbers export objects from one process-wide counter, so ids are neither small nor per-export. */
 let nextId = 1000

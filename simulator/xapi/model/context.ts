@@ -1,7 +1,7 @@
 // What every handler gets: the database, the disks, the faults and the simulator's settings.
 import type { Db } from './db.js'
 import type { DiskStore } from './disks.js'
-import type { Faults } from './faults.js'
+import type { Faults } from '../faults.js'
 
 export type ChecksumKind = 'xxhash' | 'sha1'
 

@@ -1,11 +1,11 @@
 // session, system, task and event.
 import { setTimeout as sleep } from 'node:timers/promises'
-import { recordToWire, type DbEvent } from '../db.js'
-import { XapiFailure } from '../errors.js'
-import type { MethodTable } from '../rpc.js'
-import { SCHEMA } from '../schema.js'
-import { createTask, finishTask } from '../tasks.js'
-import { I4, type Wire } from '../xmlrpc.js'
+import { recordToWire, type DbEvent } from '../../model/db.js'
+import { XapiFailure } from '../../model/errors.js'
+import type { MethodTable } from '../dispatch.js'
+import { SCHEMA } from '../../model/schema.js'
+import { createTask, finishTask } from '../../model/tasks.js'
+import { I4, type Wire } from '../../model/xmlrpc.js'
 
 const TOKEN_WIDTH = 20
 

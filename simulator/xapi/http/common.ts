@@ -2,9 +2,9 @@
 // cookie) or HTTP Basic, running as the task named by task_id, and xapi's error responses.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { SimContext } from './context.js'
-import { XapiFailure } from './errors.js'
-import { createTask, finishTask } from './tasks.js'
+import type { SimContext } from '../model/context.js'
+import { XapiFailure } from '../model/errors.js'
+import { createTask, finishTask } from '../model/tasks.js'
 
 export interface HttpCall {
   sim: SimContext

@@ -1,10 +1,10 @@
 // VM, VDI, VBD, VIF, SR and pool methods beyond the generic accessors.
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XapiFailure } from '../errors.js'
-import { isCancelling } from '../tasks.js'
-import { refreshVmOps } from '../factory.js'
-import type { MethodTable, ParamSpec } from '../rpc.js'
-import { SCHEMA } from '../schema.js'
+import { XapiFailure } from '../../model/errors.js'
+import { isCancelling } from '../../model/tasks.js'
+import { refreshVmOps } from '../../model/factory.js'
+import type { MethodTable, ParamSpec } from '../dispatch.js'
+import { SCHEMA } from '../../model/schema.js'
 import {
   createVbd,
   createVdi,
@@ -14,10 +14,10 @@ import {
   destroyVdi,
   destroyVif,
   snapshotVdi,
-} from '../storage.js'
-import { assertVmOp, cloneVm, destroyVm, setPowerState, snapshotVm, startVm } from '../vmops.js'
-import type { Rec } from '../db.js'
-import type { SimContext } from '../context.js'
+} from '../../model/storage.js'
+import { assertVmOp, cloneVm, destroyVm, setPowerState, snapshotVm, startVm } from '../../model/vmops.js'
+import type { Rec } from '../../model/db.js'
+import type { SimContext } from '../../model/context.js'
 
 const vm: ParamSpec = { name: 'vm', type: 'ref:VM' }
 const self = (cls: string): ParamSpec => ({ name: 'self', type: `ref:${cls}` })

@@ -1,10 +1,10 @@
 // The XenAPI method table and dispatcher: parameter counts and types checked as xapi's
 // generated server does, sessions checked, `Class_method` and `Async.Class.method` accepted.
-import type { SimContext } from './context.js'
-import { XapiFailure, toFailure } from './errors.js'
-import { NULL_REF } from './schema.js'
-import { createTask, finishTask } from './tasks.js'
-import { printValue, type Wire } from './xmlrpc.js'
+import type { SimContext } from '../model/context.js'
+import { XapiFailure, toFailure } from '../model/errors.js'
+import { NULL_REF } from '../model/schema.js'
+import { createTask, finishTask } from '../model/tasks.js'
+import { printValue, type Wire } from '../model/xmlrpc.js'
 
 /** `ref:Class`, `ref?:Class` (null ref allowed), or a plain type. */
 export type ParamType =

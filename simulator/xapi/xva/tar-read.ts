@@ -7,7 +7,7 @@
 // one that straddles chunks is copied into one of two scratch buffers kept for the transfer.
 import { finished, type Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XapiFailure } from './errors.js'
+import { XapiFailure } from '../model/errors.js'
 
 export interface TarEntry {
   header: { name: string; size: number }

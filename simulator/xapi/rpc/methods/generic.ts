@@ -1,10 +1,10 @@
 // The field accessors xapi generates for every class: get_record, get_all(_records),
 // get_by_uuid, get_by_name_label, get_<field>, set_<field>, add_to_/remove_from_<map>, tags.
-import { fieldToWire, recordToWire } from '../db.js'
-import { XapiFailure } from '../errors.js'
-import type { MethodTable } from '../rpc.js'
-import { SCHEMA, type FieldType } from '../schema.js'
-import type { Wire } from '../xmlrpc.js'
+import { fieldToWire, recordToWire } from '../../model/db.js'
+import { XapiFailure } from '../../model/errors.js'
+import type { MethodTable } from '../dispatch.js'
+import { SCHEMA, type FieldType } from '../../model/schema.js'
+import type { Wire } from '../../model/xmlrpc.js'
 
 const PARAM_FOR: Record<FieldType, 'string' | 'int' | 'float' | 'bool' | 'strings' | 'map' | 'any'> = {
   s: 'string',

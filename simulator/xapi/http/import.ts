@@ -1,7 +1,7 @@
 // PUT /import: an XVA into the pool (import.ml handler). Chunked bodies are refused (403),
 // the 200 head goes out before the body is read, the task result lists the new VMs.
-import { XapiFailure } from './errors.js'
-import { watchCancel } from './tasks.js'
+import { XapiFailure } from '../model/errors.js'
+import { watchCancel } from '../model/tasks.js'
 import {
   abortOnClose,
   authenticate,
@@ -12,10 +12,10 @@ import {
   serverHeader,
   writeRawHead,
   type HttpCall,
-} from './http-common.js'
-import { NULL_REF } from './schema.js'
-import { printValue } from './xmlrpc.js'
-import { importXva } from './xva-read.js'
+} from './common.js'
+import { NULL_REF } from '../model/schema.js'
+import { printValue } from '../model/xmlrpc.js'
+import { importXva } from '../xva/read.js'
 
 /** sr_id, sr_uuid, or the pool's default SR (DEFAULT_SR_NOT_FOUND when there is none). */
 export function targetSr(call: HttpCall): string {

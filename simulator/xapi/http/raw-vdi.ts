@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { pipeline } from 'node:stream/promises'
 import { Transform } from 'node:stream'
-import { XapiFailure } from './errors.js'
+import { XapiFailure } from '../model/errors.js'
 import {
   authenticate,
   failBeforeBody,
@@ -13,9 +13,9 @@ import {
   serverHeader,
   writeRawHead,
   type HttpCall,
-} from './http-common.js'
-import { SCHEMA } from './schema.js'
-import { escapeXml, formatDateTime, printValue } from './xmlrpc.js'
+} from './common.js'
+import { SCHEMA } from '../model/schema.js'
+import { escapeXml, formatDateTime, printValue } from '../model/xmlrpc.js'
 
 function asFailure(error: unknown): XapiFailure {
   return error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error))

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs'
 import type { SimContext } from './context.js'
 import { GiB, MiB, macFor, newVmRecord, refreshVmOps, srCapabilities } from './factory.js'
-import { parseSize } from './faults.js'
+import { parseSize } from '../faults.js'
 import { NULL_REF } from './schema.js'
 import { createVbd, createVdi, createVif } from './storage.js'
 import { setPowerState } from './vmops.js'

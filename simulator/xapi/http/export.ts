@@ -5,8 +5,8 @@ import { Readable, type Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
 import { CompressStream } from 'zstd-napi'
-import { XapiFailure } from './errors.js'
-import { parseSize } from './faults.js'
+import { XapiFailure } from '../model/errors.js'
+import { parseSize } from '../faults.js'
 import {
   abortOnClose,
   authenticate,
@@ -17,11 +17,11 @@ import {
   serverHeader,
   writeRawHead,
   type HttpCall,
-} from './http-common.js'
-import { setProgress, watchCancel } from './tasks.js'
-import { lockVm } from './vmops.js'
-import { CHUNK } from './disks.js'
-import { writeXva } from './xva-write.js'
+} from './common.js'
+import { setProgress, watchCancel } from '../model/tasks.js'
+import { lockVm } from '../model/vmops.js'
+import { CHUNK } from '../model/disks.js'
+import { writeXva } from '../xva/write.js'
 
 function compressor(mode: string | undefined): Transform | undefined {
   if (mode === 'true' || mode === 'gzip') return createGzip()

@@ -29,12 +29,7 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to clean up (the pre-exec did not run?)`)
     return EXIT.OK
   }
-  const lock = await holdStaging(config.backupDir, 'post-exec', {
-    session: ctx.env.SESSIONID,
-    lockTimeout: config.lockTimeout,
-    signal: ctx.signal,
-    log,
-  })
+  const lock = await holdStaging(config, 'post-exec', { env: ctx.env, signal: ctx.signal, log })
   try {
     return await collect(ctx, config, log)
   } finally {

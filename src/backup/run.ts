@@ -70,12 +70,7 @@ export async function runPreExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-pre-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
-  const lock = await holdStaging(config.backupDir, 'pre-exec', {
-    session: ctx.env.SESSIONID,
-    lockTimeout: config.lockTimeout,
-    signal: ctx.signal,
-    log,
-  })
+  const lock = await holdStaging(config, 'pre-exec', { env: ctx.env, signal: ctx.signal, log })
   let staged = false
   try {
     const conn = await connect(config, log, ctx.signal)

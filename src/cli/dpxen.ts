@@ -105,12 +105,7 @@ async function recover(ctx: HookContext): Promise<number> {
   if (!there)
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
   const held = there
-    ? await holdStaging(config.backupDir, 'recover', {
-        session: ctx.env.SESSIONID,
-        lockTimeout: config.lockTimeout,
-        signal: ctx.signal,
-        log,
-      })
+    ? await holdStaging(config, 'recover', { env: ctx.env, signal: ctx.signal, log })
     : undefined
   try {
     const conn = await connect(config, log, ctx.signal)

@@ -19,6 +19,21 @@ export async function powerState(session: XapiSession, vm: string): Promise<stri
   return session.call<string>('VM.get_power_state', vm).catch(() => 'unknown')
 }
 
+/** The VM's power state when it is Running or Halted; a paused or suspended VM fails with what to do. */
+export async function runningOrHalted(
+  session: XapiSession,
+  vm: string,
+  name: string,
+  before: string,
+): Promise<'Running' | 'Halted'> {
+  const state = await session.call<string>('VM.get_power_state', vm)
+  if (state === 'Running' || state === 'Halted') return state
+  throw new DpxenError(
+    'VM_FAILED',
+    `${name} is ${state.toLowerCase()}; resume it or shut it down before ${before}`,
+  )
+}
+
 /** Clean shutdown within `timeoutSeconds`; on timeout or abort the task is cancelled and the VM left as it is. */
 export async function stopVm(
   ctx: PoolContext,

@@ -6,7 +6,7 @@ import { DpxenError } from '../core/errors.js'
 import { formatBytes, formatRate } from '../core/format.js'
 import { throwIfAborted } from '../core/signals.js'
 import type { PoolContext } from '../pool/context.js'
-import { destroyUnusedVdis, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
+import { destroyUnusedVdis, removeOurVm, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
 import type { PoolView } from '../pool/view.js'
 import type { StreamAgents } from '../xapi/http.js'
 import { importFile } from '../xapi/import.js'
@@ -133,4 +133,36 @@ export async function useCopies(
     moved.map((d) => d.vdi),
     name,
   )
+}
+
+/**
+ * Imports the file as a whole VM (restore: keeping its uuid and MACs), checks it, puts each disk
+ * on its own SR, and runs `finish` on it; if any of that fails, what was imported goes.
+ */
+export async function importWholeVm(
+  ctx: RestoreContext,
+  item: RestoreItem,
+  options: {
+    restore: boolean
+    targets: Map<string, TargetSr>
+    journal: Parameters<typeof importItem>[3]
+    finish: (vm: string) => Promise<void>
+  },
+): Promise<string> {
+  const vm = await importItem(ctx, item, options.restore, options.journal)
+  const copies: string[] = []
+  let kept = false
+  try {
+    const disks = await verifyImported(ctx, item, vm)
+    await useCopies(ctx, vm, item.vmName, disks, await moveToOwnSrs(ctx, disks, options.targets, copies))
+    await options.finish(vm)
+    throwIfAborted(ctx.signal)
+    kept = true
+    return vm
+  } finally {
+    if (!kept) {
+      await removeOurVm(ctx, vm, 'the imported copy')
+      await destroyUnusedVdis(ctx, copies, item.vmName)
+    }
+  }
 }

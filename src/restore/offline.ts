@@ -13,20 +13,12 @@
 //
 // The restored VM is left halted, as xapi imports it; with startAfterRestore it is started
 // when it was running at backup time.
-import { DpxenError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
-import { destroyUnusedVdis, removeOurVm, vmDisks } from '../pool/disks.js'
+import { destroyUnusedVdis, vmDisks } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
-import { startVm, whileHalted } from '../pool/lifecycle.js'
-import {
-  importItem,
-  moveToOwnSrs,
-  planTargets,
-  useCopies,
-  verifyImported,
-  type RestoreContext,
-} from './common.js'
+import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
+import { importWholeVm, planTargets, type RestoreContext } from './common.js'
 import type { RestoreItem } from './find.js'
 import type { RestoreOutcome } from './online.js'
 
@@ -35,16 +27,7 @@ type Rec = Record<string, unknown>
 export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const targets = planTargets(ctx, item)
   const old = await findVm(ctx.session, { uuid: item.vmUuid, name: item.vmName })
-  let oldState = 'absent'
-  if (old) {
-    oldState = await ctx.session.call<string>('VM.get_power_state', old)
-    if (oldState !== 'Running' && oldState !== 'Halted') {
-      throw new DpxenError(
-        'VM_FAILED',
-        `${item.vmName} is ${oldState.toLowerCase()}; resume it or shut it down before restoring it`,
-      )
-    }
-  }
+  const oldState = old ? await runningOrHalted(ctx.session, old, item.vmName, 'restoring it') : 'absent'
   throwIfAborted(ctx.signal)
   const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
   // Written before the VM is stopped: a run killed from here on is settled by the next one.
@@ -67,7 +50,14 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
         startAgain: () => !replaced,
       },
       async () => {
-        const vm = await importCopy(ctx, item, targets, old, journal)
+        const vm = await importWholeVm(ctx, item, {
+          restore: old === undefined,
+          targets,
+          journal,
+          finish: async (vm) => {
+            if (old) await takeIdentity(ctx, item, vm)
+          },
+        })
         if (old) {
           await replaceOld(ctx, item, old, journal, () => (replaced = true))
         }
@@ -84,32 +74,6 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
     }
   } finally {
     await journal.close()
-  }
-}
-
-/** Imports the file beside the old VM (or as the VM, if there is none) and checks it; removed on failure. */
-async function importCopy(
-  ctx: RestoreContext,
-  item: RestoreItem,
-  targets: ReturnType<typeof planTargets>,
-  old: string | undefined,
-  journal: JournalRecord,
-): Promise<string> {
-  const vm = await importItem(ctx, item, old === undefined, journal)
-  const copies: string[] = []
-  let kept = false
-  try {
-    const disks = await verifyImported(ctx, item, vm)
-    await useCopies(ctx, vm, item.vmName, disks, await moveToOwnSrs(ctx, disks, targets, copies))
-    if (old) await takeIdentity(ctx, item, vm)
-    throwIfAborted(ctx.signal)
-    kept = true
-    return vm
-  } finally {
-    if (!kept) {
-      await removeOurVm(ctx, vm, 'the imported copy')
-      await destroyUnusedVdis(ctx, copies, item.vmName)
-    }
   }
 }
 

@@ -18,13 +18,13 @@ import {
 } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
-import { startVm, whileHalted } from '../pool/lifecycle.js'
+import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
 import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
 import {
   importItem,
+  importWholeVm,
   moveToOwnSrs,
   planTargets,
-  useCopies,
   verifyImported,
   type RestoreContext,
 } from './common.js'
@@ -46,13 +46,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
     }
     return createFromSnapshot(ctx, item)
   }
-  const state = await ctx.session.call<string>('VM.get_power_state', vm)
-  if (state !== 'Running' && state !== 'Halted') {
-    throw new DpxenError(
-      'VM_FAILED',
-      `${item.vmName} is ${state.toLowerCase()}; resume it or shut it down before restoring its disks`,
-    )
-  }
+  const state = await runningOrHalted(ctx.session, vm, item.vmName, 'restoring its disks')
   const targets = planTargets(ctx, item)
   throwIfAborted(ctx.signal)
   // Written before the VM is stopped: a run killed from here on is settled by the next one.
@@ -149,26 +143,20 @@ async function createFromSnapshot(ctx: RestoreContext, item: RestoreItem): Promi
     phase: 'stopping',
   })
   try {
-    const vm = await importItem(ctx, item, true, journal)
-    const copies: string[] = []
-    let done = false
-    try {
-      const disks = await verifyImported(ctx, item, vm)
-      await useCopies(ctx, vm, item.vmName, disks, await moveToOwnSrs(ctx, disks, targets, copies))
-      await ctx.session.call('VM.set_is_a_template', vm, false)
-      await ctx.session.call('VM.set_name_label', vm, item.vmName)
-      const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
-      for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
-        if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
-      }
-      done = true
-      await journal.update({ phase: 'finishing' })
-    } finally {
-      if (!done) {
-        await removeOurVm(ctx, vm, 'the imported copy')
-        await destroyUnusedVdis(ctx, copies, item.vmName)
-      }
-    }
+    const vm = await importWholeVm(ctx, item, {
+      restore: true,
+      targets,
+      journal,
+      finish: async (vm) => {
+        await ctx.session.call('VM.set_is_a_template', vm, false)
+        await ctx.session.call('VM.set_name_label', vm, item.vmName)
+        const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
+        for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
+          if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
+        }
+      },
+    })
+    await journal.update({ phase: 'finishing' })
     const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
     if (start) await startVm(ctx, vm, item.vmName)
     return {

@@ -54,12 +54,7 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
     )
     return EXIT.VM_FAILED
   }
-  const lock = await holdStaging(config.backupDir, 'restore-post-exec', {
-    session: ctx.env.SESSIONID,
-    lockTimeout: config.lockTimeout,
-    signal: ctx.signal,
-    log,
-  })
+  const lock = await holdStaging(config, 'restore-post-exec', { env: ctx.env, signal: ctx.signal, log })
   const failures: string[] = []
   const run: Run = {
     ctx,

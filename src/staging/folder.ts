@@ -19,6 +19,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crashPoint } from '../core/crash-points.js'
 import { DpxenError, localIoError } from '../core/errors.js'
+import type { Config } from '../config/schema.js'
 import type { Logger } from '../core/log.js'
 import { processGone, STALE_AFTER_MS } from './owner.js'
 import { LOCK_FILE } from './names.js'
@@ -272,18 +273,19 @@ export async function acquireStaging(
 
 /**
  * What every hook does before it touches backupDir: makes sure the folder is safe (creating it
- * 0700 if missing), takes the lock (waiting up to lockTimeout seconds), and says whose lock it
- * took over, if any. The caller releases (or stages) the lock it gets.
+ * 0700 if missing), takes the lock for Data Protector's session (SESSIONID, waiting up to
+ * lockTimeout seconds), and says whose lock it took over, if any. The caller releases (or stages) the lock it gets.
  */
 export async function holdStaging(
-  dir: string,
+  config: Pick<Config, 'backupDir' | 'lockTimeout'>,
   hook: string,
-  run: { session: string | undefined; lockTimeout: number; signal: AbortSignal; log: Logger },
+  run: { env: NodeJS.ProcessEnv; signal: AbortSignal; log: Logger },
 ): Promise<StagingLock> {
+  const dir = config.backupDir
   await prepareStaging(dir)
   const { lock, tookOver } = await acquireStaging(dir, hook, {
-    session: run.session,
-    timeoutMs: run.lockTimeout * 1000,
+    session: run.env.SESSIONID,
+    timeoutMs: config.lockTimeout * 1000,
     signal: run.signal,
     say: (line) => run.log.info(line),
   })

@@ -9,6 +9,7 @@ const endToEnd = [
   'test/backup/backup.test.ts',
   'test/backup/faults.test.ts',
   'test/restore/restore.test.ts',
+  'test/restore/workflows.test.ts',
   'test/dp/sessions.test.ts',
   'test/reliability/matrix.test.ts',
   'test/live/contract.test.ts',

@@ -142,6 +142,7 @@ export async function backupOffline(
         { ref: plan.ref, name: plan.name, running },
         {
           timeoutSeconds: ctx.config.shutdownTimeout,
+          force: ctx.config.forceShutdown,
           why: 'was stopped for the backup and could not be started again',
         },
         async () => {

@@ -14,6 +14,7 @@ export const MODES = {
 export type Mode = keyof typeof MODES
 /** snapshot: the VM keeps running (online); shutdown: it is stopped and started again (offline). */
 export type Method = (typeof MODES)[Mode]['method']
+export const RESTORE_AS = ['original', 'copy'] as const
 export const COMPRESSIONS = ['none', 'gzip', 'zstd'] as const
 export type Compression = (typeof COMPRESSIONS)[number]
 
@@ -301,6 +302,10 @@ export const FIELDS = {
       doc: 'the largest XML-RPC answer taken from the host; a larger one fails naming this key',
     },
   ),
+  forceShutdown: bool(false, {
+    group: 'backup',
+    doc: 'when a clean shutdown does not finish within `shutdownTimeout`, force it off (hard shutdown, said in the session) instead of failing the VM',
+  }),
   failSessionOnError: bool(false, {
     group: 'backup',
     doc: 'when some VMs fail, make the pre-exec fail the session instead of going on',
@@ -312,6 +317,25 @@ export const FIELDS = {
   restoreMissingVm: bool(false, {
     group: 'restore',
     doc: 'online restore: create a VM that no longer exists from the snapshot',
+  }),
+  restoreAs: choice(RESTORE_AS, {
+    group: 'restore',
+    doc: "`original`: the backup's VM is restored (its disks, or the whole VM), found by its uuid; `copy`: a new VM beside it, with a new uuid and new MAC addresses, named by `copyName`, left halted; the original is not touched",
+    fallback: 'original',
+  }),
+  copyName: text({
+    group: 'restore',
+    doc: "the name of a copy: `{name}` is the VM's name, `{date}` the backup's time (UTC, to the minute), `{uuid}` the first 8 characters of the VM's uuid",
+    fallback: '{name} (restored from {date})',
+    nonEmpty: true,
+  }),
+  matchByName: bool(false, {
+    group: 'restore',
+    doc: "restore over a VM that has the backup's name but not its uuid (another pool; a VM made again by hand). Without it such a VM fails with a line saying so, and is not touched",
+  }),
+  keepRestoredFiles: bool(false, {
+    group: 'restore',
+    doc: 'keep the files in `backupDir` after a successful restore (by default they are removed, so the next backup does not store them again)',
   }),
   startAfterRestore: bool(false, {
     group: 'restore',

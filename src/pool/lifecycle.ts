@@ -34,13 +34,18 @@ export async function runningOrHalted(
   )
 }
 
-/** Clean shutdown within `timeoutSeconds`; on timeout or abort the task is cancelled and the VM left as it is. */
-export async function stopVm(
-  ctx: PoolContext,
-  vm: string,
-  name: string,
-  timeoutSeconds: number,
-): Promise<void> {
+export interface StopOptions {
+  timeoutSeconds: number
+  /** After a clean shutdown that timed out: force the VM off (hard shutdown) instead of failing. */
+  force: boolean
+}
+
+/**
+ * Clean shutdown within `timeoutSeconds`; on abort, or a timeout without `force`, the task is
+ * cancelled and the VM left as it is. With `force` a timeout is followed by a hard shutdown.
+ */
+export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: StopOptions): Promise<void> {
+  const { timeoutSeconds } = stop
   ctx.onStatus?.('shutting down')
   const task = await ctx.session.call<string>('Async.VM.clean_shutdown', vm)
   try {
@@ -51,6 +56,8 @@ export async function stopVm(
       outcome = await waitTask(ctx.session, task, either.signal)
     } catch (error) {
       await cancelTask(ctx.session, task)
+      if (limit.aborted && stop.force && !ctx.signal.aborted)
+        return await forceOff(ctx, vm, name, timeoutSeconds)
       if (limit.aborted) {
         throw new DpxenError(
           'VM_FAILED',
@@ -66,6 +73,20 @@ export async function stopVm(
       throw new DpxenError('VM_FAILED', `${name} could not be shut down: ${outcome.errorInfo.join(' ')}`)
   } finally {
     await destroyTask(ctx.session, task)
+  }
+}
+
+/** The hard shutdown after a clean one timed out (forceShutdown), said in the session. */
+async function forceOff(ctx: PoolContext, vm: string, name: string, timeoutSeconds: number): Promise<void> {
+  ctx.log.info(`dpxen: ${name}: did not shut down within ${timeoutSeconds} s; forcing it off (forceShutdown)`)
+  ctx.onStatus?.('forcing off')
+  if ((await powerState(ctx.session, vm)) === 'Halted') return
+  try {
+    await callAsync(ctx.session, 'VM.hard_shutdown', [vm], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+  } catch (error) {
+    throw new DpxenError('VM_FAILED', `${name} could not be forced off: ${messageOf(error)}`, {
+      cause: error,
+    })
   }
 }
 
@@ -93,14 +114,14 @@ export async function startVm(
 export async function whileHalted<T>(
   ctx: PoolContext,
   vm: { ref: string; name: string; running: boolean },
-  options: { timeoutSeconds: number; why: string; startAgain?: () => boolean },
+  options: StopOptions & { why: string; startAgain?: () => boolean },
   work: () => Promise<T>,
 ): Promise<T> {
   if (!vm.running) return work()
   const started = performance.now()
   let stopped = false
   try {
-    await stopVm(ctx, vm.ref, vm.name, options.timeoutSeconds)
+    await stopVm(ctx, vm.ref, vm.name, options)
     stopped = true
     ctx.log.info(`dpxen: ${vm.name}: shut down in ${((performance.now() - started) / 1000).toFixed(1)} s`)
     return await work()

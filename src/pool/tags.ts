@@ -13,3 +13,5 @@ export const SNAPSHOT_PREFIX = 'dpxen backup'
 
 /** other_config key: `<hostname>:<pid>` of the dpxen process that made it (to know if it is gone). */
 export const OC_OWNER = 'dpxen:owner'
+/** other_config key on a VM an offline restore made in place of another: the uuid it stands for. */
+export const OC_RESTORED_FROM = 'dpxen:restored-from'

@@ -7,6 +7,7 @@ import { formatBytes, formatRate } from '../core/format.js'
 import { throwIfAborted } from '../core/signals.js'
 import type { PoolContext } from '../pool/context.js'
 import { destroyUnusedVdis, removeOurVm, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
+import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
 import type { PoolView } from '../pool/view.js'
 import type { StreamAgents } from '../xapi/http.js'
 import { importFile } from '../xapi/import.js'
@@ -164,5 +165,15 @@ export async function importWholeVm(
       await removeOurVm(ctx, vm, 'the imported copy')
       await destroyUnusedVdis(ctx, copies, item.vmName)
     }
+  }
+}
+
+/** Makes an imported VM an ordinary VM named `name`: not a template, without dpxen's snapshot tags. */
+export async function asOrdinaryVm(ctx: RestoreContext, vm: string, name: string): Promise<void> {
+  await ctx.session.call('VM.set_is_a_template', vm, false)
+  await ctx.session.call('VM.set_name_label', vm, name)
+  const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
+  for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
+    if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
   }
 }

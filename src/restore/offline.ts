@@ -17,6 +17,7 @@ import { throwIfAborted } from '../core/signals.js'
 import { destroyUnusedVdis, vmDisks } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
+import { OC_RESTORED_FROM } from '../pool/tags.js'
 import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
 import { importWholeVm, planTargets, type RestoreContext } from './common.js'
 import type { RestoreItem } from './find.js'
@@ -26,7 +27,11 @@ type Rec = Record<string, unknown>
 
 export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const targets = planTargets(ctx, item)
-  const old = await findVm(ctx.session, { uuid: item.vmUuid, name: item.vmName })
+  const old = await findVm(
+    ctx.session,
+    { uuid: item.vmUuid, name: item.vmName },
+    { matchByName: ctx.config.matchByName },
+  )
   const oldState = old ? await runningOrHalted(ctx.session, old, item.vmName, 'restoring it') : 'absent'
   throwIfAborted(ctx.signal)
   const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
@@ -46,6 +51,7 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
       { ref: old ?? '', name: item.vmName, running: oldState === 'Running' },
       {
         timeoutSeconds: ctx.config.shutdownTimeout,
+        force: ctx.config.forceShutdown,
         why: 'could not be started again',
         startAgain: () => !replaced,
       },
@@ -119,6 +125,9 @@ async function takeIdentity(ctx: RestoreContext, item: RestoreItem, vm: string):
       ipv6_allowed: rec.ipv6_allowed ?? [],
     })
   }
+  // The new VM stands for the backup's: the next restore of that backup finds it by this.
+  await ctx.session.call('VM.remove_from_other_config', vm, OC_RESTORED_FROM)
+  await ctx.session.call('VM.add_to_other_config', vm, OC_RESTORED_FROM, item.vmUuid)
   const seed = item.verified.summary.vm.otherConfig.mac_seed
   if (seed) {
     await ctx.session.call('VM.remove_from_other_config', vm, 'mac_seed')

@@ -19,15 +19,8 @@ import {
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
 import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
-import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
-import {
-  importItem,
-  importWholeVm,
-  moveToOwnSrs,
-  planTargets,
-  verifyImported,
-  type RestoreContext,
-} from './common.js'
+import { importItem, moveToOwnSrs, planTargets, verifyImported, type RestoreContext } from './common.js'
+import { importAsNewVm } from './copy.js'
 import type { RestoreItem } from './find.js'
 
 export interface RestoreOutcome {
@@ -36,7 +29,11 @@ export interface RestoreOutcome {
 }
 
 export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
-  const vm = await findVm(ctx.session, { uuid: item.vmUuid, name: item.vmName })
+  const vm = await findVm(
+    ctx.session,
+    { uuid: item.vmUuid, name: item.vmName },
+    { matchByName: ctx.config.matchByName },
+  )
   if (!vm) {
     if (!ctx.config.restoreMissingVm) {
       throw new DpxenError(
@@ -65,6 +62,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
       // A swap that could not be undone leaves the VM halted: it may lack a disk.
       {
         timeoutSeconds: ctx.config.shutdownTimeout,
+        force: ctx.config.forceShutdown,
         why: 'could not be started again',
         startAgain: () => settled,
       },
@@ -134,35 +132,10 @@ async function swapDisks(
 
 /** Disaster recovery from an online backup: the snapshot imported as the VM (uuid and MACs kept). */
 async function createFromSnapshot(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
-  const targets = planTargets(ctx, item)
-  const journal = await JournalRecord.open(ctx.config.backupDir, {
-    kind: 'offline',
-    vmName: item.vmName,
-    vm: '',
-    wasRunning: false,
-    phase: 'stopping',
-  })
-  try {
-    const vm = await importWholeVm(ctx, item, {
-      restore: true,
-      targets,
-      journal,
-      finish: async (vm) => {
-        await ctx.session.call('VM.set_is_a_template', vm, false)
-        await ctx.session.call('VM.set_name_label', vm, item.vmName)
-        const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
-        for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
-          if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
-        }
-      },
-    })
-    await journal.update({ phase: 'finishing' })
-    const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
-    if (start) await startVm(ctx, vm, item.vmName)
-    return {
-      summary: `created again from ${item.file} (it no longer existed; restoreMissingVm)${start ? ', started' : ''}`,
-    }
-  } finally {
-    await journal.close()
+  const vm = await importAsNewVm(ctx, item, { restore: true, name: item.vmName })
+  const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
+  if (start) await startVm(ctx, vm, item.vmName)
+  return {
+    summary: `created again from ${item.file} (it no longer existed; restoreMissingVm)${start ? ', started' : ''}`,
   }
 }

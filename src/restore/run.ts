@@ -16,6 +16,7 @@ import { readPool } from '../pool/view.js'
 import { holdStaging } from '../staging/folder.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
+import { restoreCopy } from './copy.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline, type RestoreOutcome } from './online.js'
@@ -86,7 +87,9 @@ async function restoreFiles(run: Run, conn: Connection, files: string[], others:
   const chosen = choose(run, await verifyAll(run, files), others)
   if (isPreview(ctx.env)) {
     for (const item of chosen)
-      log.info(`dpxen: preview: would restore ${item.vmName} from ${item.file} into SR "${target.name}"`)
+      log.info(
+        `dpxen: preview: would restore ${item.vmName} from ${item.file}${config.restoreAs === 'copy' ? ' as a copy' : ''} into SR "${target.name}"`,
+      )
     return EXIT.OK
   }
   await restoreEach(run, conn, { view, target }, chosen)
@@ -188,11 +191,12 @@ async function restoreEach(
         ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
         onStatus: (s) => (entry.status = s),
       }
-      log.info(
-        `dpxen: ${item.vmName}: restore started from ${item.file} (${config.method === 'snapshot' ? 'disks' : 'whole VM'})`,
-      )
+      const how =
+        config.restoreAs === 'copy' ? 'as a copy' : config.method === 'snapshot' ? 'disks' : 'whole VM'
+      log.info(`dpxen: ${item.vmName}: restore started from ${item.file} (${how})`)
       try {
-        const outcome = await RESTORE_ENGINES[config.method](rctx, item)
+        const engine = config.restoreAs === 'copy' ? restoreCopy : RESTORE_ENGINES[config.method]
+        const outcome = await engine(rctx, item)
         log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') throw error

@@ -118,6 +118,12 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
     expect(files(backupDir)).toContain('127.0.0.1_Debian.xva')
     expect(await rebuiltDiskHashes(readFileSync(join(backupDir, '127.0.0.1_Debian.xva')))).toEqual(hashes)
     expect(await powerStates(xapi)).toMatchObject({ Debian: 'Running', vm2: 'Halted' })
+    // The session says when the VM was shut down and when it ran again, in that order.
+    const down = result.lines.findIndex((l) => /^dpxen: Debian: shut down in [\d.]+ s$/.test(l))
+    const up = result.lines.indexOf('dpxen: Debian: running again')
+    expect(down, result.text).toBeGreaterThan(-1)
+    expect(up).toBeGreaterThan(down)
+    expect(result.lines.some((l) => /^dpxen: vm2: (shut down|running again)/.test(l))).toBe(false)
     const post = await run(runPostExec, [config])
     expect(post.code).toBe(0)
     expect(files(backupDir)).toEqual([])

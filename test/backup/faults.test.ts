@@ -147,6 +147,32 @@ describe('backup under faults', () => {
     expect(await powerStates(xapi)).toMatchObject({ Debian: 'Halted' })
   })
 
+  it('offline: a guest slower than shutdownTimeout fails the VM, left running; forceShutdown forces it off and backs it up', async () => {
+    const slow = await setup({ mode: 'offline', vmName: ['Debian'], shutdownTimeout: 1 })
+    slow.sim.faults.add('shutdown-slow:30')
+    const failed = await run(runPreExec, [slow.config])
+    expect(failed.lines).toContain(
+      'dpxen: Debian: FAILED: Debian did not shut down within 1 s (is the guest responding? raise shutdownTimeout)',
+    )
+    expect(await powerStates(slow.xapi)).toMatchObject({ Debian: 'Running' })
+
+    const forced = await setup({
+      mode: 'offline',
+      vmName: ['Debian'],
+      shutdownTimeout: 1,
+      forceShutdown: true,
+    })
+    forced.sim.faults.add('shutdown-slow:30')
+    const result = await run(runPreExec, [forced.config])
+    expect(result.code, result.text).toBe(0)
+    expect(result.lines).toContain(
+      'dpxen: Debian: did not shut down within 1 s; forcing it off (forceShutdown)',
+    )
+    expect(result.lines).toContain('dpxen: Debian: running again')
+    expect(files(forced.backupDir)).toContain('127.0.0.1_Debian.xva')
+    expect(await powerStates(forced.xapi)).toMatchObject({ Debian: 'Running' })
+  })
+
   it('offline: a VM that refuses to shut down is left running and reported', async () => {
     const { sim, xapi, config } = await setup({ mode: 'offline', vmName: ['Debian'] })
     const vm = await xapi.vmByName('Debian')

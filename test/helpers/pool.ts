@@ -1,6 +1,7 @@
 // Pool assertions shared by the backup and restore tests.
 import type { TestClient } from './rpc.js'
-import { rawDisk, sha256 } from './xva.js'
+import { expect } from 'vitest'
+import { rawDisk, sha256, upload } from './xva.js'
 
 type Rec = Record<string, unknown>
 
@@ -35,4 +36,20 @@ export async function diskHashes(url: string, xapi: TestClient, vm: string): Pro
 
 export async function vdiCount(xapi: TestClient): Promise<number> {
   return (await xapi.call<string[]>('VDI.get_all')).length
+}
+
+/** Overwrites every disk of a VM with a pattern: the damage a restore must undo. */
+export async function damage(url: string, xapi: TestClient, vm: string): Promise<void> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const rec = await xapi.call<Rec>('VBD.get_record', vbd)
+    if (rec.type !== 'Disk') continue
+    const size = Number(await xapi.call('VDI.get_virtual_size', rec.VDI))
+    await xapi.call('VBD.unplug', vbd).catch(() => undefined)
+    expect(
+      await upload(
+        `${url}/import_raw_vdi?session_id=${xapi.session}&vdi=${String(rec.VDI)}&format=raw`,
+        Buffer.alloc(size, 0x5a),
+      ),
+    ).toBe(200)
+  }
 }

@@ -381,7 +381,11 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
       child.stdout!.on('data', (d: Buffer) => /backup started/.test(d.toString()) && resolve()),
     )
     await new Promise((resolve) => setTimeout(resolve, 300))
+    // The host stops answering, so the clean-up after the first signal is still under way when
+    // the second comes (two signals sent at once may reach the process as one).
+    sim.faults.add('rpc-hang')
     child.kill('SIGTERM')
+    await new Promise((resolve) => setTimeout(resolve, 300))
     child.kill('SIGTERM')
     const result = await child
     expect(result.exitCode).toBe(130)

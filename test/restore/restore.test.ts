@@ -9,10 +9,9 @@ import { runDpxen } from '../../src/cli/dpxen.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 import { run, tempDir, terminateWhen, writeConfig } from '../helpers/hooks.js'
-import { diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
+import { damage, diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
-import { upload } from '../helpers/xva.js'
 
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 type Rec = Record<string, unknown>
@@ -25,22 +24,6 @@ async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions
   const config = (extra: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
     writeConfig(dir, { ...base, ...values, ...extra }, name)
   return { sim, xapi, dir, backupDir, config }
-}
-
-/** Overwrites every disk of a VM with a pattern: the damage a restore must undo. */
-async function damage(url: string, xapi: TestClient, vm: string): Promise<void> {
-  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
-    const rec = await xapi.call<Rec>('VBD.get_record', vbd)
-    if (rec.type !== 'Disk') continue
-    const size = Number(await xapi.call('VDI.get_virtual_size', rec.VDI))
-    await xapi.call('VBD.unplug', vbd).catch(() => undefined)
-    expect(
-      await upload(
-        `${url}/import_raw_vdi?session_id=${xapi.session}&vdi=${String(rec.VDI)}&format=raw`,
-        Buffer.alloc(size, 0x5a),
-      ),
-    ).toBe(200)
-  }
 }
 
 async function vbdLayout(xapi: TestClient, vm: string): Promise<string[]> {

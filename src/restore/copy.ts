@@ -1,0 +1,58 @@
+// Restore as a copy (restoreAs: copy): the backup becomes a new VM beside the original, with a
+// new uuid and new MAC addresses, named by copyName, on the chosen SR, from an online or an
+// offline backup. The original is not looked at, let alone stopped. The copy is left halted: it
+// would otherwise boot with the original's addresses inside the guest.
+import { JournalRecord } from '../pool/journal.js'
+import { asOrdinaryVm, importWholeVm, planTargets, type RestoreContext } from './common.js'
+import type { RestoreItem } from './find.js'
+import type { RestoreOutcome } from './online.js'
+
+/** The copy's name from the template: {name}, {date} (the backup's, UTC, to the minute), {uuid}. */
+export function copyName(template: string, item: RestoreItem, now = new Date()): string {
+  const when = item.manifest ? new Date(item.manifest.started) : now
+  const date = Number.isNaN(when.getTime()) ? now : when
+  return template
+    .replaceAll('{name}', item.vmName)
+    .replaceAll('{date}', date.toISOString().slice(0, 16).replace('T', ' '))
+    .replaceAll('{uuid}', item.vmUuid.slice(0, 8))
+}
+
+/**
+ * A new VM from the file, named `name`, where no VM of the backup's is touched: journalled so an
+ * interrupted run only leaves the import to remove. restore: keep the backup's uuid and MACs.
+ */
+export async function importAsNewVm(
+  ctx: RestoreContext,
+  item: RestoreItem,
+  options: { restore: boolean; name: string },
+): Promise<string> {
+  const targets = planTargets(ctx, item)
+  const journal = await JournalRecord.open(ctx.config.backupDir, {
+    kind: 'offline',
+    vmName: options.name,
+    vm: '',
+    wasRunning: false,
+    phase: 'stopping',
+  })
+  try {
+    const vm = await importWholeVm(ctx, item, {
+      restore: options.restore,
+      targets,
+      journal,
+      finish: (vm) => asOrdinaryVm(ctx, vm, options.name),
+    })
+    await journal.update({ phase: 'finishing' })
+    return vm
+  } finally {
+    await journal.close()
+  }
+}
+
+export async function restoreCopy(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
+  const name = copyName(ctx.config.copyName, item)
+  const vm = await importAsNewVm(ctx, item, { restore: false, name })
+  const uuid = await ctx.session.call<string>('VM.get_uuid', vm)
+  return {
+    summary: `restored from ${item.file} as a copy, "${name}" (uuid ${uuid}, new MAC addresses, halted) on SR "${ctx.target.name}"; ${item.vmName} was not touched`,
+  }
+}

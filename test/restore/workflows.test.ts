@@ -1,0 +1,129 @@
+// Restores the way administrators restore: as a copy beside the original, into another pool
+// where a VM of the same name is someone else's, and again over a VM an earlier restore made.
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { runPreExec } from '../../src/backup/run.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { damage, diskHashes, powerStates, records, vdiCount } from '../helpers/pool.js'
+import type { TestClient } from '../helpers/rpc.js'
+import { demoSim } from '../helpers/sim.js'
+
+type Rec = Record<string, unknown>
+
+async function world(mode: string) {
+  const { sim, xapi } = await demoSim()
+  const dir = tempDir()
+  const backupDir = join(dir, 'staging')
+  const base = { url: sim.url, username: 'root', password: 'xenroot', backupDir, mode, vmName: ['Debian'] }
+  let n = 0
+  const config = (extra: Record<string, unknown> = {}): string =>
+    writeConfig(dir, { ...base, ...extra }, `dpxen-${n++}.json`)
+  return { sim, xapi, backupDir, config }
+}
+
+async function macs(xapi: TestClient, vm: string): Promise<string[]> {
+  return Promise.all(
+    (await xapi.call<string[]>('VM.get_VIFs', vm)).map((v) => xapi.call<string>('VIF.get_MAC', v)),
+  )
+}
+
+/** Everything about a pool's VMs a restore could change: names, power states, disks. */
+async function poolState(url: string, xapi: TestClient) {
+  const vms = Object.values(await records(xapi, 'VM')).filter((v) => !v.is_control_domain)
+  const disks: Record<string, string[]> = {}
+  for (const [ref, vm] of Object.entries(await records(xapi, 'VM')))
+    if (!vm.is_a_template && !vm.is_a_snapshot && !vm.is_control_domain)
+      disks[String(vm.uuid)] = await diskHashes(url, xapi, ref)
+  return {
+    vms: vms.map((v) => `${String(v.name_label)}:${String(v.uuid)}`).sort(),
+    power: await powerStates(xapi),
+    disks,
+    vdis: await vdiCount(xapi),
+  }
+}
+
+describe('restore workflows', () => {
+  it.each(['online', 'offline'])(
+    'restoreAs copy (%s backup): a new VM beside the original, new uuid and MACs; the original byte-identical and running',
+    async (mode) => {
+      const { sim, xapi, config } = await world(mode)
+      const original = await xapi.vmByName('Debian')
+      const path = config()
+      expect((await run(runPreExec, [path])).code).toBe(0)
+      const before = await poolState(sim.url, xapi)
+      const result = await run(runRestorePostExec, [
+        config({ restoreAs: 'copy', copyName: '{name} copy {uuid}' }),
+      ])
+      expect(result.code, result.text).toBe(0)
+      const uuid = String(await xapi.call('VM.get_uuid', original))
+      const copy = await xapi.vmByName(`Debian copy ${uuid.slice(0, 8)}`)
+      expect(result.lines).toContainEqual(
+        expect.stringMatching(
+          /^dpxen: Debian: restored from .* as a copy, "Debian copy .*"; Debian was not touched$/,
+        ),
+      )
+      // The original: as it was.
+      expect(await diskHashes(sim.url, xapi, original)).toEqual(before.disks[uuid])
+      expect(await xapi.call('VM.get_power_state', original)).toBe('Running')
+      // The copy: another VM, the backup's disks, halted, not a template.
+      const rec = await xapi.call<Rec>('VM.get_record', copy)
+      expect(rec.uuid).not.toBe(uuid)
+      expect(rec.is_a_template).toBe(false)
+      expect(rec.power_state).toBe('Halted')
+      expect(await diskHashes(sim.url, xapi, copy)).toEqual(before.disks[uuid])
+      const theirs = await macs(xapi, original)
+      for (const mac of await macs(xapi, copy)) expect(theirs).not.toContain(mac)
+      expect((await poolState(sim.url, xapi)).vms).toEqual(
+        [...before.vms, `Debian copy ${uuid.slice(0, 8)}:${String(rec.uuid)}`].sort(),
+      )
+    },
+  )
+
+  it.each(['online', 'offline'])(
+    'another pool (%s backup): its VM of the same name is refused and untouched, restored with matchByName, copied with restoreAs copy',
+    async (mode) => {
+      const first = await world(mode)
+      expect((await run(runPreExec, [first.config()])).code).toBe(0)
+      const backedUp = await diskHashes(first.sim.url, first.xapi, await first.xapi.vmByName('Debian'))
+      const { sim, xapi } = await demoSim()
+      const theirs = await xapi.vmByName('Debian')
+      await damage(sim.url, xapi, theirs)
+      const untouched = await poolState(sim.url, xapi)
+
+      const refused = await run(runRestorePostExec, [first.config({ url: sim.url })])
+      expect(refused.code).toBe(5)
+      expect(refused.lines).toContainEqual(
+        expect.stringMatching(
+          /^dpxen: Debian: FAILED: a VM named Debian exists but it is not the one backed up \(its uuid is not [0-9a-f-]+\); it was not touched: set matchByName: true to restore over it, or restoreAs: copy$/,
+        ),
+      )
+      expect(await poolState(sim.url, xapi)).toEqual(untouched)
+
+      const copied = await run(runRestorePostExec, [first.config({ url: sim.url, restoreAs: 'copy' })])
+      expect(copied.code, copied.text).toBe(0)
+      expect(await diskHashes(sim.url, xapi, theirs)).toEqual(
+        untouched.disks[String(await xapi.call('VM.get_uuid', theirs))],
+      )
+
+      const matched = await run(runRestorePostExec, [first.config({ url: sim.url, matchByName: true })])
+      expect(matched.code, matched.text).toBe(0)
+      const now = await xapi.call<string[]>('VM.get_by_name_label', 'Debian')
+      expect(now).toHaveLength(1)
+      expect(await diskHashes(sim.url, xapi, now[0]!)).toEqual(backedUp)
+    },
+  )
+
+  it('offline: a second restore of the same backup finds the VM the first one put in place (new uuid)', async () => {
+    const { sim, xapi, config } = await world('offline')
+    const path = config()
+    expect((await run(runPreExec, [path])).code).toBe(0)
+    const hashes = await diskHashes(sim.url, xapi, await xapi.vmByName('Debian'))
+    for (let round = 0; round < 2; round++) {
+      await damage(sim.url, xapi, await xapi.vmByName('Debian'))
+      const result = await run(runRestorePostExec, [path])
+      expect(result.code, result.text).toBe(0)
+      expect(await diskHashes(sim.url, xapi, await xapi.vmByName('Debian'))).toEqual(hashes)
+    }
+  })
+})

@@ -1,9 +1,10 @@
-// Which files to restore: the XVAs of the mode's kind in backupDir (online: *_Snapshot.xva,
-// offline: the others), and the VM each belongs to, read from its manifest or from ova.xml,
-// not only from its name.
+// Which files to restore: the XVAs of the mode's kind in backupDir, and the VM each belongs
+// to. The kind (an online backup's snapshot, or an offline backup's whole VM) and the VM come
+// from the file's manifest and from its ova.xml, never from its name: a VM called
+// "web_Snapshot" backed up offline is an offline backup.
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
-import type { Config } from '../config/schema.js'
+import { MODES, type Config, type Method } from '../config/schema.js'
 import { readManifest, type Manifest } from '../staging/manifest.js'
 import { OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
 import type { StreamResult } from '../xva/pipe.js'
@@ -12,6 +13,8 @@ import { DpxenError } from '../core/errors.js'
 
 export interface RestoreItem {
   file: string
+  /** The kind of backup: a snapshot's (online) or the whole VM's (offline). */
+  kind: Method
   path: string
   /** The VM the backup is of. */
   vmName: string
@@ -20,11 +23,15 @@ export interface RestoreItem {
   verified: StreamResult
 }
 
-export function isOnlineFile(name: string): boolean {
-  return name.endsWith('_Snapshot.xva')
+/** The kind of backup a manifest says its file holds. */
+function manifestKind(manifest: Manifest | undefined): Method | undefined {
+  return manifest && manifest.mode in MODES ? MODES[manifest.mode].method : undefined
 }
 
-/** Lists the XVA files of the kind the mode restores, and says clearly what else is there. */
+/**
+ * The XVA files in backupDir that may hold the mode's kind of backup; those whose manifest says
+ * they hold the other kind are listed apart, unread.
+ */
 export async function listFiles(config: Config): Promise<{ files: string[]; others: string[] }> {
   let names: string[]
   try {
@@ -35,12 +42,14 @@ export async function listFiles(config: Config): Promise<{ files: string[]; othe
       `backupDir ${config.backupDir} does not exist (restore the files into it with Data Protector first)`,
     )
   }
-  const xvas = names.filter((n) => n.endsWith('.xva')).sort()
-  const online = config.method === 'snapshot'
-  return {
-    files: xvas.filter((n) => isOnlineFile(n) === online),
-    others: xvas.filter((n) => isOnlineFile(n) !== online),
+  const files: string[] = []
+  const others: string[] = []
+  for (const name of names.filter((n) => n.endsWith('.xva')).sort()) {
+    const kind = manifestKind(await readManifest(join(config.backupDir, name)))
+    if (kind && kind !== config.method) others.push(name)
+    else files.push(name)
   }
+  return { files, others }
 }
 
 /**
@@ -74,5 +83,10 @@ export async function examine(
       `${file}: its manifest names VM ${manifest.vm.name} (${manifest.vm.uuid}) but the file holds ${vmName} (${vmUuid}): the manifest was changed or belongs to another file; restore refused`,
     )
   }
-  return { file, path, vmName, vmUuid, ...(manifest ? { manifest } : {}), verified }
+  // Without a manifest, ova.xml says: xapi exports a snapshot as a template, and dpxen's
+  // snapshots carry the VM's uuid.
+  const kind =
+    manifestKind(manifest) ??
+    (oc[OC_VM_UUID] !== undefined || verified.summary.vm.isTemplate ? 'snapshot' : 'shutdown')
+  return { file, kind, path, vmName, vmUuid, ...(manifest ? { manifest } : {}), verified }
 }

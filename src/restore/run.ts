@@ -1,7 +1,7 @@
 // The restore post-exec: Data Protector has put the selected XVA files back into backupDir;
 // this puts them back into the pool. Every file is verified end to end before the pool is
 // touched; each VM gets one line with its outcome; any failure makes the exit code non-zero.
-// The files stay (the backup post-exec, or the administrator, removes them).
+// Each restored VM's file and manifest are then removed (keepRestoredFiles keeps them).
 import { performance } from 'node:perf_hooks'
 import type { Config, Method } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
@@ -13,7 +13,9 @@ import { EXIT } from '../hook/exit-codes.js'
 import { askedForHelp, isPreview, startHook } from '../hook/start.js'
 import { recoverRestores } from '../pool/journal.js'
 import { readPool } from '../pool/view.js'
+import { removeOurFile } from '../staging/files.js'
 import { holdStaging } from '../staging/folder.js'
+import { manifestName } from '../staging/manifest.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext } from './common.js'
 import { restoreCopy } from './copy.js'
@@ -44,17 +46,8 @@ interface Run {
 export async function runRestorePostExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-restore-post-exec')) return EXIT.OK
   const { config, log } = await startHook(ctx, 'restore-post-exec')
-  const kind = KIND[config.method]
   const { files, others } = await listFiles(config)
-  if (files.length === 0) {
-    const hint = others.length
-      ? `; it holds ${KIND[OTHER[config.method]]} backups (${others.join(', ')}): set mode to ${config.method === 'snapshot' ? 'offline or allOffline' : 'online or allOnline'} to restore them`
-      : ' (select the files in the Data Protector restore, with backupDir as the destination)'
-    log.info(
-      `dpxen: no ${kind === 'online' ? 'online (…_Snapshot.xva)' : 'offline'} backup files in ${config.backupDir}${hint}`,
-    )
-    return EXIT.VM_FAILED
-  }
+  if (files.length === 0) return noFiles(config, log, others)
   const lock = await holdStaging(config, 'restore-post-exec', { env: ctx.env, signal: ctx.signal, log })
   const failures: string[] = []
   const run: Run = {
@@ -79,12 +72,25 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
   }
 }
 
+/** No file of the mode's kind: says what backupDir holds and what to change. */
+function noFiles(config: Config, log: Logger, others: string[]): number {
+  const hint = others.length
+    ? `; it holds ${KIND[OTHER[config.method]]} backups (${others.join(', ')}): set mode to ${config.method === 'snapshot' ? 'offline or allOffline' : 'online or allOnline'} to restore them`
+    : ' (select the files in the Data Protector restore, with backupDir as the destination)'
+  log.info(`dpxen: no ${KIND[config.method]} backup files in ${config.backupDir}${hint}`)
+  return EXIT.VM_FAILED
+}
+
 async function restoreFiles(run: Run, conn: Connection, files: string[], others: string[]): Promise<number> {
   const { ctx, config, log } = run
   for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
   const view = await readPool(conn.session)
   const target = resolveSr(view, config)
-  const chosen = choose(run, await verifyAll(run, files), others)
+  const verified = await verifyAll(run, files)
+  const mine = verified.filter((item) => item.kind === config.method)
+  others.push(...verified.filter((item) => item.kind !== config.method).map((item) => item.file))
+  if (mine.length === 0 && verified.length > 0) return noFiles(config, log, others)
+  const chosen = choose(run, mine, others)
   if (isPreview(ctx.env)) {
     for (const item of chosen)
       log.info(
@@ -166,6 +172,19 @@ function choose(run: Run, items: RestoreItem[], others: string[]): RestoreItem[]
   return chosen
 }
 
+/**
+ * Removes a restored VM's file and manifest from backupDir, so the next backup does not store
+ * them again nor a later restore take them for new (keepRestoredFiles keeps them).
+ */
+async function removeRestored(config: Config, item: RestoreItem, log: Logger): Promise<void> {
+  const removed = [await removeOurFile(config.backupDir, item.file)]
+  removed.push(await removeOurFile(config.backupDir, manifestName(item.file)))
+  if (removed[0])
+    log.info(
+      `dpxen: ${item.vmName}: removed ${item.file} from ${config.backupDir} (keepRestoredFiles: true keeps it)`,
+    )
+}
+
 /** Restores the items one after the other, a line for each outcome and progress meanwhile. */
 async function restoreEach(
   run: Run,
@@ -198,6 +217,7 @@ async function restoreEach(
         const engine = config.restoreAs === 'copy' ? restoreCopy : RESTORE_ENGINES[config.method]
         const outcome = await engine(rctx, item)
         log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
+        if (!config.keepRestoredFiles) await removeRestored(config, item, log)
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') throw error
         run.fail(item.vmName, messageOf(error))

@@ -84,6 +84,8 @@ function config(values: Rec, name: string): string {
       sr: target.sr,
       backupDir: join(dir, 'staging'),
       progressInterval: 60,
+      // One backup serves several restores here.
+      keepRestoredFiles: true,
       ...target.trust,
       ...values,
     },

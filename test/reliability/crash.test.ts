@@ -59,6 +59,7 @@ interface Scenario {
   next: string
 }
 
+// The restores keep their files (keepRestoredFiles): each crash point runs the restore again.
 const scenarios: Scenario[] = [
   {
     name: 'online backup',
@@ -74,21 +75,21 @@ const scenarios: Scenario[] = [
   },
   {
     name: 'online restore',
-    values: { mode: 'online', vmName: ['Debian'] },
+    values: { mode: 'online', vmName: ['Debian'], keepRestoredFiles: true },
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'restore-post-exec',
   },
   {
     name: 'online restore, settled by dpxen recover',
-    values: { mode: 'online', vmName: ['Debian'] },
+    values: { mode: 'online', vmName: ['Debian'], keepRestoredFiles: true },
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'dpxen',
   },
   {
     name: 'offline restore',
-    values: { mode: 'offline', vmName: ['Debian'], startAfterRestore: true },
+    values: { mode: 'offline', vmName: ['Debian'], startAfterRestore: true, keepRestoredFiles: true },
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'restore-post-exec',

@@ -1,6 +1,6 @@
 // Restores end to end against the simulator: disks of online backups, whole VMs of offline
 // backups, the target SR, and what must not change when something is wrong.
-import { copyFileSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -85,8 +85,11 @@ describe('restore (dpxen-restore-post-exec)', () => {
     expect(
       Object.values(await records(xapi, 'VM')).filter((v) => v.is_a_template && !v.is_default_template),
     ).toEqual([])
-    // The files stay for Data Protector's post-exec or the administrator.
-    expect(readdirSync(backupDir)).toContain('127.0.0.1_Debian_Snapshot.xva')
+    // The restored file and its manifest are gone: the next backup will not store them again.
+    expect(readdirSync(backupDir).filter((f) => f.includes('Debian'))).toEqual([])
+    expect(result.lines).toContain(
+      `dpxen: Debian: removed 127.0.0.1_Debian_Snapshot.xva from ${backupDir} (keepRestoredFiles: true keeps it)`,
+    )
   })
 
   it('online: a halted VM stays halted; disks go to the SR named by sr', async () => {
@@ -207,7 +210,7 @@ describe('restore (dpxen-restore-post-exec)', () => {
     const wrongKind = await run(runRestorePostExec, [config({ mode: 'allOnline' }, 'online.json')])
     expect(wrongKind.code).toBe(5)
     expect(wrongKind.lines.at(-1)).toMatch(
-      /no online \(…_Snapshot\.xva\) backup files in .*; it holds offline backups \(127\.0\.0\.1_Debian\.xva, 127\.0\.0\.1_legacy-win\.xva, 127\.0\.0\.1_vm2\.xva\): set mode to offline or allOffline to restore them$/,
+      /no online backup files in .*; it holds offline backups \(127\.0\.0\.1_Debian\.xva, 127\.0\.0\.1_legacy-win\.xva, 127\.0\.0\.1_vm2\.xva\): set mode to offline or allOffline to restore them$/,
     )
     const all = await run(runRestorePostExec, [config()])
     expect(all.code).toBe(0)
@@ -219,6 +222,31 @@ describe('restore (dpxen-restore-post-exec)', () => {
     expect(all.lines.at(-1)).toBe('dpxen: all 3 VM(s) restored')
     expect(Object.keys(await powerStates(xapi)).sort()).toEqual(Object.keys(before).sort())
     void sim
+  })
+
+  it('the kind of a file comes from its manifest or its ova.xml, not its name: an offline backup of "vm2_Snapshot"', async () => {
+    const { xapi, config, backupDir } = await setup({
+      mode: 'offline',
+      vmName: ['vm2_Snapshot'],
+      keepRestoredFiles: true,
+    })
+    await xapi.call('VM.set_name_label', await xapi.vmByName('vm2'), 'vm2_Snapshot')
+    expect((await run(runPreExec, [config()])).code).toBe(0)
+    const file = '127.0.0.1_vm2_Snapshot.xva'
+    expect(readdirSync(backupDir)).toContain(file)
+    for (const manifest of [true, false]) {
+      if (!manifest) rmSync(join(backupDir, `${file}.manifest.json`))
+      const online = await run(runRestorePostExec, [config({ mode: 'allOnline' }, 'online.json')])
+      expect(online.code).toBe(5)
+      expect(online.lines.at(-1)).toMatch(
+        new RegExp(`no online backup files in .*; it holds offline backups \\(${file}\\)`),
+      )
+      const offline = await run(runRestorePostExec, [config()])
+      expect(offline.code, offline.text).toBe(0)
+      expect(offline.text).toMatch(
+        /^dpxen: vm2_Snapshot: restored from 127\.0\.0\.1_vm2_Snapshot\.xva replacing/m,
+      )
+    }
   })
 
   it('uses the pool default SR when sr is empty, and asks for sr when there is none', async () => {

@@ -15,7 +15,16 @@ async function world(mode: string) {
   const { sim, xapi } = await demoSim()
   const dir = tempDir()
   const backupDir = join(dir, 'staging')
-  const base = { url: sim.url, username: 'root', password: 'xenroot', backupDir, mode, vmName: ['Debian'] }
+  // The same files serve several restores here.
+  const base = {
+    url: sim.url,
+    username: 'root',
+    password: 'xenroot',
+    backupDir,
+    mode,
+    vmName: ['Debian'],
+    keepRestoredFiles: true,
+  }
   let n = 0
   const config = (extra: Record<string, unknown> = {}): string =>
     writeConfig(dir, { ...base, ...extra }, `dpxen-${n++}.json`)

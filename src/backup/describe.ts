@@ -7,6 +7,7 @@ import type { VmPlan } from './select.js'
 
 export function buildManifest(args: {
   runId: string
+  dataProtectorSession?: string
   mode: Mode
   server: string
   plan: VmPlan
@@ -19,6 +20,7 @@ export function buildManifest(args: {
     format: 'dpxen-manifest/1',
     dpxenVersion: VERSION,
     runId: args.runId,
+    ...(args.dataProtectorSession ? { dataProtectorSession: args.dataProtectorSession } : {}),
     mode: args.mode,
     server: args.server,
     vm: { name: plan.name, uuid: plan.uuid, powerStateAtBackup: plan.powerState },

@@ -188,6 +188,7 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     log,
     config: run.config,
     runId: run.runId,
+    ...(ctx.env.SESSIONID ? { dataProtectorSession: ctx.env.SESSIONID } : {}),
     signal: ctx.signal,
     space: run.space,
     ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),

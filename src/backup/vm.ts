@@ -20,6 +20,8 @@ export interface VmBackupContext extends PoolContext {
   agents: StreamAgents
   config: Config
   runId: string
+  /** Data Protector's SESSIONID, recorded in the manifest. */
+  dataProtectorSession?: string
   /** Bytes other running exports have claimed in backupDir. */
   space: { reserved: number }
   /** Called with the bytes received so far, for progress lines. */
@@ -69,6 +71,7 @@ async function exportAndDescribe(
   })
   const manifest = buildManifest({
     runId: ctx.runId,
+    ...(ctx.dataProtectorSession ? { dataProtectorSession: ctx.dataProtectorSession } : {}),
     mode: ctx.config.mode,
     server: ctx.config.server,
     plan,

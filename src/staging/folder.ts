@@ -293,6 +293,13 @@ export async function holdStaging(
   return lock
 }
 
+/** Who holds `dir`, as a line says it ("is in use by …", "holds the backup of …"), if anyone. */
+export async function describeHolder(dir: string): Promise<string | undefined> {
+  const lock = await readLock(dir)
+  if (lock === undefined) return undefined
+  return lock === 'unreadable' ? "a lock file that is not dpxen's is there" : describeLock(lock)
+}
+
 /** The lock record; 'unreadable' when a file is there that is not a lock of ours. */
 async function readLock(dir: string): Promise<LockRecord | 'unreadable' | undefined> {
   const text = await readTrustedFile(dir, LOCK_FILE)

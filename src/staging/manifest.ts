@@ -9,6 +9,8 @@ export interface Manifest {
   format: 'dpxen-manifest/1'
   dpxenVersion: string
   runId: string
+  /** Data Protector's session (SESSIONID) that ran the backup, when one did. */
+  dataProtectorSession?: string
   mode: Mode
   server: string
   vm: { name: string; uuid: string; powerStateAtBackup: string }

@@ -85,11 +85,44 @@ describe('dpxen check / verify', () => {
     expect(changed.stdout).toMatch(/does not match its manifest/)
   })
 
+  it('list shows what a staging folder holds: VM, kind, time, Data Protector session, size, verification', async () => {
+    const { sim } = await demoSim()
+    const dir = tempDir()
+    const backupDir = join(dir, 'staging')
+    const config = writeConfig(dir, {
+      mode: 'online',
+      vmName: ['Debian', 'vm2'],
+      url: sim.url,
+      username: 'root',
+      password: 'xenroot',
+      backupDir,
+    })
+    const pre = await execa(PRE_EXEC, [config], { reject: false, env: { SESSIONID: '2026/11/30-7' } })
+    expect(pre.exitCode, pre.stdout).toBe(0)
+    writeFileSync(join(backupDir, 'notes.txt'), 'someone else')
+    for (const args of [[backupDir], [config]]) {
+      const result = await execa(DPXEN, ['list', ...args], { reject: false })
+      expect(result.exitCode, result.stdout).toBe(0)
+      expect(result.stdout).toMatch(
+        /^dpxen: 127\.0\.0\.1_Debian_Snapshot\.xva: Debian \([0-9a-f-]{36}\), online backup of \d{4}-\d\d-\d\d \d\d:\d\d UTC from 127\.0\.0\.1, Data Protector session 2026\/11\/30-7, [\d.]+ MiB, checksums verified as it was written$/m,
+      )
+      expect(result.stdout).toMatch(/^dpxen: 127\.0\.0\.1_vm2_Snapshot\.xva: vm2 /m)
+      expect(result.stdout).toMatch(/^dpxen: not dpxen's: notes\.txt$/m)
+      // The pre-exec staged the folder for its session's post-exec.
+      expect(result.stdout).toMatch(
+        /^dpxen: .* is held: holds the backup of Data Protector session 2026\/11\/30-7/m,
+      )
+      expect(result.stdout.trim().split('\n').at(-1)).toMatch(
+        /^dpxen: .*staging: 2 backup file\(s\), [\d.]+ MiB$/,
+      )
+    }
+  })
+
   it('usage errors give one line and exit 2', async () => {
     const result = await execa(DPXEN, ['frobnicate'], { reject: false })
     expect(result.exitCode).toBe(2)
     expect(result.stdout).toBe(
-      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva)',
+      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva)',
     )
   })
 })

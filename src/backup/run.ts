@@ -2,6 +2,7 @@
 // ends, a progress line at least every progressInterval, and the outcome recorded in the state
 // file for the post-exec. Partial failures keep the exit code 0 (Data Protector still backs up
 // the good VMs) unless failSessionOnError is set; nothing exported is an error.
+import { promises as fsp } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
@@ -23,7 +24,7 @@ import { selectVms, type VmPlan } from './select.js'
 import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
 import { newState, readState, writeState, type RunState } from './state.js'
-import { STATE_FILE } from '../staging/names.js'
+import { JOURNAL_FILE, LOCK_FILE, STATE_FILE } from '../staging/names.js'
 import { BACKUP_ENGINES, type VmBackupContext } from './vm.js'
 
 /** Runs `work` over the items with at most `limit` at once. */
@@ -46,6 +47,31 @@ async function cleanStaging(config: Config, log: Logger, session: Connection['se
   }
   for (const partial of await removeStalePartials(config.backupDir))
     log.info(`dpxen: removed the partial file ${partial} of an interrupted run`)
+}
+
+/**
+ * Refuses a backupDir that holds files this run did not write (a restore's kept files, someone's
+ * copy): Data Protector would back them up with this session, and a restore would take them
+ * for backups. allowForeignFiles goes on, saying which.
+ */
+async function checkForeign(config: Config, log: Logger): Promise<void> {
+  const ours = new Set([LOCK_FILE, JOURNAL_FILE, STATE_FILE])
+  const foreign = (await fsp.readdir(config.backupDir)).filter((name) => !ours.has(name)).sort()
+  if (foreign.length === 0) return
+  const shown =
+    foreign.length > 10
+      ? `${foreign.slice(0, 10).join(', ')} and ${foreign.length - 10} more`
+      : foreign.join(', ')
+  if (config.allowForeignFiles) {
+    log.info(
+      `dpxen: warning: ${config.backupDir} also holds ${shown}; they are backed up with this session (allowForeignFiles)`,
+    )
+    return
+  }
+  throw new DpxenError(
+    'STAGING_UNSAFE',
+    `${config.backupDir} holds files this backup did not write: ${shown} (Data Protector would back them up with the VMs): move or remove them, or set allowForeignFiles: true`,
+  )
 }
 
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
@@ -92,6 +118,7 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
   const { session, agents } = conn
   await cleanStaging(config, log, session)
   for (const line of await recoverRestores(session, config.backupDir, log)) log.info(line)
+  await checkForeign(config, log)
   const pool = await sweepAndRead(ctx, log, session)
   const { plans, problems } = selectVms(pool, config.allVms, config.vmName)
   const state = newState(config.mode)

@@ -306,6 +306,10 @@ export const FIELDS = {
     group: 'backup',
     doc: 'when a clean shutdown does not finish within `shutdownTimeout`, force it off (hard shutdown, said in the session) instead of failing the VM',
   }),
+  allowForeignFiles: bool(false, {
+    group: 'backup',
+    doc: 'let the pre-exec start although `backupDir` holds files it did not write (Data Protector then backs them up with the VMs); by default it refuses and lists them',
+  }),
   failSessionOnError: bool(false, {
     group: 'backup',
     doc: 'when some VMs fail, make the pre-exec fail the session instead of going on',

@@ -133,8 +133,16 @@ describe('a staging folder that cannot be turned against root, shared by one run
       '.dpxen-lock.partial',
     ])
       symlinkSync(victim, join(backupDir, name))
-    const result = await run(runPreExec, [config()])
-    expect(result.code).toBe(0)
+    // Links dpxen did not make are files it did not write: refused, named.
+    const refused = await run(runPreExec, [config()])
+    expect(refused.code).toBe(7)
+    expect(refused.text).toMatch(
+      /holds files this backup did not write: \.dpxen-lock\.partial, .*allowForeignFiles: true/,
+    )
+    expect(readFileSync(victim, 'utf8')).toBe('precious')
+    // Let through, it still writes through none of them.
+    const result = await run(runPreExec, [config({ allowForeignFiles: true })])
+    expect(result.code, result.text).toBe(0)
     expect(readFileSync(victim, 'utf8')).toBe('precious')
     expect(existsSync(join(backupDir, '127.0.0.1_vm2_Snapshot.xva'))).toBe(true)
   })

@@ -77,7 +77,7 @@ async function checkForeign(config: Config, log: Logger): Promise<void> {
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
   const conn = await connect(config, log, ctx.signal)
   try {
-    const { plans, problems } = selectVms(await readPool(conn.session), config.allVms, config.vmName)
+    const { plans, problems, skipped } = selectVms(await readPool(conn.session), config)
     log.info(
       `dpxen: preview: mode ${config.mode} would back up ${plans.length} VM(s) to ${config.backupDir}; nothing is changed`,
     )
@@ -86,6 +86,7 @@ async function preview(ctx: HookContext, config: Config, log: Logger): Promise<n
         `dpxen: preview: ${plan.name} (${plan.powerState}, ${plan.disks.length} disk(s), up to ${formatBytes(plan.estimate)})`,
       )
     for (const p of problems) log.info(`dpxen: preview: ${p.reason}`)
+    for (const line of skipped) log.info(`dpxen: preview: ${line}`)
     return EXIT.OK
   } finally {
     await conn.close()
@@ -120,7 +121,8 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
   for (const line of await recoverRestores(session, config.backupDir, log)) log.info(line)
   await checkForeign(config, log)
   const pool = await sweepAndRead(ctx, log, session)
-  const { plans, problems } = selectVms(pool, config.allVms, config.vmName)
+  const { plans, problems, skipped } = selectVms(pool, config)
+  for (const line of skipped) log.info(`dpxen: ${line}`)
   const state = newState(config.mode)
   for (const p of problems) {
     state.vms.push({ name: p.name, uuid: '', ok: false, reason: p.reason })

@@ -86,17 +86,50 @@ export interface Selection {
   plans: VmPlan[]
   /** Names from vmName that match no VM or several: one line each. */
   problems: { name: string; reason: string }[]
+  /** VMs an all* backup leaves out on purpose (exclude, tags): one line each, not errors. */
+  skipped: string[]
 }
 
-/** The VMs the mode selects: every candidate (allOnline, allOffline), else each vmName by name or uuid. */
-export function selectVms(view: PoolView, allVms: boolean, names: string[]): Selection {
+/** What selects the VMs: the mode's `allVms`, its names, and the all* modes' narrowing. */
+export interface Choice {
+  allVms: boolean
+  vmName: string[]
+  exclude?: string[] | undefined
+  includeTags?: string[] | undefined
+  excludeTags?: string[] | undefined
+}
+
+/** Why `vm` is left out of an all* backup, if it is (exclude, includeTags, excludeTags). */
+function leftOut(vm: Rec, choice: Choice): string | undefined {
+  const tags = (vm.tags as string[] | undefined) ?? []
+  if (choice.exclude?.some((n) => n === vm.uuid || n === vm.name_label)) return 'it is in exclude'
+  const banned = tags.find((t) => choice.excludeTags?.includes(t))
+  if (banned !== undefined) return `it carries the tag "${banned}" (excludeTags)`
+  if (choice.includeTags?.length && !tags.some((t) => choice.includeTags!.includes(t)))
+    return `it carries none of the tags ${choice.includeTags.map((t) => `"${t}"`).join(', ')} (includeTags)`
+  return undefined
+}
+
+/**
+ * The VMs the mode selects: every candidate (allOnline, allOffline) but those exclude and the
+ * tags leave out, each of which gets a line; else each vmName by name or uuid.
+ */
+export function selectVms(view: PoolView, choice: Choice): Selection {
   const candidates = [...view.vms.entries()].filter(([, vm]) => isBackupCandidate(vm))
-  if (allVms) {
+  if (choice.allVms) {
+    const skipped: string[] = []
+    const taken = candidates.filter(([, vm]) => {
+      const why = leftOut(vm, choice)
+      if (why) skipped.push(`${String(vm.name_label)}: not backed up: ${why}`)
+      return !why
+    })
     return {
-      plans: candidates.map(([ref]) => planVm(view, ref)).sort((a, b) => a.name.localeCompare(b.name)),
+      plans: taken.map(([ref]) => planVm(view, ref)).sort((a, b) => a.name.localeCompare(b.name)),
       problems: [],
+      skipped: skipped.sort(),
     }
   }
+  const names = choice.vmName
   const plans: VmPlan[] = []
   const problems: Selection['problems'] = []
   const seen = new Set<string>()
@@ -129,5 +162,5 @@ export function selectVms(view: PoolView, allVms: boolean, names: string[]): Sel
       plans.push(planVm(view, matches[0]![0]))
     }
   }
-  return { plans, problems }
+  return { plans, problems, skipped: [] }
 }

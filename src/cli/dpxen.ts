@@ -58,7 +58,8 @@ async function check(ctx: HookContext): Promise<number> {
   try {
     log.info(`connected to ${conn.session.url}`)
     const view = await readPool(conn.session)
-    const { plans, problems: missing } = selectVms(view, config.allVms, config.vmName)
+    const { plans, problems: missing, skipped } = selectVms(view, config)
+    for (const line of skipped) log.info(`skip    ${line}`)
     const online = config.method === 'snapshot'
     let total = 0
     for (const plan of plans) {

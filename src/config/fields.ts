@@ -152,6 +152,28 @@ const folder = (fallback: (platform: NodeJS.Platform) => string, doc: Doc): Fiel
 
 const MAX_VM_NAMES = 10_000
 
+/** A list of VM names or uuids, or of tags: texts, none empty, at most MAX_VM_NAMES. */
+function names(
+  what: 'names' | 'tags',
+  doc: Doc & { shownDefault: string; example: string },
+): Field<string[]> & { optional: true } {
+  const { shownDefault, example, ...rest } = doc
+  return {
+    ...rest,
+    shownDefault,
+    optional: true,
+    parse(value) {
+      if (!Array.isArray(value) || value.some((n) => typeof n !== 'string'))
+        throw new FieldProblem(`must be a list of ${what}, like ${example}`)
+      if (value.length > MAX_VM_NAMES)
+        throw new FieldProblem(`lists ${value.length} ${what}; at most ${MAX_VM_NAMES}`)
+      if (value.some((n: string) => n.trim() === ''))
+        throw new FieldProblem(`has an empty ${what === 'names' ? 'name' : 'tag'}`)
+      return value as string[]
+    },
+  }
+}
+
 export function defaultBackupDir(platform = process.platform): string {
   return platform === 'win32' ? 'C:\\tmp\\backup' : '/tmp/backup'
 }
@@ -205,20 +227,30 @@ export const FIELDS = {
   ),
   passwordFile: optionalText({ group: 'connection', doc: 'see `password`', secret: true }),
   passwordEnv: optionalText({ group: 'connection', doc: 'see `password`', secret: true }),
-  vmName: {
+  vmName: names('names', {
     group: 'backup',
     doc: 'list of VM names or uuids, for `online` and `offline`',
     shownDefault: 'required there',
-    optional: true as const,
-    parse(value): string[] {
-      if (!Array.isArray(value) || value.some((n) => typeof n !== 'string'))
-        throw new FieldProblem('must be a list of names, like ["Debian", "vm2"]')
-      if (value.length > MAX_VM_NAMES)
-        throw new FieldProblem(`lists ${value.length} names; at most ${MAX_VM_NAMES}`)
-      if (value.some((n: string) => n.trim() === '')) throw new FieldProblem('has an empty name')
-      return value as string[]
-    },
-  } satisfies Field<string[]>,
+    example: '["Debian", "vm2"]',
+  }),
+  exclude: names('names', {
+    group: 'backup',
+    doc: '`allOnline`, `allOffline`: VMs (names or uuids) not to back up; each gets a line',
+    shownDefault: 'none',
+    example: '["test-vm"]',
+  }),
+  includeTags: names('tags', {
+    group: 'backup',
+    doc: '`allOnline`, `allOffline`: back up only the VMs carrying at least one of these XenServer tags',
+    shownDefault: 'every VM',
+    example: '["backup"]',
+  }),
+  excludeTags: names('tags', {
+    group: 'backup',
+    doc: '`allOnline`, `allOffline`: leave out the VMs carrying any of these XenServer tags',
+    shownDefault: 'none',
+    example: '["no-backup"]',
+  }),
   backupDir: folder(defaultBackupDir, {
     group: 'backup',
     doc: 'the staging folder Data Protector backs up; absolute',

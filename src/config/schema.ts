@@ -126,6 +126,11 @@ function checkTogether(values: Partial<Values>, raw: Record<string, unknown>, pr
     else if ((values.vmName ?? []).length === 0)
       problems.push(`vmName: is empty; mode ${mode} backs up the VMs it names (or use ${all})`)
   }
+  const narrowing = (['exclude', 'includeTags', 'excludeTags'] as const).filter((k) => values[k]?.length)
+  if (named && narrowing.length)
+    problems.push(
+      `${narrowing.join('/')}: only apply to allOnline and allOffline (mode ${mode} backs up the VMs vmName names)`,
+    )
   if ((values.caFile || values.fingerprint) && values.url?.protocol === 'http:')
     problems.push('caFile/fingerprint: only apply to an https:// url')
 }

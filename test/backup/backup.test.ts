@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
-import { run } from '../helpers/hooks.js'
+import { run, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
 import { rebuiltDiskHashes } from '../helpers/xva.js'
@@ -177,6 +177,37 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       /^dpxen: twin: FAILED: 2 VMs are named twin; name one by its uuid in vmName \([0-9a-f-]+, [0-9a-f-]+\)$/m,
     )
     expect(result.text).toMatch(/^dpxen: vm2: done/m)
+  })
+
+  it('allOffline leaves out what exclude and the tags say, each with a line; includeTags takes only tagged VMs', async () => {
+    const { xapi, dir, backupDir, config } = await setup({
+      mode: 'allOffline',
+      exclude: ['vm2'],
+      excludeTags: ['no-backup'],
+    })
+    await xapi.call('VM.add_tags', await xapi.vmByName('Debian'), 'gold')
+    await xapi.call('VM.add_tags', await xapi.vmByName('legacy-win'), 'no-backup')
+    const result = await run(runPreExec, [config])
+    expect(result.code, result.text).toBe(0)
+    expect(result.lines).toContain('dpxen: vm2: not backed up: it is in exclude')
+    expect(result.lines).toContain(
+      'dpxen: legacy-win: not backed up: it carries the tag "no-backup" (excludeTags)',
+    )
+    expect(files(backupDir).filter((f) => f.endsWith('.xva'))).toEqual(['127.0.0.1_Debian.xva'])
+    expect((await run(runPostExec, [config])).code).toBe(0)
+
+    const values = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>
+    const onlyGold = writeConfig(
+      dir,
+      { ...values, exclude: undefined, excludeTags: undefined, includeTags: ['gold'] },
+      'gold.json',
+    )
+    const tagged = await run(runPreExec, [onlyGold])
+    expect(tagged.code, tagged.text).toBe(0)
+    expect(tagged.lines).toContain(
+      'dpxen: vm2: not backed up: it carries none of the tags "gold" (includeTags)',
+    )
+    expect(files(backupDir).filter((f) => f.endsWith('.xva'))).toEqual(['127.0.0.1_Debian.xva'])
   })
 
   it('takes VMs by uuid and gives colliding names distinct files', async () => {

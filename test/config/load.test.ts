@@ -144,6 +144,16 @@ describe('configuration', () => {
       /^caFile: cannot read \/nonexistent\/ca.pem/,
     ],
     [
+      'exclude with a named mode',
+      { ...GOOD, exclude: ['vm2'] },
+      /^exclude: only apply to allOnline and allOffline \(mode online backs up the VMs vmName names\)$/,
+    ],
+    [
+      'tags that are not a list',
+      { ...GOOD, mode: 'allOnline', includeTags: 'gold' },
+      /^includeTags: must be a list of tags, like \["backup"\]$/,
+    ],
+    [
       'TLS options with http',
       { ...GOOD, url: 'http://xen', fingerprint: 'AB'.repeat(32) },
       /^caFile\/fingerprint: only apply to an https:\/\/ url$/,

@@ -4,6 +4,7 @@
 // certificate and the exact line to pin it, and goes no further: trust on first use.
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds (list.ts).
+// `dpxen restore [OPTIONS] [CONFIG]`: the restore post-exec run by hand (restore.ts).
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { DpxenError, messageOf } from '../core/errors.js'
@@ -29,15 +30,17 @@ import type { Logger } from '../core/log.js'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
 import { list } from './list.js'
+import { restoreCommand } from './restore.js'
 
 const USAGE =
-  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen verify FILE.xva'
+  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen verify FILE.xva'
 
 export async function runDpxen(ctx: HookContext): Promise<number> {
   const [command, ...rest] = ctx.args
   if (command === 'check') return check({ ...ctx, args: rest })
   if (command === 'recover') return recover({ ...ctx, args: rest })
   if (command === 'list') return list({ ...ctx, args: rest })
+  if (command === 'restore') return restoreCommand({ ...ctx, args: rest })
   if (command === 'verify' && rest.length === 1) return verify(ctx, rest[0]!)
   if (command === undefined || command === '--help' || command === 'help') {
     ctx.out(USAGE)

@@ -26,6 +26,10 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv
   cwd?: string
   platform?: NodeJS.Platform
+  /** A restore: the file's `restore` section applies. */
+  forRestore?: boolean
+  /** Values from the command line, over the file's. */
+  overrides?: Record<string, unknown>
 }
 
 export interface Loaded {
@@ -119,6 +123,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<Loaded> {
     env: options.env ?? process.env,
     platform: options.platform ?? process.platform,
     baseDir: dirname(path),
+    ...(options.forRestore ? { forRestore: true } : {}),
+    ...(options.overrides ? { overrides: options.overrides } : {}),
   })
   if (!config) throw new ConfigError(problems.map((p) => `config ${path}: ${p}`))
   const warnings: string[] = []

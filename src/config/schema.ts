@@ -52,8 +52,40 @@ const ALIASES: Record<string, Key> = {
 
 export interface ValidationEnv extends FieldEnv {
   env: NodeJS.ProcessEnv
+  /** A restore reads the file's `restore` section over its other keys; backups ignore it. */
+  forRestore?: boolean
+  /** Values given on the command line (dpxen restore), over everything in the file. */
+  overrides?: Record<string, unknown>
   /** Folder of the configuration file, for relative passwordFile / caFile paths. */
   baseDir: string
+}
+
+/**
+ * The keys that apply: the file's, with its `restore` section over them when restoring (so a
+ * restore changes no backup setting), then the command line's. The section's keys are checked
+ * by name in every hook, so a typo there shows before the day of the restore.
+ */
+function withSections(
+  raw: Record<string, unknown>,
+  ctx: ValidationEnv,
+  problems: string[],
+): Record<string, unknown> {
+  const { restore, ...top } = raw
+  let section: Record<string, unknown> = {}
+  if (restore !== undefined && restore !== null) {
+    if (typeof restore !== 'object' || Array.isArray(restore))
+      problems.push('restore: must be a section of keys, like {"mode": "offline", "restoreAs": "copy"}')
+    else {
+      section = restore as Record<string, unknown>
+      for (const key of Object.keys(section))
+        if (!(KEYS as string[]).includes(ALIASES[key] ?? key)) {
+          const hint = closest(key)
+          problems.push(`restore.${key}: unknown key${hint ? ` (did you mean ${hint}?)` : ' (remove it)'}`)
+        }
+    }
+  }
+  const merged = ctx.forRestore ? { ...top, ...section } : top
+  return { ...merged, ...(ctx.overrides ?? {}) }
 }
 
 /** Levenshtein distance, for suggesting a known key for a typo. */
@@ -145,7 +177,7 @@ export function validateConfig(
   ctx: ValidationEnv,
 ): { config?: Config; problems: string[] } {
   const problems: string[] = []
-  const values = parseFields(raw, ctx, problems)
+  const values = parseFields(withSections(raw, ctx, problems), ctx, problems)
   checkTogether(values, raw, problems)
   const password = resolvePassword(values, ctx, problems)
   const caFile = resolveCaFile(values.caFile, ctx, problems)

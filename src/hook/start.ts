@@ -7,11 +7,16 @@ import { VERSION } from '../core/version.js'
 import type { HookContext } from './context.js'
 
 /** Reads the configuration and opens the logger every hook starts with. */
-export async function startHook(ctx: HookContext, name: string): Promise<{ config: Config; log: Logger }> {
+export async function startHook(
+  ctx: HookContext,
+  name: string,
+  options: { forRestore?: boolean; overrides?: Record<string, unknown> } = {},
+): Promise<{ config: Config; log: Logger }> {
   const { config, warnings } = await loadConfig({
     ...(ctx.args[0] ? { path: ctx.args[0] } : {}),
     env: ctx.env,
     cwd: ctx.cwd,
+    ...options,
   })
   const log = createLogger({ out: ctx.out, name, ...(config.debug ? { debugDir: config.debugDir } : {}) })
   ctx.useLogger(log)

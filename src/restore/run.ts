@@ -45,10 +45,25 @@ interface Run {
 
 export async function runRestorePostExec(ctx: HookContext): Promise<number> {
   if (askedForHelp(ctx, 'dpxen-restore-post-exec')) return EXIT.OK
-  const { config, log } = await startHook(ctx, 'restore-post-exec')
+  return runRestore(ctx, 'restore-post-exec')
+}
+
+/**
+ * The restore, as the post-exec runs it or `dpxen restore` by hand: the configuration's
+ * `restore` section applies, then `overrides` (the command line's values).
+ */
+export async function runRestore(
+  ctx: HookContext,
+  name: string,
+  overrides?: Record<string, unknown>,
+): Promise<number> {
+  const { config, log } = await startHook(ctx, name, {
+    forRestore: true,
+    ...(overrides ? { overrides } : {}),
+  })
   const { files, others } = await listFiles(config)
   if (files.length === 0) return noFiles(config, log, others)
-  const lock = await holdStaging(config, 'restore-post-exec', { env: ctx.env, signal: ctx.signal, log })
+  const lock = await holdStaging(config, name, { env: ctx.env, signal: ctx.signal, log })
   const failures: string[] = []
   const run: Run = {
     ctx,

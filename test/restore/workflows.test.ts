@@ -1,8 +1,12 @@
 // Restores the way administrators restore: as a copy beside the original, into another pool
 // where a VM of the same name is someone else's, and again over a VM an earlier restore made.
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
+import { runPostExec } from '../../src/backup/post.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { damage, diskHashes, powerStates, records, vdiCount } from '../helpers/pool.js'
@@ -10,6 +14,8 @@ import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
 
 type Rec = Record<string, unknown>
+
+const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
 
 async function world(mode: string) {
   const { sim, xapi } = await demoSim()
@@ -134,5 +140,43 @@ describe('restore workflows', () => {
       expect(result.code, result.text).toBe(0)
       expect(await diskHashes(sim.url, xapi, await xapi.vmByName('Debian'))).toEqual(hashes)
     }
+  })
+
+  it('dpxen restore runs the restore by hand, its options over the configuration, which it does not change', async () => {
+    const { sim, xapi, config } = await world('online')
+    const path = config()
+    expect((await run(runPreExec, [path])).code).toBe(0)
+    const text = readFileSync(path, 'utf8')
+    const preview = await execa(DPXEN, ['restore', '--as', 'copy', '--preview', path], { reject: false })
+    expect(preview.exitCode, preview.stdout).toBe(0)
+    expect(preview.stdout).toMatch(
+      /^dpxen: preview: would restore Debian from 127\.0\.0\.1_Debian_Snapshot\.xva as a copy into SR "Local storage"$/m,
+    )
+    const result = await execa(DPXEN, ['restore', '--as', 'copy', '--name', '{name}-by-hand', path], {
+      reject: false,
+    })
+    expect(result.exitCode, result.stdout).toBe(0)
+    expect(await xapi.vmByName('Debian-by-hand')).toMatch(/^OpaqueRef:/)
+    expect(readFileSync(path, 'utf8')).toBe(text)
+    const wrong = await execa(DPXEN, ['restore', '--frobnicate', path], { reject: false })
+    expect(wrong.exitCode).toBe(2)
+    expect(wrong.stdout).toMatch(/^dpxen: Unknown option '--frobnicate'.*\(usage: dpxen restore /)
+    void sim
+  })
+
+  it("a configuration's restore section applies to restores only; a typo in it stops every hook", async () => {
+    const { xapi, config } = await world('online')
+    const path = config({ restore: { restoreAs: 'copy', copyName: '{name} from the section' } })
+    const backup = await run(runPreExec, [path])
+    expect(backup.code, backup.text).toBe(0)
+    expect(backup.text).not.toMatch(/copy/)
+    const restore = await run(runRestorePostExec, [path])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await xapi.vmByName('Debian from the section')).toMatch(/^OpaqueRef:/)
+    const typo = await run(runPostExec, [config({ restore: { restorAs: 'copy' } })])
+    expect(typo.code).toBe(2)
+    expect(typo.lines).toContainEqual(
+      expect.stringMatching(/: restore\.restorAs: unknown key \(did you mean restoreAs\?\)$/),
+    )
   })
 })

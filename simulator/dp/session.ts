@@ -213,8 +213,11 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
   for (const [index, tree] of spec.trees.entries()) {
     if (options.signal?.aborted) break
     const label = `${spec.client}:${tree} '${tree}'`
-    if (spec.objectPreExec) {
-      const pre = await script('object pre-exec', spec.objectPreExec)
+    const own = spec.objectScripts?.[tree] ?? {}
+    const objectPreExec = own.preExec ?? spec.objectPreExec
+    const objectPostExec = own.postExec ?? spec.objectPostExec
+    if (objectPreExec) {
+      const pre = await script('object pre-exec', objectPreExec)
       if (!pre.ok) {
         objects.push({
           client: spec.client,
@@ -244,8 +247,8 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
     }
     if (object.status === 'Aborted') failedObjects++
     if (object.status === 'Completed/Errors') incomplete++
-    if (spec.objectPostExec) {
-      const post = await script('object post-exec', spec.objectPostExec, {
+    if (objectPostExec) {
+      const post = await script('object post-exec', objectPostExec, {
         BDACC: object.status === 'Aborted' ? '1' : '0',
       })
       if (!post.ok) object.status = 'Aborted'

@@ -11,6 +11,11 @@ export interface BackupSpec {
   client: string
   /** Folders backed up as filesystem objects. */
   trees: string[]
+  /**
+   * Pre-/post-exec set for individual objects (Backup Object Summary > Properties), by tree;
+   * they take the place of objectPreExec / objectPostExec for that object.
+   */
+  objectScripts?: Record<string, { preExec?: string; postExec?: string }>
   preExec?: string
   postExec?: string
   objectPreExec?: string
@@ -51,8 +56,14 @@ export function readSpec(file: string): BackupSpec {
   const problems: string[] = []
   for (const key of Object.keys(spec)) if (!KNOWN.includes(key)) problems.push(`unknown key ${key}`)
   if (typeof spec.name !== 'string' || spec.name === '') problems.push('name: needed')
-  if (!Array.isArray(spec.trees) || spec.trees.length === 0 || spec.trees.some((t) => typeof t !== 'string'))
-    problems.push('trees: needs a list of folders')
+  const isObject = (t: unknown): t is Record<string, unknown> =>
+    typeof t === 'object' && t !== null && typeof (t as Record<string, unknown>).tree === 'string'
+  if (
+    !Array.isArray(spec.trees) ||
+    spec.trees.length === 0 ||
+    spec.trees.some((t) => typeof t !== 'string' && !isObject(t))
+  )
+    problems.push('trees: needs a list of folders (or of {tree, preExec, postExec})')
   for (const key of ['preExec', 'postExec', 'objectPreExec', 'objectPostExec', 'client', 'owner']) {
     if (spec[key] !== undefined && typeof spec[key] !== 'string') problems.push(`${key}: must be a text`)
   }
@@ -64,10 +75,23 @@ export function readSpec(file: string): BackupSpec {
   }
   if (problems.length) throw new Error(`spec ${file}: ${problems.join('; ')}`)
   const base = dirname(file)
+  const where = (t: string): string => (isAbsolute(t) ? t : resolve(base, t))
+  const entries = (spec.trees as (string | Record<string, unknown>)[]).map((t) =>
+    typeof t === 'string' ? { tree: where(t) } : { ...t, tree: where(t.tree as string) },
+  )
+  const objectScripts: BackupSpec['objectScripts'] = {}
+  for (const e of entries as { tree: string; preExec?: unknown; postExec?: unknown }[]) {
+    if (e.preExec === undefined && e.postExec === undefined) continue
+    objectScripts[e.tree] = {
+      ...(typeof e.preExec === 'string' ? { preExec: e.preExec } : {}),
+      ...(typeof e.postExec === 'string' ? { postExec: e.postExec } : {}),
+    }
+  }
   return {
+    objectScripts,
     name: spec.name as string,
     client: (spec.client as string | undefined) ?? 'localhost',
-    trees: (spec.trees as string[]).map((t) => (isAbsolute(t) ? t : resolve(base, t))),
+    trees: entries.map((e) => e.tree),
     ...(spec.preExec ? { preExec: spec.preExec as string } : {}),
     ...(spec.postExec ? { postExec: spec.postExec as string } : {}),
     ...(spec.objectPreExec ? { objectPreExec: spec.objectPreExec as string } : {}),

@@ -10,16 +10,20 @@ import { messageOf } from '../core/errors.js'
 import { recoverRestores } from '../pool/journal.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
-import { askedForHelp, isPreview, startHook } from '../hook/start.js'
+import { askedForHelp, isPreview, startHook, vmArgument } from '../hook/start.js'
+import { forOneVm, prepareParent } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
 import { readState } from './state.js'
 import { STATE_FILE } from '../staging/names.js'
 
-export async function runPostExec(ctx: HookContext): Promise<number> {
-  if (askedForHelp(ctx, 'dpxen-post-exec')) return EXIT.OK
-  const { config, log } = await startHook(ctx, 'post-exec')
+export async function runPostExec(given: HookContext): Promise<number> {
+  if (askedForHelp(given, 'dpxen-post-exec')) return EXIT.OK
+  const { ctx, vm } = vmArgument(given)
+  const started = await startHook(ctx, 'post-exec')
+  const { log } = started
+  const config = forOneVm(started.config, vm)
   if (isPreview(ctx.env)) {
     log.info('dpxen: preview: the post-exec changes nothing')
     return EXIT.OK
@@ -29,6 +33,7 @@ export async function runPostExec(ctx: HookContext): Promise<number> {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to clean up (the pre-exec did not run?)`)
     return EXIT.OK
   }
+  await prepareParent(config, vm)
   const lock = await holdStaging(config, 'post-exec', { env: ctx.env, signal: ctx.signal, log })
   try {
     return await collect(ctx, config, log)

@@ -13,7 +13,8 @@ import { type Logger } from '../core/log.js'
 import { startTicker, type Active } from '../core/progress.js'
 import { recoverRestores } from '../pool/journal.js'
 import { connect, type Connection } from '../xapi/connect.js'
-import { askedForHelp, isPreview, startHook } from '../hook/start.js'
+import { askedForHelp, isPreview, startHook, vmArgument } from '../hook/start.js'
+import { forOneVm, prepareParent } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { readPool, type PoolView } from '../pool/view.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
@@ -93,10 +94,14 @@ async function preview(ctx: HookContext, config: Config, log: Logger): Promise<n
   }
 }
 
-export async function runPreExec(ctx: HookContext): Promise<number> {
-  if (askedForHelp(ctx, 'dpxen-pre-exec')) return EXIT.OK
-  const { config, log } = await startHook(ctx, 'pre-exec')
+export async function runPreExec(given: HookContext): Promise<number> {
+  if (askedForHelp(given, 'dpxen-pre-exec')) return EXIT.OK
+  const { ctx, vm } = vmArgument(given)
+  const started = await startHook(ctx, 'pre-exec')
+  const { log } = started
+  const config = forOneVm(started.config, vm)
   if (isPreview(ctx.env)) return preview(ctx, config, log)
+  await prepareParent(config, vm)
   const lock = await holdStaging(config, 'pre-exec', { env: ctx.env, signal: ctx.signal, log })
   let staged = false
   try {

@@ -114,6 +114,52 @@ describe('Data Protector sessions with dpxen (dp-sim)', () => {
     expect(await xapi.call('VIF.get_MAC', (await xapi.call<string[]>('VM.get_VIFs', again))[0])).toBe(mac)
   })
 
+  it('one VM at a time: each VM its own object with --vm object scripts; the staging folder never holds two', async () => {
+    const { xapi, staging, config, store } = await setup({ mode: 'allOffline' })
+    const before = await powerStates(xapi)
+    const vms = ['Debian', 'vm2', 'legacy-win']
+    const objectHook = (name: string, vm: string): string =>
+      `"${process.execPath}" "${join(dist, 'hooks', name)}" --vm ${vm} "${config}"`
+    // Measured: the XVA files (whole or partial) present in the staging folder, sampled as it runs.
+    const xvas = (): number =>
+      readdirSync(staging, { recursive: true, encoding: 'utf8' }).filter((f) => /\.xva(\.partial)?$/.test(f))
+        .length
+    let most = 0
+    let samples = 0
+    const sampler = setInterval(() => {
+      most = Math.max(most, xvas())
+      samples++
+    }, 2)
+    let backup
+    try {
+      backup = await runBackupSession(
+        {
+          ...spec(staging, {}),
+          trees: vms.map((vm) => join(staging, vm)),
+          objectScripts: Object.fromEntries(
+            vms.map((vm) => [
+              join(staging, vm),
+              { preExec: objectHook('pre-exec.js', vm), postExec: objectHook('post-exec.js', vm) },
+            ]),
+          ),
+        },
+        { store },
+      )
+    } finally {
+      clearInterval(sampler)
+    }
+    expect(backup.status, backup.messages.join('\n')).toBe('Completed')
+    // Each object holds its own VM's file, and nothing of another.
+    for (const [i, vm] of vms.entries())
+      expect(
+        backup.objects[i]!.files.map((f) => f.path.split('/').at(-1)).filter((f) => f?.endsWith('.xva')),
+      ).toEqual([`127.0.0.1_${vm}.xva`])
+    expect(samples).toBeGreaterThan(20)
+    expect(most).toBe(1)
+    expect(xvas()).toBe(0)
+    expect(await powerStates(xapi)).toEqual(before)
+  })
+
   it('a VM that fails ends the session "Completed with errors" (the post-exec reports it)', async () => {
     const { staging, config, store } = await setup({ mode: 'allOnline' })
     const backup = await runBackupSession(

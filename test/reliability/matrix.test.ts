@@ -354,7 +354,39 @@ const restoreCases: Case[] = [
     async (w) => w.sim.faults.add('import-stall:30'),
     { code: 130, line: /^dpxen: interrupted: stopped and cleaned up$/, abort: /Debian: restore started/ },
   ],
+  ...(['online', 'offline'] as const).flatMap((mode): Case[] => [
+    [
+      'a failed import, as a copy',
+      mode,
+      async (w) => w.sim.faults.add('import-fail'),
+      { code: 5, line: /^dpxen: Debian: FAILED: import failed: VDI_IO_ERROR Device I\/O errors$/ },
+    ],
+    [
+      'a stalled import, then SIGTERM, as a copy',
+      mode,
+      async (w) => w.sim.faults.add('import-stall:30'),
+      { code: 130, line: /^dpxen: interrupted: stopped and cleaned up$/, abort: /Debian: restore started/ },
+    ],
+    [
+      'only a VM of the same name (another pool)',
+      mode,
+      async (w) => standIn(w),
+      { code: 5, line: /^dpxen: Debian: FAILED: a VM named Debian exists but it is not the one backed up / },
+    ],
+  ]),
 ]
+
+/** The backup's VM gone, another VM given its name: what a restore into another pool meets. */
+async function standIn(w: World): Promise<void> {
+  const vm = await w.xapi.vmByName('Debian')
+  await w.xapi.call('VM.hard_shutdown', vm)
+  for (const vbd of await w.xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const vdi = await w.xapi.call<string>('VBD.get_VDI', vbd)
+    if (vdi !== 'OpaqueRef:NULL') await w.xapi.call('VDI.destroy', vdi)
+  }
+  await w.xapi.call('VM.destroy', vm)
+  await w.xapi.call('VM.set_name_label', await w.xapi.vmByName('vm2'), 'Debian')
+}
 
 async function corrupt(w: World): Promise<void> {
   const { writeFileSync } = await import('node:fs')
@@ -374,9 +406,15 @@ describe('fault matrix: restores', () => {
   it.each(restoreCases)('%s (%s)', async (what, mode, inject, expected) => {
     const w = await world(mode)
     expect((await run(runPreExec, [w.config()])).code).toBe(0)
-    const before = await pool(w.xapi)
+    // After the injection: a case may set the pool up (another VM in the backup's place).
     await inject(w)
-    const config = what === 'a wrong SR' ? w.config({ sr: 'DVD drives' }) : w.config()
+    const before = await pool(w.xapi)
+    const config =
+      what === 'a wrong SR'
+        ? w.config({ sr: 'DVD drives' })
+        : what.endsWith('as a copy')
+          ? w.config({ restoreAs: 'copy' })
+          : w.config()
     const result = await run(
       runRestorePostExec,
       [config],

@@ -148,9 +148,16 @@ describe('backup under faults', () => {
   })
 
   it('offline: a guest slower than shutdownTimeout fails the VM, left running; forceShutdown forces it off and backs it up', async () => {
-    const slow = await setup({ mode: 'offline', vmName: ['Debian'], shutdownTimeout: 1 })
+    const slow = await setup({
+      mode: 'offline',
+      vmName: ['Debian'],
+      shutdownTimeout: 1,
+      progressInterval: 0.2,
+    })
     slow.sim.faults.add('shutdown-slow:30')
     const failed = await run(runPreExec, [slow.config])
+    // A line every progressInterval while the VM shuts down, as in every long step.
+    expect(failed.lines.filter((l) => l.startsWith('dpxen: Debian: shutting down')).length).toBeGreaterThan(1)
     expect(failed.lines).toContain(
       'dpxen: Debian: FAILED: Debian did not shut down within 1 s (is the guest responding? raise shutdownTimeout)',
     )

@@ -4,6 +4,8 @@
 // it before the next object's pre-exec runs. The staging folder then holds one VM at a time.
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/schema.js'
+import type { HookContext } from '../hook/context.js'
+import { startHook, vmArgument } from '../hook/start.js'
 import { prepareStaging } from '../staging/folder.js'
 import { safeName } from '../staging/names.js'
 
@@ -22,4 +24,14 @@ export function forOneVm(config: Config, vm: string | undefined): Config {
 /** Before a VM's folder is made or used: its parent, backupDir, must be safe as well. */
 export async function prepareParent(config: Config, vm: string | undefined): Promise<void> {
   if (vm !== undefined) await prepareStaging(dirname(config.backupDir))
+}
+
+/**
+ * How the backup hooks start: `[--vm NAME] [CONFIG]` read, the configuration loaded (for one
+ * VM when --vm is given), the logger opened.
+ */
+export async function startBackupHook(given: HookContext, name: 'pre-exec' | 'post-exec') {
+  const { ctx, vm } = vmArgument(given)
+  const { config, log } = await startHook(ctx, name)
+  return { ctx, vm, log, config: forOneVm(config, vm) }
 }

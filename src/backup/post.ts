@@ -10,8 +10,8 @@ import { messageOf } from '../core/errors.js'
 import { recoverRestores } from '../pool/journal.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
-import { askedForHelp, isPreview, startHook, vmArgument } from '../hook/start.js'
-import { forOneVm, prepareParent } from './one-vm.js'
+import { askedForHelp, isPreview } from '../hook/start.js'
+import { prepareParent, startBackupHook } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
@@ -20,10 +20,7 @@ import { STATE_FILE } from '../staging/names.js'
 
 export async function runPostExec(given: HookContext): Promise<number> {
   if (askedForHelp(given, 'dpxen-post-exec')) return EXIT.OK
-  const { ctx, vm } = vmArgument(given)
-  const started = await startHook(ctx, 'post-exec')
-  const { log } = started
-  const config = forOneVm(started.config, vm)
+  const { ctx, vm, config, log } = await startBackupHook(given, 'post-exec')
   if (isPreview(ctx.env)) {
     log.info('dpxen: preview: the post-exec changes nothing')
     return EXIT.OK

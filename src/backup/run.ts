@@ -13,8 +13,8 @@ import { type Logger } from '../core/log.js'
 import { startTicker, type Active } from '../core/progress.js'
 import { recoverRestores } from '../pool/journal.js'
 import { connect, type Connection } from '../xapi/connect.js'
-import { askedForHelp, isPreview, startHook, vmArgument } from '../hook/start.js'
-import { forOneVm, prepareParent } from './one-vm.js'
+import { askedForHelp, isPreview } from '../hook/start.js'
+import { prepareParent, startBackupHook } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { readPool, type PoolView } from '../pool/view.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
@@ -96,10 +96,7 @@ async function preview(ctx: HookContext, config: Config, log: Logger): Promise<n
 
 export async function runPreExec(given: HookContext): Promise<number> {
   if (askedForHelp(given, 'dpxen-pre-exec')) return EXIT.OK
-  const { ctx, vm } = vmArgument(given)
-  const started = await startHook(ctx, 'pre-exec')
-  const { log } = started
-  const config = forOneVm(started.config, vm)
+  const { ctx, vm, config, log } = await startBackupHook(given, 'pre-exec')
   if (isPreview(ctx.env)) return preview(ctx, config, log)
   await prepareParent(config, vm)
   const lock = await holdStaging(config, 'pre-exec', { env: ctx.env, signal: ctx.signal, log })

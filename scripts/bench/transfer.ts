@@ -59,6 +59,8 @@ async function bigVmWorld(options: Options, dir: string, size: number) {
       username: 'root',
       password: 'xenroot',
       backupDir: staging,
+      // The import runs the restore again and again on one file.
+      keepRestoredFiles: true,
       ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
       ...extra,
     })

@@ -29,6 +29,7 @@ import type { Config } from '../config/schema.js'
 import type { Logger } from '../core/log.js'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
+import { checkAccess } from './access.js'
 import { list } from './list.js'
 import { restoreCommand } from './restore.js'
 
@@ -56,8 +57,8 @@ async function check(ctx: HookContext): Promise<number> {
     log.info('not ready: the certificate is not trusted (nothing was sent to the host)')
     return EXIT.CONNECT
   }
+  let problems = await checkAccess(config, log)
   const conn = await connect(config, log, ctx.signal)
-  let problems = 0
   try {
     log.info(`connected to ${conn.session.url}`)
     const view = await readPool(conn.session)

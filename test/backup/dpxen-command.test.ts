@@ -1,5 +1,6 @@
 // The operator command: dpxen check and dpxen verify, as executables.
 import { constants, copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
@@ -26,6 +27,9 @@ describe('dpxen check / verify', () => {
     expect(result.stdout).toMatch(/^ok {6}Debian \([0-9a-f-]+\) Running, up to /m)
     expect(result.stdout).toMatch(/^ {10}disk 0: 8\.0 MiB on Local storage, snapshot allowed$/m)
     expect(result.stdout).toMatch(/^PROBLEM legacy-win/m)
+    // Who it runs as, and whether that user can write where the hooks write.
+    expect(result.stdout).toMatch(new RegExp(`^user {4}dpxen runs as ${userInfo().username}[ ;(]`, 'm'))
+    expect(result.stdout).toMatch(new RegExp(`^ok {6}backupDir ${dir}: writable$`, 'm'))
     expect(result.stdout).toMatch(/^ {10}disk 0: 4\.0 MiB on Removable storage, snapshot NOT allowed$/m)
     expect(result.stdout).toMatch(new RegExp(`^ok {6}${dir}: .* free, the backup needs up to `, 'm'))
     // How XVA files will be written there, found by writing a block (the probe file is gone).

@@ -16,6 +16,11 @@ import { refsInResult } from '../xapi/xmlrpc.js'
 import type { RestoreItem } from './find.js'
 import { checkSr, originalSr, type TargetSr } from './target.js'
 
+export interface RestoreOutcome {
+  /** One line for the session: what was done. */
+  summary: string
+}
+
 export interface RestoreContext extends PoolContext {
   agents: StreamAgents
   config: Config

@@ -3,9 +3,14 @@
 // offline backup. The original is not looked at, let alone stopped. The copy is left halted: it
 // would otherwise boot with the original's addresses inside the guest.
 import { JournalRecord } from '../pool/journal.js'
-import { asOrdinaryVm, importWholeVm, planTargets, type RestoreContext } from './common.js'
+import {
+  asOrdinaryVm,
+  importWholeVm,
+  planTargets,
+  type RestoreContext,
+  type RestoreOutcome,
+} from './common.js'
 import type { RestoreItem } from './find.js'
-import type { RestoreOutcome } from './online.js'
 
 /** The copy's name from the template: {name}, {date} (the backup's, UTC, to the minute), {uuid}. */
 export function copyName(template: string, item: RestoreItem, now = new Date()): string {

@@ -19,9 +19,8 @@ import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
 import { OC_RESTORED_FROM } from '../pool/tags.js'
 import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
-import { importWholeVm, planTargets, type RestoreContext } from './common.js'
+import { importWholeVm, planTargets, type RestoreContext, type RestoreOutcome } from './common.js'
 import type { RestoreItem } from './find.js'
-import type { RestoreOutcome } from './online.js'
 
 type Rec = Record<string, unknown>
 

@@ -19,14 +19,16 @@ import {
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
 import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
-import { importItem, moveToOwnSrs, planTargets, verifyImported, type RestoreContext } from './common.js'
+import {
+  importItem,
+  moveToOwnSrs,
+  planTargets,
+  verifyImported,
+  type RestoreContext,
+  type RestoreOutcome,
+} from './common.js'
 import { importAsNewVm } from './copy.js'
 import type { RestoreItem } from './find.js'
-
-export interface RestoreOutcome {
-  /** One line for the session: what was done. */
-  summary: string
-}
 
 export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const vm = await findVm(

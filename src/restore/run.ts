@@ -17,11 +17,11 @@ import { removeOurFile } from '../staging/files.js'
 import { holdStaging } from '../staging/folder.js'
 import { manifestName } from '../staging/manifest.js'
 import { connect, type Connection } from '../xapi/connect.js'
-import type { RestoreContext } from './common.js'
+import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
-import { restoreOnline, type RestoreOutcome } from './online.js'
+import { restoreOnline } from './online.js'
 import { resolveSr, type TargetSr } from './target.js'
 
 /** The restore engine of each kind of backup (the mode's method). */

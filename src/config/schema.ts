@@ -148,10 +148,11 @@ function parseFields(raw: Record<string, unknown>, env: FieldEnv, problems: stri
 }
 
 /** What one key cannot say alone: vmName against mode, TLS options against the url. */
-function checkTogether(values: Partial<Values>, raw: Record<string, unknown>, problems: string[]): void {
+function checkTogether(values: Partial<Values>, forRestore: boolean, problems: string[]): void {
   const mode = values.mode
   const named = mode !== undefined && !MODES[mode].allVms
-  const listGiven = raw.vmName !== undefined || raw.vmname !== undefined || raw.VmName !== undefined
+  // From the values as they apply (file, restore section, command line), not the file alone.
+  const listGiven = values.vmName !== undefined
   if (named && !problems.some((p) => p.startsWith('vmName: '))) {
     const all = MODES[mode].method === 'snapshot' ? 'allOnline' : 'allOffline'
     if (!listGiven) problems.push(`vmName: missing; mode ${mode} needs the names of the VMs (or use ${all})`)
@@ -159,7 +160,8 @@ function checkTogether(values: Partial<Values>, raw: Record<string, unknown>, pr
       problems.push(`vmName: is empty; mode ${mode} backs up the VMs it names (or use ${all})`)
   }
   const narrowing = (['exclude', 'includeTags', 'excludeTags'] as const).filter((k) => values[k]?.length)
-  if (named && narrowing.length)
+  // A restore chooses by its files and vmName: the backup's narrowing keys do not concern it.
+  if (named && narrowing.length && !forRestore)
     problems.push(
       `${narrowing.join('/')}: only apply to allOnline and allOffline (mode ${mode} backs up the VMs vmName names)`,
     )
@@ -178,7 +180,7 @@ export function validateConfig(
 ): { config?: Config; problems: string[] } {
   const problems: string[] = []
   const values = parseFields(withSections(raw, ctx, problems), ctx, problems)
-  checkTogether(values, raw, problems)
+  checkTogether(values, ctx.forRestore ?? false, problems)
   const password = resolvePassword(values, ctx, problems)
   const caFile = resolveCaFile(values.caFile, ctx, problems)
   if (problems.length) return { problems }

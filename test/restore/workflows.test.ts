@@ -152,9 +152,13 @@ describe('restore workflows', () => {
     expect(preview.stdout).toMatch(
       /^dpxen: preview: would restore Debian from 127\.0\.0\.1_Debian_Snapshot\.xva as a copy into SR "Local storage"$/m,
     )
-    const result = await execa(DPXEN, ['restore', '--as', 'copy', '--name', '{name}-by-hand', path], {
-      reject: false,
-    })
+    // The command line's --mode and --vm apply over an all* configuration that narrows with exclude.
+    const allPath = config({ mode: 'allOnline', vmName: undefined, exclude: ['vm2'] })
+    const result = await execa(
+      DPXEN,
+      ['restore', '--mode', 'online', '--vm', 'Debian', '--as', 'copy', '--name', '{name}-by-hand', allPath],
+      { reject: false },
+    )
     expect(result.exitCode, result.stdout).toBe(0)
     expect(await xapi.vmByName('Debian-by-hand')).toMatch(/^OpaqueRef:/)
     expect(readFileSync(path, 'utf8')).toBe(text)

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const { fillKeyTables } = await import(join(root, 'dist/src/config/doc.js'))
+const { fillKeyTables } = await import(join(root, 'build/dev.js'))
 const path = join(root, 'README.md')
 const before = readFileSync(path, 'utf8')
 const after = fillKeyTables(before)

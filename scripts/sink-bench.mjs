@@ -12,10 +12,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const { XvaIntake } = await import(join(root, 'dist/src/xva/intake.js'))
-const { FileSink } = await import(join(root, 'dist/src/xva/file-sink.js'))
-const { XvaVerifier } = await import(join(root, 'dist/src/xva/verify.js'))
-const { Xxh64 } = await import('@node-rs/xxhash')
+const { XvaIntake, FileSink, XvaVerifier, newXxh64 } = await import(join(root, 'build/dev.js'))
 
 const [file, dir, runs = '3'] = process.argv.slice(2)
 if (!file || !dir) {
@@ -44,7 +41,7 @@ async function inline() {
   const output = openSync(out, 'w')
   const piece = Buffer.allocUnsafeSlow(PIECE)
   const slab = Buffer.allocUnsafeSlow(SLAB)
-  const hash = new Xxh64(0n)
+  const hash = newXxh64()
   const verifier = new XvaVerifier()
   let used = 0
   let written = 0

@@ -5,10 +5,6 @@ import { fileURLToPath } from 'node:url'
 
 export default function setup(): void {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-  execFileSync(
-    process.execPath,
-    [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
-    { cwd: root, stdio: 'inherit' },
-  )
+  execFileSync(process.execPath, [join(root, 'scripts/build.mjs')], { cwd: root, stdio: 'inherit' })
   execFileSync(process.execPath, [join(root, 'scripts/link-bins.mjs')], { cwd: root, stdio: 'inherit' })
 }

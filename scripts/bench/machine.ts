@@ -4,10 +4,10 @@ import { execFile } from 'node:child_process'
 import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ROOT } from './options.js'
 
 /** The built executables the bench runs (dist/hooks). */
-export const HOOKS = fileURLToPath(new URL('../../hooks/', import.meta.url))
+export const HOOKS = join(ROOT, 'dist', 'hooks')
 
 export interface Run {
   stdout: string

@@ -25,8 +25,8 @@ export interface Options {
   out: string
 }
 
-/** The project's root (the bench runs from dist/scripts/bench/). */
-export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+/** The project's root (the bench runs as build/bench.js). */
+export const ROOT = fileURLToPath(new URL('../', import.meta.url))
 
 export async function readOptions(argv = process.argv.slice(2)): Promise<Options> {
   const { values } = parseArgs({

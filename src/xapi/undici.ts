@@ -3,18 +3,12 @@
 // start-up on the benchmark machine, where the two modules used here take 40 ms (timed imports
 // on one core; `dpxen --help` went from 370-394 to 285-303 ms). Both are stable parts of
 // undici 7, which package-lock.json pins; every test that makes an XML-RPC call fails if they
-// move.
-import { createRequire } from 'node:module'
-import type { Agent as UndiciAgent, Dispatcher } from 'undici'
+// move. (Imported by path, the bundler takes just these files into the package.)
+import AgentClass from 'undici/lib/dispatcher/agent.js'
+import requestWith from 'undici/lib/api/api-request.js'
+import type { Dispatcher } from 'undici'
 
-const require = createRequire(import.meta.url)
-
-export const Agent = require('undici/lib/dispatcher/agent.js') as typeof UndiciAgent
-
-const requestWith = require('undici/lib/api/api-request.js') as (
-  this: Dispatcher,
-  options: Dispatcher.RequestOptions,
-) => Promise<Dispatcher.ResponseData>
+export const Agent = AgentClass
 
 export type { Dispatcher }
 

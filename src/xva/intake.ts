@@ -4,9 +4,9 @@
 // reader reuses its buffer. The check always covers the layout and the tar end marker, so a
 // cut-off export can never pass for a whole one; `verify` adds every chunk's checksum. push() says when to stop reading; the wake callback says when to
 // go on.
-import { Xxh64 } from '@node-rs/xxhash'
 import type { Transform } from 'node:stream'
 import { DpxenError } from '../core/errors.js'
+import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import type { FileSink } from './file-sink.js'
 import {
   corruptStream,
@@ -24,7 +24,7 @@ export class XvaIntake {
   #wake: () => void
   #verifier: XvaVerifier
   #verify: boolean
-  #hash = new Xxh64(0n)
+  #hash = newXxh64()
   #bytes = 0
   #kind: StreamCompression | undefined
   #unzip: Transform | undefined
@@ -118,7 +118,7 @@ export class XvaIntake {
       summary,
       checksumsVerified: this.#verify,
       bytes: this.#bytes,
-      xxh64: this.#hash.digest().toString(16).padStart(16, '0'),
+      xxh64: xxh64Hex(this.#hash),
       compression: this.#kind ?? 'none',
     }
   }

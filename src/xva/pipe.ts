@@ -2,13 +2,13 @@
 // it: the bytes as they come (maybe compressed) go into an XXH64, the decompressed tar into the
 // verifier, with backpressure, so memory stays flat at any size. (An export's receiving end,
 // which also writes the file, is intake.ts.)
-import { Xxh64 } from '@node-rs/xxhash'
-import { createRequire } from 'node:module'
 import { Readable, type Transform } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { DpxenError } from '../core/errors.js'
+import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import { chunksOf } from './chunks.js'
 import { XvaVerifier, type XvaSummary } from './verify.js'
+import { zstdDecompressor } from './zstd.js'
 
 export type StreamCompression = 'none' | 'gzip' | 'zstd'
 
@@ -21,15 +21,9 @@ export function sniffCompression(head: Buffer): StreamCompression {
   return 'none'
 }
 
-const require = createRequire(import.meta.url)
-
 export function decompressor(kind: StreamCompression): Transform | undefined {
   if (kind === 'gzip') return createGunzip()
-  // Loaded when first needed: most exports are not zstd, and each module loaded delays every hook.
-  if (kind === 'zstd') {
-    const { DecompressStream } = require('zstd-napi') as typeof import('zstd-napi')
-    return new DecompressStream()
-  }
+  if (kind === 'zstd') return zstdDecompressor()
   return undefined
 }
 
@@ -75,7 +69,7 @@ export async function pipeXva(
 ): Promise<StreamResult> {
   const verify = options.verify !== false
   const verifier = new XvaVerifier({ checksums: verify })
-  const fileHash = new Xxh64(0n)
+  const fileHash = newXxh64()
   let bytes = 0
   let unzip: Transform | undefined
   let kind: StreamCompression | undefined
@@ -120,7 +114,7 @@ export async function pipeXva(
       summary: verifier.finish(),
       checksumsVerified: verify,
       bytes,
-      xxh64: fileHash.digest().toString(16).padStart(16, '0'),
+      xxh64: xxh64Hex(fileHash),
       compression: kind ?? 'none',
     }
   } catch (error) {

@@ -4,9 +4,9 @@
 // (.xxhash XXH64 or .checksum SHA-1); gaps and zero-length keep-alive entries handled as xapi
 // does; the last chunk reaching the disk's size exactly; the tar end marker. Memory stays flat.
 import { createHash, type Hash } from 'node:crypto'
-import { Xxh64 } from '@node-rs/xxhash'
 import { DpxenError } from '../core/errors.js'
 import { parseValue } from '../core/xml-parse.js'
+import { newXxh64, type Xxh64 } from '../core/xxh64.js'
 
 const BLOCK = 512
 const MAX_CHUNK = 1024 * 1024
@@ -286,7 +286,7 @@ export class XvaVerifier {
       name,
       number,
       size,
-      xxh: kind === undefined || kind === 'sha1' ? undefined : new Xxh64(0n),
+      xxh: kind === undefined || kind === 'sha1' ? undefined : newXxh64(),
       sha: kind === undefined || kind === 'xxhash' ? undefined : createHash('sha1'),
     }
   }

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest'
 import { splitCommand } from '../../simulator/dp/exec.js'
 import { runRestoreSession } from '../../simulator/dp/restore.js'
 import { runBackupSession } from '../../simulator/dp/session.js'
-import type { BackupSpec } from '../../simulator/dp/spec.js'
 import { Store } from '../../simulator/dp/store.js'
+import { backupSpec as spec } from '../helpers/dp.js'
 import { tempDir, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
@@ -17,18 +17,6 @@ const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
   `"${process.execPath}" "${join(dist, 'hooks', name)}" "${config}"`
 const DP_SIM = join(dist, 'simulator/dp/cli.js')
-
-function spec(staging: string, extra: Partial<BackupSpec>): BackupSpec {
-  return {
-    name: 'xen',
-    client: 'dpclient',
-    trees: [staging],
-    owner: 'root.sys@dp',
-    inactivityTimeout: 900,
-    execScriptOnPreview: false,
-    ...extra,
-  }
-}
 
 async function setup(values: Record<string, unknown>) {
   const { sim, xapi } = await demoSim()

@@ -4,13 +4,15 @@
 // random pieces and resumes after a random delay, as a slow disk makes it. Every case must end
 // in exactly the bytes the server sent (length and XXH64), or in a failure; never a short
 // success. DPXEN_PROPERTY_CASES and DPXEN_PROPERTY_SEED change the run.
-import { Xxh64 } from '@node-rs/xxhash'
+import xxhash from 'xxhash-wasm'
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rawGet } from '../../src/xapi/raw-get.js'
 import { tempDir } from '../helpers/hooks.js'
 import { makeCert, type TestCert } from '../helpers/tls.js'
+
+const { create64 } = await xxhash()
 
 const CASES = Number(process.env.DPXEN_PROPERTY_CASES ?? 1500)
 const SEED = Number(process.env.DPXEN_PROPERTY_SEED ?? 20261130)
@@ -75,7 +77,7 @@ function bodyOf(c: Case): Buffer {
   return Buffer.from(words.buffer, 0, c.size)
 }
 
-const xxh = (data: Buffer): string => new Xxh64(0n).update(data).digest().toString(16)
+const xxh = (data: Buffer): string => create64(0n).update(data).digest().toString(16)
 const sleep = (ms: number): Promise<void> =>
   new Promise((resolve) => (ms === 0 ? setImmediate(resolve) : setTimeout(resolve, ms)))
 
@@ -136,7 +138,7 @@ type Outcome = { ok: true; data: Buffer } | { ok: false; error: unknown }
 async function fetchCase(base: string, id: number, c: Case, fingerprint?: string): Promise<Outcome> {
   try {
     const res = await rawGet(fingerprint ? { fingerprint } : {}, `${base}/case/${id}`, { idleMs: 10_000 })
-    const hash = new Xxh64(0n)
+    const hash = create64(0n)
     const parts: Buffer[] = []
     let pieces = 0
     await res.pump((piece) => {

@@ -3,13 +3,15 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { gzipSync } from 'node:zlib'
-import { xxh64 } from '@node-rs/xxhash'
+import xxhash from 'xxhash-wasm'
 import { verifyXva } from '../../src/xva/pipe.js'
 import { verifyFile } from '../../src/xva/verify-file.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { tempDir } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
 import { download, entries, pack, type TarEntry } from '../helpers/xva.js'
+
+const { h64Raw: xxh64 } = await xxhash()
 
 async function exportOf(url: string, xapi: TestClient, name: string, extra = ''): Promise<Buffer> {
   const vm = await xapi.vmByName(name)

@@ -4,7 +4,6 @@ import { once } from 'node:events'
 import { Readable, type Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
-import { CompressStream } from 'zstd-napi'
 import { XapiFailure } from '../model/errors.js'
 import { parseSize } from '../faults.js'
 import {
@@ -22,10 +21,11 @@ import { setProgress, watchCancel } from '../model/tasks.js'
 import { lockVm } from '../model/vmops.js'
 import { CHUNK } from '../model/disks.js'
 import { writeXva } from '../xva/write.js'
+import { zstdCompressor } from '../xva/zstd.js'
 
 function compressor(mode: string | undefined): Transform | undefined {
   if (mode === 'true' || mode === 'gzip') return createGzip()
-  if (mode === 'zstd') return new CompressStream()
+  if (mode === 'zstd') return zstdCompressor()
   return undefined
 }
 

@@ -6,7 +6,6 @@ import { randomUUID } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { ByteReader, readTar, type TarEntry } from './tar-read.js'
-import { DecompressStream } from 'zstd-napi'
 import type { SimContext } from '../model/context.js'
 import type { Rec } from '../model/db.js'
 import { CHUNK } from '../model/disks.js'
@@ -18,6 +17,7 @@ import { assertSrCanCreate, createVbd, createVdi, createVif, destroyVdi } from '
 import { setProgress } from '../model/tasks.js'
 import { destroyVmWithDevices } from '../model/vmops.js'
 import { checksumOf } from './write.js'
+import { zstdDecompressor } from './zstd.js'
 import { parseValueFragment } from '../model/xmlrpc.js'
 
 type Entry = TarEntry
@@ -54,7 +54,7 @@ async function openArchive(body: Readable, stallMs: number, signal: AbortSignal)
   const first = await raw.peek(512)
   if (isTarHeader(first)) return raw
   if (first.length === 0) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
-  const decompressor = first.subarray(0, 4).equals(ZSTD_MAGIC) ? new DecompressStream() : createGunzip()
+  const decompressor = first.subarray(0, 4).equals(ZSTD_MAGIC) ? zstdDecompressor() : createGunzip()
   const whole = Readable.from(raw.rest())
   whole.pipe(decompressor)
   whole.on('error', (error) => decompressor.destroy(error))

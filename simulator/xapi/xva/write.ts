@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Xxh64 } from '@node-rs/xxhash'
+import xxhash from 'xxhash-wasm'
 import type { ChecksumKind, SimContext } from '../model/context.js'
 import { recordToWire, type Rec } from '../model/db.js'
 import { CHUNK, isZero } from '../model/disks.js'
@@ -13,6 +13,8 @@ import { printValue, type Wire } from '../model/xmlrpc.js'
 
 /** xapi numbers export objects from one process-wide counter, so ids are neither small nor per-export. */
 let nextId = 1000
+
+const { h64Raw } = await xxhash()
 
 export interface ExportOptions {
   checksum: ChecksumKind
@@ -32,9 +34,7 @@ export interface ExportOptions {
 
 export function checksumOf(kind: ChecksumKind, data: Buffer): string {
   if (kind === 'sha1') return createHash('sha1').update(data).digest('hex')
-  const hash = new Xxh64(0n)
-  hash.update(data)
-  return hash.digest().toString(16).toUpperCase().padStart(16, '0')
+  return h64Raw(data, 0n).toString(16).toUpperCase().padStart(16, '0')
 }
 
 export function checksumSuffix(kind: ChecksumKind): string {

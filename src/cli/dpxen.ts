@@ -5,6 +5,7 @@
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds (list.ts).
 // `dpxen restore [OPTIONS] [CONFIG]`: the restore post-exec run by hand (restore.ts).
+// `dpxen setup [OPTIONS]`: the wrappers Data Protector runs and a configuration skeleton (setup.ts).
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { DpxenError, messageOf } from '../core/errors.js'
@@ -32,9 +33,10 @@ import { EXIT } from '../hook/exit-codes.js'
 import { checkAccess } from './access.js'
 import { list } from './list.js'
 import { restoreCommand } from './restore.js'
+import { setupCommand } from './setup.js'
 
 const USAGE =
-  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen verify FILE.xva'
+  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva'
 
 export async function runDpxen(ctx: HookContext): Promise<number> {
   const [command, ...rest] = ctx.args
@@ -42,6 +44,7 @@ export async function runDpxen(ctx: HookContext): Promise<number> {
   if (command === 'recover') return recover({ ...ctx, args: rest })
   if (command === 'list') return list({ ...ctx, args: rest })
   if (command === 'restore') return restoreCommand({ ...ctx, args: rest })
+  if (command === 'setup') return setupCommand({ ...ctx, args: rest })
   if (command === 'verify' && rest.length === 1) return verify(ctx, rest[0]!)
   if (command === undefined || command === '--help' || command === 'help') {
     ctx.out(USAGE)

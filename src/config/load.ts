@@ -4,7 +4,7 @@
 // client's configuration folder. The original DPxen_config.py is read as it is.
 import { existsSync, statSync } from 'node:fs'
 import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from './small-file.js'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, join, resolve, win32 } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'
 import { DpxenError } from '../core/errors.js'
 import { parseLegacyConfig } from './legacy.js'
@@ -41,7 +41,7 @@ export interface Loaded {
 /** Where Data Protector keeps a client's configuration; dpxen looks in its dpxen folder. */
 export function clientConfigDir(platform = process.platform, env = process.env): string {
   if (platform === 'win32')
-    return join(env.ProgramData ?? 'C:\\ProgramData', 'OmniBack', 'Config', 'client', 'dpxen')
+    return win32.join(env.ProgramData ?? 'C:\\ProgramData', 'OmniBack', 'Config', 'client', 'dpxen')
   return '/etc/opt/omni/client/dpxen'
 }
 

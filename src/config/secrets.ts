@@ -44,15 +44,14 @@ export function resolvePassword(
     password = values.password
     if (password === '') problems.push('password: is empty')
   } else if (values.passwordFile !== undefined) {
+    const file = resolve(where, values.passwordFile)
     try {
-      password = readSmallFile(resolve(where, values.passwordFile), PASSWORD_FILE_CAP)
+      password = readSmallFile(file, PASSWORD_FILE_CAP)
         .toString('utf8')
         .replace(/\r?\n$/, '')
       if (password === '') problems.push('passwordFile: the file it names is empty')
     } catch (error) {
-      problems.push(
-        `passwordFile: cannot read the file it names (${smallFileProblem(error, PASSWORD_FILE_CAP)})`,
-      )
+      problems.push(`passwordFile: cannot read ${file} (${smallFileProblem(error, PASSWORD_FILE_CAP)})`)
     }
   } else {
     password = where.env[values.passwordEnv!]

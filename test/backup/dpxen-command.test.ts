@@ -126,7 +126,7 @@ describe('dpxen check / verify', () => {
     const result = await execa(DPXEN, ['frobnicate'], { reject: false })
     expect(result.exitCode).toBe(2)
     expect(result.stdout).toBe(
-      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen verify FILE.xva)',
+      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva)',
     )
   })
 })

@@ -85,7 +85,7 @@ describe('configuration', () => {
     [
       'a missing password file',
       { ...GOOD, password: undefined, passwordFile: '/nonexistent/pw' },
-      /^passwordFile: cannot read the file it names \(ENOENT\)$/,
+      /^passwordFile: cannot read \/\S+ \(ENOENT\)$/,
     ],
     [
       'a number as password, not shown',

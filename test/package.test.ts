@@ -1,0 +1,140 @@
+// The release artifact as an administrator installs it on a Data Protector client: `npm pack`
+// gives one tarball; it installs with no registry (--offline, an empty cache) into a prefix of its
+// own, far from this checkout's node_modules, and that install backs up and restores a VM. The
+// same tarball merely unpacked runs with `node <dir>/…`. Then `dpxen setup` from the install
+// writes the wrappers, and Data Protector sessions (dp-sim) run through them.
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runRestoreSession } from '../simulator/dp/restore.js'
+import { runBackupSession } from '../simulator/dp/session.js'
+import { Store } from '../simulator/dp/store.js'
+import { backupSpec } from './helpers/dp.js'
+import { damage, diskHashes, powerStates, snapshots } from './helpers/pool.js'
+import { backupWorld } from './helpers/world.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+  version: string
+  bin: Record<string, string>
+  dependencies?: Record<string, string>
+}
+
+let tarball: string
+let work: string
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'dpxen-package-'))
+  // --ignore-scripts: the suite's global setup built dist/ already (prepare would rebuild it
+  // under the other test files' feet).
+  await execa('npm', ['pack', '--ignore-scripts', '--pack-destination', work], { cwd: root })
+  tarball = join(work, `dpxen-${pkg.version}.tgz`)
+}, 120_000)
+
+afterAll(() => rmSync(work, { recursive: true, force: true }))
+
+/** npm with no registry to reach and nothing cached: all it may use is the tarball. */
+async function installOffline(prefix: string): Promise<void> {
+  const cache = join(work, `cache-${Date.now()}`)
+  mkdirSync(cache)
+  await execa(
+    'npm',
+    ['install', '-g', '--offline', '--no-audit', '--no-fund', '--prefix', prefix, '--cache', cache, tarball],
+    { env: { npm_config_registry: 'http://127.0.0.1:9/' } },
+  )
+}
+
+describe('the release tarball', () => {
+  it('holds the bundled executables and no dependency to fetch', async () => {
+    expect(pkg.dependencies ?? {}).toEqual({})
+    const { stdout } = await execa('tar', ['-tzf', tarball])
+    const files = stdout.split('\n')
+    for (const target of Object.values(pkg.bin)) expect(files).toContain(`package/${target}`)
+    expect(files).toContain('package/dist/THIRD-PARTY-LICENSES.txt')
+    expect(files.filter((f) => f.includes('node_modules') || f.endsWith('.node'))).toEqual([])
+    expect(files.filter((f) => /\.ts$|\/test\/|\/src\//.test(f))).toEqual([])
+  })
+
+  it('installs with --offline and an empty cache; that install backs up and restores a VM', async () => {
+    const prefix = join(work, 'prefix')
+    await installOffline(prefix)
+    const bin = join(prefix, 'bin')
+    for (const name of Object.keys(pkg.bin)) expect(statSync(join(bin, name)).mode & 0o111).toBeTruthy()
+    expect(readdirSync(join(prefix, 'lib', 'node_modules', 'dpxen'))).not.toContain('node_modules')
+
+    const { sim, xapi, dir, config } = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const vm = await xapi.vmByName('Debian')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    // Run as a client runs them: by their installed names, from a folder far from the checkout.
+    const env = { PATH: `${bin}:${process.env.PATH}` }
+    const backup = await execa('dpxen-pre-exec', [config], { cwd: dir, env, reject: false })
+    expect(backup.stdout).toMatch(/Debian: done/)
+    expect(backup.exitCode).toBe(0)
+    expect(await snapshots(xapi)).toEqual([])
+    await damage(sim.url, xapi, vm)
+    const restore = await execa('dpxen-restore-post-exec', [config], { cwd: dir, env, reject: false })
+    expect(restore.exitCode, restore.stdout).toBe(0)
+    expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
+    const version = await execa('dpxen', ['--help'], { cwd: dir, env })
+    expect(version.stdout).toMatch(/^usage: dpxen /)
+  })
+
+  it('runs unpacked, without npm: node <dir>/dist/hooks/…', async () => {
+    const dir = join(work, 'unpacked')
+    mkdirSync(dir)
+    await execa('tar', ['-xzf', tarball, '-C', dir])
+    const { config } = await backupWorld({ mode: 'allOnline' })
+    const check = await execa(process.execPath, [join(dir, 'package/dist/hooks/dpxen.js'), 'check', config], {
+      cwd: dir,
+      reject: false,
+    })
+    expect(check.stdout).toMatch(/connected to /)
+    expect(check.stdout, check.stdout).toMatch(/ok +Debian/)
+  })
+
+  it('dpxen setup from the install: Data Protector sessions run through its wrappers', async () => {
+    const prefix = join(work, 'prefix-setup')
+    await installOffline(prefix)
+    const {
+      sim,
+      xapi,
+      dir,
+      backupDir: staging,
+      config,
+    } = await backupWorld({ mode: 'offline', vmName: ['vm2'] })
+    mkdirSync(staging)
+    const client = join(dir, 'client')
+    await execa(join(prefix, 'bin', 'dpxen'), ['setup', '--prefix', client, '--config', config])
+    const lbin = join(client, 'opt/omni/lbin')
+    const wrapper = readFileSync(join(lbin, 'dpxen-pre-exec'), 'utf8')
+    expect(wrapper).toContain(`hook='${join(prefix, 'lib/node_modules/dpxen/dist/hooks/pre-exec.js')}'`)
+
+    const store = new Store(join(dir, 'store'))
+    const vm = await xapi.vmByName('vm2')
+    const hashes = await diskHashes(sim.url, xapi, vm)
+    const before = await powerStates(xapi)
+    const backup = await runBackupSession(
+      backupSpec(staging, {
+        preExec: join(lbin, 'dpxen-pre-exec'),
+        postExec: join(lbin, 'dpxen-post-exec'),
+      }),
+      { store },
+    )
+    expect(backup.status, backup.messages.map((m) => m.text).join('\n')).toBe('Completed')
+    expect(backup.messages.some((m) => m.source === 'pre-exec' && /vm2: done/.test(m.text))).toBe(true)
+    await damage(sim.url, xapi, vm)
+    const restore = await runRestoreSession({
+      store,
+      session: backup.id,
+      trees: [],
+      conflict: 'overwrite',
+      postExec: join(lbin, 'dpxen-restore-post-exec'),
+    })
+    expect(restore.status, restore.messages.map((m) => m.text).join('\n')).toBe('Completed')
+    expect(await diskHashes(sim.url, xapi, await xapi.vmByName('vm2'))).toEqual(hashes)
+    expect(await powerStates(xapi)).toEqual(before)
+  })
+})

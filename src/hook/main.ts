@@ -39,6 +39,24 @@ export async function runHook(hook: Hook, base: Omit<HookContext, 'useLogger'>):
   }
 }
 
+/**
+ * Writes to standard output until whoever reads it goes away (`dpxen list | head`, a Disk Agent
+ * gone): then nothing can be said any more, but what was started is still put right, as after
+ * a SIGTERM.
+ */
+function outputUntilClosed(controller: AbortController): (text: string, then?: () => void) => void {
+  let readerGone = false
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error
+    readerGone = true
+    controller.abort(new DpxenError('ABORTED', 'standard output was closed'))
+  })
+  return (text, then) => {
+    if (readerGone) then?.()
+    else process.stdout.write(text, then)
+  }
+}
+
 /** Entry point of an executable: signals abort the run; the exit code is set once output is flushed. */
 export function main(hook: Hook): void {
   const controller = new AbortController()
@@ -69,6 +87,7 @@ export function main(hook: Hook): void {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  const write = outputUntilClosed(controller)
   // Node ends a process whose event loop is empty even if a promise never settled; that would
   // report success for a run that did not finish.
   process.once('beforeExit', () => {
@@ -80,12 +99,12 @@ export function main(hook: Hook): void {
     args: process.argv.slice(2),
     env: process.env,
     cwd: process.cwd(),
-    out: (line) => process.stdout.write(`${line}\n`),
+    out: (line) => write(`${line}\n`),
     signal: controller.signal,
   }).then(
     (code) => {
       // Exit explicitly once stdout is flushed: idle keep-alive sockets must not hold the process.
-      process.stdout.write('', () => process.exit(code))
+      write('', () => process.exit(code))
     },
     () => process.exit(EXIT.INTERNAL),
   )

@@ -72,6 +72,31 @@ export class DiskStore {
       await handle.close()
     }
   }
+
+  /**
+   * Rewrites the share `fraction` of a disk's 1 MiB chunks (spread evenly, starting at chunk
+   * `offset`) with new content derived from `seed`: what a guest changes between two backups.
+   * Returns the chunk numbers changed.
+   */
+  async change(uuid: string, size: number, fraction: number, seed: string, offset = 0): Promise<number[]> {
+    const handle = await fsp.open(this.path(uuid), 'r+')
+    const changed: number[] = []
+    try {
+      const chunks = Math.ceil(size / CHUNK)
+      const buf = Buffer.allocUnsafe(CHUNK)
+      for (let i = 0; i < chunks; i++) {
+        const n = (i + offset) % chunks
+        if (!chunkHasData(i, fraction)) continue
+        const length = Math.min(CHUNK, size - n * CHUNK)
+        patternChunk(buf, `${seed}/changed`, n)
+        await handle.write(buf, 0, length, n * CHUNK)
+        changed.push(n)
+      }
+    } finally {
+      await handle.close()
+    }
+    return changed.sort((a, b) => a - b)
+  }
 }
 
 /** Spreads data chunks evenly: chunk n holds data when floor((n+1)·fill) > floor(n·fill). */

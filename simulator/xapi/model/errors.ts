@@ -2,6 +2,8 @@
 
 export class XapiFailure extends Error {
   readonly description: string[]
+  /** Raised after a 200 went out: xapi writes its error page into the body (export_raw_vdi). */
+  inBody?: boolean
   constructor(code: string, ...params: string[]) {
     super(`${code}(${params.join(', ')})`)
     this.name = 'XapiFailure'

@@ -1,14 +1,13 @@
 // zstd for xapi-sim's exports and imports (use_compression=zstd), with nothing to compile: Node's
-// own zlib where the running Node has it (22.15 and later). Before that, exports are valid zstd
-// frames made of raw (stored) blocks, which every zstd decoder reads, and imports are read with
-// fzstd (plain JavaScript). A real host compresses; a client must read both the same way.
+// own zlib for exports where the running Node has it (22.15 and later); before that, exports are
+// valid zstd frames made of raw (stored) blocks, which every zstd decoder reads. Imports are read
+// with fzstd (plain JavaScript). A real host compresses; a client must read both the same way.
 import { Transform } from 'node:stream'
 import * as zlib from 'node:zlib'
 import { Decompress } from 'fzstd'
 
 type Zlib = typeof zlib & {
   createZstdCompress?: () => Transform
-  createZstdDecompress?: () => Transform
 }
 const node = zlib as Zlib
 
@@ -46,8 +45,11 @@ export function zstdCompressor(): Transform {
   })
 }
 
+/**
+ * Imports are read with fzstd on every Node: Node's own decoder stops after the first frame,
+ * and xapi (zstd -d) reads every frame of a stream.
+ */
 export function zstdDecompressor(): Transform {
-  if (typeof node.createZstdDecompress === 'function') return node.createZstdDecompress()
   const pending: Uint8Array[] = []
   const decoder = new Decompress((data) => pending.push(data))
   const feed = (stream: Transform, chunk: Uint8Array, final: boolean): void => {

@@ -6,6 +6,7 @@ import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { Machine } from './machine.js'
 import { readOptions } from './options.js'
+import { benchIncremental, type IncrementalRow } from './incremental.js'
 import { benchConcurrency, benchPlanning } from './pool.js'
 import { benchTransfers, type ExportRow, type ImportRow } from './transfer.js'
 
@@ -28,16 +29,19 @@ const results = {
   export: [] as ExportRow[],
   import: [] as ImportRow[],
   concurrency: [] as Awaited<ReturnType<typeof benchConcurrency>>,
+  incremental: undefined as IncrementalRow | undefined,
   ...({} as Partial<Awaited<ReturnType<typeof benchPlanning>>>),
 }
 try {
-  for (const size of options.sizes) {
+  for (const size of options.parts.has('transfers') ? options.sizes : []) {
     const row = await benchTransfers(machine, options, work, size)
     results.export.push(row.export)
     results.import.push(row.import)
   }
-  results.concurrency = await benchConcurrency(machine, options, work)
-  Object.assign(results, await benchPlanning(machine, options, work))
+  if (options.parts.has('concurrency')) results.concurrency = await benchConcurrency(machine, options, work)
+  if (options.parts.has('planning')) Object.assign(results, await benchPlanning(machine, options, work))
+  if (options.parts.has('incremental'))
+    results.incremental = await benchIncremental(machine, options, work, options.incrementalGiB)
 } finally {
   rmSync(work, { recursive: true, force: true })
 }

@@ -7,6 +7,8 @@
 //   npm run bench -- --no-pin           simulator and measured process share every core
 //   npm run bench -- --no-prime         no page-cache priming before each run (Machine.primeMemory)
 //   npm run bench -- --tls              over HTTPS (self-signed, pinned by fingerprint; curl -k)
+//   npm run bench -- --incremental 4    the incremental runs on a 4 GiB VM (16 by default)
+//   npm run bench -- --parts incremental  only some parts: transfers,concurrency,planning,incremental
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,6 +24,10 @@ export interface Options {
   /** Over HTTPS: the simulator's self-signed certificate, pinned by the hooks. */
   tls?: HostCertificate
   dir: string
+  /** Size of the VM of the incremental runs (GiB). */
+  incrementalGiB: number
+  /** Which parts run: transfers, concurrency, planning, incremental. */
+  parts: Set<string>
   out: string
 }
 
@@ -38,6 +44,8 @@ export async function readOptions(argv = process.argv.slice(2)): Promise<Options
       'no-pin': { type: 'boolean', default: false },
       'no-prime': { type: 'boolean', default: false },
       tls: { type: 'boolean', default: false },
+      incremental: { type: 'string', default: '16' },
+      parts: { type: 'string', default: 'transfers,concurrency,planning,incremental' },
       dir: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'bench-results.json') },
     },
@@ -54,6 +62,8 @@ export async function readOptions(argv = process.argv.slice(2)): Promise<Options
     prime: !values['no-prime'],
     ...(values.tls ? { tls: await selfSignedCertificate(['127.0.0.1']) } : {}),
     dir: values.dir ?? tmpdir(),
+    incrementalGiB: values.quick ? 1 : Number(values.incremental),
+    parts: new Set(values.parts.split(',')),
     out: values.out,
   }
 }

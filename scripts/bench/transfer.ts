@@ -38,9 +38,9 @@ export interface ImportRow {
 
 type Contender = 'curl' | 'verifyOn' | 'verifyOff'
 
-/** A simulator holding one VM `big` of `size` GiB (3/4 data), and configurations for the hooks. */
-async function bigVmWorld(options: Options, dir: string, size: number) {
-  const sim = await startXapiSim({
+/** A simulator (its state in `dir`) holding one VM `big` of `size` GiB, 3/4 of it data. */
+export function startBigVm(options: Options, dir: string, size: number) {
+  return startXapiSim({
     stateDir: join(dir, 'pool'),
     authFailureDelayMs: 0,
     seed: {
@@ -49,6 +49,11 @@ async function bigVmWorld(options: Options, dir: string, size: number) {
     },
     ...(options.tls ? { tls: options.tls } : {}),
   })
+}
+
+/** A simulator holding one VM `big` of `size` GiB (3/4 data), and configurations for the hooks. */
+async function bigVmWorld(options: Options, dir: string, size: number) {
+  const sim = await startBigVm(options, dir, size)
   const staging = join(dir, 'staging')
   const config = (extra: Record<string, unknown>): string => {
     const path = join(dir, `cfg-${Object.keys(extra).join('-') || 'plain'}.json`)

@@ -153,6 +153,7 @@ async function main(): Promise<number> {
 
     say("2. Damage: Debian's disks are overwritten with garbage, vm2 is deleted with its disks")
     for (const d of disks(sim, 'Debian')) {
+      await sim.context.disks.writable(String(d.vdi.uuid))
       truncateSync(d.file, 0)
       truncateSync(d.file, Number(d.vdi.virtual_size))
       writeFileSync(d.file, Buffer.alloc(65536, 0x42), { flag: 'r+' })

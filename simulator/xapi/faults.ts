@@ -14,7 +14,7 @@ export const FAULT_KINDS = [
   'rpc-hang', // every XML-RPC call but the login and logout gets no answer (a host that hangs)
   'shutdown-slow', // an asynchronous clean shutdown takes ARG seconds (cancelled at once if asked)
   'call-fail', // ARG = METHOD@N: the Nth call of METHOD and every later one fail with INTERNAL_ERROR
-  'vhd-base-gone', // an export_raw_vdi with base= finds its base gone: 200, then an error inside the body
+  'vhd-base-gone', // once: the base of an export_raw_vdi?base= is deleted under it (200, then UUID_INVALID inside the body)
   'vhd-truncate', // cut a format=vhd export after ARG bytes; the task fails with VDI_IO_ERROR
 ] as const
 

@@ -40,6 +40,21 @@ export interface ExportResult extends StreamResult {
   seconds: number
 }
 
+/** What receives a transfer: takes pieces, says when to pause, and checks the whole at the end. */
+export interface Intake<R> {
+  readonly bytes: number
+  push(piece: Buffer): boolean
+  finish(): Promise<R>
+  abort(): Promise<void>
+}
+
+/** Any streamed download into a verified file: the resource, and the intake that checks it. */
+export interface TransferRequest<R> extends Omit<ExportRequest, 'ref' | 'compression' | 'verify'> {
+  path: string
+  query: Record<string, string>
+  intake: (sink: FileSink, wake: () => void) => Intake<R>
+}
+
 /**
  * 1 MiB writes, up to three under way while a fourth slab fills. Larger slabs measured worse on
  * a disk (4 MiB x 3: about half the throughput, twice the system time) and no better on tmpfs.
@@ -56,16 +71,30 @@ export async function exportToFile(
   log: Logger,
   req: ExportRequest,
 ): Promise<ExportResult> {
+  const query: Record<string, string> = { ref: req.ref }
+  if (req.compression !== 'none') query.use_compression = req.compression
+  return transferToFile(session, agents, log, {
+    ...req,
+    path: '/export',
+    query,
+    intake: (sink, wake) => new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake }),
+  })
+}
+
+export async function transferToFile<R extends { bytes: number }>(
+  session: XapiSession,
+  agents: StreamAgents,
+  log: Logger,
+  req: TransferRequest<R>,
+): Promise<R & { file: string; seconds: number }> {
   const finalPath = join(req.dir, req.fileName)
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
   const task = await session.call<string>('task.create', `dpxen export ${req.label}`, 'Data Protector backup')
-  let intake: XvaIntake | undefined
+  let intake: Intake<R> | undefined
   let done = false
   try {
-    const query: Record<string, string> = { ref: req.ref, task_id: task }
-    if (req.compression !== 'none') query.use_compression = req.compression
-    const res = await rawGet(agents.policy, resourceUrl(session, '/export', query), {
+    const res = await rawGet(agents.policy, resourceUrl(session, req.path, { ...req.query, task_id: task }), {
       signal: req.signal,
       idleMs: req.stallTimeout * 1000,
     })
@@ -76,9 +105,9 @@ export async function exportToFile(
     await fsp.rm(partialPath, { force: true })
     crashPoint(`create ${req.fileName}.partial`)
     const sink = await openSink(partialPath, req.direct, log)
-    const taking = new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake: () => res.resume() })
+    const taking = req.intake(sink, () => res.resume())
     intake = taking
-    let result: StreamResult
+    let result: R
     try {
       await res.pump((piece) => {
         const more = taking.push(piece)
@@ -111,7 +140,7 @@ export async function exportToFile(
 async function settleAndName(
   session: XapiSession,
   task: string,
-  req: ExportRequest,
+  req: { signal: AbortSignal; fileName: string },
   partialPath: string,
   finalPath: string,
 ): Promise<void> {

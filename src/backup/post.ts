@@ -14,6 +14,7 @@ import { askedForHelp, isPreview } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { sweepSnapshots } from '../pool/snapshots.js'
+import { settleBases } from '../pool/base.js'
 import { holdStaging } from '../staging/folder.js'
 import { readState } from './state.js'
 import { STATE_FILE } from '../staging/names.js'
@@ -39,6 +40,16 @@ export async function runPostExec(given: HookContext): Promise<number> {
   }
 }
 
+/**
+ * Whether Data Protector backed up every file: SMEXIT 0 (session post-exec) or BDACC 0 (object
+ * post-exec); without either (run by hand), yes.
+ */
+function sessionBackedUp(env: NodeJS.ProcessEnv): boolean {
+  if (env.SMEXIT !== undefined) return env.SMEXIT === '0'
+  if (env.BDACC !== undefined) return env.BDACC === '0'
+  return true
+}
+
 async function collect(ctx: HookContext, config: Config, log: Logger): Promise<number> {
   const state = await readState(config.backupDir)
   let removed = 0
@@ -56,6 +67,11 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
     try {
       for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
       if (state) await restartStopped(conn.session, log, state.stopped ?? [])
+      if (state && config.incremental) {
+        const backedUp = sessionBackedUp(ctx.env) && state.finishedAt !== undefined
+        const vms = state.vms.filter((v) => v.ok)
+        for (const line of await settleBases(conn.session, vms, backedUp, log)) log.info(`dpxen: ${line}`)
+      }
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),
         ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),

@@ -27,6 +27,7 @@ import { holdStaging } from '../staging/folder.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { JOURNAL_FILE, LOCK_FILE, STATE_FILE } from '../staging/names.js'
 import { BACKUP_ENGINES, type VmBackupContext } from './vm.js'
+import { backupIncremental } from './incremental.js'
 
 /** Runs `work` over the items with at most `limit` at once. */
 async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -228,6 +229,7 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
         s.stopped = (s.stopped ?? []).filter((v) => v.uuid !== p.uuid)
         if (stopping) s.stopped.push({ uuid: p.uuid, name: p.name })
       }),
+    intend: (files) => run.record((s) => s.files.push(...files.filter((f) => !s.files.includes(f)))),
     onBytes: (n) => (entry.bytes = n),
     onStatus: (s) => (entry.status = s),
   }
@@ -236,7 +238,8 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     // post-exec does not know of.
     const intended = [run.fileName, manifestName(run.fileName)]
     await run.record((s) => s.files.push(...intended.filter((f) => !s.files.includes(f))))
-    const result = await BACKUP_ENGINES[run.config.method](vmCtx, plan, run.fileName)
+    const engine = run.config.incremental ? backupIncremental : BACKUP_ENGINES[run.config.method]
+    const result = await engine(vmCtx, plan, run.fileName)
     await run.record((s) => {
       s.files.push(...result.files.filter((f) => !s.files.includes(f)))
       s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: run.fileName })

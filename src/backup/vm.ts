@@ -26,16 +26,18 @@ export interface VmBackupContext extends PoolContext {
   space: { reserved: number }
   /** Called with the bytes received so far, for progress lines. */
   onBytes?: (bytes: number) => void
+  /** Told the files about to be written, before they exist (so a killed run's are known). */
+  intend?: (files: string[]) => Promise<void>
   /** Called before a running VM is stopped (true) and once it runs again or never stopped (false). */
   onStopping?: (plan: VmPlan, stopping: boolean) => Promise<void>
 }
 
 export interface VmBackupResult {
   files: string[]
-  export: ExportResult
+  export: Pick<ExportResult, 'bytes' | 'seconds'>
 }
 
-async function reserveSpace(ctx: VmBackupContext, plan: VmPlan): Promise<() => void> {
+export async function reserveSpace(ctx: VmBackupContext, plan: VmPlan): Promise<() => void> {
   const free = await freeSpace(ctx.config.backupDir)
   const available = free - ctx.space.reserved
   if (plan.estimate > available) {

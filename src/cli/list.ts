@@ -1,6 +1,7 @@
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds, from the manifests, without reading
 // the files: each backup's VM, kind, time, Data Protector session, size and whether its
-// checksums were verified as it streamed; files dpxen would not recognise; who holds the folder.
+// checksums were verified as it streamed; incremental runs by VM and the point each VM can be
+// restored to; files dpxen would not recognise; who holds the folder.
 import { existsSync, promises as fsp, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { MODES } from '../config/schema.js'
@@ -11,6 +12,8 @@ import { startHook } from '../hook/start.js'
 import { isOurName } from '../staging/files.js'
 import { describeHolder } from '../staging/folder.js'
 import { readManifest } from '../staging/manifest.js'
+import { readChainManifests } from '../staging/chain.js'
+import { chainPoints } from '../restore/chain.js'
 
 /** One line for an XVA file, from its manifest. */
 async function describe(dir: string, name: string): Promise<{ line: string; bytes: number }> {
@@ -38,6 +41,42 @@ async function describe(dir: string, name: string): Promise<{ line: string; byte
   return { line: `${name}: ${parts.join(', ')}`, bytes }
 }
 
+/** Incremental runs, by VM, and the point each VM's files can be restored to. Returns their bytes. */
+async function describeChains(ctx: HookContext, dir: string): Promise<number> {
+  const found = await readChainManifests(dir)
+  let total = 0
+  for (const { name, manifest: m } of found) {
+    let bytes = 0
+    const missing: string[] = []
+    for (const disk of m.disks) {
+      const size = await fsp.stat(join(dir, disk.file)).then(
+        (st) => st.size,
+        () => undefined,
+      )
+      if (size === undefined) missing.push(disk.file)
+      else if (size !== disk.bytes)
+        missing.push(`${disk.file} (${size} bytes, the manifest says ${disk.bytes})`)
+      bytes += size ?? 0
+    }
+    total += bytes
+    const what =
+      m.position === 0 ? 'full' : `incremental ${m.position} of chain ${m.chain}, since run ${m.parentRun}`
+    const session = m.dataProtectorSession
+      ? `Data Protector session ${m.dataProtectorSession}`
+      : 'not from a Data Protector session'
+    ctx.out(
+      `dpxen: ${name}: ${m.vm.name} (${m.vm.uuid}) run ${m.run}, ${what}, ${m.disks.length} disk(s), ${formatBytes(bytes)}, ${session}${missing.length ? `; MISSING or damaged: ${missing.join(', ')}` : ''}`,
+    )
+  }
+  const { points, problems } = chainPoints(found)
+  for (const p of points)
+    ctx.out(
+      `dpxen: ${p.vmName}: restorable to run ${p.runs.at(-1)!.manifest.run} (${p.runs.map((r) => r.manifest.run).join(' > ')})`,
+    )
+  for (const p of problems) ctx.out(`dpxen: ${p.vmName}: not restorable: ${p.reason}`)
+  return total
+}
+
 export async function list(ctx: HookContext): Promise<number> {
   const [target] = ctx.args
   const dir =
@@ -58,6 +97,7 @@ export async function list(ctx: HookContext): Promise<number> {
     total += bytes
     ctx.out(`dpxen: ${line}`)
   }
+  total += await describeChains(ctx, dir)
   const foreign = names.filter((n) => !isOurName(n))
   if (foreign.length) ctx.out(`dpxen: not dpxen's: ${foreign.join(', ')}`)
   const holder = await describeHolder(dir)

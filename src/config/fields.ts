@@ -295,6 +295,18 @@ export const FIELDS = {
     { group: 'backup', doc: 'VMs exported at once (1–16)' },
   ),
   metadata: bool(false, { group: 'backup', doc: 'also save the pool database' }),
+  incremental: bool(false, {
+    group: 'backup',
+    doc: 'online modes: after a full run, export only the blocks each disk changed since the previous run (VHD deltas against a snapshot kept on the host as the base); see Incremental backups',
+  }),
+  fullEvery: number(
+    7,
+    { min: 1, max: 10_000, integer: true },
+    {
+      group: 'backup',
+      doc: 'with `incremental`: a full run after this many runs of a chain (the full included)',
+    },
+  ),
   shutdownTimeout: number(
     600,
     { min: 1, max: 86_400 },

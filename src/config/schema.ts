@@ -165,6 +165,10 @@ function checkTogether(values: Partial<Values>, forRestore: boolean, problems: s
     problems.push(
       `${narrowing.join('/')}: only apply to allOnline and allOffline (mode ${mode} backs up the VMs vmName names)`,
     )
+  if (values.incremental && mode !== undefined && MODES[mode].method !== 'snapshot' && !forRestore)
+    problems.push(
+      `incremental: works with online and allOnline (mode ${mode} shuts VMs down and exports them whole)`,
+    )
   if ((values.caFile || values.fingerprint) && values.url?.protocol === 'http:')
     problems.push('caFile/fingerprint: only apply to an https:// url')
 }

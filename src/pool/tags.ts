@@ -15,3 +15,20 @@ export const SNAPSHOT_PREFIX = 'dpxen backup'
 export const OC_OWNER = 'dpxen:owner'
 /** other_config key on a VM an offline restore made in place of another: the uuid it stands for. */
 export const OC_RESTORED_FROM = 'dpxen:restored-from'
+
+/**
+ * other_config keys on the snapshot an incremental backup keeps as the next run's base: the VM
+ * it is of, the run that made it, the chain (the full's run) and its position in that chain.
+ * A base is not tagged as a run's snapshot (dpxen:backup-run), so no sweep ever takes it.
+ */
+export const OC_BASE_OF = 'dpxen:base-of'
+export const OC_BASE_RUN = 'dpxen:base-run'
+export const OC_BASE_CHAIN = 'dpxen:base-chain'
+export const OC_BASE_POSITION = 'dpxen:base-position'
+/**
+ * other_config key on a run's snapshot kept as the next base before Data Protector has backed up
+ * the run's files: the post-exec confirms it (SMEXIT 0) or drops it.
+ */
+export const OC_BASE_PENDING = 'dpxen:base-pending'
+/** Name prefix of a kept base snapshot. */
+export const BASE_PREFIX = 'dpxen base'

@@ -16,9 +16,11 @@ import { readPool } from '../pool/view.js'
 import { removeOurFile } from '../staging/files.js'
 import { holdStaging } from '../staging/folder.js'
 import { manifestName } from '../staging/manifest.js'
+import { readChainManifests } from '../staging/chain.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
+import { chainPoints, restoreChain, verifyChain } from './chain.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
@@ -62,7 +64,8 @@ export async function runRestore(
     ...(overrides ? { overrides } : {}),
   })
   const { files, others } = await listFiles(config)
-  if (files.length === 0) return noFiles(config, log, others)
+  const chains = config.method === 'snapshot' ? await readChainManifests(config.backupDir) : []
+  if (files.length === 0 && chains.length === 0) return noFiles(config, log, others)
   const lock = await holdStaging(config, name, { env: ctx.env, signal: ctx.signal, log })
   const failures: string[] = []
   const run: Run = {
@@ -78,13 +81,70 @@ export async function runRestore(
   try {
     const conn = await connect(config, log, ctx.signal)
     try {
-      return await restoreFiles(run, conn, files, others)
+      const code = chains.length ? await restoreChains(run, conn, chains) : EXIT.OK
+      if (files.length === 0) return code
+      return Math.max(code, await restoreFiles(run, conn, files, others))
     } finally {
       await conn.close()
     }
   } finally {
     await lock.release()
   }
+}
+
+/** Incremental backups: each VM's newest run present, its chain verified, then rebuilt. */
+async function restoreChains(
+  run: Run,
+  conn: Connection,
+  found: Awaited<ReturnType<typeof readChainManifests>>,
+): Promise<number> {
+  const { ctx, config, log } = run
+  const wanted = (name: string, uuid: string): boolean =>
+    config.allVms || config.vmName.some((n) => n === name || n === uuid)
+  const { points, problems } = chainPoints(found)
+  for (const p of problems) if (wanted(p.vmName, '')) run.fail(p.vmName, p.reason)
+  const view = await readPool(conn.session)
+  const target = resolveSr(view, config)
+  let restored = 0
+  for (const point of points.filter((p) => wanted(p.vmName, p.vmUuid))) {
+    if (ctx.signal.aborted) break
+    const runs = point.runs.map((r) => r.manifest.run)
+    try {
+      await verifyChain(config.backupDir, point, ctx.signal)
+      if (isPreview(ctx.env)) {
+        log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)
+        continue
+      }
+      log.info(
+        `dpxen: ${point.vmName}: restore started from run ${runs.at(-1)} (chain of ${runs.length} run(s), verified)`,
+      )
+      const rctx: RestoreContext = {
+        session: conn.session,
+        agents: conn.agents,
+        log,
+        config,
+        view,
+        target,
+        signal: ctx.signal,
+        ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+      }
+      const outcome = await restoreChain(rctx, point)
+      log.info(`dpxen: ${point.vmName}: ${outcome.summary}`)
+      restored++
+      if (!config.keepRestoredFiles)
+        for (const { name, manifest } of point.runs) {
+          for (const disk of manifest.disks) await removeOurFile(config.backupDir, disk.file)
+          await removeOurFile(config.backupDir, name)
+        }
+    } catch (error) {
+      if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+      run.fail(point.vmName, messageOf(error))
+    }
+  }
+  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+  if (run.failures.length) return EXIT.VM_FAILED
+  log.info(`dpxen: ${restored} VM(s) restored from incremental backups`)
+  return EXIT.OK
 }
 
 /** No file of the mode's kind: says what backupDir holds and what to change. */

@@ -1,7 +1,15 @@
 // Files in backupDir: free space, and removal that never leaves backupDir nor follows a link.
 import { promises as fsp } from 'node:fs'
 import { basename, join } from 'node:path'
-import { JOURNAL_FILE, LOCK_FILE, MANIFEST_SUFFIX, PARTIAL_SUFFIX, STATE_FILE } from '../staging/names.js'
+import {
+  CHAIN_SUFFIX,
+  JOURNAL_FILE,
+  LOCK_FILE,
+  MANIFEST_SUFFIX,
+  PARTIAL_SUFFIX,
+  STATE_FILE,
+  VHD_SUFFIX,
+} from '../staging/names.js'
 
 /** Bytes free for this user in the folder's file system. */
 export async function freeSpace(dir: string): Promise<number> {
@@ -19,6 +27,8 @@ export function isOurName(name: string): boolean {
     base === JOURNAL_FILE ||
     base.endsWith('.xva') ||
     base.endsWith(MANIFEST_SUFFIX) ||
+    base.endsWith(CHAIN_SUFFIX) ||
+    base.endsWith(VHD_SUFFIX) ||
     base.endsWith('_pool-database.xml')
   )
 }

@@ -12,6 +12,9 @@ export const LOCK_FILE = '.dpxen-lock'
 export const PARTIAL_SUFFIX = '.partial'
 /** Suffix of the manifest beside each XVA. */
 export const MANIFEST_SUFFIX = '.manifest.json'
+/** Suffix of an incremental run's manifest (staging/chain.ts), and of its disks' files. */
+export const CHAIN_SUFFIX = '.chain.json'
+export const VHD_SUFFIX = '.vhd'
 
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
 const MAX_BYTES = 180

@@ -10,11 +10,14 @@ import type { XapiSession } from './session.js'
 import { cancelTask, destroyTask, waitTask } from './tasks.js'
 import { refsInResult } from './xmlrpc.js'
 
-export interface ImportRequest {
-  file: string
+export interface ImportRequest extends PutRequest {
   srRef: string
   /** restore=true: keep the VM uuid and MACs (xapi's full restore). */
   restore: boolean
+}
+
+interface PutRequest {
+  file: string
   signal: AbortSignal
   /** Seconds without progress before the transfer counts as stalled. */
   stallTimeout: number
@@ -83,16 +86,40 @@ export async function importFile(
   agents: StreamAgents,
   request: ImportRequest,
 ): Promise<string[]> {
+  return putFile(
+    session,
+    agents,
+    '/import',
+    { sr_id: request.srRef, restore: String(request.restore) },
+    request,
+  )
+}
+
+/**
+ * Writes a VHD (a full or a delta) onto an existing VDI: PUT /import_raw_vdi?format=vhd, which
+ * writes the sectors the VHD holds and leaves the others as they are.
+ */
+export async function importVhd(
+  session: XapiSession,
+  agents: StreamAgents,
+  request: PutRequest & { vdi: string },
+): Promise<void> {
+  await putFile(session, agents, '/import_raw_vdi', { vdi: request.vdi, format: 'vhd' }, request)
+}
+
+async function putFile(
+  session: XapiSession,
+  agents: StreamAgents,
+  path: string,
+  query: Record<string, string>,
+  request: PutRequest,
+): Promise<string[]> {
   const { size } = await fsp.stat(request.file)
   const task = await session.call<string>('task.create', 'dpxen import', 'Data Protector restore')
   let settled = false
   try {
     await request.onTask?.(task)
-    const url = resourceUrl(session, '/import', {
-      task_id: task,
-      sr_id: request.srRef,
-      restore: String(request.restore),
-    })
+    const url = resourceUrl(session, path, { task_id: task, ...query })
     const { req, response } = put(agents, url, size, request.stallTimeout * 1000, request.signal)
     try {
       await upload(request.file, req)

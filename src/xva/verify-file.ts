@@ -3,7 +3,9 @@
 // again and again: an fs read stream makes a new Buffer for every read, and V8 lets tens of MiB
 // of them pile up before it collects them (the restore hook's peak RSS came from there).
 import { promises as fsp } from 'node:fs'
+import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import { verifyXva, type StreamResult } from './pipe.js'
+import { VhdVerifier, type VhdStreamResult } from './vhd.js'
 
 /** Bytes per read. */
 const READ_SIZE = 1024 * 1024
@@ -31,4 +33,18 @@ export async function verifyFile(
   onBytes?: (bytes: number) => void,
 ): Promise<StreamResult> {
   return verifyXva(pieces(path), { ...(signal ? { signal } : {}), ...(onBytes ? { onBytes } : {}) })
+}
+
+/** Verifies a VHD file (structure, every block present, closing footer) and hashes it. */
+export async function verifyVhdFile(path: string, signal?: AbortSignal): Promise<VhdStreamResult> {
+  const verifier = new VhdVerifier()
+  const hash = newXxh64()
+  let bytes = 0
+  for await (const piece of pieces(path)) {
+    signal?.throwIfAborted()
+    verifier.push(piece)
+    hash.update(piece)
+    bytes += piece.length
+  }
+  return { summary: verifier.finish(), bytes, xxh64: xxh64Hex(hash) }
 }

@@ -83,6 +83,11 @@ describe('configuration', () => {
       /^passwordEnv: the environment variable it names is not set or empty$/,
     ],
     [
+      'incremental with an offline mode',
+      { ...GOOD, mode: 'offline', incremental: true },
+      /^incremental: works with online and allOnline \(mode offline shuts VMs down and exports them whole\)$/,
+    ],
+    [
       'a missing password file',
       { ...GOOD, password: undefined, passwordFile: '/nonexistent/pw' },
       /^passwordFile: cannot read \/\S+ \(ENOENT\)$/,

@@ -57,6 +57,7 @@ describe('Data Protector sessions with dpxen (dp-sim)', () => {
       const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
       if (vdi === 'OpaqueRef:NULL') continue
       const uuid = await xapi.call<string>('VDI.get_uuid', vdi)
+      await sim.context.disks.writable(uuid)
       writeFileSync(sim.context.disks.path(uuid), Buffer.alloc(4096, 1), { flag: 'r+' })
     }
     await xapi.call('VM.start', vm, false, false)

@@ -169,12 +169,39 @@ describe('xapi-sim VHD transfers', () => {
   it('a base that is gone: 200, then the error page inside the body, and the task failed', async () => {
     const { sim, xapi } = await demoSim()
     const disk = await firstDisk(xapi, 'Debian')
+    const snap = await xapi.call<string>('VM.snapshot', await xapi.vmByName('Debian'), 'base')
+    const base = (await firstDisk(xapi, 'base')).vdi
     sim.faults.add('vhd-base-gone')
     const res = await get(
-      `${sim.url}/export_raw_vdi?session_id=${xapi.session}&vdi=${disk.vdi}&format=vhd&base=${disk.vdi}`,
+      `${sim.url}/export_raw_vdi?session_id=${xapi.session}&vdi=${disk.vdi}&format=vhd&base=${base}`,
     )
     expect(res.status).toBe(200)
     expect(res.body.toString('latin1').startsWith('HTTP/1.1 500')).toBe(true)
-    expect((await xapi.waitTask(res.task)).error_info).toEqual(['UUID_INVALID', 'VDI', disk.vdi])
+    expect((await xapi.waitTask(res.task)).error_info).toEqual(['UUID_INVALID', 'VDI', base])
+    expect(await xapi.failure('VM.get_uuid', snap)).toEqual(['HANDLE_INVALID', 'VM', snap])
+  })
+
+  it('seed churn: the guest rewrites that share of its disk after each snapshot, so deltas find it', async () => {
+    const { sim, xapi } = await demoSim({
+      demo: false,
+      seed: {
+        srs: [{ name: 'L', type: 'ext', default: true }],
+        vms: [
+          { name: 'busy', powerState: 'Running', disks: [{ sr: 'L', size: '16MiB', fill: 1, churn: 0.25 }] },
+        ],
+      },
+    })
+    const vm = await xapi.vmByName('busy')
+    const disk = await firstDisk(xapi, 'busy')
+    const first = await xapi.call<string>('VM.snapshot', vm, 'one')
+    const base = (await firstDisk(xapi, 'one')).vdi
+    expect(first).toMatch(/^OpaqueRef:/)
+    const delta = await get(
+      `${sim.url}/export_raw_vdi?session_id=${xapi.session}&vdi=${disk.vdi}&format=vhd&base=${base}`,
+    )
+    // 4 of the 16 chunks rewritten, spread: in 4 of the 8 blocks.
+    expect([...readVhd(delta.body).blocks.keys()]).toHaveLength(4)
+    const snapDisk = readFileSync(sim.context.disks.path(await xapi.call<string>('VDI.get_uuid', base)))
+    expect(snapDisk.equals(readFileSync(sim.context.disks.path(disk.uuid)))).toBe(false)
   })
 })

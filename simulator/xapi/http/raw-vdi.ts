@@ -8,13 +8,15 @@ import { XapiFailure } from '../model/errors.js'
 import type { Rec } from '../model/db.js'
 import { parseSize } from '../faults.js'
 import { ByteReader } from '../xva/tar-read.js'
+import { watchCancel } from '../model/tasks.js'
 import { applyVhd, includedBlocks, writeVhd } from '../xva/vhd.js'
+import { destroyVdi } from '../model/storage.js'
+import { destroyVmWithDevices } from '../model/vmops.js'
 import {
   abortOnClose,
   authenticate,
   failBeforeBody,
   finish,
-  lookup,
   param,
   serverHeader,
   writeRawHead,
@@ -32,7 +34,18 @@ function rawVdi(call: HttpCall): { ref: string; format: 'raw' | 'vhd' } {
   const format = (param(call, 'format') ?? 'raw').toLowerCase()
   if (format !== 'raw' && format !== 'vhd')
     throw new XapiFailure('INTERNAL_ERROR', `Unknown format ${format}`)
-  return { ref: lookup(call.sim, 'VDI', param(call, 'vdi')), format }
+  return { ref: vdiOfReq(call.sim, param(call, 'vdi')), format }
+}
+
+/**
+ * A VDI named by ref or uuid, as xapi's vdi_of_req: a value that is not a valid ref is looked
+ * up as a uuid, so a ref that no longer exists fails as UUID_INVALID too.
+ */
+function vdiOfReq(sim: HttpCall['sim'], value: string | undefined): string {
+  if (value && sim.db.has('VDI', value)) return value
+  const byUuid = value ? sim.db.refByUuid('VDI', value) : undefined
+  if (byUuid) return byUuid
+  throw new XapiFailure('UUID_INVALID', 'VDI', value ?? '')
 }
 
 export async function handleExportRaw(call: HttpCall): Promise<void> {
@@ -69,6 +82,16 @@ export async function handleExportRaw(call: HttpCall): Promise<void> {
   }
 }
 
+/** Fault vhd-base-gone: the base's snapshot and disks deleted (by someone, or SM) under the export. */
+async function removeBase(sim: HttpCall['sim'], vdiRef: string): Promise<void> {
+  const vdi = sim.db.require('VDI', vdiRef)
+  for (const vbd of vdi.VBDs as string[]) {
+    const vm = sim.db.get('VBD', vbd)?.VM
+    if (vm && sim.db.get('VM', vm)?.is_a_snapshot) await destroyVmWithDevices(sim, String(vm), true)
+  }
+  if (sim.db.has('VDI', vdiRef)) await destroyVdi(sim, vdiRef)
+}
+
 /** format=vhd: the whole disk (dynamic), or the blocks that differ from `base` (differencing). */
 async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> {
   const { sim } = call
@@ -78,8 +101,8 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
   if (baseParam !== undefined) {
     // After the 200, as xapi: a base that cannot be found fails the task, its page in the body.
     try {
-      if (sim.faults.get('vhd-base-gone')) throw new XapiFailure('UUID_INVALID', 'VDI', baseParam)
-      base = sim.db.require('VDI', lookup(sim, 'VDI', baseParam))
+      if (sim.faults.take('vhd-base-gone')) await removeBase(sim, vdiOfReq(sim, baseParam))
+      base = sim.db.require('VDI', vdiOfReq(sim, baseParam))
     } catch (error) {
       throw Object.assign(asFailure(error), { inBody: true })
     }
@@ -94,7 +117,12 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
   const stopWatching = abortOnClose(sim, controller)
   socket.once('close', () => controller.abort())
   try {
-    const included = await includedBlocks(disk, baseDisk, size)
+    // Tracked disks say which blocks were written (and since the base); others are read.
+    const tracked = base
+      ? sim.disks.changed(String(vdi.uuid), String(base.uuid))
+      : sim.disks.allocated(String(vdi.uuid))
+    const included = tracked ?? (await includedBlocks(disk, baseDisk, size))
+    const stall = sim.faults.get('export-stall')
     const cut = sim.faults.get('vhd-truncate')
     let left = cut ? parseSize(cut.arg ?? '0') : Infinity
     await writeVhd(
@@ -105,6 +133,7 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
         ...(base ? { parentUuid: String(base.uuid) } : {}),
         included,
         signal: controller.signal,
+        ...(stall ? { stallMs: Number(stall.arg) * 1000 } : {}),
       },
       async (data) => {
         const part = data.length > left ? data.subarray(0, left) : data
@@ -160,26 +189,42 @@ export async function handleImportRaw(call: HttpCall): Promise<void> {
     'task-id': auth.task,
     Server: serverHeader(sim),
   })
+  // A client that goes away, or cancels the task, ends the import.
+  const gone = new AbortController()
+  let cancelled = false
+  const stopWatching = watchCancel(sim, auth.task, () => {
+    cancelled = true
+    gone.abort()
+  })
+  req.once('aborted', () => gone.abort())
+  socket.once('close', () => gone.abort())
   try {
-    const aborted = once(req, 'aborted').then(() => {
-      throw new XapiFailure('VDI_IO_ERROR', 'premature end of data')
-    })
-    aborted.catch(() => undefined)
-    const path = sim.disks.path(String(vdi.uuid))
+    const ended = new Promise<never>((_resolve, reject) =>
+      gone.signal.addEventListener('abort', () =>
+        reject(
+          cancelled
+            ? new XapiFailure('TASK_CANCELLED', auth.task)
+            : new XapiFailure('VDI_IO_ERROR', 'premature end of data'),
+        ),
+      ),
+    )
+    ended.catch(() => undefined)
+    const uuid = String(vdi.uuid)
     await Promise.race([
       asked.format === 'vhd'
-        ? receiveVhd(req, length, path, Number(vdi.virtual_size))
-        : receiveRaw(req, length, path),
-      aborted,
+        ? receiveVhd(req, length, uuid, Number(vdi.virtual_size), call, gone.signal)
+        : receiveRaw(req, length, call, uuid),
+      ended,
     ])
     finish(call, auth, { result: printValue(asked.ref) })
   } catch (error) {
     finish(call, auth, { error })
   }
+  stopWatching()
   socket.end()
 }
 
-async function receiveRaw(req: Readable, length: number, path: string): Promise<void> {
+async function receiveRaw(req: Readable, length: number, call: HttpCall, uuid: string): Promise<void> {
   let received = 0
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -187,15 +232,33 @@ async function receiveRaw(req: Readable, length: number, path: string): Promise<
       done(null, chunk)
     },
   })
-  await pipeline(req, counter, createWriteStream(path, { flags: 'r+' }))
+  await call.sim.disks.writable(uuid)
+  try {
+    await pipeline(req, counter, createWriteStream(call.sim.disks.path(uuid), { flags: 'r+' }))
+  } finally {
+    call.sim.disks.touch(uuid, 0, received)
+  }
   if (received !== length) throw new XapiFailure('VDI_IO_ERROR', 'premature end of data')
 }
 
-async function receiveVhd(req: Readable, length: number, path: string, size: number): Promise<void> {
-  const reader = new ByteReader(req)
+async function receiveVhd(
+  req: Readable,
+  length: number,
+  uuid: string,
+  size: number,
+  call: HttpCall,
+  signal: AbortSignal,
+): Promise<void> {
+  await call.sim.disks.writable(uuid)
+  const path = call.sim.disks.path(uuid)
+  const stall = call.sim.faults.get('import-stall')
+  const reader = new ByteReader(
+    req,
+    stall ? { stall: { afterBytes: 1024 * 1024, ms: Number(stall.arg) * 1000, signal } } : {},
+  )
   const disk = await fsp.open(path, 'r+')
   try {
-    await applyVhd(reader, length, disk, size)
+    await applyVhd(reader, length, disk, size, (offset, n) => call.sim.disks.touch(uuid, offset, n))
   } catch (error) {
     throw error instanceof XapiFailure ? error : new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
   } finally {

@@ -10,8 +10,21 @@ export function isZero(buf: Buffer): boolean {
   return buf.length === ZERO.length ? buf.equals(ZERO) : buf.equals(ZERO.subarray(0, buf.length))
 }
 
+/** The unit of change tracking: a VHD block, as xapi's VHD-based SRs allocate them. */
+export const TRACK_BLOCK = 2 * 1024 * 1024
+
 export class DiskStore {
   readonly dir: string
+  /**
+   * Block-level change tracking: per disk, the write generation of each 2 MiB block that was
+   * ever written (a VHD's allocated blocks). A snapshot or copy takes its source's map, so two
+   * disks differ exactly in the blocks whose generations differ. Kept in memory: a disk of an
+   * earlier simulator process is not tracked, and its deltas are found by comparing content.
+   */
+  #generations = new Map<string, Map<number, number>>()
+  #clock = 0
+  /** Seed `churn`: the share of a disk's chunks its guest rewrites after each snapshot. */
+  readonly churn = new Map<string, number>()
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'disks')
     mkdirSync(this.dir, { recursive: true })
@@ -21,8 +34,35 @@ export class DiskStore {
     return join(this.dir, `${uuid}.img`)
   }
 
+  /** Records a write of `length` bytes at `offset` of the disk. */
+  touch(uuid: string, offset: number, length: number): void {
+    const map = this.#generations.get(uuid)
+    if (!map || length <= 0) return
+    const generation = ++this.#clock
+    for (let b = Math.floor(offset / TRACK_BLOCK); b <= Math.floor((offset + length - 1) / TRACK_BLOCK); b++)
+      map.set(b, generation)
+  }
+
+  /** The blocks ever written (all of them in order), or undefined when the disk is not tracked. */
+  allocated(uuid: string): number[] | undefined {
+    const map = this.#generations.get(uuid)
+    return map ? [...map.keys()].sort((a, b) => a - b) : undefined
+  }
+
+  /** The blocks in which two disks differ (written since one was copied from the other), if both are tracked. */
+  changed(uuid: string, baseUuid: string): number[] | undefined {
+    const a = this.#generations.get(uuid)
+    const b = this.#generations.get(baseUuid)
+    if (!a || !b) return undefined
+    const out = new Set<number>()
+    for (const [block, generation] of a) if (b.get(block) !== generation) out.add(block)
+    for (const block of b.keys()) if (!a.has(block)) out.add(block)
+    return [...out].sort((x, y) => x - y)
+  }
+
   /** Creates an all-zero disk of `size` bytes (sparse: no blocks are written). */
   async create(uuid: string, size: number): Promise<void> {
+    this.#generations.set(uuid, new Map())
     const handle = await fsp.open(this.path(uuid), 'w')
     try {
       await handle.truncate(size)
@@ -32,13 +72,41 @@ export class DiskStore {
   }
 
   async remove(uuid: string): Promise<void> {
+    this.churn.delete(uuid)
+    this.#generations.delete(uuid)
     await fsp.rm(this.path(uuid), { force: true })
   }
 
-  /** Copies a disk chunk by chunk, skipping zero chunks so the copy stays sparse. */
+  /**
+   * Copies a disk (a snapshot, a clone, VDI.copy) as a VHD-based SR does, in constant time: the
+   * copy shares the file (a hard link) until either side is written, when `writable()` gives the
+   * written side a file of its own. The cost of a snapshot is then paid by the guest's next
+   * write, not by the snapshot, as on a real host.
+   */
   async copy(fromUuid: string, toUuid: string, size: number): Promise<void> {
-    const src = await fsp.open(this.path(fromUuid), 'r')
-    const dst = await fsp.open(this.path(toUuid), 'w')
+    const from = this.#generations.get(fromUuid)
+    if (from) this.#generations.set(toUuid, new Map(from))
+    else this.#generations.delete(toUuid)
+    await fsp.rm(this.path(toUuid), { force: true })
+    if ((await fsp.stat(this.path(fromUuid))).size === size)
+      await fsp.link(this.path(fromUuid), this.path(toUuid))
+    else await this.#sparseCopy(this.path(fromUuid), this.path(toUuid), size)
+  }
+
+  /** Before a disk is written: its own file, if it still shares one with a copy. */
+  async writable(uuid: string): Promise<void> {
+    const path = this.path(uuid)
+    const { nlink, size } = await fsp.stat(path)
+    if (nlink <= 1) return
+    const own = `${path}.own`
+    await this.#sparseCopy(path, own, size)
+    await fsp.rename(own, path)
+  }
+
+  /** Copies chunk by chunk, skipping zero chunks so the copy stays sparse. */
+  async #sparseCopy(from: string, to: string, size: number): Promise<void> {
+    const src = await fsp.open(from, 'r')
+    const dst = await fsp.open(to, 'w')
     try {
       await dst.truncate(size)
       const buf = Buffer.allocUnsafe(CHUNK)
@@ -58,6 +126,7 @@ export class DiskStore {
    * incompressible data (derived from `seed` and the chunk number), the rest stay zero.
    */
   async fill(uuid: string, size: number, fill: number, seed: string): Promise<void> {
+    await this.writable(uuid)
     const handle = await fsp.open(this.path(uuid), 'r+')
     try {
       const chunks = Math.ceil(size / CHUNK)
@@ -67,6 +136,7 @@ export class DiskStore {
         const length = Math.min(CHUNK, size - n * CHUNK)
         patternChunk(buf, seed, n)
         await handle.write(buf, 0, length, n * CHUNK)
+        this.touch(uuid, n * CHUNK, length)
       }
     } finally {
       await handle.close()
@@ -74,11 +144,19 @@ export class DiskStore {
   }
 
   /**
-   * Rewrites the share `fraction` of a disk's 1 MiB chunks (spread evenly, starting at chunk
-   * `offset`) with new content derived from `seed`: what a guest changes between two backups.
-   * Returns the chunk numbers changed.
+   * Rewrites the share `fraction` of a disk's 1 MiB chunks (spread evenly in runs of `run`
+   * chunks, starting at chunk `offset`) with new content derived from `seed`: what a guest
+   * changes between two backups. Returns the chunk numbers changed.
    */
-  async change(uuid: string, size: number, fraction: number, seed: string, offset = 0): Promise<number[]> {
+  async change(
+    uuid: string,
+    size: number,
+    fraction: number,
+    seed: string,
+    offset = 0,
+    run = 1,
+  ): Promise<number[]> {
+    await this.writable(uuid)
     const handle = await fsp.open(this.path(uuid), 'r+')
     const changed: number[] = []
     try {
@@ -86,10 +164,11 @@ export class DiskStore {
       const buf = Buffer.allocUnsafe(CHUNK)
       for (let i = 0; i < chunks; i++) {
         const n = (i + offset) % chunks
-        if (!chunkHasData(i, fraction)) continue
+        if (!chunkHasData(Math.floor(i / run), fraction)) continue
         const length = Math.min(CHUNK, size - n * CHUNK)
         patternChunk(buf, `${seed}/changed`, n)
         await handle.write(buf, 0, length, n * CHUNK)
+        this.touch(uuid, n * CHUNK, length)
         changed.push(n)
       }
     } finally {

@@ -20,6 +20,8 @@ export interface SeedDisk {
   size: string | number
   /** Share of 1 MiB chunks holding incompressible data; the rest are zero. */
   fill?: number
+  /** Share of 1 MiB chunks the guest rewrites after each snapshot of its VM (between backups). */
+  churn?: number
   name?: string
   bootable?: boolean
 }
@@ -127,6 +129,7 @@ export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
     )
     const uuid = String(sim.db.require('VDI', vdi).uuid)
     if (disk.fill) await sim.disks.fill(uuid, size, disk.fill, `${spec.name}/${position}`)
+    if (disk.churn) sim.disks.churn.set(uuid, disk.churn)
     createVbd(sim, {
       VM: vm,
       VDI: vdi,
@@ -246,6 +249,8 @@ export function readSeed(file: string): Seed {
       parseSize(String(disk.size))
       if (disk.fill !== undefined && !(disk.fill >= 0 && disk.fill <= 1))
         throw new Error(`seed file ${file}: VM "${vm.name}": fill must be between 0 and 1`)
+      if (disk.churn !== undefined && !(disk.churn >= 0 && disk.churn <= 1))
+        throw new Error(`seed file ${file}: VM "${vm.name}": churn must be between 0 and 1`)
     }
   }
   return seed

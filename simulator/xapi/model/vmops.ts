@@ -228,7 +228,19 @@ export async function snapshotVm(
     ignoreVdis,
   )
   sim.db.link('VM', vmRef, 'snapshots', snap, true)
+  await churn(sim, vmRef, snap)
   return snap
+}
+
+/** Seed `churn`: after a snapshot, the guest rewrites a share of its disks (a new one each time). */
+async function churn(sim: SimContext, vmRef: string, snap: string): Promise<void> {
+  const snapshots = (sim.db.require('VM', vmRef).snapshots as string[]).length
+  for (const vbdRef of sim.db.require('VM', vmRef).VBDs as string[]) {
+    const vdi = sim.db.get('VDI', sim.db.get('VBD', vbdRef)?.VDI)
+    const share = vdi ? sim.disks.churn.get(String(vdi.uuid)) : undefined
+    if (!vdi || !share) continue
+    await sim.disks.change(String(vdi.uuid), Number(vdi.virtual_size), share, `churn/${snap}`, snapshots * 7)
+  }
 }
 
 /** VM.clone / VM.copy: a Halted VM with copies of the disks (copy: into `srRef`). */

@@ -358,6 +358,7 @@ async function receiveDisk(
   options: ImportOptions,
   progress: (bytes: number) => void,
 ): Promise<void> {
+  await sim.disks.writable(uuid)
   const writer = await DiskWriter.open(sim.disks.path(uuid), CHUNK)
   let firstChunkLength: number | undefined
   let offset = 0
@@ -399,7 +400,10 @@ async function receiveDisk(
       const sum = sumEntry.data.toString('ascii')
       if (sum !== checksumOf(kind, data) && !options.force)
         throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
-      if (data.length) await writer.write(data, offset)
+      if (data.length) {
+        await writer.write(data, offset)
+        sim.disks.touch(uuid, offset, data.length)
+      }
       offset += data.length
       progress(data.length + gap * firstChunkLength)
       last = suffix

@@ -8,6 +8,7 @@
 // and BAT checked (cookies, checksums, block size), the blocks read in file order, only the
 // sectors whose bitmap bit is set written: an overlay on the existing disk.
 import type { FileHandle } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { XapiFailure } from '../model/errors.js'
 import type { ByteReader } from './tar-read.js'
 
@@ -101,8 +102,9 @@ async function readBlock(handle: FileHandle, buf: Buffer, index: number, size: n
 const ZERO_BLOCK = Buffer.alloc(VHD_BLOCK)
 
 /**
- * The blocks a VHD of `disk` (against `base`, when given) holds, in ascending order: the ones
- * with data, or the ones that differ from the base.
+ * The blocks a VHD of `disk` (against `base`, when given) holds, in ascending order, for disks
+ * the store does not track (DiskStore): the ones with data, or the ones that differ from the
+ * base, found by reading both.
  */
 export async function includedBlocks(
   disk: FileHandle,
@@ -124,7 +126,15 @@ export async function includedBlocks(
 /** Writes the VHD stream of `disk` holding `included`; `write` must respect backpressure. */
 export async function writeVhd(
   disk: FileHandle,
-  options: { size: number; uuid: string; parentUuid?: string; included: number[]; signal: AbortSignal },
+  options: {
+    size: number
+    uuid: string
+    parentUuid?: string
+    included: number[]
+    signal: AbortSignal
+    /** Pause this long after the first block (fault export-stall). */
+    stallMs?: number
+  },
   write: (data: Buffer) => Promise<void>,
 ): Promise<void> {
   const { size, included } = options
@@ -139,10 +149,11 @@ export async function writeVhd(
   await write(Buffer.concat([footer, vhdHeader(blocks, options.parentUuid), Buffer.alloc(SECTOR), bat]))
   const bitmap = Buffer.alloc(SECTOR, 0xff)
   const buf = Buffer.allocUnsafe(VHD_BLOCK)
-  for (const i of included) {
+  for (const [n, i] of included.entries()) {
     options.signal.throwIfAborted()
     await write(bitmap)
     await write(await readBlock(disk, buf, i, size))
+    if (n === 0 && options.stallMs) await sleep(options.stallMs, undefined, { signal: options.signal })
   }
   await write(footer)
 }
@@ -165,6 +176,7 @@ export async function applyVhd(
   length: number,
   disk: FileHandle,
   size: number,
+  onWrite: (offset: number, length: number) => void,
 ): Promise<void> {
   let at = 0
   const take = async (n: number): Promise<Buffer> => {
@@ -204,7 +216,7 @@ export async function applyVhd(
     await skipTo(offset)
     const bitmap = Buffer.from(await take(BITMAP))
     const data = await take(VHD_BLOCK)
-    await writeSectors(disk, bitmap, data, index * VHD_BLOCK, size)
+    await writeSectors(disk, bitmap, data, index * VHD_BLOCK, size, onWrite)
   }
   if (length - SECTOR < at) throw ioError('the footer overlaps the data')
   await skipTo(length - SECTOR)
@@ -219,6 +231,7 @@ async function writeSectors(
   data: Buffer,
   base: number,
   size: number,
+  onWrite: (offset: number, length: number) => void,
 ): Promise<void> {
   const sectors = VHD_BLOCK / SECTOR
   const bit = (s: number): boolean => (bitmap[s >> 3]! & (0x80 >> (s & 7))) !== 0
@@ -231,7 +244,10 @@ async function writeSectors(
     while (e < sectors && bit(e)) e++
     const from = base + s * SECTOR
     const to = Math.min(base + e * SECTOR, size)
-    if (to > from) await disk.write(data, s * SECTOR, to - from, from)
+    if (to > from) {
+      await disk.write(data, s * SECTOR, to - from, from)
+      onWrite(from, to - from)
+    }
     s = e
   }
 }

@@ -1,0 +1,183 @@
+// Incremental online backup of one VM. A snapshot as for a full online backup; then, per disk,
+// GET /export_raw_vdi?format=vhd: the whole disk (a dynamic VHD) on the first run of a chain,
+// or, against the disk of the VM's kept base snapshot, the blocks changed since (a differencing
+// VHD). Each file is checked as it streams and named only when whole; a chain manifest names
+// the run, its parent and each file's hash. Only then is the new snapshot kept, as a pending
+// base the post-exec confirms once Data Protector has the files (pool/base.ts). On any failure
+// the new snapshot goes and the old base stays, so the next run computes its deltas against the
+// last run whose files Data Protector kept. A base that vanished while its
+// delta was being exported makes this run a full: a new chain.
+import { promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import { crashPoint } from '../core/crash-points.js'
+import { DpxenError, messageOf } from '../core/errors.js'
+import { throwIfAborted } from '../core/signals.js'
+import { VERSION } from '../core/version.js'
+import { dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
+import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
+import { makeSnapshot } from '../pool/snapshots.js'
+import {
+  chainNames,
+  runName,
+  writeChainManifest,
+  type ChainDisk,
+  type ChainManifest,
+} from '../staging/chain.js'
+import { READ_SIZE } from '../xapi/raw-get.js'
+import { VhdIntake } from '../xva/vhd.js'
+import { transferToFile } from './export.js'
+import type { VmPlan } from './select.js'
+import { reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
+
+/** Why this run starts a new chain, or undefined for an incremental run. */
+function whyFull(ctx: VmBackupContext, plan: VmPlan, base: Base | undefined): string | undefined {
+  if (!base) return 'no base snapshot on the host (first run, or it was removed)'
+  if (base.position + 1 >= ctx.config.fullEvery)
+    return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
+  const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
+  if (missing.length) return `the base has no disk at position(s) ${missing.join(', ')}`
+  return undefined
+}
+
+interface Exported {
+  disks: ChainDisk[]
+  bytes: number
+}
+
+/** Exports each disk of the snapshot: whole, or the changes since `parent`'s disk. */
+async function exportDisks(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  disks: VmDisk[],
+  names: ReturnType<typeof chainNames>,
+  parent: Base | undefined,
+): Promise<Exported> {
+  const out: Exported = { disks: [], bytes: 0 }
+  for (const disk of disks) {
+    throwIfAborted(ctx.signal)
+    ctx.onStatus?.(`exporting disk ${disk.userdevice}`)
+    const baseVdi = parent?.disks.get(disk.userdevice)
+    const file = names.disk(disk.userdevice)
+    const result = await transferToFile(ctx.session, ctx.agents, ctx.log, {
+      label: `${plan.name} disk ${disk.userdevice}`,
+      dir: ctx.config.backupDir,
+      fileName: file,
+      signal: ctx.signal,
+      direct: ctx.config.directIo,
+      stallTimeout: ctx.config.stallTimeout,
+      path: '/export_raw_vdi',
+      query: { vdi: disk.vdi, format: 'vhd', ...(baseVdi ? { base: baseVdi } : {}) },
+      intake: (sink, wake) => new VhdIntake(sink, { maxPiece: READ_SIZE, wake }),
+      onBytes: (n) => ctx.onBytes?.(out.bytes + n),
+    })
+    if (result.summary.type !== (baseVdi ? 4 : 3))
+      throw new DpxenError(
+        'EXPORT_FAILED',
+        `disk ${disk.userdevice} of ${plan.name}: the host sent a ${result.summary.type === 3 ? 'whole disk' : 'delta'} where a ${baseVdi ? 'delta' : 'whole disk'} was asked for`,
+      )
+    out.bytes += result.bytes
+    out.disks.push({
+      userdevice: disk.userdevice,
+      file,
+      bytes: result.bytes,
+      xxh64: result.xxh64,
+      virtualSize: result.summary.virtualSize,
+      blocks: result.summary.blocks,
+      snapshotVdi: await ctx.session.call<string>('VDI.get_uuid', disk.vdi),
+      ...(baseVdi ? { baseVdi: await ctx.session.call<string>('VDI.get_uuid', baseVdi) } : {}),
+      srName: plan.disks.find((d) => d.userdevice === disk.userdevice)?.srName ?? '',
+    })
+  }
+  return out
+}
+
+/** The deltas, or, when the base vanished under them, a full: a new chain. */
+async function exportChanges(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  disks: VmDisk[],
+  names: ReturnType<typeof chainNames>,
+  parent: Base | undefined,
+): Promise<{ exported: Exported; parent: Base | undefined }> {
+  try {
+    return { exported: await exportDisks(ctx, plan, disks, names, parent), parent }
+  } catch (error) {
+    if (!parent || ctx.signal.aborted || (await exists(ctx.session, 'VM', parent.ref))) throw error
+    ctx.log.info(
+      `dpxen: ${plan.name}: the base snapshot disappeared during the run (${messageOf(error)}); exporting whole disks: a new chain`,
+    )
+    for (const disk of disks)
+      await fsp.rm(join(ctx.config.backupDir, names.disk(disk.userdevice)), { force: true })
+    return { exported: await exportDisks(ctx, plan, disks, names, undefined), parent: undefined }
+  }
+}
+
+export async function backupIncremental(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  fileName: string,
+): Promise<VmBackupResult> {
+  if (plan.disks.some((d) => !d.canSnapshot))
+    throw new DpxenError(
+      'SNAPSHOT_UNSUPPORTED',
+      `At least one sr used by ${plan.name} does not support snapshot`,
+    )
+  const release = await reserveSpace(ctx, plan)
+  try {
+    const started = new Date()
+    const run = runName(started)
+    await dropUnsettled(ctx.session, plan.uuid, plan.name, ctx.log)
+    const base = await findBase(ctx.session, plan.uuid)
+    const full = whyFull(ctx, plan, base)
+    ctx.log.info(
+      `dpxen: ${plan.name}: ${full ? `full run (${full})` : `incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}`}`,
+    )
+    throwIfAborted(ctx.signal)
+    ctx.onStatus?.('snapshotting')
+    const snap = await makeSnapshot(ctx.session, plan.ref, plan.name, ctx.runId, ctx.log)
+    let kept = false
+    try {
+      const names = chainNames(fileName.replace(/(_Snapshot)?\.xva$/, ''), run)
+      const disks = await vmDisks(ctx.session, snap)
+      await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.manifest])
+      const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
+      const manifest: ChainManifest = {
+        format: 'dpxen-chain/1',
+        dpxenVersion: VERSION,
+        run,
+        ...(parent ? { parentRun: parent.run } : {}),
+        chain: parent ? parent.chain : run,
+        position: parent ? parent.position + 1 : 0,
+        server: ctx.config.server,
+        vm: { name: plan.name, uuid: plan.uuid, powerStateAtBackup: plan.powerState },
+        created: started.toISOString(),
+        ...(ctx.dataProtectorSession ? { dataProtectorSession: ctx.dataProtectorSession } : {}),
+        disks: exported.disks,
+      }
+      await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
+      crashPoint(`keep the base of ${plan.name}`)
+      const { chain, position } = manifest
+      await keepAsBase(ctx.session, snap, { vmUuid: plan.uuid, vmName: plan.name, run, chain, position })
+      kept = true
+      return {
+        files: [...exported.disks.map((d) => d.file), names.manifest],
+        export: { bytes: exported.bytes, seconds: (Date.now() - started.getTime()) / 1000 },
+      }
+    } finally {
+      if (!kept) await removeSnapshot(ctx, plan, snap)
+    }
+  } finally {
+    release()
+  }
+}
+
+async function removeSnapshot(ctx: VmBackupContext, plan: VmPlan, snap: string): Promise<void> {
+  ctx.onStatus?.('removing the snapshot')
+  await destroyVmAndDisks(ctx.session, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+    throw new DpxenError(
+      'VM_FAILED',
+      `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,
+      { cause: error },
+    )
+  })
+}

@@ -1,0 +1,135 @@
+// The base snapshot of an incremental backup: one per VM, kept on the host between runs, the
+// disks the next run's deltas are computed against. A run's snapshot is kept once its files are
+// written (its run tags taken off, so no sweep removes it), as a pending base: only when the
+// post-exec learns that Data Protector backed the files up (SMEXIT 0) does it become the base
+// and the older base go. Otherwise it is dropped and the older base stays: a delta is never
+// computed against a run whose files nobody kept.
+import { messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import type { XapiSession } from '../xapi/session.js'
+import { destroyVmAndDisks, diskVdis, exists, vmDisks } from './disks.js'
+import {
+  BASE_PREFIX,
+  OC_BACKUP_RUN,
+  OC_BASE_CHAIN,
+  OC_BASE_OF,
+  OC_BASE_PENDING,
+  OC_BASE_POSITION,
+  OC_BASE_RUN,
+  OC_OWNER,
+} from './tags.js'
+
+export interface Base {
+  ref: string
+  run: string
+  chain: string
+  position: number
+  /** The base's disk at each position (userdevice → VDI ref). */
+  disks: Map<string, string>
+}
+
+interface Kept {
+  ref: string
+  oc: Record<string, string>
+}
+
+/** The VM's kept snapshots, oldest run first: confirmed bases and pending ones. */
+async function keptOf(session: XapiSession, vmUuid: string): Promise<{ bases: Kept[]; pending: Kept[] }> {
+  const vms = await session.call<Records>('VM.get_all_records')
+  const all = Object.entries(vms)
+    .filter(
+      ([, r]) =>
+        r.is_a_snapshot === true && (r.other_config as Record<string, string>)?.[OC_BASE_OF] === vmUuid,
+    )
+    .map(([ref, r]) => ({ ref, oc: r.other_config as Record<string, string> }))
+    .sort((a, b) => (a.oc[OC_BASE_RUN] ?? '').localeCompare(b.oc[OC_BASE_RUN] ?? ''))
+  return {
+    bases: all.filter((k) => !k.oc[OC_BASE_PENDING]),
+    pending: all.filter((k) => k.oc[OC_BASE_PENDING]),
+  }
+}
+
+type Records = Record<string, Record<string, unknown>>
+
+/** The VM's base snapshot, if one is kept (the newest if several were left). */
+export async function findBase(session: XapiSession, vmUuid: string): Promise<Base | undefined> {
+  const { bases } = await keptOf(session, vmUuid)
+  const found = bases.at(-1)
+  if (!found) return undefined
+  const disks = new Map((await vmDisks(session, found.ref)).map((d) => [d.userdevice, d.vdi]))
+  return {
+    ref: found.ref,
+    run: found.oc[OC_BASE_RUN] ?? '',
+    chain: found.oc[OC_BASE_CHAIN] ?? '',
+    position: Number(found.oc[OC_BASE_POSITION] ?? 0),
+    disks,
+  }
+}
+
+/**
+ * After Data Protector's session: the run's pending base becomes the base (`backedUp`) and the
+ * older ones go, or it goes and the base stays. Returns a line for each VM whose base changed.
+ */
+export async function settleBases(
+  session: XapiSession,
+  vms: { uuid: string; name: string }[],
+  backedUp: boolean,
+  log: Logger,
+): Promise<string[]> {
+  const lines: string[] = []
+  for (const vm of vms) {
+    const { bases, pending } = await keptOf(session, vm.uuid)
+    const newest = pending.at(-1)
+    if (!newest) continue
+    const drop = backedUp ? [...bases, ...pending.slice(0, -1)] : pending
+    if (backedUp) await session.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
+    for (const k of drop) await destroyKept(session, k.ref, vm.name, log)
+    lines.push(
+      backedUp
+        ? `${vm.name}: run ${newest.oc[OC_BASE_RUN]} is the base of the next incremental run`
+        : `${vm.name}: Data Protector did not back up every file of run ${newest.oc[OC_BASE_RUN]}: its snapshot was removed; the next incremental run holds the changes since ${bases.at(-1)?.oc[OC_BASE_RUN] ? `run ${bases.at(-1)!.oc[OC_BASE_RUN]}` : 'a new full'}`,
+    )
+  }
+  return lines
+}
+
+async function destroyKept(session: XapiSession, ref: string, name: string, log: Logger): Promise<void> {
+  try {
+    if (await exists(session, 'VM', ref)) await destroyVmAndDisks(session, ref, log)
+  } catch (error) {
+    log.info(`dpxen: warning: ${name}: a base snapshot could not be removed: ${messageOf(error)}`)
+  }
+}
+
+/** Makes a run's snapshot the VM's base: renamed, its run tags replaced by the base's. */
+export async function keepAsBase(
+  session: XapiSession,
+  snap: string,
+  info: { vmUuid: string; vmName: string; run: string; chain: string; position: number },
+): Promise<void> {
+  for (const [key, value] of [
+    [OC_BASE_OF, info.vmUuid],
+    [OC_BASE_RUN, info.run],
+    [OC_BASE_CHAIN, info.chain],
+    [OC_BASE_POSITION, String(info.position)],
+    [OC_BASE_PENDING, 'true'],
+  ] as const) {
+    await session.call('VM.remove_from_other_config', snap, key)
+    await session.call('VM.add_to_other_config', snap, key, value)
+  }
+  await session.call('VM.set_name_label', snap, `${BASE_PREFIX} ${info.vmName} ${info.run}`)
+  for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VM.remove_from_other_config', snap, key)
+  for (const vdi of await diskVdis(session, snap)) {
+    for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VDI.remove_from_other_config', vdi, key)
+  }
+}
+
+/** Removes pending bases a post-exec never settled (their files' fate is unknown). */
+export async function dropUnsettled(
+  session: XapiSession,
+  vmUuid: string,
+  name: string,
+  log: Logger,
+): Promise<void> {
+  for (const k of (await keptOf(session, vmUuid)).pending) await destroyKept(session, k.ref, name, log)
+}

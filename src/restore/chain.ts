@@ -1,0 +1,204 @@
+// Restore of incremental backups: the point restored is, for each VM, the newest run whose files
+// Data Protector put back into backupDir. Its chain (that run, its parent, … down to the full)
+// must be complete and in order and every file must match its manifest (size, XXH64, a whole
+// VHD), or the VM is refused before anything on the pool changes. Each disk is then rebuilt in
+// a new VDI: the full written onto it, then each delta in order (import_raw_vdi?format=vhd
+// writes the blocks a VHD holds and leaves the others). The VM is stopped, its disks swapped
+// for the rebuilt ones all or nothing, the old disks removed, and the VM started again if it
+// ran. On any failure before the swap the new VDIs go and the VM is as it was.
+import { join } from 'node:path'
+import { critical } from '../core/critical.js'
+import { DpxenError, messageOf } from '../core/errors.js'
+import { throwIfAborted } from '../core/signals.js'
+import { destroyUnusedVdis, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
+import { findVm } from '../pool/find.js'
+import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
+import type { ChainDisk, ChainManifest } from '../staging/chain.js'
+import { importVhd } from '../xapi/import.js'
+import { verifyVhdFile } from '../xva/verify-file.js'
+import type { RestoreContext, RestoreOutcome } from './common.js'
+
+export interface ChainPoint {
+  vmName: string
+  vmUuid: string
+  /** Full first, the point restored last. */
+  runs: { name: string; manifest: ChainManifest }[]
+}
+
+/**
+ * For each VM, the newest run present and the chain down to its full; a VM whose chain has a
+ * gap or is out of order is in `problems`, with what to restore.
+ */
+export function chainPoints(found: { name: string; manifest: ChainManifest }[]): {
+  points: ChainPoint[]
+  problems: { vmName: string; reason: string }[]
+} {
+  const byVm = new Map<string, { name: string; manifest: ChainManifest }[]>()
+  for (const f of found) byVm.set(f.manifest.vm.uuid, [...(byVm.get(f.manifest.vm.uuid) ?? []), f])
+  const points: ChainPoint[] = []
+  const problems: { vmName: string; reason: string }[] = []
+  for (const runs of byVm.values()) {
+    const newest = runs.reduce((a, b) => (b.manifest.run > a.manifest.run ? b : a))
+    const vmName = newest.manifest.vm.name
+    const byRun = new Map(runs.map((r) => [r.manifest.run, r]))
+    const chain = [newest]
+    let problem: string | undefined
+    for (let at = newest; at.manifest.parentRun !== undefined;) {
+      const parent = byRun.get(at.manifest.parentRun)
+      if (!parent) {
+        problem = `run ${at.manifest.run} holds the changes since run ${at.manifest.parentRun}, whose files are not in backupDir: restore that run's files (and any before it down to the full) with Data Protector too`
+        break
+      }
+      if (
+        parent.manifest.chain !== at.manifest.chain ||
+        parent.manifest.position !== at.manifest.position - 1
+      ) {
+        problem = `runs ${parent.manifest.run} and ${at.manifest.run} are not consecutive runs of one chain`
+        break
+      }
+      chain.unshift(parent)
+      at = parent
+    }
+    if (!problem && chain[0]!.manifest.position !== 0)
+      problem = `the chain of run ${newest.manifest.run} does not start with a full`
+    if (problem) problems.push({ vmName, reason: problem })
+    else points.push({ vmName, vmUuid: newest.manifest.vm.uuid, runs: chain })
+  }
+  return { points, problems }
+}
+
+/** Every file of the chain is whole and the one its manifest names; the disks agree run to run. */
+export async function verifyChain(dir: string, point: ChainPoint, signal: AbortSignal): Promise<void> {
+  const positions = point.runs[0]!.manifest.disks.map((d) => `${d.userdevice}:${d.virtualSize}`).join(',')
+  for (const { manifest } of point.runs) {
+    if (manifest.disks.map((d) => `${d.userdevice}:${d.virtualSize}`).join(',') !== positions)
+      throw new DpxenError(
+        'XVA_INVALID',
+        `run ${manifest.run} has other disks than the chain's full: start a new chain`,
+      )
+    for (const disk of manifest.disks) {
+      let result
+      try {
+        result = await verifyVhdFile(join(dir, disk.file), signal)
+      } catch (error) {
+        if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+        throw new DpxenError('XVA_INVALID', `${disk.file} (run ${manifest.run}): ${messageOf(error)}`)
+      }
+      if (result.bytes !== disk.bytes || result.xxh64 !== disk.xxh64)
+        throw new DpxenError(
+          'XVA_INVALID',
+          `${disk.file} does not match its chain manifest (size or XXH64 differ): the file is damaged`,
+        )
+      if (result.summary.type !== (manifest.position === 0 ? 3 : 4))
+        throw new DpxenError(
+          'XVA_INVALID',
+          `${disk.file} is not the ${manifest.position === 0 ? 'whole disk' : 'delta'} its manifest says`,
+        )
+    }
+  }
+}
+
+/**
+ * Rebuilds one disk of the point in a new VDI, on the SR of the disk it replaces: the full,
+ * then each delta in order. Records the VDI in `created` as soon as it exists.
+ */
+async function rebuildDisk(
+  ctx: RestoreContext,
+  point: ChainPoint,
+  disk: ChainDisk,
+  old: VmDisk[],
+  created: Map<string, string>,
+): Promise<void> {
+  const replaced = old.find((d) => d.userdevice === disk.userdevice)
+  const sr = replaced ? await ctx.session.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
+  const vdi = await ctx.session.call<string>('VDI.create', {
+    name_label: `${point.vmName} disk ${disk.userdevice}`,
+    name_description: `restored by dpxen from run ${point.runs.at(-1)!.manifest.run}`,
+    SR: sr,
+    virtual_size: String(disk.virtualSize),
+    type: 'user',
+    sharable: false,
+    read_only: false,
+    other_config: {},
+    xenstore_data: {},
+    sm_config: {},
+    tags: [],
+  })
+  created.set(disk.userdevice, vdi)
+  for (const { manifest } of point.runs) {
+    throwIfAborted(ctx.signal)
+    const file = manifest.disks.find((d) => d.userdevice === disk.userdevice)!.file
+    ctx.onStatus?.(`writing ${file}`)
+    await importVhd(ctx.session, ctx.agents, {
+      file: join(ctx.config.backupDir, file),
+      vdi,
+      signal: ctx.signal,
+      stallTimeout: ctx.config.stallTimeout,
+    })
+  }
+}
+
+/** The VBD to make for each rebuilt disk: like the one it replaces, or a plain data disk. */
+function slotsFor(disks: ChainDisk[], old: VmDisk[], created: Map<string, string>): VmDisk[] {
+  return disks.map(
+    (d) =>
+      old.find((o) => o.userdevice === d.userdevice) ??
+      ({
+        vbd: '',
+        vdi: created.get(d.userdevice)!,
+        userdevice: d.userdevice,
+        device: '',
+        bootable: false,
+        mode: 'RW',
+        otherConfig: {},
+        qosType: '',
+        qosParams: {},
+      } as unknown as VmDisk),
+  )
+}
+
+/** Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them. */
+export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Promise<RestoreOutcome> {
+  const vm = await findVm(
+    ctx.session,
+    { uuid: point.vmUuid, name: point.vmName },
+    { matchByName: ctx.config.matchByName },
+  )
+  if (!vm)
+    throw new DpxenError(
+      'VM_FAILED',
+      `VM ${point.vmName} no longer exists: an incremental restore rebuilds the disks of an existing VM (restore an offline backup to create it)`,
+    )
+  const state = await runningOrHalted(ctx.session, vm, point.vmName, 'restoring its disks')
+  const old = await vmDisks(ctx.session, vm)
+  const { disks } = point.runs[0]!.manifest
+  const created = new Map<string, string>()
+  let swapped = false
+  try {
+    for (const disk of disks) await rebuildDisk(ctx, point, disk, old, created)
+    throwIfAborted(ctx.signal)
+    const fresh = slotsFor(disks, old, created)
+    const running = state === 'Running'
+    const stop = { timeoutSeconds: ctx.config.shutdownTimeout, force: ctx.config.forceShutdown }
+    await whileHalted(
+      ctx,
+      { ref: vm, name: point.vmName, running },
+      { ...stop, why: 'could not be started again' },
+      async () => {
+        ctx.onStatus?.('replacing the disks')
+        await critical(`the disk swap of ${point.vmName}`, () =>
+          replaceVbds(ctx, vm, point.vmName, old, fresh, created),
+        )
+        swapped = true
+      },
+    )
+    const replaced = old.filter((d) => created.has(d.userdevice)).map((d) => d.vdi)
+    await destroyUnusedVdis(ctx, replaced, point.vmName)
+    const runs = point.runs.map((r) => r.manifest.run)
+    return {
+      summary: `${created.size} disk(s) rebuilt from run ${runs.at(-1)} (${runs.length === 1 ? 'a full' : `a full and ${runs.length - 1} incremental run(s)`})`,
+    }
+  } finally {
+    if (!swapped) await destroyUnusedVdis(ctx, [...created.values()], point.vmName)
+  }
+}

@@ -1,0 +1,79 @@
+// Incremental backups' files: per VM and run, one VHD per disk and a chain manifest naming the
+// run, its parent run, and each disk's file, base and content hash, so that a restore can prove
+// a chain complete and in order. Names carry the run, so Data Protector keeps every run's files
+// apart forever: <server>_<vm>_<run>_<disk>.vhd and <server>_<vm>_<run>.chain.json.
+import { promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import { writeStagingFile } from './folder.js'
+import { CHAIN_SUFFIX, VHD_SUFFIX } from './names.js'
+
+export interface ChainDisk {
+  /** The disk's position on the VM (VBD userdevice). */
+  userdevice: string
+  file: string
+  bytes: number
+  xxh64: string
+  virtualSize: number
+  /** Blocks the VHD holds. */
+  blocks: number
+  /** The snapshot disk this run exported, and the one it was compared with (none for a full). */
+  snapshotVdi: string
+  baseVdi?: string
+  /** Where the disk was (restores choose their SR from it when none is given). */
+  srName: string
+}
+
+export interface ChainManifest {
+  format: 'dpxen-chain/1'
+  dpxenVersion?: string
+  /** This run: a compact UTC time, unique per VM. */
+  run: string
+  /** The run this one holds the changes since; absent for a full. */
+  parentRun?: string
+  /** The full this chain starts with. */
+  chain: string
+  /** 0 for the full, then 1, 2, … */
+  position: number
+  server: string
+  vm: { name: string; uuid: string; powerStateAtBackup: string }
+  created: string
+  dataProtectorSession?: string
+  disks: ChainDisk[]
+}
+
+/** A run's name: its start as a compact UTC time (sortable, safe in file names). */
+export function runName(started: Date): string {
+  return started
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.(\d+)Z$/, '$1Z')
+}
+
+/** `<base>_<run>.chain.json` and `<base>_<run>_<disk>.vhd`, from the XVA name's base. */
+export function chainNames(
+  base: string,
+  run: string,
+): { manifest: string; disk: (userdevice: string) => string } {
+  return {
+    manifest: `${base}_${run}${CHAIN_SUFFIX}`,
+    disk: (userdevice) => `${base}_${run}_${userdevice}${VHD_SUFFIX}`,
+  }
+}
+
+export async function writeChainManifest(dir: string, name: string, manifest: ChainManifest): Promise<void> {
+  await writeStagingFile(dir, name, JSON.stringify(manifest, null, 2))
+}
+
+/** Every chain manifest in `dir` that reads as one (others are reported by the caller). */
+export async function readChainManifests(dir: string): Promise<{ name: string; manifest: ChainManifest }[]> {
+  const out: { name: string; manifest: ChainManifest }[] = []
+  for (const name of (await fsp.readdir(dir)).filter((n) => n.endsWith(CHAIN_SUFFIX)).sort()) {
+    try {
+      const manifest = JSON.parse(await fsp.readFile(join(dir, name), 'utf8')) as ChainManifest
+      if (manifest.format === 'dpxen-chain/1' && Array.isArray(manifest.disks)) out.push({ name, manifest })
+    } catch {
+      // not a chain manifest: the restore names it as a file it cannot use
+    }
+  }
+  return out
+}

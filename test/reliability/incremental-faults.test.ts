@@ -1,0 +1,220 @@
+// The fault matrix of incremental backups: a base snapshot removed between runs or under a
+// delta export, a delta export cut short, a chain with a missing, damaged or misplaced file,
+// and SIGTERM during a delta export and during a chain restore. Whatever happens: no snapshot
+// but the one base, no partial file, and the VM's disks untouched by a restore that is refused
+// or stopped.
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { runPostExec } from '../../src/backup/post.js'
+import { runPreExec } from '../../src/backup/run.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import type { ChainManifest } from '../../src/staging/chain.js'
+import type { XapiSim } from '../../simulator/xapi/server.js'
+import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
+import { diskHashes, snapshots } from '../helpers/pool.js'
+import type { TestClient } from '../helpers/rpc.js'
+import { backupWorld } from '../helpers/world.js'
+
+const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
+const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
+
+async function guestWrites(sim: XapiSim, xapi: TestClient, vm: string, seed: string): Promise<void> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    if ((await xapi.call('VBD.get_type', vbd)) !== 'Disk') continue
+    const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
+    const size = Number(await xapi.call('VDI.get_virtual_size', vdi))
+    await sim.context.disks.change(await xapi.call<string>('VDI.get_uuid', vdi), size, 0.5, seed)
+  }
+}
+
+/** A pool, an incremental configuration, and a way to run backups whose files are kept aside. */
+async function world() {
+  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+  mkdirSync(w.backupDir)
+  const kept = tempDir()
+  const vm = await w.xapi.vmByName('Debian')
+  /** One backup as Data Protector runs it: pre-exec, the files kept, post-exec. */
+  const backUp = async (
+    session: { SMEXIT?: string } = {},
+  ): Promise<{ code: number; text: string; post: string }> => {
+    const pre = await run(runPreExec, [w.config])
+    // Data Protector keeps the files only when the session backed them up.
+    if (session.SMEXIT === undefined || session.SMEXIT === '0')
+      for (const f of readdirSync(w.backupDir).filter((n) => !n.startsWith('.')))
+        copyFileSync(join(w.backupDir, f), join(kept, f))
+    const post = await run(runPostExec, [w.config], { env: session })
+    return { code: pre.code, text: pre.text, post: post.text }
+  }
+  const manifests = (): ChainManifest[] =>
+    readdirSync(kept)
+      .filter((n) => n.endsWith('.chain.json'))
+      .sort()
+      .map((n) => JSON.parse(readFileSync(join(kept, n), 'utf8')) as ChainManifest)
+  const base = async (): Promise<string[]> =>
+    (await snapshots(w.xapi)).map((s) => String((s.other_config as Record<string, string>)['dpxen:base-run']))
+  const putBack = (): void => {
+    for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
+  }
+  return { ...w, kept, vm, backUp, manifests, base, putBack }
+}
+
+describe('incremental backups: faults', () => {
+  it('the base snapshot removed between runs: the next run is a full, a new chain', async () => {
+    const w = await world()
+    expect((await w.backUp()).code).toBe(0)
+    // An administrator deletes the base snapshot (and its disks) in XenCenter.
+    for (const snap of await w.xapi.call<string[]>('VM.get_all')) {
+      if (!(await w.xapi.call('VM.get_is_a_snapshot', snap))) continue
+      const vdis: string[] = []
+      for (const vbd of await w.xapi.call<string[]>('VM.get_VBDs', snap))
+        if ((await w.xapi.call('VBD.get_type', vbd)) === 'Disk')
+          vdis.push(await w.xapi.call<string>('VBD.get_VDI', vbd))
+      await w.xapi.call('VM.destroy', snap)
+      for (const vdi of vdis) await w.xapi.call('VDI.destroy', vdi)
+    }
+    expect(await snapshots(w.xapi)).toEqual([])
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    const second = await w.backUp()
+    expect(second.text).toMatch(/Debian: full run \(no base snapshot on the host/)
+    expect(w.manifests().map((m) => m.position)).toEqual([0, 0])
+    expect(await w.base()).toEqual([w.manifests()[1]!.run])
+  })
+
+  it('the base deleted under the delta export: this run becomes a full, a new chain', async () => {
+    const w = await world()
+    expect((await w.backUp()).code).toBe(0)
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    w.sim.faults.add('vhd-base-gone')
+    const second = await w.backUp()
+    expect(second.code, second.text).toBe(0)
+    expect(second.text).toMatch(
+      /Debian: the base snapshot disappeared during the run .*; exporting whole disks: a new chain/,
+    )
+    const [, latest] = w.manifests()
+    expect(latest!.position).toBe(0)
+    expect(latest!.parentRun).toBeUndefined()
+    expect(await w.base()).toEqual([latest!.run])
+  })
+
+  it('a delta export cut short: the VM fails, no file is left, the base stays; the next run is a delta against it', async () => {
+    const w = await world()
+    expect((await w.backUp()).code).toBe(0)
+    const [first] = w.manifests()
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    w.sim.faults.add('vhd-truncate:3MiB')
+    const cut = await run(runPreExec, [w.config])
+    expect(cut.code).toBe(5)
+    expect(cut.text).toMatch(/Debian: FAILED: /)
+    expect(readdirSync(w.backupDir).filter((n) => n.endsWith('.vhd') || n.endsWith('.partial'))).toEqual([])
+    await run(runPostExec, [w.config])
+    expect(await w.base()).toEqual([first!.run])
+    w.sim.faults.clear()
+    expect((await w.backUp()).code).toBe(0)
+    const [, next] = w.manifests()
+    expect(next!.parentRun).toBe(first!.run)
+    expect(next!.position).toBe(1)
+  })
+
+  it('a session that did not back up the files (SMEXIT 12): the run is not a base; the next delta is against the run before', async () => {
+    const w = await world()
+    expect((await w.backUp({ SMEXIT: '0' })).post).toMatch(
+      /Debian: run \S+ is the base of the next incremental run/,
+    )
+    const [first] = w.manifests()
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    const failed = await w.backUp({ SMEXIT: '12' })
+    expect(failed.post).toMatch(
+      new RegExp(
+        `Debian: Data Protector did not back up every file of run \\S+: its snapshot was removed; the next incremental run holds the changes since run ${first!.run}`,
+      ),
+    )
+    expect(await w.base()).toEqual([first!.run])
+    await guestWrites(w.sim, w.xapi, w.vm, 'two')
+    expect((await w.backUp()).code).toBe(0)
+    const [, next] = w.manifests()
+    expect(next!.parentRun).toBe(first!.run)
+    // Both runs' changes are in it: the chain restores the disks as they are now.
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage')
+    w.putBack()
+    expect((await run(runRestorePostExec, [w.config])).code).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+  })
+
+  it('a chain with a missing, damaged or misplaced file is refused; the pool is not touched', async () => {
+    const w = await world()
+    for (const seed of ['', 'one', 'two']) {
+      if (seed) await guestWrites(w.sim, w.xapi, w.vm, seed)
+      expect((await w.backUp()).code).toBe(0)
+    }
+    const [, middle, last] = w.manifests()
+    const before = await diskHashes(w.sim.url, w.xapi, w.vm)
+    const restore = async (): Promise<string> => {
+      const result = await run(runRestorePostExec, [w.config])
+      expect(result.code).toBe(5)
+      expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(before)
+      return result.text
+    }
+    // A delta's file missing.
+    w.putBack()
+    rmSync(join(w.backupDir, middle!.disks[0]!.file))
+    expect(await restore()).toMatch(
+      new RegExp(`Debian: FAILED: ${middle!.disks[0]!.file} \\(run ${middle!.run}\\): `),
+    )
+    // The last delta's file is the middle one's (same disk, another run): its hash says so.
+    w.putBack()
+    copyFileSync(join(w.kept, middle!.disks[0]!.file), join(w.backupDir, last!.disks[0]!.file))
+    expect(await restore()).toMatch(/does not match its chain manifest \(size or XXH64 differ\)/)
+    // A manifest out of place in its chain.
+    w.putBack()
+    const name = readdirSync(w.backupDir)
+      .filter((n) => n.endsWith('.chain.json'))
+      .sort()[1]!
+    writeFileSync(join(w.backupDir, name), JSON.stringify({ ...middle!, position: 5 }))
+    expect(await restore()).toMatch(/are not consecutive runs of one chain/)
+  })
+
+  it("SIGTERM during a delta export: exit 130, the run's snapshot and files gone, the base kept", async () => {
+    const w = await world()
+    expect((await w.backUp()).code).toBe(0)
+    const [first] = w.manifests()
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    w.sim.faults.add('export-stall:30')
+    const { result, stopMs } = await terminateWhen(PRE_EXEC, [w.config], /incremental run 1 of chain/, 300)
+    expect(result.exitCode).toBe(130)
+    expect(stopMs).toBeLessThan(10_000)
+    expect(await w.base()).toEqual([first!.run])
+    expect(readdirSync(w.backupDir).filter((n) => n.endsWith('.partial'))).toEqual([])
+  })
+
+  it('SIGTERM during a chain restore: exit 130, the rebuilt disks removed, the VM as it was', async () => {
+    const w = await world()
+    expect((await w.backUp()).code).toBe(0)
+    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    expect((await w.backUp()).code).toBe(0)
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage')
+    w.putBack()
+    const hashes = await diskHashes(w.sim.url, w.xapi, w.vm)
+    const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
+    w.sim.faults.add('import-stall:30')
+    const { result, stopMs } = await terminateWhen(RESTORE, [w.config], /restore started from run/, 300)
+    expect(result.exitCode).toBe(130)
+    expect(stopMs).toBeLessThan(10_000)
+    for (let i = 0; i < 50 && (await w.xapi.call<string[]>('VDI.get_all')).length !== vdis; i++)
+      await new Promise((r) => setTimeout(r, 100))
+    expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(hashes)
+    expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
+    expect(existsSync(w.backupDir)).toBe(true)
+  })
+})

@@ -112,6 +112,27 @@ async function exportChanges(
   }
 }
 
+/** What the run's chain manifest says: the run, its place in the chain, and each disk's file. */
+function chainManifest(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  r: { run: string; started: Date; parent: Base | undefined; disks: ChainDisk[] },
+): ChainManifest {
+  return {
+    format: 'dpxen-chain/1',
+    dpxenVersion: VERSION,
+    run: r.run,
+    ...(r.parent ? { parentRun: r.parent.run } : {}),
+    chain: r.parent ? r.parent.chain : r.run,
+    position: r.parent ? r.parent.position + 1 : 0,
+    server: ctx.config.server,
+    vm: { name: plan.name, uuid: plan.uuid, powerStateAtBackup: plan.powerState },
+    created: r.started.toISOString(),
+    ...(ctx.dataProtectorSession ? { dataProtectorSession: ctx.dataProtectorSession } : {}),
+    disks: r.disks,
+  }
+}
+
 export async function backupIncremental(
   ctx: VmBackupContext,
   plan: VmPlan,
@@ -141,23 +162,18 @@ export async function backupIncremental(
       const disks = await vmDisks(ctx.session, snap)
       await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.manifest])
       const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
-      const manifest: ChainManifest = {
-        format: 'dpxen-chain/1',
-        dpxenVersion: VERSION,
-        run,
-        ...(parent ? { parentRun: parent.run } : {}),
-        chain: parent ? parent.chain : run,
-        position: parent ? parent.position + 1 : 0,
-        server: ctx.config.server,
-        vm: { name: plan.name, uuid: plan.uuid, powerStateAtBackup: plan.powerState },
-        created: started.toISOString(),
-        ...(ctx.dataProtectorSession ? { dataProtectorSession: ctx.dataProtectorSession } : {}),
-        disks: exported.disks,
-      }
+      const manifest = chainManifest(ctx, plan, { run, started, parent, disks: exported.disks })
       await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
       crashPoint(`keep the base of ${plan.name}`)
       const { chain, position } = manifest
-      await keepAsBase(ctx.session, snap, { vmUuid: plan.uuid, vmName: plan.name, run, chain, position })
+      await keepAsBase(ctx.session, snap, {
+        vmUuid: plan.uuid,
+        vmName: plan.name,
+        run,
+        chain,
+        position,
+        runId: ctx.runId,
+      })
       kept = true
       return {
         files: [...exported.disks.map((d) => d.file), names.manifest],

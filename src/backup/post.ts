@@ -69,8 +69,9 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
       if (state) await restartStopped(conn.session, log, state.stopped ?? [])
       if (state && config.incremental) {
         const backedUp = sessionBackedUp(ctx.env) && state.finishedAt !== undefined
-        const vms = state.vms.filter((v) => v.ok)
-        for (const line of await settleBases(conn.session, vms, backedUp, log)) log.info(`dpxen: ${line}`)
+        const ok = new Map(state.vms.filter((v) => v.ok).map((v) => [v.uuid, v.name]))
+        const settled = await settleBases(conn.session, { runId: state.runId, ok, backedUp }, log)
+        for (const line of settled) log.info(`dpxen: ${line}`)
       }
       const swept = await sweepSnapshots(conn.session, log, {
         ...(state ? { runId: state.runId } : {}),

@@ -67,27 +67,39 @@ export async function findBase(session: XapiSession, vmUuid: string): Promise<Ba
 }
 
 /**
- * After Data Protector's session: the run's pending base becomes the base (`backedUp`) and the
- * older ones go, or it goes and the base stays. Returns a line for each VM whose base changed.
+ * After Data Protector's session: each base the run `runId` left pending becomes its VM's base
+ * when the session backed the files up and the VM's backup succeeded (the older bases go), and
+ * goes otherwise (the base stays). Covers every VM the run touched, also one whose backup died
+ * half-way. Returns a line for each VM whose base changed.
  */
 export async function settleBases(
   session: XapiSession,
-  vms: { uuid: string; name: string }[],
-  backedUp: boolean,
+  run: { runId: string; ok: Map<string, string>; backedUp: boolean },
   log: Logger,
 ): Promise<string[]> {
+  const vms = await session.call<Records>('VM.get_all_records')
+  const touched = new Set(
+    Object.values(vms)
+      .map((r) => r.other_config as Record<string, string> | undefined)
+      .filter((oc) => oc?.[OC_BASE_PENDING] === run.runId)
+      .map((oc) => oc![OC_BASE_OF]!)
+      .filter(Boolean),
+  )
   const lines: string[] = []
-  for (const vm of vms) {
-    const { bases, pending } = await keptOf(session, vm.uuid)
-    const newest = pending.at(-1)
-    if (!newest) continue
-    const drop = backedUp ? [...bases, ...pending.slice(0, -1)] : pending
-    if (backedUp) await session.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
-    for (const k of drop) await destroyKept(session, k.ref, vm.name, log)
+  for (const uuid of touched) {
+    const name = run.ok.get(uuid) ?? uuid
+    const { bases, pending } = await keptOf(session, uuid)
+    const mine = pending.filter((k) => k.oc[OC_BASE_PENDING] === run.runId)
+    const newest = mine.at(-1)!
+    const confirm = run.backedUp && run.ok.has(uuid)
+    const drop = confirm ? [...bases, ...mine.slice(0, -1)] : mine
+    if (confirm) await session.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
+    for (const k of drop) await destroyKept(session, k.ref, name, log)
+    const since = bases.at(-1)?.oc[OC_BASE_RUN]
     lines.push(
-      backedUp
-        ? `${vm.name}: run ${newest.oc[OC_BASE_RUN]} is the base of the next incremental run`
-        : `${vm.name}: Data Protector did not back up every file of run ${newest.oc[OC_BASE_RUN]}: its snapshot was removed; the next incremental run holds the changes since ${bases.at(-1)?.oc[OC_BASE_RUN] ? `run ${bases.at(-1)!.oc[OC_BASE_RUN]}` : 'a new full'}`,
+      confirm
+        ? `${name}: run ${newest.oc[OC_BASE_RUN]} is the base of the next incremental run`
+        : `${name}: Data Protector did not back up every file of run ${newest.oc[OC_BASE_RUN]}: its snapshot was removed; the next incremental run holds the changes since ${since ? `run ${since}` : 'a new full'}`,
     )
   }
   return lines
@@ -105,14 +117,15 @@ async function destroyKept(session: XapiSession, ref: string, name: string, log:
 export async function keepAsBase(
   session: XapiSession,
   snap: string,
-  info: { vmUuid: string; vmName: string; run: string; chain: string; position: number },
+  info: { vmUuid: string; vmName: string; run: string; chain: string; position: number; runId: string },
 ): Promise<void> {
+  // Pending first: from the moment it says whose base it is, the post-exec knows to settle it.
   for (const [key, value] of [
+    [OC_BASE_PENDING, info.runId],
     [OC_BASE_OF, info.vmUuid],
     [OC_BASE_RUN, info.run],
     [OC_BASE_CHAIN, info.chain],
     [OC_BASE_POSITION, String(info.position)],
-    [OC_BASE_PENDING, 'true'],
   ] as const) {
     await session.call('VM.remove_from_other_config', snap, key)
     await session.call('VM.add_to_other_config', snap, key, value)

@@ -53,6 +53,11 @@ export interface JournalEntry {
   copies?: string[]
   /** Offline: start the restored VM once the old one is gone. */
   startNew?: boolean
+  /**
+   * Incremental restore: the value of other_config `dpxen:restore-token` on every VDI it creates,
+   * so that a VDI made just before a crash, whose ref the journal never learnt, is found and removed.
+   */
+  token?: string
 }
 
 interface Journal {
@@ -137,6 +142,17 @@ async function destroyUnattached(session: XapiSession, vdis: string[], log: Logg
   }
 }
 
+/** Other_config key on the VDIs an incremental restore creates (JournalEntry.token). */
+export const OC_RESTORE_TOKEN = 'dpxen:restore-token'
+
+async function tokenVdis(session: XapiSession, token: string | undefined): Promise<string[]> {
+  if (!token) return []
+  const all = await session.call<Record<string, Rec>>('VDI.get_all_records')
+  return Object.entries(all)
+    .filter(([, r]) => (r.other_config as Record<string, string> | undefined)?.[OC_RESTORE_TOKEN] === token)
+    .map(([ref]) => ref)
+}
+
 /** Puts an online restore's VM back as it was, or finishes the swap if it was complete. */
 async function recoverOnline(session: XapiSession, entry: JournalEntry, log: Logger): Promise<string> {
   const imported = await importedVm(session, entry)
@@ -173,7 +189,15 @@ async function recoverOnline(session: XapiSession, entry: JournalEntry, log: Log
       await session.call('VBD.create', { ...old.vbd, VM: entry.vm, VDI: old.vdi })
   }
   if (imported) await destroyVmAndDisks(session, imported, log)
-  await destroyUnattached(session, [...Object.values(entry.newDisks ?? {}), ...(entry.copies ?? [])], log)
+  await destroyUnattached(
+    session,
+    [
+      ...Object.values(entry.newDisks ?? {}),
+      ...(entry.copies ?? []),
+      ...(await tokenVdis(session, entry.token)),
+    ],
+    log,
+  )
   if (entry.wasRunning) await startIfHalted(session, entry.vm)
   return `${entry.vmName} put back as it was before the interrupted restore`
 }

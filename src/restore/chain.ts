@@ -6,11 +6,20 @@
 // writes the blocks a VHD holds and leaves the others). The VM is stopped, its disks swapped
 // for the rebuilt ones all or nothing, the old disks removed, and the VM started again if it
 // ran. On any failure before the swap the new VDIs go and the VM is as it was.
+import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import { critical } from '../core/critical.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
-import { destroyUnusedVdis, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
+import {
+  destroyUnusedVdis,
+  RollbackFailed,
+  replaceVbds,
+  vbdRecord,
+  vmDisks,
+  type VmDisk,
+} from '../pool/disks.js'
+import { JournalRecord, OC_RESTORE_TOKEN } from '../pool/journal.js'
 import { findVm } from '../pool/find.js'
 import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
@@ -108,9 +117,12 @@ async function rebuildDisk(
   disk: ChainDisk,
   old: VmDisk[],
   created: Map<string, string>,
+  journal: JournalRecord,
 ): Promise<void> {
   const replaced = old.find((d) => d.userdevice === disk.userdevice)
   const sr = replaced ? await ctx.session.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
+  // Tagged with the journal's token from birth: a crash before the journal knows it leaves a
+  // VDI the next run finds and removes.
   const vdi = await ctx.session.call<string>('VDI.create', {
     name_label: `${point.vmName} disk ${disk.userdevice}`,
     name_description: `restored by dpxen from run ${point.runs.at(-1)!.manifest.run}`,
@@ -119,12 +131,13 @@ async function rebuildDisk(
     type: 'user',
     sharable: false,
     read_only: false,
-    other_config: {},
+    other_config: { [OC_RESTORE_TOKEN]: journal.entry.token! },
     xenstore_data: {},
     sm_config: {},
     tags: [],
   })
   created.set(disk.userdevice, vdi)
+  await journal.update({ copies: [...created.values()] })
   for (const { manifest } of point.runs) {
     throwIfAborted(ctx.signal)
     const file = manifest.disks.find((d) => d.userdevice === disk.userdevice)!.file
@@ -157,6 +170,46 @@ function slotsFor(disks: ChainDisk[], old: VmDisk[], created: Map<string, string
   )
 }
 
+/**
+ * Stops the VM, swaps its disks for the rebuilt ones all or nothing (the journal says how far
+ * it got), and starts it again if it ran, unless a failed undo left it lacking a disk.
+ */
+async function swapIn(
+  ctx: RestoreContext,
+  point: ChainPoint,
+  at: { vm: string; running: boolean; old: VmDisk[]; created: Map<string, string>; journal: JournalRecord },
+  flags: { swapped: boolean; settled: boolean },
+): Promise<void> {
+  const { vm, old, created, journal } = at
+  const fresh = slotsFor(point.runs[0]!.manifest.disks, old, created)
+  const stop = { timeoutSeconds: ctx.config.shutdownTimeout, force: ctx.config.forceShutdown }
+  await whileHalted(
+    ctx,
+    { ref: vm, name: point.vmName, running: at.running },
+    { ...stop, why: 'could not be started again', startAgain: () => flags.settled },
+    async () => {
+      ctx.onStatus?.('replacing the disks')
+      await journal.update({
+        phase: 'swapping',
+        oldDisks: Object.fromEntries(
+          old.map((d) => [d.userdevice, { vdi: d.vdi, vbd: vbdRecord(vm, d.vdi, d) }]),
+        ),
+        newDisks: Object.fromEntries(created),
+      })
+      try {
+        await critical(`the disk swap of ${point.vmName}`, () =>
+          replaceVbds(ctx, vm, point.vmName, old, fresh, created),
+        )
+      } catch (error) {
+        if (error instanceof RollbackFailed) flags.settled = false
+        throw error
+      }
+      flags.swapped = true
+      await journal.update({ phase: 'finishing' })
+    },
+  )
+}
+
 /** Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them. */
 export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Promise<RestoreOutcome> {
   const vm = await findVm(
@@ -173,25 +226,21 @@ export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Prom
   const old = await vmDisks(ctx.session, vm)
   const { disks } = point.runs[0]!.manifest
   const created = new Map<string, string>()
-  let swapped = false
+  // Written before anything changes: a run killed from here on is settled by the next one
+  // (dpxen recover, or any hook), which removes what this one made and puts the VM back.
+  const journal = await JournalRecord.open(ctx.config.backupDir, {
+    kind: 'online',
+    vmName: point.vmName,
+    vm,
+    wasRunning: state === 'Running',
+    phase: 'importing',
+    token: randomUUID(),
+  })
+  const flags = { swapped: false, settled: true }
   try {
-    for (const disk of disks) await rebuildDisk(ctx, point, disk, old, created)
+    for (const disk of disks) await rebuildDisk(ctx, point, disk, old, created, journal)
     throwIfAborted(ctx.signal)
-    const fresh = slotsFor(disks, old, created)
-    const running = state === 'Running'
-    const stop = { timeoutSeconds: ctx.config.shutdownTimeout, force: ctx.config.forceShutdown }
-    await whileHalted(
-      ctx,
-      { ref: vm, name: point.vmName, running },
-      { ...stop, why: 'could not be started again' },
-      async () => {
-        ctx.onStatus?.('replacing the disks')
-        await critical(`the disk swap of ${point.vmName}`, () =>
-          replaceVbds(ctx, vm, point.vmName, old, fresh, created),
-        )
-        swapped = true
-      },
-    )
+    await swapIn(ctx, point, { vm, running: state === 'Running', old, created, journal }, flags)
     const replaced = old.filter((d) => created.has(d.userdevice)).map((d) => d.vdi)
     await destroyUnusedVdis(ctx, replaced, point.vmName)
     const runs = point.runs.map((r) => r.manifest.run)
@@ -199,6 +248,8 @@ export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Prom
       summary: `${created.size} disk(s) rebuilt from run ${runs.at(-1)} (${runs.length === 1 ? 'a full' : `a full and ${runs.length - 1} incremental run(s)`})`,
     }
   } finally {
-    if (!swapped) await destroyUnusedVdis(ctx, [...created.values()], point.vmName)
+    if (!flags.swapped && flags.settled) await destroyUnusedVdis(ctx, [...created.values()], point.vmName)
+    // A swap that could not be undone keeps its entry: the next run puts the old disks back.
+    if (flags.settled) await journal.close()
   }
 }

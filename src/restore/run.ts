@@ -101,6 +101,7 @@ async function restoreChains(
   const { ctx, config, log } = run
   const wanted = (name: string, uuid: string): boolean =>
     config.allVms || config.vmName.some((n) => n === name || n === uuid)
+  for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
   const { points, problems } = chainPoints(found)
   for (const p of problems) if (wanted(p.vmName, '')) run.fail(p.vmName, p.reason)
   const view = await readPool(conn.session)

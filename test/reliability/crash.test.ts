@@ -25,7 +25,9 @@ async function poolShape(xapi: TestClient): Promise<Rec> {
     if (vm.is_control_domain) continue
     const disks = (vm.VBDs as string[]).filter((r) => vbds[r]?.type === 'Disk').length
     const kind = vm.is_a_snapshot ? 'snapshot' : vm.is_a_template ? 'template' : 'vm'
-    shape[`${kind} ${String(vm.name_label)}`] = `${String(vm.power_state)}, ${disks} disk(s)`
+    // An incremental base is named after its run: a later run's base is the same kind of thing.
+    const name = String(vm.name_label).replace(/^(dpxen base .*) \d{8}T\d+Z$/, '$1')
+    shape[`${kind} ${name}`] = `${String(vm.power_state)}, ${disks} disk(s)`
   }
   shape.vdis = (await xapi.call<string[]>('VDI.get_all')).length
   // In name order: an offline restore replaces the VM's record, which moves it in the table.
@@ -55,6 +57,8 @@ interface Scenario {
   /** The hook to crash, and what runs before it once (a backup for a restore). */
   crash: string
   prepare?: string
+  /** Runs after `prepare` (the post-exec that settles an incremental run's base). */
+  settle?: string
   /** The next hook, which must put everything right. */
   next: string
 }
@@ -72,6 +76,21 @@ const scenarios: Scenario[] = [
     values: { mode: 'offline', vmName: ['Debian', 'vm2'] },
     crash: 'pre-exec',
     next: 'post-exec',
+  },
+  {
+    name: 'incremental backup (a delta run)',
+    values: { mode: 'online', vmName: ['Debian', 'vm2'], incremental: true },
+    prepare: 'pre-exec',
+    settle: 'post-exec',
+    crash: 'pre-exec',
+    next: 'post-exec',
+  },
+  {
+    name: 'incremental restore (a chain)',
+    values: { mode: 'online', vmName: ['Debian'], incremental: true, keepRestoredFiles: true },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'restore-post-exec',
   },
   {
     name: 'online restore',
@@ -113,6 +132,7 @@ describe('a crash at every step', () => {
       // A restore runs outside the backup's session: its files stay in the folder throughout.
       const env: Record<string, string> = s.prepare ? {} : { SESSIONID: 'crash-test' }
       if (s.prepare) expect((await runTo(hook(s.prepare), config, 0, env)).code).toBe(0)
+      if (s.settle) expect((await runTo(hook(s.settle), config, 0, env)).code).toBe(0)
       const staged = existsSync(backupDir)
         ? readdirSync(backupDir)
             .filter((f) => f !== '.dpxen-lock')
@@ -144,7 +164,7 @@ describe('a crash at every step', () => {
       }
       const points = point - 1
       console.log(`${s.name}: ${points} crash points`)
-      expect(broken).toEqual([])
+      expect(broken, `expected pool ${JSON.stringify(before)}, staging [${staged.join(', ')}]`).toEqual([])
     }, 600_000)
   }
 })

@@ -185,7 +185,7 @@ async function streamFailure(
       'EXPORT_FAILED',
       hostError
         ? `the export stopped after ${received} bytes: ${hostError}`
-        : `the exported XVA is invalid: ${error.message}`,
+        : `the export${error.message.startsWith('not a valid VHD') ? '' : 'ed XVA'} is invalid: ${error.message}`,
       { cause: error },
     )
   }

@@ -20,7 +20,7 @@ import { readChainManifests } from '../staging/chain.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
-import { chainPoints, restoreChain, verifyChain } from './chain.js'
+import { chainPoints, restoreChain, verifyChain, type ChainPoint } from './chain.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
@@ -107,45 +107,77 @@ async function restoreChains(
   const view = await readPool(conn.session)
   const target = resolveSr(view, config)
   let restored = 0
-  for (const point of points.filter((p) => wanted(p.vmName, p.vmUuid))) {
-    if (ctx.signal.aborted) break
-    const runs = point.runs.map((r) => r.manifest.run)
-    try {
-      await verifyChain(config.backupDir, point, ctx.signal)
-      if (isPreview(ctx.env)) {
-        log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)
-        continue
+  // A line every progressInterval while chains verify and disks are written: Data Protector
+  // aborts a script silent for 15 minutes.
+  const active = new Map<string, Active>()
+  const stopTicker = startTicker(log, active, config.progressInterval)
+  try {
+    for (const point of points.filter((p) => wanted(p.vmName, p.vmUuid))) {
+      if (ctx.signal.aborted) break
+      const entry: Active = {
+        name: point.vmName,
+        status: 'verifying its files',
+        bytes: 0,
+        since: performance.now(),
       }
-      log.info(
-        `dpxen: ${point.vmName}: restore started from run ${runs.at(-1)} (chain of ${runs.length} run(s), verified)`,
-      )
-      const rctx: RestoreContext = {
-        session: conn.session,
-        agents: conn.agents,
-        log,
-        config,
-        view,
-        target,
-        signal: ctx.signal,
-        ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+      active.set(point.vmUuid, entry)
+      try {
+        if (await restorePoint(run, restoreContext(run, conn, { view, target }, entry), point)) restored++
+      } catch (error) {
+        if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+        run.fail(point.vmName, messageOf(error))
+      } finally {
+        active.delete(point.vmUuid)
       }
-      const outcome = await restoreChain(rctx, point)
-      log.info(`dpxen: ${point.vmName}: ${outcome.summary}`)
-      restored++
-      if (!config.keepRestoredFiles)
-        for (const { name, manifest } of point.runs) {
-          for (const disk of manifest.disks) await removeOurFile(config.backupDir, disk.file)
-          await removeOurFile(config.backupDir, name)
-        }
-    } catch (error) {
-      if (error instanceof DpxenError && error.code === 'ABORTED') throw error
-      run.fail(point.vmName, messageOf(error))
     }
+  } finally {
+    stopTicker()
   }
   if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   if (run.failures.length) return EXIT.VM_FAILED
   log.info(`dpxen: ${restored} VM(s) restored from incremental backups`)
   return EXIT.OK
+}
+
+/** One VM's point: its chain verified, then (unless a preview) its disks rebuilt and its files removed. */
+async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): Promise<boolean> {
+  const { ctx, config, log } = run
+  const runs = point.runs.map((r) => r.manifest.run)
+  await verifyChain(config.backupDir, point, ctx.signal)
+  if (isPreview(ctx.env)) {
+    log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)
+    return false
+  }
+  log.info(
+    `dpxen: ${point.vmName}: restore started from run ${runs.at(-1)} (chain of ${runs.length} run(s), verified)`,
+  )
+  const outcome = await restoreChain(rctx, point)
+  log.info(`dpxen: ${point.vmName}: ${outcome.summary}`)
+  if (!config.keepRestoredFiles)
+    for (const { name, manifest } of point.runs) {
+      for (const disk of manifest.disks) await removeOurFile(config.backupDir, disk.file)
+      await removeOurFile(config.backupDir, name)
+    }
+  return true
+}
+
+/** The context a VM's restore works in; its status lines go to `entry` (the progress ticker). */
+function restoreContext(
+  run: Run,
+  conn: Connection,
+  pool: { view: RestoreContext['view']; target: TargetSr },
+  entry: Active,
+): RestoreContext {
+  return {
+    session: conn.session,
+    agents: conn.agents,
+    log: run.log,
+    config: run.config,
+    ...pool,
+    signal: run.ctx.signal,
+    ...(run.ctx.retryDelaysMs ? { retryDelaysMs: run.ctx.retryDelaysMs } : {}),
+    onStatus: (s) => (entry.status = s),
+  }
 }
 
 /** No file of the mode's kind: says what backupDir holds and what to change. */
@@ -276,16 +308,7 @@ async function restoreEach(
       if (ctx.signal.aborted) break
       const entry: Active = { name: item.vmName, status: 'starting', bytes: 0, since: performance.now() }
       active.set(item.vmUuid, entry)
-      const rctx: RestoreContext = {
-        session: conn.session,
-        agents: conn.agents,
-        log,
-        config,
-        ...pool,
-        signal: ctx.signal,
-        ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
-        onStatus: (s) => (entry.status = s),
-      }
+      const rctx = restoreContext(run, conn, pool, entry)
       const how =
         config.restoreAs === 'copy' ? 'as a copy' : config.method === 'snapshot' ? 'disks' : 'whole VM'
       log.info(`dpxen: ${item.vmName}: restore started from ${item.file} (${how})`)

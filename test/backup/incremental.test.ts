@@ -10,31 +10,14 @@ import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { backupSpec } from '../helpers/dp.js'
 import { tempDir } from '../helpers/hooks.js'
-import { diskHashes, snapshots } from '../helpers/pool.js'
+import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { readVhd } from '../helpers/vhd.js'
 import { backupWorld } from '../helpers/world.js'
-import type { XapiSim } from '../../simulator/xapi/server.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
   `"${process.execPath}" "${join(dist, 'hooks', name)}" "${config}"`
-
-/** What a guest does between two backups: a share of each disk's chunks rewritten. */
-async function guestWrites(
-  sim: XapiSim,
-  xapi: TestClient,
-  vm: string,
-  seed: string,
-  share: number,
-): Promise<void> {
-  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
-    if ((await xapi.call('VBD.get_type', vbd)) !== 'Disk') continue
-    const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
-    const uuid = await xapi.call<string>('VDI.get_uuid', vdi)
-    await sim.context.disks.change(uuid, Number(await xapi.call('VDI.get_virtual_size', vdi)), share, seed)
-  }
-}
 
 async function bases(xapi: TestClient): Promise<Record<string, unknown>[]> {
   const all = await xapi.call<Record<string, Record<string, unknown>>>('VM.get_all_records')

@@ -1,3 +1,4 @@
+import type { XapiSim } from '../../simulator/xapi/server.js'
 // Pool assertions shared by the backup and restore tests.
 import type { TestClient } from './rpc.js'
 import { expect } from 'vitest'
@@ -51,5 +52,21 @@ export async function damage(url: string, xapi: TestClient, vm: string): Promise
         Buffer.alloc(size, 0x5a),
       ),
     ).toBe(200)
+  }
+}
+
+/** What a guest does between two backups: the share `share` of each of the VM's disks rewritten. */
+export async function guestWrites(
+  sim: XapiSim,
+  xapi: TestClient,
+  vm: string,
+  seed: string,
+  share: number,
+): Promise<void> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    if ((await xapi.call('VBD.get_type', vbd)) !== 'Disk') continue
+    const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
+    const size = Number(await xapi.call('VDI.get_virtual_size', vdi))
+    await sim.context.disks.change(await xapi.call<string>('VDI.get_uuid', vdi), size, share, seed)
   }
 }

@@ -19,27 +19,16 @@ import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
-import type { XapiSim } from '../../simulator/xapi/server.js'
 import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
-import { diskHashes, snapshots } from '../helpers/pool.js'
-import type { TestClient } from '../helpers/rpc.js'
+import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 
-async function guestWrites(sim: XapiSim, xapi: TestClient, vm: string, seed: string): Promise<void> {
-  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
-    if ((await xapi.call('VBD.get_type', vbd)) !== 'Disk') continue
-    const vdi = await xapi.call<string>('VBD.get_VDI', vbd)
-    const size = Number(await xapi.call('VDI.get_virtual_size', vdi))
-    await sim.context.disks.change(await xapi.call<string>('VDI.get_uuid', vdi), size, 0.5, seed)
-  }
-}
-
 /** A pool, an incremental configuration, and a way to run backups whose files are kept aside. */
-async function world() {
-  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+async function world(extra: Record<string, unknown> = {}) {
+  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
   mkdirSync(w.backupDir)
   const kept = tempDir()
   const vm = await w.xapi.vmByName('Debian')
@@ -83,7 +72,7 @@ describe('incremental backups: faults', () => {
       for (const vdi of vdis) await w.xapi.call('VDI.destroy', vdi)
     }
     expect(await snapshots(w.xapi)).toEqual([])
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     const second = await w.backUp()
     expect(second.text).toMatch(/Debian: full run \(no base snapshot on the host/)
     expect(w.manifests().map((m) => m.position)).toEqual([0, 0])
@@ -93,7 +82,7 @@ describe('incremental backups: faults', () => {
   it('the base deleted under the delta export: this run becomes a full, a new chain', async () => {
     const w = await world()
     expect((await w.backUp()).code).toBe(0)
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     w.sim.faults.add('vhd-base-gone')
     const second = await w.backUp()
     expect(second.code, second.text).toBe(0)
@@ -110,7 +99,7 @@ describe('incremental backups: faults', () => {
     const w = await world()
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     w.sim.faults.add('vhd-truncate:3MiB')
     const cut = await run(runPreExec, [w.config])
     expect(cut.code).toBe(5)
@@ -131,7 +120,7 @@ describe('incremental backups: faults', () => {
       /Debian: run \S+ is the base of the next incremental run/,
     )
     const [first] = w.manifests()
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     const failed = await w.backUp({ SMEXIT: '12' })
     expect(failed.post).toMatch(
       new RegExp(
@@ -139,13 +128,13 @@ describe('incremental backups: faults', () => {
       ),
     )
     expect(await w.base()).toEqual([first!.run])
-    await guestWrites(w.sim, w.xapi, w.vm, 'two')
+    await guestWrites(w.sim, w.xapi, w.vm, 'two', 0.5)
     expect((await w.backUp()).code).toBe(0)
     const [, next] = w.manifests()
     expect(next!.parentRun).toBe(first!.run)
     // Both runs' changes are in it: the chain restores the disks as they are now.
     const now = await diskHashes(w.sim.url, w.xapi, w.vm)
-    await guestWrites(w.sim, w.xapi, w.vm, 'damage')
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
     w.putBack()
     expect((await run(runRestorePostExec, [w.config])).code).toBe(0)
     expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
@@ -154,7 +143,7 @@ describe('incremental backups: faults', () => {
   it('a chain with a missing, damaged or misplaced file is refused; the pool is not touched', async () => {
     const w = await world()
     for (const seed of ['', 'one', 'two']) {
-      if (seed) await guestWrites(w.sim, w.xapi, w.vm, seed)
+      if (seed) await guestWrites(w.sim, w.xapi, w.vm, seed, 0.5)
       expect((await w.backUp()).code).toBe(0)
     }
     const [, middle, last] = w.manifests()
@@ -188,7 +177,7 @@ describe('incremental backups: faults', () => {
     const w = await world()
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     w.sim.faults.add('export-stall:30')
     const { result, stopMs } = await terminateWhen(PRE_EXEC, [w.config], /incremental run 1 of chain/, 300)
     expect(result.exitCode).toBe(130)
@@ -197,12 +186,31 @@ describe('incremental backups: faults', () => {
     expect(readdirSync(w.backupDir).filter((n) => n.endsWith('.partial'))).toEqual([])
   })
 
+  it('a host that pauses mid-transfer (delta export, then chain import): both go on, with progress lines, and the disks come back', async () => {
+    const w = await world({ progressInterval: 0.2 })
+    expect((await w.backUp()).code).toBe(0)
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
+    w.sim.faults.add('export-stall:1')
+    const delta = await w.backUp()
+    expect(delta.code, delta.text).toBe(0)
+    expect(delta.text).toMatch(/Debian: exporting disk \d/)
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    w.sim.faults.clear()
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
+    w.putBack()
+    w.sim.faults.add('import-stall:1')
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(restore.text).toMatch(/dpxen: Debian: writing \S+\.vhd/)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+  })
+
   it('SIGTERM during a chain restore: exit 130, the rebuilt disks removed, the VM as it was', async () => {
     const w = await world()
     expect((await w.backUp()).code).toBe(0)
-    await guestWrites(w.sim, w.xapi, w.vm, 'one')
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     expect((await w.backUp()).code).toBe(0)
-    await guestWrites(w.sim, w.xapi, w.vm, 'damage')
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
     w.putBack()
     const hashes = await diskHashes(w.sim.url, w.xapi, w.vm)
     const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length

@@ -14,6 +14,9 @@ const endToEnd = [
   'test/reliability/matrix.test.ts',
   'test/live/contract.test.ts',
   'test/transport.test.ts',
+  'test/backup/incremental.test.ts',
+  'test/reliability/incremental-faults.test.ts',
+  'test/package.test.ts',
 ]
 
 export default defineConfig({

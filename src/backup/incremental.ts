@@ -18,7 +18,7 @@ import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.j
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
   chainNames,
-  runName,
+  runNameAfter,
   writeChainManifest,
   type ChainDisk,
   type ChainManifest,
@@ -36,6 +36,17 @@ function whyFull(ctx: VmBackupContext, plan: VmPlan, base: Base | undefined): st
     return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
   const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
   if (missing.length) return `the base has no disk at position(s) ${missing.join(', ')}`
+  // A chain's runs all hold the same disks at the same sizes: a disk detached, grown or
+  // replaced since the base starts a new chain, or the chain could never be restored.
+  const gone = [...base.disks.keys()].filter((p) => !plan.disks.some((d) => d.userdevice === p))
+  if (gone.length) return `the disk(s) at position(s) ${gone.join(', ')} were removed since run ${base.run}`
+  for (const d of plan.disks) {
+    const was = base.sizes.get(d.userdevice)
+    if (was !== d.virtualSize)
+      return `disk ${d.userdevice} changed size since run ${base.run} (${was} to ${d.virtualSize} bytes)`
+    if (base.of.get(d.userdevice) !== d.vdi)
+      return `disk ${d.userdevice} is another disk than at run ${base.run} (replaced)`
+  }
   return undefined
 }
 
@@ -116,13 +127,14 @@ async function exportChanges(
 function chainManifest(
   ctx: VmBackupContext,
   plan: VmPlan,
-  r: { run: string; started: Date; parent: Base | undefined; disks: ChainDisk[] },
+  r: { run: string; started: Date; base: Base | undefined; parent: Base | undefined; disks: ChainDisk[] },
 ): ChainManifest {
   return {
     format: 'dpxen-chain/1',
     dpxenVersion: VERSION,
     run: r.run,
     ...(r.parent ? { parentRun: r.parent.run } : {}),
+    ...(!r.parent && r.base ? { after: r.base.run } : {}),
     chain: r.parent ? r.parent.chain : r.run,
     position: r.parent ? r.parent.position + 1 : 0,
     server: ctx.config.server,
@@ -146,9 +158,9 @@ export async function backupIncremental(
   const release = await reserveSpace(ctx, plan)
   try {
     const started = new Date()
-    const run = runName(started)
     await dropUnsettled(ctx.session, plan.uuid, plan.name, ctx.log)
     const base = await findBase(ctx.session, plan.uuid)
+    const run = runNameAfter(started, base?.run)
     const full = whyFull(ctx, plan, base)
     ctx.log.info(
       `dpxen: ${plan.name}: ${full ? `full run (${full})` : `incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}`}`,
@@ -162,7 +174,7 @@ export async function backupIncremental(
       const disks = await vmDisks(ctx.session, snap)
       await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.manifest])
       const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
-      const manifest = chainManifest(ctx, plan, { run, started, parent, disks: exported.disks })
+      const manifest = chainManifest(ctx, plan, { run, started, base, parent, disks: exported.disks })
       await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
       crashPoint(`keep the base of ${plan.name}`)
       const { chain, position } = manifest

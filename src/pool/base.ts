@@ -26,6 +26,9 @@ export interface Base {
   position: number
   /** The base's disk at each position (userdevice → VDI ref). */
   disks: Map<string, string>
+  /** Each of those disks' size, and the VM disk it is a snapshot of (VDI ref). */
+  sizes: Map<string, number>
+  of: Map<string, string>
 }
 
 interface Kept {
@@ -57,7 +60,15 @@ export async function findBase(session: XapiSession, vmUuid: string): Promise<Ba
   const found = bases.at(-1)
   if (!found) return undefined
   const disks = new Map((await vmDisks(session, found.ref)).map((d) => [d.userdevice, d.vdi]))
+  const sizes = new Map<string, number>()
+  const of = new Map<string, string>()
+  for (const [position, vdi] of disks) {
+    sizes.set(position, Number(await session.call<string>('VDI.get_virtual_size', vdi)))
+    of.set(position, await session.call<string>('VDI.get_snapshot_of', vdi))
+  }
   return {
+    sizes,
+    of,
     ref: found.ref,
     run: found.oc[OC_BASE_RUN] ?? '',
     chain: found.oc[OC_BASE_CHAIN] ?? '',

@@ -47,7 +47,21 @@ export function chainPoints(found: { name: string; manifest: ChainManifest }[]):
   const points: ChainPoint[] = []
   const problems: { vmName: string; reason: string }[] = []
   for (const runs of byVm.values()) {
-    const newest = runs.reduce((a, b) => (b.manifest.run > a.manifest.run ? b : a))
+    // The point is the one run no other run follows (as its parent, or as the full that ended
+    // its chain): the chains say which is newest, never the run ids, which come from a clock.
+    const followed = new Set(runs.flatMap((r) => [r.manifest.parentRun, r.manifest.after]))
+    const latest = runs.filter((r) => !followed.has(r.manifest.run))
+    if (latest.length !== 1) {
+      const names = (latest.length ? latest : runs).map((r) => r.manifest.run).join(', ')
+      problems.push({
+        vmName: runs[0]!.manifest.vm.name,
+        reason: latest.length
+          ? `backupDir holds ${latest.length} latest runs of it that no chain orders (${names}): keep only the files of the point to restore`
+          : `its chain manifests name each other in a circle (${names}): the files are not dpxen's as written`,
+      })
+      continue
+    }
+    const newest = latest[0]!
     const vmName = newest.manifest.vm.name
     const byRun = new Map(runs.map((r) => [r.manifest.run, r]))
     const chain = [newest]
@@ -120,7 +134,9 @@ async function rebuildDisk(
   journal: JournalRecord,
 ): Promise<void> {
   const replaced = old.find((d) => d.userdevice === disk.userdevice)
-  const sr = replaced ? await ctx.session.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
+  // `sr` given: there, as for every restore; else (or with originalSr) where the disk was.
+  const own = replaced && (ctx.config.sr === '' || ctx.config.originalSr)
+  const sr = own ? await ctx.session.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
   // Tagged with the journal's token from birth: a crash before the journal knows it leaves a
   // VDI the next run finds and removes.
   const vdi = await ctx.session.call<string>('VDI.create', {
@@ -208,6 +224,18 @@ async function swapIn(
       await journal.update({ phase: 'finishing' })
     },
   )
+}
+
+/**
+ * The restore options a chain cannot honour, refused before anything changes: a chain holds a
+ * VM's disks, not the VM, so it can neither make a copy nor a VM that is gone.
+ */
+export function refuseOptions(ctx: Pick<RestoreContext, 'config'>): void {
+  if (ctx.config.restoreAs === 'copy')
+    throw new DpxenError(
+      'VM_FAILED',
+      'restoreAs: copy does not apply to incremental backups (their files hold the disks, not the VM): the pool is unchanged; restore an offline backup as a copy, or set restoreAs: original',
+    )
 }
 
 /** Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them. */

@@ -20,7 +20,7 @@ import { readChainManifests } from '../staging/chain.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
-import { chainPoints, restoreChain, verifyChain, type ChainPoint } from './chain.js'
+import { chainPoints, refuseOptions, restoreChain, verifyChain, type ChainPoint } from './chain.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
@@ -143,6 +143,7 @@ async function restoreChains(
 async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): Promise<boolean> {
   const { ctx, config, log } = run
   const runs = point.runs.map((r) => r.manifest.run)
+  refuseOptions(rctx)
   await verifyChain(config.backupDir, point, ctx.signal)
   if (isPreview(ctx.env)) {
     log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)

@@ -30,6 +30,11 @@ export interface ChainManifest {
   run: string
   /** The run this one holds the changes since; absent for a full. */
   parentRun?: string
+  /**
+   * For a full that ended an earlier chain: that chain's last run (the base it replaced), so a
+   * restore orders the two chains by the chains themselves, never by the clock.
+   */
+  after?: string
   /** The full this chain starts with. */
   chain: string
   /** 0 for the full, then 1, 2, … */
@@ -47,6 +52,20 @@ export function runName(started: Date): string {
     .toISOString()
     .replace(/[-:]/g, '')
     .replace(/\.(\d+)Z$/, '$1Z')
+}
+
+/**
+ * This run's name: its start, or, when the clock says no later than `previous` (a clock stepped
+ * back, a frozen or coarse one), the millisecond after `previous`: unique and later than the
+ * run it follows, whatever the clock does.
+ */
+export function runNameAfter(started: Date, previous: string | undefined): string {
+  const run = runName(started)
+  if (previous === undefined || run > previous) return run
+  const at = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(previous)
+  if (!at) return `${previous}-1`
+  const [, y, mo, d, h, mi, se, ms] = at
+  return runName(new Date(Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${se}.${ms}Z`) + 1))
 }
 
 /** `<base>_<run>.chain.json` and `<base>_<run>_<disk>.vhd`, from the XVA name's base. */

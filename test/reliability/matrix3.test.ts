@@ -1,0 +1,158 @@
+// The third reliability matrix, the cases that lost data: a copy restore of a chain, a disk
+// detached or replaced by a bigger one between incremental runs, a clock stepped back, a clock
+// that gives two runs the same time. Real hooks in process against xapi-sim on port 0.
+import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { runPostExec } from '../../src/backup/post.js'
+import { runPreExec } from '../../src/backup/run.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import type { ChainManifest } from '../../src/staging/chain.js'
+import { run, tempDir } from '../helpers/hooks.js'
+import { diskHashes, guestWrites } from '../helpers/pool.js'
+import { backupWorld } from '../helpers/world.js'
+
+async function world(extra: Record<string, unknown> = {}) {
+  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
+  mkdirSync(w.backupDir)
+  const kept = tempDir()
+  const vm = await w.xapi.vmByName('Debian')
+  const backUp = async (): Promise<string> => {
+    const pre = await run(runPreExec, [w.config])
+    expect(pre.code, pre.text).toBe(0)
+    for (const f of readdirSync(w.backupDir).filter((n) => !n.startsWith('.')))
+      copyFileSync(join(w.backupDir, f), join(kept, f))
+    await run(runPostExec, [w.config])
+    return pre.text
+  }
+  const manifests = (): ChainManifest[] =>
+    readdirSync(kept)
+      .filter((n) => n.endsWith('.chain.json'))
+      .map((n) => JSON.parse(readFileSync(join(kept, n), 'utf8')) as ChainManifest)
+  const putBack = (): void => {
+    for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
+  }
+  /** The VBD at a position of the VM. */
+  const vbdAt = async (position: string): Promise<string> => {
+    for (const vbd of await w.xapi.call<string[]>('VM.get_VBDs', vm))
+      if ((await w.xapi.call('VBD.get_userdevice', vbd)) === position) return vbd
+    throw new Error(`no VBD at ${position}`)
+  }
+  const detach = async (position: string): Promise<void> => {
+    const vbd = await vbdAt(position)
+    await w.xapi.call('VBD.unplug', vbd)
+    await w.xapi.call('VBD.destroy', vbd)
+  }
+  return { ...w, kept, vm, backUp, manifests, putBack, vbdAt, detach }
+}
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+describe('reliability, third matrix: data that was lost', () => {
+  it('restoreAs: copy on chain files is refused before anything changes; the original keeps its disks', async () => {
+    const w = await world({ restore: { restoreAs: 'copy' } })
+    await w.backUp()
+    await guestWrites(w.sim, w.xapi, w.vm, 'since', 0.5)
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
+    w.putBack()
+    const asCopy = await run(runRestorePostExec, [w.config])
+    expect(asCopy.code).toBe(5)
+    expect(asCopy.text).toMatch(/Debian: FAILED: restoreAs: copy does not apply to incremental backups/)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+    expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
+  })
+
+  it('a disk detached between runs: the next run is a full, and that point restores', async () => {
+    const w = await world()
+    await w.backUp()
+    await w.detach('1')
+    const text = await w.backUp()
+    expect(text).toMatch(/Debian: full run \(the disk\(s\) at position\(s\) 1 were removed since run /)
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
+    w.putBack()
+    // Only the newest chain's files are the point: the older full is followed by it.
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+  })
+
+  it('a disk replaced by a bigger one: the next run is a full, not a failure every night', async () => {
+    const w = await world()
+    await w.backUp()
+    await w.detach('1')
+    const sr = await w.xapi.call<string>(
+      'VDI.get_SR',
+      await w.xapi.call<string>('VBD.get_VDI', await w.vbdAt('0')),
+    )
+    const vdi = await w.xapi.call<string>('VDI.create', {
+      name_label: 'bigger',
+      name_description: '',
+      SR: sr,
+      virtual_size: String(16 * 1024 * 1024),
+      type: 'user',
+      sharable: false,
+      read_only: false,
+      other_config: {},
+      xenstore_data: {},
+      sm_config: {},
+      tags: [],
+    })
+    const vbd = await w.xapi.call<string>('VBD.create', {
+      VM: w.vm,
+      VDI: vdi,
+      userdevice: '1',
+      bootable: false,
+      mode: 'RW',
+      type: 'Disk',
+      empty: false,
+      other_config: {},
+      qos_algorithm_type: '',
+      qos_algorithm_params: {},
+    })
+    await w.xapi.call('VBD.plug', vbd)
+    for (let i = 0; i < 2; i++) {
+      const text = await w.backUp()
+      expect(text).toMatch(i === 0 ? /Debian: full run \(disk 1 / : /Debian: incremental run 1 of chain/)
+    }
+  })
+
+  it('the clock stepped back two hours between runs: the restore takes the newer run, by the chain', async () => {
+    const w = await world()
+    vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-02T10:00:00Z') })
+    await w.backUp()
+    await guestWrites(w.sim, w.xapi, w.vm, 'newer', 0.5)
+    vi.setSystemTime(new Date('2026-12-02T08:00:00Z'))
+    await w.backUp()
+    vi.useRealTimers()
+    const [a, b] = w.manifests().sort((x, y) => x.position - y.position)
+    expect(b!.parentRun).toBe(a!.run)
+    expect(b!.run > a!.run).toBe(true) // later than its parent by construction
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
+    w.putBack()
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(restore.text).toContain(`rebuilt from run ${b!.run}`)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+  })
+
+  it('a frozen clock: two runs get distinct ids, the second later than its parent', async () => {
+    const w = await world()
+    vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-02T10:00:00Z') })
+    await w.backUp()
+    await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
+    vi.setSystemTime(new Date('2026-12-02T10:00:00Z'))
+    await w.backUp()
+    vi.useRealTimers()
+    const [a, b] = w.manifests().sort((x, y) => x.position - y.position)
+    expect(b!.run).not.toBe(a!.run)
+    expect(b!.parentRun).toBe(a!.run)
+    expect(new Set(readdirSync(w.kept)).size).toBe(readdirSync(w.kept).length)
+    expect(readdirSync(w.kept).filter((n) => n.includes(b!.run)).length).toBeGreaterThan(1)
+  })
+})

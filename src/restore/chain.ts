@@ -50,7 +50,11 @@ export function chainPoints(found: { name: string; manifest: ChainManifest }[]):
     // The point is the one run no other run follows (as its parent, or as the full that ended
     // its chain): the chains say which is newest, never the run ids, which come from a clock.
     const followed = new Set(runs.flatMap((r) => [r.manifest.parentRun, r.manifest.after]))
+    const present = new Set(runs.map((r) => r.manifest.run))
     const latest = runs.filter((r) => !followed.has(r.manifest.run))
+    // A run whose parent's files are missing explains two latest runs: report the gap.
+    const gap = latest.find((r) => r.manifest.parentRun !== undefined && !present.has(r.manifest.parentRun))
+    if (gap) latest.splice(0, latest.length, gap)
     if (latest.length !== 1) {
       const names = (latest.length ? latest : runs).map((r) => r.manifest.run).join(', ')
       problems.push({

@@ -16,6 +16,7 @@ const endToEnd = [
   'test/transport.test.ts',
   'test/backup/incremental.test.ts',
   'test/reliability/incremental-faults.test.ts',
+  'test/reliability/matrix3.test.ts',
   'test/package.test.ts',
 ]
 

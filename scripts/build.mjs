@@ -26,6 +26,8 @@ const common = {
   define: { __DPXEN_VERSION__: JSON.stringify(pkg.version) },
   // cosmiconfig loads TypeScript only for a dpxen.config.ts, which dpxen does not search for.
   external: ['typescript'],
+  // jsonc-parser's `main` is a UMD build whose require() calls esbuild cannot follow.
+  alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' },
   legalComments: 'none',
   metafile: true,
   logLevel: 'warning',

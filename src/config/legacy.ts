@@ -174,6 +174,7 @@ function bracketDepth(text: string): number {
 export function parseLegacyConfig(text: string): LegacyResult {
   const values: Record<string, unknown> = {}
   const problems: LegacyProblem[] = []
+  const firstLine = new Map<string, number>()
   const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/)
   for (let i = 0; i < lines.length; i++) {
     const start = i + 1
@@ -191,6 +192,15 @@ export function parseLegacyConfig(text: string): LegacyResult {
       })
       continue
     }
+    const first = firstLine.get(match[1]!)
+    if (first !== undefined) {
+      problems.push({
+        line: start,
+        message: `${match[1]} is set twice (first on line ${first}): keep one of them`,
+      })
+      continue
+    }
+    firstLine.set(match[1]!, start)
     const parsed = parseValue(match[2]!, /pass/i.test(match[1]!))
     if ('error' in parsed) problems.push({ line: start, message: `${match[1]}: ${parsed.error}` })
     else values[match[1]!] = parsed.value

@@ -8,6 +8,7 @@ import { dirname, join, resolve, win32 } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'
 import { DpxenError } from '../core/errors.js'
 import { parseLegacyConfig } from './legacy.js'
+import { parseJsonText, parseYamlText, placeOf, TextError } from './parse.js'
 import { validateConfig, type Config } from './schema.js'
 
 /** A configuration with problems: each is reported on its own line. */
@@ -54,6 +55,24 @@ function legacyLoader(filepath: string, content: string): Record<string, unknown
   return values
 }
 
+/** A JSON or YAML file's loader: problems with their line and column, keys set twice refused. */
+function textLoader(parse: (text: string) => unknown) {
+  return (filepath: string, content: string): unknown => {
+    try {
+      return parse(content)
+    } catch (error) {
+      if (!(error instanceof TextError)) throw error
+      throw new ConfigError(error.problems.map((p) => `config ${filepath}: ${placeOf(p)}: ${p.message}`))
+    }
+  }
+}
+
+const jsonLoader = textLoader(parseJsonText)
+const yamlLoader = textLoader(parseYamlText)
+/** `.dpxenrc` holds JSON or YAML: JSON when it opens with a brace. */
+const noExtLoader = (filepath: string, content: string): unknown =>
+  /^\uFEFF?\s*\{/.test(content) ? jsonLoader(filepath, content) : yamlLoader(filepath, content)
+
 function explorer() {
   return cosmiconfig('dpxen', {
     searchStrategy: 'global',
@@ -72,7 +91,13 @@ function explorer() {
       'dpxen.config.json',
       'DPxen_config.py',
     ],
-    loaders: { '.py': legacyLoader },
+    loaders: {
+      '.py': legacyLoader,
+      '.json': jsonLoader,
+      '.yaml': yamlLoader,
+      '.yml': yamlLoader,
+      noExt: noExtLoader,
+    },
     cache: false,
   })
 }

@@ -9,7 +9,9 @@ import { readOptions } from './options.js'
 import { benchIncremental, type IncrementalRow } from './incremental.js'
 import { benchConcurrency, benchPlanning } from './pool.js'
 import { benchTransfers, type ExportRow, type ImportRow } from './transfer.js'
+import { benchVhd, vhdChild, type VhdRow } from './vhd.js'
 
+if (vhdChild()) process.exit(0)
 const options = await readOptions()
 const machine = await Machine.start(options)
 const work = mkdtempSync(join(options.dir, 'dpxen-bench-'))
@@ -30,6 +32,7 @@ const results = {
   import: [] as ImportRow[],
   concurrency: [] as Awaited<ReturnType<typeof benchConcurrency>>,
   incremental: undefined as IncrementalRow | undefined,
+  vhdVerifier: [] as VhdRow[],
   ...({} as Partial<Awaited<ReturnType<typeof benchPlanning>>>),
 }
 try {
@@ -40,6 +43,7 @@ try {
   }
   if (options.parts.has('concurrency')) results.concurrency = await benchConcurrency(machine, options, work)
   if (options.parts.has('planning')) Object.assign(results, await benchPlanning(machine, options, work))
+  if (options.parts.has('vhd')) results.vhdVerifier = benchVhd()
   if (options.parts.has('incremental'))
     results.incremental = await benchIncremental(machine, options, work, options.incrementalGiB)
 } finally {

@@ -6,6 +6,7 @@
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds (list.ts).
 // `dpxen restore [OPTIONS] [CONFIG]`: the restore post-exec run by hand (restore.ts).
 // `dpxen setup [OPTIONS]`: the wrappers Data Protector runs and a configuration skeleton (setup.ts).
+import { MANIFEST_CAP, readSmallText, smallFileProblem } from '../core/small-file.js'
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { DpxenError, messageOf } from '../core/errors.js'
@@ -202,6 +203,29 @@ async function writeMode(dir: string, direct: boolean): Promise<string> {
   }
 }
 
+/** The manifest beside a verified file; one that cannot be read as one is refused (exit 6), never quoted. */
+async function manifestOf(path: string): Promise<Manifest> {
+  let text: string
+  try {
+    text = await readSmallText(path, MANIFEST_CAP)
+  } catch (error) {
+    throw new DpxenError(
+      'XVA_INVALID',
+      `${path}: cannot be read as a manifest (${smallFileProblem(error, MANIFEST_CAP)})`,
+    )
+  }
+  try {
+    const manifest = JSON.parse(text) as Manifest
+    if (manifest?.format === 'dpxen-manifest/1') return manifest
+  } catch {
+    // said below, without the parser's words: they quote the file
+  }
+  throw new DpxenError(
+    'XVA_INVALID',
+    `${path}: is not a dpxen manifest (damaged or replaced): remove it to verify the XVA alone`,
+  )
+}
+
 async function verify(ctx: HookContext, file: string): Promise<number> {
   const log = createLogger({ out: ctx.out, name: 'verify' })
   ctx.useLogger(log)
@@ -219,7 +243,7 @@ async function verify(ctx: HookContext, file: string): Promise<number> {
   )
   const manifestPath = manifestName(file)
   if (existsSync(manifestPath)) {
-    const manifest = JSON.parse(await fsp.readFile(manifestPath, 'utf8')) as Manifest
+    const manifest = await manifestOf(manifestPath)
     if (manifest.file?.xxh64 !== result.xxh64 || manifest.file?.bytes !== result.bytes) {
       throw new DpxenError(
         'XVA_INVALID',

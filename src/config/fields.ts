@@ -49,6 +49,11 @@ export function shown(value: unknown): string {
 }
 
 /** A value as a message for `field` may show it: a secret by its kind only. */
+/** A url as shown in a message: any user and password in it replaced, whatever else is wrong. */
+export function shownUrl(value: string): string {
+  return shown(value.replace(/^([^/@]*\/\/)?[^/@]*@/, (_, scheme: string | undefined) => `${scheme ?? ''}…@`))
+}
+
 export function shownFor(field: { secret?: true }, value: unknown): string {
   if (!field.secret) return shown(value)
   const kind = Array.isArray(value) ? 'a list' : value === null ? 'null' : `a ${typeof value}`
@@ -203,10 +208,10 @@ export const FIELDS = {
       try {
         parsed = new URL(s.trim())
       } catch {
-        throw new FieldProblem(`${shown(s)} is not a URL (example: https://xenserver.example.com)`)
+        throw new FieldProblem(`${shownUrl(s)} is not a URL (example: https://xenserver.example.com)`)
       }
       if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
-        throw new FieldProblem(`must start with http:// or https://, not ${shown(s)}`)
+        throw new FieldProblem(`must start with http:// or https://, not ${shownUrl(s)}`)
       if (parsed.username || parsed.password)
         throw new FieldProblem('must not contain credentials (use username and password)')
       return parsed

@@ -3,7 +3,7 @@
 // .dpxenrc*, dpxen.config.*, DPxen_config.py), then the fixed place in the Data Protector
 // client's configuration folder. The original DPxen_config.py is read as it is.
 import { existsSync, statSync } from 'node:fs'
-import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from './small-file.js'
+import { CONFIG_FILE_CAP, readSmallFile, SmallFileError, smallFileProblem } from '../core/small-file.js'
 import { dirname, join, resolve, win32 } from 'node:path'
 import { cosmiconfig } from 'cosmiconfig'
 import { DpxenError } from '../core/errors.js'

@@ -3,7 +3,7 @@
 // the file's own values, with the same one-line problems.
 import { isAbsolute } from 'node:path'
 import type { Values } from './fields.js'
-import { CA_FILE_CAP, PASSWORD_FILE_CAP, readSmallFile, smallFileProblem } from './small-file.js'
+import { CA_FILE_CAP, PASSWORD_FILE_CAP, readSmallFile, smallFileProblem } from '../core/small-file.js'
 
 interface Where {
   env: NodeJS.ProcessEnv

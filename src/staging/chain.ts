@@ -6,6 +6,7 @@ import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { writeStagingFile } from './folder.js'
 import { CHAIN_SUFFIX, VHD_SUFFIX } from './names.js'
+import { MANIFEST_CAP, readSmallText } from '../core/small-file.js'
 
 export interface ChainDisk {
   /** The disk's position on the VM (VBD userdevice). */
@@ -88,7 +89,8 @@ export async function readChainManifests(dir: string): Promise<{ name: string; m
   const out: { name: string; manifest: ChainManifest }[] = []
   for (const name of (await fsp.readdir(dir)).filter((n) => n.endsWith(CHAIN_SUFFIX)).sort()) {
     try {
-      const manifest = JSON.parse(await fsp.readFile(join(dir, name), 'utf8')) as ChainManifest
+      // A FIFO, a device or a huge file in the folder is passed over, never waited on or read whole.
+      const manifest = JSON.parse(await readSmallText(join(dir, name), MANIFEST_CAP)) as ChainManifest
       if (manifest.format === 'dpxen-chain/1' && Array.isArray(manifest.disks)) out.push({ name, manifest })
     } catch {
       // not a chain manifest: the restore names it as a file it cannot use

@@ -102,7 +102,11 @@ export async function readTrustedFile(dir: string, name: string): Promise<string
   let handle: FileHandle
   try {
     // O_NOFOLLOW: a link is refused at open, so what is checked is what is read.
-    handle = await fsp.open(path, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0))
+    // O_NONBLOCK: a FIFO put there opens at once (and is refused below), never waits for a writer.
+    handle = await fsp.open(
+      path,
+      constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0),
+    )
   } catch {
     return undefined
   }
@@ -110,7 +114,7 @@ export async function readTrustedFile(dir: string, name: string): Promise<string
     const stat = await handle.stat()
     if (!stat.isFile()) return undefined
     if (isPosix && process.getuid && (stat.uid !== process.getuid() || stat.mode & 0o022)) return undefined
-    if (stat.size > 64 * 1024 * 1024) return undefined
+    if (stat.size > 16 * 1024 * 1024) return undefined
     return await handle.readFile('utf8')
   } finally {
     await handle.close()

@@ -1,9 +1,10 @@
 // The manifest beside each XVA: what was backed up, from where, in which state, and the file's
 // size and XXH64, so a restore can check the file and put each disk back where it was.
-import { existsSync, promises as fsp } from 'node:fs'
+import { existsSync } from 'node:fs'
 import type { Mode } from '../config/schema.js'
 import { writeStagingFile } from './folder.js'
 import { MANIFEST_SUFFIX } from './names.js'
+import { MANIFEST_CAP, readSmallText } from '../core/small-file.js'
 
 export interface Manifest {
   format: 'dpxen-manifest/1'
@@ -56,7 +57,7 @@ export async function readManifest(path: string): Promise<Manifest | undefined> 
   const file = manifestName(path)
   if (!existsSync(file)) return undefined
   try {
-    const manifest = JSON.parse(await fsp.readFile(file, 'utf8')) as Manifest
+    const manifest = JSON.parse(await readSmallText(file, MANIFEST_CAP)) as Manifest
     return manifest.format === 'dpxen-manifest/1' ? manifest : undefined
   } catch {
     return undefined

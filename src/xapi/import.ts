@@ -1,5 +1,6 @@
 // PUT /import of an XVA file: an exact Content-Length (xapi refuses chunked bodies), the file
 // streamed with backpressure, the outcome read from the task. Returns the refs xapi made.
+import { openRegularFile } from '../core/small-file.js'
 import { promises as fsp } from 'node:fs'
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
@@ -54,7 +55,8 @@ const READ_BUFFER = 1024 * 1024
  * Buffer for every read, and at hundreds of MB/s that garbage keeps V8 busy.)
  */
 async function upload(file: string, req: ClientRequest): Promise<void> {
-  const handle = await fsp.open(file, 'r')
+  // Verified before, but opened again: still only a regular file, never waited on.
+  const handle = await openRegularFile(file)
   const failed = new Promise<never>((_resolve, reject) => req.once('error', reject))
   failed.catch(() => undefined)
   try {

@@ -2,7 +2,8 @@
 // and checks its layout and every checksum, streaming. One buffer, allocated once, is read into
 // again and again: an fs read stream makes a new Buffer for every read, and V8 lets tens of MiB
 // of them pile up before it collects them (the restore hook's peak RSS came from there).
-import { promises as fsp } from 'node:fs'
+import { DpxenError } from '../core/errors.js'
+import { openRegularFile, SmallFileError } from '../core/small-file.js'
 import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import { verifyXva, type StreamResult } from './pipe.js'
 import { VhdVerifier, type VhdStreamResult } from './vhd.js'
@@ -10,9 +11,19 @@ import { VhdVerifier, type VhdStreamResult } from './vhd.js'
 /** Bytes per read. */
 const READ_SIZE = 1024 * 1024
 
+/** The file, if it is a regular one: a FIFO or a device in a staging folder is refused, never waited on. */
+export async function openFile(path: string) {
+  try {
+    return await openRegularFile(path)
+  } catch (error) {
+    if (error instanceof SmallFileError) throw new DpxenError('XVA_INVALID', `${path}: not a regular file`)
+    throw error
+  }
+}
+
 /** The file's bytes, each piece valid until the next is asked for (pipeXva is done with it by then). */
 async function* pieces(path: string): AsyncGenerator<Buffer> {
-  const handle = await fsp.open(path, 'r')
+  const handle = await openFile(path)
   try {
     const buffer = Buffer.allocUnsafeSlow(READ_SIZE)
     for (let position = 0; ;) {

@@ -2,12 +2,35 @@
 // configuration that sets a key twice or does not parse, what a staging folder holds (FIFOs,
 // huge tables, manifests that contradict their files), urls that carry a password. Real hooks
 // in process against xapi-sim on port 0, real files.
-import { writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
-import { run, tempDir } from '../helpers/hooks.js'
+import { runDpxen } from '../../src/cli/dpxen.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import { VhdVerifier } from '../../src/xva/vhd.js'
+import { vhdFooter, vhdHeader } from '../../simulator/xapi/xva/vhd.js'
+import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
+import { backupWorld } from '../helpers/world.js'
+
+const mkfifo = (path: string): void => void execFileSync('mkfifo', [path])
+
+/** A VM backed up (incremental or not) with its files kept, and put back as Data Protector would. */
+async function stagedWorld(values: Record<string, unknown>) {
+  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], ...values })
+  mkdirSync(w.backupDir)
+  const pre = await run(runPreExec, [w.config])
+  expect(pre.code, pre.text).toBe(0)
+  const kept = tempDir()
+  for (const f of readdirSync(w.backupDir).filter((n) => !n.startsWith('.')))
+    copyFileSync(join(w.backupDir, f), join(kept, f))
+  await run(runPostExec, [w.config])
+  for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
+  return { ...w, files: readdirSync(kept) }
+}
 
 describe('reliability, third matrix: a configuration that is wrong', () => {
   it('a key set twice is refused in JSON, YAML and DPxen_config.py, naming both lines; no VM is stopped', async () => {
@@ -74,5 +97,109 @@ describe('reliability, third matrix: a configuration that is wrong', () => {
     const pre = await run(runPreExec, [bom])
     expect(pre.text).not.toMatch(/line 1, column 1/)
     expect(pre.text).toMatch(/username|password|mode|missing/)
+  })
+})
+
+describe('reliability, third matrix: a staging folder is hostile input', () => {
+  it('a FIFO named as a chain manifest, an XVA or its manifest never hangs list, verify or the restore', async () => {
+    const chain = await stagedWorld({ incremental: true })
+    mkfifo(join(chain.backupDir, 'Debian_20261201T010000000Z.chain.json'))
+    const listed = await run(runDpxen, ['list', chain.backupDir])
+    expect(listed.code, listed.text).toBe(0)
+    expect(listed.text).toMatch(/Debian: restorable to run/)
+    const restore = await run(runRestorePostExec, [chain.config])
+    expect(restore.code, restore.text).toBe(0)
+
+    const full = await stagedWorld({})
+    const xva = full.files.find((f) => f.endsWith('.xva'))!
+    mkfifo(join(full.backupDir, 'Other.xva'))
+    mkfifo(join(full.backupDir, 'Other.xva.manifest.json'))
+    const fifo = await run(runDpxen, ['verify', join(full.backupDir, 'Other.xva')])
+    expect(fifo.code).toBe(6)
+    expect(fifo.text).toMatch(/Other\.xva: not a regular file/)
+    expect((await run(runDpxen, ['list', full.backupDir])).text).toContain(`${xva}: Debian`)
+    const both = await run(runRestorePostExec, [full.config])
+    expect(both.text).toMatch(/Other\.xva: not a regular file/)
+    expect(both.text).toMatch(/Debian: .*restored/i)
+  })
+
+  it('a huge chain manifest is passed over, a VHD header claiming a huge block table is refused at once', async () => {
+    const w = await stagedWorld({ incremental: true })
+    // 64 MiB of JSON: read whole, V8 would hold several times that.
+    writeFileSync(
+      join(w.backupDir, 'Debian_20991231T000000000Z.chain.json'),
+      `{"format":"dpxen-chain/1","disks":[${'"x",'.repeat(16 * 1024 * 1024)}"x"]}`,
+    )
+    const before = process.memoryUsage().rss
+    const listed = await run(runDpxen, ['list', w.backupDir])
+    expect(listed.text).toMatch(/Debian: restorable to run/)
+    expect(process.memoryUsage().rss - before).toBeLessThan(48 * 1024 * 1024)
+
+    // A header claiming 2^30 entries (4 GiB of table), and 64 MiB of stream after it.
+    const size = 2 ** 30 * 2 * 1024 * 1024
+    const verifier = new VhdVerifier()
+    const pushAll = (): void => {
+      verifier.push(
+        Buffer.concat([
+          vhdFooter(size, '6c1e4a2e-1f7b-4a43-9b3e-2f1d2c3b4a5e', false),
+          vhdHeader(2 ** 30, undefined),
+        ]),
+      )
+      const piece = Buffer.alloc(1024 * 1024, 0xff)
+      for (let i = 0; i < 64; i++) verifier.push(piece)
+    }
+    expect(pushAll).toThrow(/a block table of 1073741824 entries, more than any exported disk has/)
+  })
+
+  it('the VHD verifier is linear: a fully written 512 GiB table (262,144 blocks) is checked in one pass', () => {
+    // Quadratic before (it sorted its queue on every block): 32 GiB took 2.1 s, so this would take
+    // over 8 minutes and fail on the test timeout; linear, it takes under a second.
+    const size = 512 * 1024 ** 3
+    const entries = size / (2 * 1024 * 1024)
+    const bat = Buffer.alloc(entries * 4)
+    for (let i = 0; i < entries; i++) bat.writeUInt32BE(4 + entries / 128 + i * 4097, i * 4)
+    const footer = vhdFooter(size, '6c1e4a2e-1f7b-4a43-9b3e-2f1d2c3b4a5e', false)
+    const verifier = new VhdVerifier()
+    verifier.push(Buffer.concat([footer, vhdHeader(entries, undefined), Buffer.alloc(512), bat]))
+    const bitmap = Buffer.alloc(512, 0xff)
+    const data = Buffer.alloc(2 * 1024 * 1024)
+    for (let i = 0; i < entries; i++) {
+      verifier.push(bitmap)
+      verifier.push(data)
+    }
+    verifier.push(footer)
+    expect(verifier.finish().blocks).toBe(entries)
+  })
+})
+
+describe('reliability, third matrix: secrets', () => {
+  it('a password inside a url is never echoed, whatever else is wrong with the url', async () => {
+    const dir = tempDir()
+    for (const url of [
+      'ftp://root:s3cret@xen.example.com',
+      'http://root:s3cret@xen.example.com:99999',
+      'https://root:s3cret@[::1',
+      'root:s3cret@xen.example.com',
+      'http://root:s3cret@xen.example.com',
+    ]) {
+      const config = writeConfig(dir, { url, username: 'root', password: 'x', mode: 'allOnline' })
+      const pre = await run(runPreExec, [config])
+      expect(pre.code, url).toBe(2)
+      expect(pre.text, url).toMatch(/url: /)
+      expect(pre.text, url).not.toContain('s3cret')
+    }
+  })
+
+  it('dpxen verify with a manifest that is not JSON exits 6 and never quotes it', async () => {
+    const w = await stagedWorld({})
+    const xva = join(
+      w.backupDir,
+      w.files.find((f) => f.endsWith('.xva'))!,
+    )
+    writeFileSync(`${xva}.manifest.json`, 'https://evil.example.com/token=abc123 not json')
+    const verify = await run(runDpxen, ['verify', xva])
+    expect(verify.code, verify.text).toBe(6)
+    expect(verify.text).toMatch(/manifest\.json: is not a dpxen manifest \(damaged or replaced\)/)
+    expect(verify.text).not.toMatch(/evil|abc123|Unexpected token/)
   })
 })

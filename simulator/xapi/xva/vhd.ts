@@ -77,7 +77,7 @@ export function vhdFooter(size: number, uuid: string, differencing: boolean): Bu
   return f
 }
 
-function vhdHeader(blocks: number, parentUuid: string | undefined): Buffer {
+export function vhdHeader(blocks: number, parentUuid: string | undefined): Buffer {
   const h = Buffer.alloc(1024)
   h.write('cxsparse', 0, 'latin1')
   h.writeBigUInt64BE(0xffffffffffffffffn, 8)

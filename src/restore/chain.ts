@@ -116,6 +116,13 @@ export async function verifyChain(dir: string, point: ChainPoint, signal: AbortS
           'XVA_INVALID',
           `${disk.file} does not match its chain manifest (size or XXH64 differ): the file is damaged`,
         )
+      // What the manifest says that the file says too must agree: the VDI is made from the
+      // manifest's size, and a 4 MiB disk once came back as 64 GiB.
+      if (result.summary.virtualSize !== disk.virtualSize || result.summary.blocks !== disk.blocks)
+        throw new DpxenError(
+          'XVA_INVALID',
+          `${disk.file} holds a disk of ${result.summary.virtualSize} bytes in ${result.summary.blocks} block(s), its chain manifest says ${disk.virtualSize} in ${disk.blocks}: the manifest was changed; nothing was restored`,
+        )
       if (result.summary.type !== (manifest.position === 0 ? 3 : 4))
         throw new DpxenError(
           'XVA_INVALID',

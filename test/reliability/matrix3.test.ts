@@ -1,7 +1,7 @@
 // The third reliability matrix, the cases that lost data: a copy restore of a chain, a disk
 // detached or replaced by a bigger one between incremental runs, a clock stepped back, a clock
 // that gives two runs the same time. Real hooks in process against xapi-sim on port 0.
-import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
@@ -154,5 +154,27 @@ describe('reliability, third matrix: data that was lost', () => {
     expect(b!.parentRun).toBe(a!.run)
     expect(new Set(readdirSync(w.kept)).size).toBe(readdirSync(w.kept).length)
     expect(readdirSync(w.kept).filter((n) => n.includes(b!.run)).length).toBeGreaterThan(1)
+  })
+})
+
+describe('reliability, third matrix: the pool left changed', () => {
+  it('a chain manifest whose virtualSize disagrees with the VHD footer is refused before anything changes', async () => {
+    const w = await world()
+    await w.backUp()
+    const name = readdirSync(w.kept).find((n) => n.endsWith('.chain.json'))!
+    const manifest = JSON.parse(readFileSync(join(w.kept, name), 'utf8')) as ChainManifest
+    manifest.disks[0]!.virtualSize = 64 * 1024 ** 3
+    writeFileSync(join(w.kept, name), JSON.stringify(manifest))
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
+    w.putBack()
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code).not.toBe(0)
+    expect(restore.text).toMatch(
+      /holds a disk of \d+ bytes in \d+ block\(s\), its chain manifest says 68719476736 in \d+: the manifest was changed; nothing was restored/,
+    )
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+    expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
   })
 })

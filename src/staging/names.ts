@@ -18,6 +18,20 @@ export const VHD_SUFFIX = '.vhd'
 
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
 const MAX_BYTES = 180
+/** The bytes a file name may take on the file systems dpxen writes to (ext4, XFS, NTFS). */
+const NAME_MAX = 255
+/**
+ * The most dpxen adds after a VM's `<server>_<vmName>` base: `_<uuid8>_Snapshot.xva.manifest.json.partial`
+ * is 44 bytes, `_<run>.chain.json.partial` 39, `_<run>_<disk>.vhd.partial` 36; with room to spare.
+ */
+export const SUFFIX_ROOM = 64
+
+/** `text` cut, at a character boundary, to at most `bytes` UTF-8 bytes. */
+function cutTo(text: string, bytes: number): string {
+  let cut = text
+  while (Buffer.byteLength(cut) > bytes) cut = [...cut].slice(0, -1).join('')
+  return cut
+}
 
 /**
  * Makes a name safe on Linux and Windows: characters Windows refuses (<>:"/\|?* and controls)
@@ -30,8 +44,7 @@ export function safeName(name: string): string {
   safe = safe.replace(/[. ]+$/, '').replace(/^[ ]+/, '')
   if (safe === '' || safe === '.' || safe === '..') safe = '_'
   if (RESERVED.test(safe)) safe = `_${safe}`
-  while (Buffer.byteLength(safe) > MAX_BYTES) safe = [...safe].slice(0, -1).join('')
-  return safe
+  return cutTo(safe, MAX_BYTES)
 }
 
 export interface NamedVm {
@@ -40,12 +53,16 @@ export interface NamedVm {
 }
 
 /**
- * The XVA file name for each VM. Names that collide once made safe (or VMs with the same name)
+ * The XVA file name for each VM, whose base (without `_Snapshot.xva`) also names its incremental
+ * runs' files. Names that collide once made safe (or VMs with the same name)
  * get the first 8 characters of their uuid appended, so no two VMs share a file. Comparison
  * ignores case, as Windows file systems do.
  */
 export function xvaNames(server: string, vms: NamedVm[], online: boolean): Map<string, string> {
-  const base = (vm: NamedVm): string => `${safeName(server)}_${safeName(vm.name)}`
+  // The whole base is cut, the server's part included, so that the longest name made from it
+  // (a partial manifest of an online backup with a uuid) still fits in NAME_MAX.
+  const base = (vm: NamedVm): string =>
+    cutTo(`${safeName(server)}_${safeName(vm.name)}`, NAME_MAX - SUFFIX_ROOM)
   const counts = new Map<string, number>()
   for (const vm of vms) counts.set(base(vm).toLowerCase(), (counts.get(base(vm).toLowerCase()) ?? 0) + 1)
   const names = new Map<string, string>()

@@ -10,6 +10,8 @@ import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { runDpxen } from '../../src/cli/dpxen.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
+import { chainNames, runName } from '../../src/staging/chain.js'
+import { xvaNames } from '../../src/staging/names.js'
 import { VhdVerifier } from '../../src/xva/vhd.js'
 import { vhdFooter, vhdHeader } from '../../simulator/xapi/xva/vhd.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
@@ -201,5 +203,29 @@ describe('reliability, third matrix: secrets', () => {
     expect(verify.code, verify.text).toBe(6)
     expect(verify.text).toMatch(/manifest\.json: is not a dpxen manifest \(damaged or replaced\)/)
     expect(verify.text).not.toMatch(/evil|abc123|Unexpected token/)
+  })
+})
+
+describe('reliability, third matrix: what is reported', () => {
+  it('long VM names on a long server name: every file dpxen writes for them fits and can be made', () => {
+    const dir = tempDir()
+    const server = 'xenserver-pool-master-01.datacenter-frankfurt.example.com'
+    const vms = [
+      { uuid: 'a1b2c3d4-0000-4000-8000-000000000001', name: 'x'.repeat(250) },
+      { uuid: 'b1b2c3d4-0000-4000-8000-000000000002', name: 'x'.repeat(250) },
+      { uuid: 'c1b2c3d4-0000-4000-8000-000000000003', name: 'ü'.repeat(200) },
+    ]
+    for (const online of [false, true]) {
+      const names = [...xvaNames(server, vms, online).values()]
+      expect(new Set(names).size).toBe(vms.length)
+      for (const xva of names) {
+        const chain = chainNames(xva.replace(/(_Snapshot)?\.xva$/, ''), runName(new Date()))
+        for (const name of [xva, `${xva}.manifest.json`, chain.manifest, chain.disk('15')])
+          for (const file of [name, `${name}.partial`]) {
+            expect(Buffer.byteLength(file), file).toBeLessThanOrEqual(255)
+            writeFileSync(join(dir, file), '')
+          }
+      }
+    }
   })
 })

@@ -189,6 +189,7 @@ export async function backupIncremental(
       kept = true
       return {
         files: [...exported.disks.map((d) => d.file), names.manifest],
+        written: `${names.manifest} and ${exported.disks.length} disk file(s)`,
         export: { bytes: exported.bytes, seconds: (Date.now() - started.getTime()) / 1000 },
       }
     } finally {

@@ -235,18 +235,20 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
   }
   try {
     // Recorded before they exist: a run killed right after a rename leaves no file that the
-    // post-exec does not know of.
-    const intended = [run.fileName, manifestName(run.fileName)]
-    await run.record((s) => s.files.push(...intended.filter((f) => !s.files.includes(f))))
+    // post-exec does not know of. (An incremental run records its own files as it names them.)
+    if (!run.config.incremental) {
+      const intended = [run.fileName, manifestName(run.fileName)]
+      await run.record((s) => s.files.push(...intended.filter((f) => !s.files.includes(f))))
+    }
     const engine = run.config.incremental ? backupIncremental : BACKUP_ENGINES[run.config.method]
     const result = await engine(vmCtx, plan, run.fileName)
     await run.record((s) => {
       s.files.push(...result.files.filter((f) => !s.files.includes(f)))
-      s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: run.fileName })
+      s.vms.push({ name: plan.name, uuid: plan.uuid, ok: true, file: result.written })
     })
     const { bytes, seconds } = result.export
     log.info(
-      `dpxen: ${plan.name}: done, ${formatBytes(bytes)} in ${seconds.toFixed(1)} s (${formatRate(bytes, seconds)}) -> ${run.fileName}`,
+      `dpxen: ${plan.name}: done, ${formatBytes(bytes)} in ${seconds.toFixed(1)} s (${formatRate(bytes, seconds)}) -> ${result.written}`,
     )
   } catch (error) {
     const reason = error instanceof DpxenError && error.code === 'ABORTED' ? 'interrupted' : messageOf(error)

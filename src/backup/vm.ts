@@ -34,6 +34,8 @@ export interface VmBackupContext extends PoolContext {
 
 export interface VmBackupResult {
   files: string[]
+  /** What the done line names: the XVA, or an incremental run's manifest and its disk files. */
+  written: string
   export: Pick<ExportResult, 'bytes' | 'seconds'>
 }
 
@@ -82,7 +84,7 @@ async function exportAndDescribe(
     started,
   })
   const manifestFile = await writeManifest(ctx.config.backupDir, manifest)
-  return { files: [fileName, manifestFile], export: result }
+  return { files: [fileName, manifestFile], written: fileName, export: result }
 }
 
 /** Online backup of one VM through a snapshot that is always destroyed. */

@@ -31,7 +31,7 @@ async function stagedWorld(values: Record<string, unknown>) {
     copyFileSync(join(w.backupDir, f), join(kept, f))
   await run(runPostExec, [w.config])
   for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
-  return { ...w, files: readdirSync(kept) }
+  return { ...w, files: readdirSync(kept), text: pre.text }
 }
 
 describe('reliability, third matrix: a configuration that is wrong', () => {
@@ -227,5 +227,14 @@ describe('reliability, third matrix: what is reported', () => {
           }
       }
     }
+  })
+
+  it('the done line of an incremental run names the files it wrote, never an XVA', async () => {
+    const w = await stagedWorld({ incremental: true })
+    const done = /Debian: done, .* -> (\S+) and (\d+) disk file\(s\)/.exec(w.text)
+    expect(done, w.text).not.toBeNull()
+    expect(w.files).toContain(done![1])
+    expect(w.files.filter((f) => f.endsWith('.vhd'))).toHaveLength(Number(done![2]))
+    expect(w.text).not.toMatch(/\.xva/)
   })
 })

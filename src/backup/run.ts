@@ -12,6 +12,7 @@ import { formatBytes, formatRate } from '../core/format.js'
 import { type Logger } from '../core/log.js'
 import { startTicker, type Active } from '../core/progress.js'
 import { recoverRestores } from '../pool/journal.js'
+import { allowListeners } from '../core/signals.js'
 import { connect, type Connection } from '../xapi/connect.js'
 import { askedForHelp, isPreview } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
@@ -146,6 +147,7 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
     return saving
   }
   const shared = { config, log, session, agents, space: { reserved: 0 }, active, record, runId: state.runId }
+  allowListeners(ctx.signal, config.concurrency)
   try {
     await eachLimited(plans, config.concurrency, async (plan) => {
       if (ctx.signal.aborted) return

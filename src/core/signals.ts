@@ -2,7 +2,20 @@
 // it can be collected and never fire. This combines signals with ordinary listeners instead,
 // and removes them again (dispose), so a long-lived signal does not collect listeners.
 
+import { setMaxListeners } from 'node:events'
 import { DpxenError } from './errors.js'
+
+/** Listeners one VM's work may hold on the run's signal at once (a call, a transfer, a wait). */
+const LISTENERS_PER_TASK = 8
+
+/**
+ * Lets `signal` hold the listeners of `tasks` concurrent VMs without Node's
+ * MaxListenersExceededWarning (its limit is 10: concurrency 11 printed it into the session).
+ * Still bounded, so a real leak is still told.
+ */
+export function allowListeners(signal: AbortSignal, tasks: number): void {
+  setMaxListeners(Math.max(10, 10 + tasks * LISTENERS_PER_TASK), signal)
+}
 
 export interface Combined {
   signal: AbortSignal

@@ -5,6 +5,8 @@
 import { execFileSync } from 'node:child_process'
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
@@ -18,6 +20,7 @@ import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
 import { backupWorld } from '../helpers/world.js'
 
+const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const mkfifo = (path: string): void => void execFileSync('mkfifo', [path])
 
 /** A VM backed up (incremental or not) with its files kept, and put back as Data Protector would. */
@@ -236,5 +239,32 @@ describe('reliability, third matrix: what is reported', () => {
     expect(w.files).toContain(done![1])
     expect(w.files.filter((f) => f.endsWith('.vhd'))).toHaveLength(Number(done![2]))
     expect(w.text).not.toMatch(/\.xva/)
+  })
+
+  it('concurrency 16, online and offline: no Node warning lands in the session', async () => {
+    const { sim } = await demoSim({
+      demo: false,
+      seed: {
+        srs: [{ name: 'L', type: 'ext', default: true }],
+        vms: [
+          { name: 'web', count: 16, powerState: 'Running', disks: [{ sr: 'L', size: '2MiB', fill: 0.5 }] },
+        ],
+      },
+    })
+    const dir = tempDir()
+    for (const mode of ['allOnline', 'allOffline']) {
+      const config = writeConfig(dir, {
+        mode,
+        url: sim.url,
+        username: 'root',
+        password: 'xenroot',
+        backupDir: join(dir, mode),
+        concurrency: 16,
+      })
+      const pre = await execa(PRE_EXEC, [config], { reject: false, all: true })
+      expect(pre.exitCode, pre.all).toBe(0)
+      expect(pre.all).toContain('dpxen: all 16 VM(s) backed up')
+      expect(pre.all).not.toMatch(/Warning|\(node:\d+\)/)
+    }
   })
 })

@@ -120,19 +120,48 @@ export async function whileHalted<T>(
   if (!vm.running) return work()
   const started = performance.now()
   let stopped = false
+  let failure: unknown
   try {
     await stopVm(ctx, vm.ref, vm.name, options)
     stopped = true
     ctx.log.info(`dpxen: ${vm.name}: shut down in ${((performance.now() - started) / 1000).toFixed(1)} s`)
     return await work()
+  } catch (error) {
+    failure = error
+    throw error
   } finally {
-    const again = options.startAgain?.() ?? true
-    if (again && (stopped || (await powerState(ctx.session, vm.ref)) === 'Halted')) {
-      ctx.onStatus?.('starting again')
-      await startVm(ctx, vm.ref, vm.name, options.why)
-      ctx.log.info(`dpxen: ${vm.name}: running again`)
-    }
+    if (options.startAgain?.() ?? true) await startAgain(ctx, vm, { stopped, why: options.why, failure })
   }
+}
+
+/**
+ * After the work: starts the VM if it is halted; one that someone else started meanwhile is
+ * left as it is, and said so. A start that fails never hides why the work failed: the line
+ * gives both.
+ */
+async function startAgain(
+  ctx: PoolContext,
+  vm: { ref: string; name: string },
+  after: { stopped: boolean; why: string; failure: unknown },
+): Promise<void> {
+  const state = await powerState(ctx.session, vm.ref).catch(() => undefined)
+  if (state !== 'Halted' && !(state === undefined && after.stopped)) {
+    if (after.stopped && state !== undefined)
+      ctx.log.info(
+        `dpxen: ${vm.name}: was started by someone else while it was stopped for dpxen (now ${state}): left as it is`,
+      )
+    return
+  }
+  ctx.onStatus?.('starting again')
+  try {
+    await startVm(ctx, vm.ref, vm.name, after.why)
+  } catch (error) {
+    if (after.failure === undefined) throw error
+    throw new DpxenError('VM_FAILED', `${messageOf(after.failure)}; and ${messageOf(error)}`, {
+      cause: error,
+    })
+  }
+  ctx.log.info(`dpxen: ${vm.name}: running again`)
 }
 
 /** Starts the VM if it still exists and is halted (settling an interrupted run). */

@@ -199,7 +199,10 @@ class Exchange {
       this.fail(error as Error)
       return false
     }
-    if (/chunked/i.test(parsed.headers['transfer-encoding'] ?? '')) {
+    // Only a transfer's body is refused chunked: an error page's framing does not matter, the
+    // task says what went wrong.
+    const ok = parsed.status >= 200 && parsed.status < 300
+    if (ok && /chunked/i.test(parsed.headers['transfer-encoding'] ?? '')) {
       this.fail(
         new DpxenError(
           'EXPORT_FAILED',

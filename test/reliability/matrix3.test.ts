@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
+import { startVm } from '../../simulator/xapi/model/vmops.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir } from '../helpers/hooks.js'
 import { diskHashes, guestWrites } from '../helpers/pool.js'
@@ -176,5 +177,28 @@ describe('reliability, third matrix: the pool left changed', () => {
     expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
     expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
     expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
+  })
+
+  it('a VM someone starts while it is stopped for an offline backup: the export failure is said, not a false start failure', async () => {
+    const w = await backupWorld({ mode: 'offline', vmName: ['Debian'] })
+    const vm = await w.xapi.vmByName('Debian')
+    const db = w.sim.context.db
+    // Someone starts it the moment it halts: before dpxen's export can lock it.
+    const someone = (async () => {
+      for (let i = 0; i < 1000; i++) {
+        await db.waitForChange(10_000)
+        if (db.get('VM', vm)?.power_state === 'Halted') return startVm(w.sim.context, vm)
+      }
+    })()
+    const pre = await run(runPreExec, [w.config])
+    await someone
+    expect(pre.code).toBe(5)
+    const failed = pre.lines.find((l) => l.startsWith('dpxen: Debian: FAILED: '))
+    expect(failed, pre.text).toMatch(/VM_BAD_POWER_STATE|running/i)
+    expect(failed).not.toMatch(/could not be started again|start it by hand/)
+    expect(pre.text).toMatch(
+      /Debian: was started by someone else while it was stopped for dpxen \(now Running\): left as it is/,
+    )
+    expect(await w.xapi.call('VM.get_power_state', vm)).toBe('Running')
   })
 })

@@ -93,10 +93,14 @@ export function failBeforeBody(call: HttpCall, auth: Authed, status: number, err
         : status === 400
           ? 'bad request'
           : 'internal error'
-  call.res.writeHead(status, { 'Content-Type': 'text/html', Connection: 'close' })
-  call.res.end(
-    `<html><body><h1>HTTP ${status} ${title}</h1>An error occurred: ${error.description.join(' ')}</body></html>`,
-  )
+  // xapi's error pages carry their length (http_svr.ml): never a chunked body.
+  const page = `<html><body><h1>HTTP ${status} ${title}</h1>An error occurred: ${error.description.join(' ')}</body></html>`
+  call.res.writeHead(status, {
+    'Content-Type': 'text/html',
+    Connection: 'close',
+    'Content-Length': String(Buffer.byteLength(page)),
+  })
+  call.res.end(page)
 }
 
 /** Writes a raw response head straight to the socket, as xapi does (HTTP/1.0, no length). */

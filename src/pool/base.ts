@@ -143,7 +143,11 @@ export async function keepAsBase(
   }
   await session.call('VM.set_name_label', snap, `${BASE_PREFIX} ${info.vmName} ${info.run}`)
   for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VM.remove_from_other_config', snap, key)
+  // Its disks say whose base they are before they lose the run's tags: a base removed half-way
+  // (the record gone, the disks not yet) leaves disks the next sweep knows as dpxen's.
   for (const vdi of await diskVdis(session, snap)) {
+    await session.call('VDI.remove_from_other_config', vdi, OC_BASE_OF)
+    await session.call('VDI.add_to_other_config', vdi, OC_BASE_OF, info.vmUuid)
     for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VDI.remove_from_other_config', vdi, key)
   }
 }

@@ -6,7 +6,15 @@ import type { XapiSession } from '../xapi/session.js'
 import { callAsync } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { destroyVdi, destroyVmAndDisks, diskVdis } from './disks.js'
-import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID, SNAPSHOT_PREFIX } from './tags.js'
+import {
+  OC_BACKUP_RUN,
+  OC_BASE_OF,
+  OC_CREATED,
+  OC_OWNER,
+  OC_VM_NAME,
+  OC_VM_UUID,
+  SNAPSHOT_PREFIX,
+} from './tags.js'
 import { ownerGone, ownerTag, STALE_AFTER_MS } from '../staging/owner.js'
 
 /**
@@ -84,7 +92,8 @@ export async function sweepSnapshots(
     const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
     return mine || stale || ownerGone(oc[OC_OWNER])
   }
-  // Disks of a snapshot whose record is gone (a run killed between the two): tagged, no VBD.
+  // Disks of a snapshot whose record is gone (a run killed between the two): tagged, no VBD. A
+  // base's disks without their record are never needed again, whoever removed it.
   const vdis =
     options.vdis ??
     new Map(
@@ -92,9 +101,14 @@ export async function sweepSnapshots(
     )
   for (const [ref, vdi] of vdis) {
     const oc = (vdi.other_config ?? {}) as Record<string, string>
-    if (oc[OC_BACKUP_RUN] === undefined || !vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length)
+    const base = oc[OC_BASE_OF] !== undefined
+    if (
+      (oc[OC_BACKUP_RUN] === undefined && !base) ||
+      !vdi.is_a_snapshot ||
+      (vdi.VBDs as string[] | undefined)?.length
+    )
       continue
-    if (!sweepable(oc, Date.parse(String(vdi.snapshot_time ?? '')))) continue
+    if (!base && !sweepable(oc, Date.parse(String(vdi.snapshot_time ?? '')))) continue
     try {
       await destroyVdi(session, ref, log, options.delays)
       destroyed.push(`disk ${String(vdi.name_label)}`)

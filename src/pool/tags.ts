@@ -19,7 +19,8 @@ export const OC_RESTORED_FROM = 'dpxen:restored-from'
 /**
  * other_config keys on the snapshot an incremental backup keeps as the next run's base: the VM
  * it is of, the run that made it, the chain (the full's run) and its position in that chain.
- * A base is not tagged as a run's snapshot (dpxen:backup-run), so no sweep ever takes it.
+ * A base is not tagged as a run's snapshot (dpxen:backup-run), so no sweep ever takes it. Its
+ * disks carry dpxen:base-of too, so disks left by a base removed half-way are still known.
  */
 export const OC_BASE_OF = 'dpxen:base-of'
 export const OC_BASE_RUN = 'dpxen:base-run'

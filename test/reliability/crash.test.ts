@@ -59,8 +59,10 @@ interface Scenario {
   prepare?: string
   /** Runs after `prepare` (the post-exec that settles an incremental run's base). */
   settle?: string
-  /** The next hook, which must put everything right. */
-  next: string
+  /** Runs before each run of `crash` (the pre-exec whose run a crashed post-exec settles). */
+  each?: string
+  /** The next hooks, which must put everything right (the next night's, for a post-exec). */
+  next: string | string[]
 }
 
 // The restores keep their files (keepRestoredFiles): each crash point runs the restore again.
@@ -84,6 +86,15 @@ const scenarios: Scenario[] = [
     settle: 'post-exec',
     crash: 'pre-exec',
     next: 'post-exec',
+  },
+  {
+    name: "incremental post-exec (a delta run's base settled, the old one removed)",
+    values: { mode: 'online', vmName: ['Debian'], incremental: true },
+    prepare: 'pre-exec',
+    settle: 'post-exec',
+    each: 'pre-exec',
+    crash: 'post-exec',
+    next: ['pre-exec', 'post-exec'],
   },
   {
     name: 'incremental restore (a chain)',
@@ -139,18 +150,23 @@ describe('a crash at every step', () => {
             .sort()
         : []
       const before = await poolShape(xapi)
+      const next = async (): Promise<void> => {
+        for (const h of [s.next].flat()) await runTo(hook(h), config, 0, env)
+      }
+      if (s.each) expect((await runTo(hook(s.each), config, 0, env)).code).toBe(0)
       const whole = await runTo(hook(s.crash), config, 0, env)
       expect(whole.code, whole.stderr).toBe(0)
-      await runTo(hook(s.next), config, 0, env)
+      await next()
       expect(await poolShape(xapi)).toEqual(before)
       expect(whole.passed).toBeGreaterThan(10)
       const broken: string[] = []
       // Until a run passes every point: their number may vary a little (a retried call).
       let point = 1
       for (; ; point++) {
+        if (s.each) await runTo(hook(s.each), config, 0, env)
         const crashed = await runTo(hook(s.crash), config, point, env)
         const at = /test crash at point \d+: (.*)/.exec(crashed.stderr)?.[1] ?? '?'
-        await runTo(hook(s.next), config, 0, env)
+        await next()
         const after = await poolShape(xapi)
         const left = existsSync(backupDir) ? readdirSync(backupDir).sort() : []
         if (

@@ -26,7 +26,7 @@ import {
 import { READ_SIZE } from '../xapi/raw-get.js'
 import { VhdIntake } from '../xva/vhd.js'
 import { transferToFile } from './export.js'
-import type { VmPlan } from './select.js'
+import { snapshotRefusal, type VmPlan } from './select.js'
 import { reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
 
 /** Why this run starts a new chain, or undefined for an incremental run. */
@@ -150,11 +150,8 @@ export async function backupIncremental(
   plan: VmPlan,
   fileName: string,
 ): Promise<VmBackupResult> {
-  if (plan.disks.some((d) => !d.canSnapshot))
-    throw new DpxenError(
-      'SNAPSHOT_UNSUPPORTED',
-      `At least one sr used by ${plan.name} does not support snapshot`,
-    )
+  const refusal = snapshotRefusal(plan)
+  if (refusal) throw new DpxenError('SNAPSHOT_UNSUPPORTED', refusal)
   const release = await reserveSpace(ctx, plan)
   try {
     const started = new Date()

@@ -11,6 +11,8 @@ export interface DiskInfo extends DiskSlot {
   srName: string
   srUuid: string
   canSnapshot: boolean
+  /** The disk is reset at each boot (on_boot=reset): xapi refuses to snapshot its VM. */
+  resetOnBoot: boolean
 }
 
 export interface VmPlan {
@@ -22,6 +24,25 @@ export interface VmPlan {
   vifs: { device: string; mac: string; network: string }[]
   /** Upper bound of the export's size: allocated data plus per-chunk overhead. */
   estimate: number
+  /** USB devices passed through (VUSBs, plugged or not): xapi refuses to snapshot the VM. */
+  usbDevices: number
+}
+
+/**
+ * Why xapi would refuse to snapshot the VM, in words with what to do, or undefined: checked
+ * before an online backup so that the line says it, not xapi's code after a failed call
+ * (xapi_vm_lifecycle.ml check_operation_error: VM_HAS_VUSBS,
+ * VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION; the SR's capabilities).
+ */
+export function snapshotRefusal(plan: VmPlan): string | undefined {
+  if (plan.usbDevices > 0)
+    return `${plan.name} has a USB device passed through: xapi cannot snapshot it, even with the device unplugged (VM_HAS_VUSBS); back it up with mode offline`
+  const reset = plan.disks.find((d) => d.resetOnBoot)
+  if (reset)
+    return `disk ${reset.userdevice} of ${plan.name} is reset at each boot (on_boot=reset): xapi cannot snapshot it (VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION); back it up with mode offline`
+  if (plan.disks.some((d) => !d.canSnapshot))
+    return `At least one sr used by ${plan.name} does not support snapshot`
+  return undefined
 }
 
 /** A VM a backup may take: not a template, not a snapshot, not the control domain. */
@@ -54,6 +75,7 @@ export function planVm(view: PoolView, ref: string): VmPlan {
       srName: String(sr.name_label ?? ''),
       srUuid: String(sr.uuid ?? ''),
       canSnapshot: ((vdi.allowed_operations as string[]) ?? []).includes('snapshot'),
+      resetOnBoot: vdi.on_boot === 'reset' || (vdi.sm_config as Rec | undefined)?.on_boot === 'reset',
     })
   }
   disks.sort((a, b) => Number(a.userdevice) - Number(b.userdevice))
@@ -79,6 +101,7 @@ export function planVm(view: PoolView, ref: string): VmPlan {
     disks,
     vifs,
     estimate,
+    usbDevices: ((vm.VUSBs as string[] | undefined) ?? []).length,
   }
 }
 

@@ -14,7 +14,7 @@ import { exportToFile, type ExportResult } from './export.js'
 import { freeSpace } from '../staging/files.js'
 import { writeManifest } from '../staging/manifest.js'
 import { buildManifest } from './describe.js'
-import type { VmPlan } from './select.js'
+import { snapshotRefusal, type VmPlan } from './select.js'
 
 export interface VmBackupContext extends PoolContext {
   agents: StreamAgents
@@ -93,12 +93,8 @@ export async function backupOnline(
   plan: VmPlan,
   fileName: string,
 ): Promise<VmBackupResult> {
-  if (plan.disks.some((d) => !d.canSnapshot)) {
-    throw new DpxenError(
-      'SNAPSHOT_UNSUPPORTED',
-      `At least one sr used by ${plan.name} does not support snapshot`,
-    )
-  }
+  const refusal = snapshotRefusal(plan)
+  if (refusal) throw new DpxenError('SNAPSHOT_UNSUPPORTED', refusal)
   const release = await reserveSpace(ctx, plan)
   try {
     throwIfAborted(ctx.signal)

@@ -20,7 +20,7 @@ import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
 import { readState } from '../backup/state.js'
 import { recoverRestores } from '../pool/journal.js'
-import { selectVms } from '../backup/select.js'
+import { selectVms, snapshotRefusal } from '../backup/select.js'
 import { readPool } from '../pool/view.js'
 import { PARTIAL_SUFFIX } from '../staging/names.js'
 import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
@@ -72,7 +72,7 @@ async function check(ctx: HookContext): Promise<number> {
     let total = 0
     for (const plan of plans) {
       total += plan.estimate
-      const blocked = online && plan.disks.some((d) => !d.canSnapshot)
+      const blocked = online ? snapshotRefusal(plan) : undefined
       if (blocked) problems++
       log.info(
         `${blocked ? 'PROBLEM' : 'ok     '} ${plan.name} (${plan.uuid}) ${plan.powerState}, up to ${formatBytes(plan.estimate)}`,
@@ -83,9 +83,7 @@ async function check(ctx: HookContext): Promise<number> {
         )
       }
       if (blocked)
-        log.info(
-          `          At least one sr used by ${plan.name} does not support snapshot (use offline mode for it)`,
-        )
+        log.info(`          ${blocked}${/offline/.test(blocked) ? '' : ' (use offline mode for it)'}`)
     }
     for (const m of missing) {
       problems++

@@ -2,6 +2,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { SimContext } from './context.js'
 import type { Rec } from './db.js'
+import { XapiFailure } from './errors.js'
 import { NULL_REF } from './schema.js'
 
 export const GiB = 1024 ** 3
@@ -70,6 +71,28 @@ export function vdiAllowedOps(sim: SimContext, vdi: Rec): string[] {
   return ops
 }
 
+/**
+ * What a VM's devices forbid, whatever its state (xapi_vm_lifecycle.ml check_operation_error):
+ * a disk with on_boot=reset in its sm_config forbids a snapshot, a checkpoint and a suspend; a
+ * VUSB, plugged or not, forbids those and migrations.
+ */
+export function deviceRefusal(sim: SimContext, vm: Rec, vmRef: string, op: string): XapiFailure | undefined {
+  if (['checkpoint', 'snapshot', 'suspend', 'snapshot_with_quiesce'].includes(op)) {
+    for (const vbdRef of vm.VBDs as string[]) {
+      const vbd = sim.db.get('VBD', vbdRef)
+      const vdi = vbd && !vbd.empty ? sim.db.get('VDI', String(vbd.VDI)) : undefined
+      if ((vdi?.sm_config as Record<string, string> | undefined)?.on_boot === 'reset')
+        return new XapiFailure('VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION')
+    }
+  }
+  if (
+    ['suspend', 'snapshot', 'checkpoint', 'migrate_send', 'pool_migrate'].includes(op) &&
+    (vm.VUSBs as string[] | undefined)?.length
+  )
+    return new XapiFailure('VM_HAS_VUSBS', vmRef)
+  return undefined
+}
+
 /** Recomputes a VM's allowed_operations from its power state and kind, as xapi does after each change. */
 export function refreshVmOps(sim: SimContext, vmRef: string): void {
   const vm = sim.db.get('VM', vmRef)
@@ -113,6 +136,8 @@ export function refreshVmOps(sim: SimContext, vmRef: string): void {
         ops = ['unpause', 'hard_shutdown', 'hard_reboot']
     }
   }
+  // What the VM's devices forbid is not offered either (xapi computes both from one check).
+  if (!vm.is_a_template) ops = ops.filter((op) => !deviceRefusal(sim, vm, vmRef, op))
   sim.db.update('VM', vmRef, { allowed_operations: ops })
 }
 

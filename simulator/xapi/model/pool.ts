@@ -30,6 +30,8 @@ export interface SeedVm {
   powerState?: 'Running' | 'Halted' | 'Suspended'
   disks?: SeedDisk[]
   vifs?: number
+  /** A USB device passed through (a licence dongle): xapi then refuses snapshots (VM_HAS_VUSBS). */
+  usb?: boolean
   /** Make this many VMs, named `<name>-1` … `<name>-N`. */
   count?: number
   tags?: string[]
@@ -168,6 +170,18 @@ export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
       MTU: 1500,
       other_config: {},
     })
+  }
+  if (spec.usb) {
+    const vusb = sim.db.create('VUSB', {
+      VM: vm,
+      USB_group: NULL_REF,
+      attached: NULL_REF,
+      currently_attached: false,
+      allowed_operations: [],
+      current_operations: {},
+      other_config: {},
+    })
+    sim.db.update('VM', vm, { VUSBs: [vusb] })
   }
   refreshVmOps(sim, vm)
   if (spec.powerState && spec.powerState !== 'Halted') setPowerState(sim, vm, spec.powerState)

@@ -232,6 +232,11 @@ export const SCHEMA: Record<string, ClassSchema> = {
     ],
     createDefaults: { locking_mode: 'network_default', ipv4_allowed: [], ipv6_allowed: [], MAC: '' },
   },
+  /** A USB device passed through to a VM (datamodel_vusb.ml); seeds make them (`usb: true`). */
+  VUSB: {
+    fields: { ...common, VM: 's', USB_group: 's', attached: 's', currently_attached: 'b' },
+    writable: ['other_config'],
+  },
   network: {
     fields: {
       ...common,

@@ -2,7 +2,7 @@
 // snapshots, and operations that may not run at the same time (xapi_vm_lifecycle.ml).
 import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
-import { macFor, newVmRecord, refreshVmOps } from './factory.js'
+import { deviceRefusal, macFor, newVmRecord, refreshVmOps } from './factory.js'
 import { NULL_REF } from './schema.js'
 import { randomUUID } from 'node:crypto'
 import {
@@ -52,6 +52,10 @@ export function assertVmOp(sim: SimContext, vmRef: string, op: string): Rec {
   if (vm.is_a_snapshot && !SNAPSHOT_OPS.includes(op)) throw new XapiFailure('VM_IS_SNAPSHOT', vmRef, op)
   if (!vm.is_a_snapshot && vm.is_a_template && !TEMPLATE_OPS.includes(op))
     throw new XapiFailure('VM_IS_TEMPLATE', vmRef, op)
+  if (!vm.is_a_template) {
+    const refusal = deviceRefusal(sim, vm, vmRef, op)
+    if (refusal) throw refusal
+  }
   for (const [task, running] of Object.entries(vm.current_operations as Record<string, string>)) {
     const together = CONCURRENT.some((group) => group.includes(op) && group.includes(running))
     if (!together) throw new XapiFailure('OTHER_OPERATION_IN_PROGRESS', 'VM', vmRef, running, task)

@@ -139,6 +139,23 @@ export function registerObjects(table: MethodTable): void {
       return createVdi(sim, fields)
     },
   })
+  // xapi: the SM backend's set_persistent, then the field (xapi_vdi.ml set_on_boot). The SM
+  // backends record a reset disk as sm_config on_boot=reset, which is what xapi's lifecycle
+  // checks read (inferred from xapi_vm_lifecycle.ml reading sm_config, not from SM's code).
+  table.set('VDI.set_on_boot', {
+    params: [self('VDI'), { name: 'value', type: 'string' }],
+    run({ sim }, [ref, value]) {
+      // An unknown value fails xapi's unmarshalling (its exact error was not verified).
+      if (value !== 'persist' && value !== 'reset')
+        throw new XapiFailure('INTERNAL_ERROR', `Rpc.Runtime_error("on_boot_mode", "${String(value)}")`)
+      const vdi = sim.db.require('VDI', ref)
+      const sm = { ...(vdi.sm_config as Record<string, string>) }
+      if (value === 'reset') sm.on_boot = 'reset'
+      else delete sm.on_boot
+      sim.db.update('VDI', String(ref), { on_boot: value, sm_config: sm })
+      for (const vbd of vdi.VBDs as string[]) refreshVmOps(sim, String(sim.db.get('VBD', vbd)?.VM))
+    },
+  })
   table.set('VDI.destroy', { params: [self('VDI')], run: ({ sim }, [ref]) => destroyVdi(sim, String(ref)) })
   table.set('VDI.snapshot', {
     params: [

@@ -66,6 +66,29 @@ export function snapshotOwner(name: string): { created: string; owner: string } 
   return match ? { created: match[1]!, owner: match[2]! } : undefined
 }
 
+/** Whether what a run left (made at `created`, by `owner`) is to go: this run's, stale, or its process gone. */
+function leftOver(
+  oc: Record<string, string>,
+  created: number,
+  runId: string | undefined,
+  owner = oc[OC_OWNER],
+) {
+  const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
+  const mine = runId !== undefined && oc[OC_BACKUP_RUN] === runId
+  return mine || stale || ownerGone(owner)
+}
+
+/**
+ * Whether a disk is a snapshot's whose record is gone (a run killed between the two): tagged,
+ * no VBD. A base's disks without their record are never needed again, whoever removed it.
+ */
+function orphanDisk(vdi: Record<string, unknown>, runId: string | undefined): boolean {
+  const oc = (vdi.other_config ?? {}) as Record<string, string>
+  if (!vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length) return false
+  if (oc[OC_BASE_OF] !== undefined) return true
+  return oc[OC_BACKUP_RUN] !== undefined && leftOver(oc, Date.parse(String(vdi.snapshot_time ?? '')), runId)
+}
+
 /**
  * Destroys snapshots an earlier dpxen run left: ours (tagged), and either made by this run, or
  * by a dpxen process on this machine that is gone, or older than a day. Another dpxen backing
@@ -82,40 +105,22 @@ export async function sweepSnapshots(
     vdis?: Map<string, Record<string, unknown>>
   } = {},
 ): Promise<{ destroyed: string[]; failed: string[] }> {
-  const vms =
-    options.vms ??
-    new Map(Object.entries(await session.call<Record<string, Record<string, unknown>>>('VM.get_all_records')))
+  type Records = Record<string, Record<string, unknown>>
+  const vms = options.vms ?? new Map(Object.entries(await session.call<Records>('VM.get_all_records')))
+  const vdis = options.vdis ?? new Map(Object.entries(await session.call<Records>('VDI.get_all_records')))
   const destroyed: string[] = []
   const failed: string[] = []
-  const sweepable = (oc: Record<string, string>, created: number): boolean => {
-    const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
-    const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
-    return mine || stale || ownerGone(oc[OC_OWNER])
-  }
-  // Disks of a snapshot whose record is gone (a run killed between the two): tagged, no VBD. A
-  // base's disks without their record are never needed again, whoever removed it.
-  const vdis =
-    options.vdis ??
-    new Map(
-      Object.entries(await session.call<Record<string, Record<string, unknown>>>('VDI.get_all_records')),
-    )
-  for (const [ref, vdi] of vdis) {
-    const oc = (vdi.other_config ?? {}) as Record<string, string>
-    const base = oc[OC_BASE_OF] !== undefined
-    if (
-      (oc[OC_BACKUP_RUN] === undefined && !base) ||
-      !vdi.is_a_snapshot ||
-      (vdi.VBDs as string[] | undefined)?.length
-    )
-      continue
-    if (!base && !sweepable(oc, Date.parse(String(vdi.snapshot_time ?? '')))) continue
+  const remove = async (what: string, destroy: () => Promise<void>): Promise<void> => {
     try {
-      await destroyVdi(session, ref, log, options.delays)
-      destroyed.push(`disk ${String(vdi.name_label)}`)
+      await destroy()
+      destroyed.push(what)
     } catch (error) {
-      failed.push(`disk ${String(vdi.name_label)}: ${messageOf(error)}`)
+      failed.push(`${what}: ${messageOf(error)}`)
     }
   }
+  for (const [ref, vdi] of vdis)
+    if (orphanDisk(vdi, options.runId))
+      await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(session, ref, log, options.delays))
   for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
     if (!vm.is_a_snapshot) continue
@@ -123,15 +128,8 @@ export async function sweepSnapshots(
     const named = oc[OC_BACKUP_RUN] === undefined ? snapshotOwner(String(vm.name_label)) : undefined
     if (oc[OC_BACKUP_RUN] === undefined && !named) continue
     const created = Date.parse(oc[OC_CREATED] ?? named?.created ?? '')
-    const stale = Number.isFinite(created) && Date.now() - created > STALE_AFTER_MS
-    const mine = options.runId !== undefined && oc[OC_BACKUP_RUN] === options.runId
-    if (!mine && !stale && !ownerGone(oc[OC_OWNER] ?? named?.owner)) continue
-    try {
-      await destroyVmAndDisks(session, ref, log, options.delays)
-      destroyed.push(String(vm.name_label))
-    } catch (error) {
-      failed.push(`${String(vm.name_label)}: ${messageOf(error)}`)
-    }
+    if (!leftOver(oc, created, options.runId, oc[OC_OWNER] ?? named?.owner)) continue
+    await remove(String(vm.name_label), () => destroyVmAndDisks(session, ref, log, options.delays))
   }
   return { destroyed, failed }
 }

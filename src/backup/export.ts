@@ -97,6 +97,8 @@ export async function transferToFile<R extends { bytes: number }>(
     const res = await rawGet(agents.policy, resourceUrl(session, req.path, { ...req.query, task_id: task }), {
       signal: req.signal,
       idleMs: req.stallTimeout * 1000,
+    }).catch(async (error: unknown) => {
+      throw await noAnswer(session, task, req, error)
     })
     if (res.status !== 200) {
       await res.text().catch(() => '')
@@ -216,6 +218,27 @@ async function taskFailure(session: XapiSession, task: string, ms: number): Prom
 
 async function taskError(session: XapiSession, task: string, ms: number): Promise<string | undefined> {
   return (await taskFailure(session, task, ms))?.join(' ')
+}
+
+/**
+ * A transfer that got no answer: xapi fails the task and closes without a word when no host
+ * can see the VM's storage (export.ml), so the task, not the connection, says why.
+ */
+async function noAnswer(
+  session: XapiSession,
+  task: string,
+  req: { signal: AbortSignal; label: string },
+  error: unknown,
+): Promise<unknown> {
+  if (req.signal.aborted) return error
+  const failure = await taskFailure(session, task, 5000).catch(() => undefined)
+  if (!failure) return error
+  if (failure[0] === 'NO_HOSTS_AVAILABLE')
+    return new DpxenError(
+      'EXPORT_FAILED',
+      `no host of the pool can reach the storage of ${req.label} (NO_HOSTS_AVAILABLE): the host holding its local SR may be down or disabled; bring it back and run the backup again`,
+    )
+  return new XapiError(failure, 'export')
 }
 
 async function taskErrorOr(session: XapiSession, task: string, fallback: string): Promise<DpxenError> {

@@ -33,6 +33,14 @@ export async function handleExport(call: HttpCall): Promise<void> {
   const { sim, req } = call
   const auth = authenticate(call, 'Export of VM')
   if (!auth) return
+  if (sim.faults.get('export-no-host')) {
+    // export.ml handler: when no host can see the VM's SRs, choose_host raises
+    // NO_HOSTS_AVAILABLE []; the handler fails the caller's task and returns without writing a
+    // byte, and the connection closes.
+    finish(call, auth, { error: new XapiFailure('NO_HOSTS_AVAILABLE') })
+    req.socket.end()
+    return
+  }
   let vmRef: string
   let unlock: () => void
   try {

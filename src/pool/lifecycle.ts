@@ -118,6 +118,7 @@ export async function whileHalted<T>(
   work: () => Promise<T>,
 ): Promise<T> {
   if (!vm.running) return work()
+  await assertCanStartAgain(ctx, vm)
   const started = performance.now()
   let stopped = false
   let failure: unknown
@@ -134,6 +135,31 @@ export async function whileHalted<T>(
   }
 }
 
+const NULL_REF = 'OpaqueRef:NULL'
+
+/**
+ * Before a running VM is stopped: whether xapi could start it again. Its own host, if enabled,
+ * can (the memory the VM frees is its own); else another enabled host among those xapi says
+ * could run it (VM.get_possible_hosts: it counts the VM's own host even when disabled, and
+ * weighs memory for a second copy, so only the other hosts are asked). A VM that could not
+ * start again is not stopped: a backup or restore must never leave it down.
+ */
+async function assertCanStartAgain(ctx: PoolContext, vm: { ref: string; name: string }): Promise<void> {
+  const { session } = ctx
+  const resident = await session.call<string>('VM.get_resident_on', vm.ref)
+  const here = resident !== NULL_REF && (await exists(session, 'host', resident))
+  if (here && (await session.call<boolean>('host.get_enabled', resident))) return
+  for (const host of await session.call<string[]>('VM.get_possible_hosts', vm.ref))
+    if (host !== resident && (await session.call<boolean>('host.get_enabled', host))) return
+  const where = here
+    ? `its host ${await session.call<string>('host.get_name_label', resident)} is disabled (maintenance mode)`
+    : 'its host is unknown'
+  throw new DpxenError(
+    'VM_FAILED',
+    `${vm.name} was left running, untouched: once stopped it could not start again (${where}, and no other host can run it); enable the host, then run this again`,
+  )
+}
+
 /**
  * After the work: starts the VM if it is halted; one that someone else started meanwhile is
  * left as it is, and said so. A start that fails never hides why the work failed: the line
@@ -144,9 +170,10 @@ async function startAgain(
   vm: { ref: string; name: string },
   after: { stopped: boolean; why: string; failure: unknown },
 ): Promise<void> {
-  const state = await powerState(ctx.session, vm.ref).catch(() => undefined)
-  if (state !== 'Halted' && !(state === undefined && after.stopped)) {
-    if (after.stopped && state !== undefined)
+  // 'unknown': the host did not say; a VM dpxen stopped is then started (or tried) all the same.
+  const state = await powerState(ctx.session, vm.ref)
+  if (state !== 'Halted' && !(state === 'unknown' && after.stopped)) {
+    if (after.stopped && state !== 'unknown')
       ctx.log.info(
         `dpxen: ${vm.name}: was started by someone else while it was stopped for dpxen (now ${state}): left as it is`,
       )

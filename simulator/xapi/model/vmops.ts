@@ -114,8 +114,30 @@ export function setPowerState(
   refreshVmOps(sim, vmRef)
 }
 
+/**
+ * The hosts the VM could boot on (xapi_vm_helpers.ml get_possible_hosts_for_vm, with
+ * assert_can_boot_here): enabled ones, and the host a running VM is on even when disabled (xapi
+ * skips that check for a "local live migration"). Memory is not modelled: the start-fail fault
+ * stands for a host short of it.
+ */
+export function possibleHosts(sim: SimContext, vmRef: string): string[] {
+  const vm = sim.db.require('VM', vmRef)
+  return sim.db
+    .all('host')
+    .filter(([ref, host]) => host.enabled || (vm.power_state === 'Running' && vm.resident_on === ref))
+    .map(([ref]) => ref)
+}
+
+/** xapi's assert_can_boot_here: HOST_DISABLED [host] unless enabled (or the running VM's own host). */
+export function assertCanBootHere(sim: SimContext, vmRef: string, hostRef: string): void {
+  sim.db.require('host', hostRef)
+  if (!possibleHosts(sim, vmRef).includes(hostRef)) throw new XapiFailure('HOST_DISABLED', hostRef)
+}
+
 export function startVm(sim: SimContext, vmRef: string): void {
   assertVmOp(sim, vmRef, 'start')
+  // choose_host_for_vm: no host that can run it (all disabled) is NO_HOSTS_AVAILABLE [].
+  if (possibleHosts(sim, vmRef).length === 0) throw new XapiFailure('NO_HOSTS_AVAILABLE')
   if (sim.faults.get('start-fail')) {
     throw new XapiFailure(
       'HOST_NOT_ENOUGH_FREE_MEMORY',

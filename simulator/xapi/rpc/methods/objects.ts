@@ -15,7 +15,16 @@ import {
   destroyVif,
   snapshotVdi,
 } from '../../model/storage.js'
-import { assertVmOp, cloneVm, destroyVm, setPowerState, snapshotVm, startVm } from '../../model/vmops.js'
+import {
+  assertCanBootHere,
+  assertVmOp,
+  cloneVm,
+  destroyVm,
+  possibleHosts,
+  setPowerState,
+  snapshotVm,
+  startVm,
+} from '../../model/vmops.js'
 import type { Rec } from '../../model/db.js'
 import type { SimContext } from '../../model/context.js'
 
@@ -78,6 +87,27 @@ export function registerObjects(table: MethodTable): void {
     })
   }
   table.set('VM.start', { params: [vm, ...startArgs], run: ({ sim }, [ref]) => startVm(sim, String(ref)) })
+  table.set('VM.get_possible_hosts', {
+    params: [vm],
+    run: ({ sim }, [ref]) => possibleHosts(sim, String(ref)),
+  })
+  table.set('VM.assert_can_boot_here', {
+    params: [self('VM'), { name: 'host', type: 'ref:host' }],
+    run: ({ sim }, [ref, host]) => assertCanBootHere(sim, String(ref), String(host)),
+  })
+  // host.disable / host.enable: maintenance mode's first step (xapi_host.ml; the HA and
+  // evacuation checks of a real pool are not modelled).
+  for (const [name, enabled] of [
+    ['disable', false],
+    ['enable', true],
+  ] as const)
+    table.set(`host.${name}`, {
+      params: [{ name: 'host', type: 'ref:host' }],
+      run({ sim }, [ref]) {
+        sim.db.require('host', ref)
+        sim.db.update('host', String(ref), { enabled })
+      },
+    })
   powerOp('clean_shutdown', 'Halted')
   powerOp('hard_shutdown', 'Halted')
   powerOp('shutdown', 'Halted')

@@ -1,4 +1,4 @@
-// Crash points, for the test that kills a hook at every step (test/reliability/crash.test.ts).
+// Crash points, for the test that kills a hook at every step (test/reliability/crash-backup.test.ts, crash-restore.test.ts).
 // Each XenAPI call and each file step that matters passes one. With DPXEN_TEST_CRASH_AT=N in
 // the environment the process kills itself (SIGKILL: no cleanup, as a power cut) at the Nth;
 // with DPXEN_TEST_CRASH_COUNT=FILE it writes how many it passed when it exits. Neither is set

@@ -1,0 +1,40 @@
+// A crash at every step, restores: each hook is killed with SIGKILL (no cleanup at all, as a power cut or
+// the OOM killer would) before each of its XenAPI calls and file steps in turn, then the next
+// hook runs, and the pool and the staging folder must be as they should: no snapshot, no
+// imported leftover, every VM in its power state with all its disks, no partial or orphaned
+// file, no lock. The crash points come from src/core/crash-points.ts (DPXEN_TEST_CRASH_AT).
+import { crashSuite, type Scenario } from '../helpers/crash.js'
+
+// The restores keep their files (keepRestoredFiles): each crash point runs the restore again.
+const scenarios: Scenario[] = [
+  {
+    name: 'incremental restore (a chain)',
+    values: { mode: 'online', vmName: ['Debian'], incremental: true, keepRestoredFiles: true },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'restore-post-exec',
+  },
+  {
+    name: 'online restore',
+    values: { mode: 'online', vmName: ['Debian'], keepRestoredFiles: true },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'restore-post-exec',
+  },
+  {
+    name: 'online restore, settled by dpxen recover',
+    values: { mode: 'online', vmName: ['Debian'], keepRestoredFiles: true },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'dpxen',
+  },
+  {
+    name: 'offline restore',
+    values: { mode: 'offline', vmName: ['Debian'], startAfterRestore: true, keepRestoredFiles: true },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'restore-post-exec',
+  },
+]
+
+crashSuite('a crash at every step (restores)', scenarios)

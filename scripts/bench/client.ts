@@ -1,7 +1,7 @@
 // The bench's one XenAPI client: dpxen's own session (XML-RPC over undici), trusting the
 // simulator's certificate by its fingerprint over HTTPS, as an administrator's pin would.
 import { createLogger } from '../../src/core/log.js'
-import { createDispatcher } from '../../src/xapi/connection.js'
+import { createDispatcher, Trust } from '../../src/xapi/connection.js'
 import { XapiSession, xmlRpcTransport } from '../../src/xapi/session.js'
 
 export interface BenchClient {
@@ -10,7 +10,7 @@ export interface BenchClient {
 }
 
 export async function login(url: string, fingerprint?: string): Promise<BenchClient> {
-  const dispatcher = createDispatcher(fingerprint ? { fingerprint } : {})
+  const dispatcher = createDispatcher(new Trust(url, fingerprint ? { fingerprint } : {}))
   const session = await XapiSession.open({
     url,
     username: 'root',

@@ -8,9 +8,10 @@ import { startXapiSim } from './server.js'
 
 const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]
                       [--user U] [--password PW] [--checksum xxhash|sha1]
-                      [--member-port P2] [--member-host H2] [--auth-delay SECONDS] [--fault SPEC]...
+                      [--hosts N] [--auth-delay SECONDS] [--fault SPEC]...
                       [--tls | --tls-cert FILE --tls-key FILE]
-  --tls: serve https with a self-signed certificate made at start, as a new host does`
+  --hosts N: a pool of N hosts, host k at 127.0.0.k on the same port (the first is the master)
+  --tls: serve https with a self-signed certificate made at start for each host, as a new host does`
 
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2)
@@ -35,8 +36,7 @@ async function main(): Promise<number> {
         user: { type: 'string', default: 'root' },
         password: { type: 'string', default: 'xenroot' },
         checksum: { type: 'string', default: 'xxhash' },
-        'member-port': { type: 'string' },
-        'member-host': { type: 'string' },
+        hosts: { type: 'string', default: '1' },
         'auth-delay': { type: 'string', default: '5' },
         fault: { type: 'string', multiple: true, default: [] },
         tls: { type: 'boolean', default: false },
@@ -49,6 +49,10 @@ async function main(): Promise<number> {
     if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
     for (const spec of values.fault) parseFault(spec)
     if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
+    if (!/^([1-9]|1[0-6])$/.test(values.hosts))
+      throw new Error(`--hosts must be 1 to 16, not "${values.hosts}"`)
+    if (values.hosts !== '1' && values.host !== '127.0.0.1')
+      throw new Error('--hosts: a pool of several hosts listens at 127.0.0.1 … 127.0.0.N (leave --host out)')
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key']))
       throw new Error('--tls-cert and --tls-key go together')
     if (values.tls && values['tls-cert']) throw new Error('--tls and --tls-cert exclude each other')
@@ -56,10 +60,15 @@ async function main(): Promise<number> {
     console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
     return 2
   }
+  const count = Number(values.hosts)
   const made = values.tls
-    ? await selfSignedCertificate([
-        ...new Set(['127.0.0.1', 'localhost', values.host, values['member-host'] ?? '127.0.0.2']),
-      ])
+    ? await Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          selfSignedCertificate(
+            count === 1 ? [...new Set(['127.0.0.1', 'localhost', values.host])] : [`127.0.0.${i + 1}`],
+          ),
+        ),
+      )
     : undefined
   const sim = await startXapiSim({
     host: values.host,
@@ -71,8 +80,7 @@ async function main(): Promise<number> {
     password: values.password,
     checksum: values.checksum as 'xxhash' | 'sha1',
     faults: values.fault,
-    ...(values['member-port'] !== undefined ? { memberPort: Number(values['member-port']) } : {}),
-    ...(values['member-host'] !== undefined ? { memberHost: values['member-host'] } : {}),
+    hosts: count,
     authFailureDelayMs: Number(values['auth-delay']) * 1000,
     ...(values['tls-cert'] && values['tls-key']
       ? { tls: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']) } }
@@ -80,8 +88,11 @@ async function main(): Promise<number> {
     ...(made ? { tls: made } : {}),
   })
   console.log(`xapi-sim listening on ${sim.url}`)
-  if (made) console.log(`xapi-sim certificate SHA-256 fingerprint ${made.fingerprint}`)
-  if (sim.memberUrl) console.log(`xapi-sim pool member listening on ${sim.memberUrl}`)
+  if (made) console.log(`xapi-sim certificate SHA-256 fingerprint ${made[0]!.fingerprint}`)
+  for (const [i, url] of sim.hostUrls.slice(1).entries()) {
+    console.log(`xapi-sim pool member listening on ${url}`)
+    if (made) console.log(`xapi-sim member certificate SHA-256 fingerprint ${made[i + 1]!.fingerprint}`)
+  }
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)
     process.once('SIGINT', resolve)

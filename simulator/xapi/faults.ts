@@ -16,6 +16,7 @@ export const FAULT_KINDS = [
   'call-fail', // ARG = METHOD@N: the Nth call of METHOD and every later one fail with INTERNAL_ERROR
   'vhd-base-gone', // once: the base of an export_raw_vdi?base= is deleted under it (200, then UUID_INVALID inside the body)
   'vhd-truncate', // cut a format=vhd export after ARG bytes; the task fails with VDI_IO_ERROR
+  'redirect-to', // the handlers' 302s name the address ARG (a proxy or a stale record sending the client elsewhere)
   'export-no-host', // no host can see the VM's SRs (the host of its local SR is down): /export fails the task with NO_HOSTS_AVAILABLE and closes without an answer
 ] as const
 

@@ -94,7 +94,7 @@ export async function transferToFile<R extends { bytes: number }>(
   let intake: Intake<R> | undefined
   let done = false
   try {
-    const res = await rawGet(agents.policy, resourceUrl(session, req.path, { ...req.query, task_id: task }), {
+    const res = await rawGet(agents.trust, resourceUrl(session, req.path, { ...req.query, task_id: task }), {
       signal: req.signal,
       idleMs: req.stallTimeout * 1000,
     }).catch(async (error: unknown) => {

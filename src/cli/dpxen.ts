@@ -24,6 +24,7 @@ import { selectVms, snapshotRefusal } from '../backup/select.js'
 import { readPool } from '../pool/view.js'
 import { PARTIAL_SUFFIX } from '../staging/names.js'
 import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
+import { checkHosts } from './hosts.js'
 import { connect } from '../xapi/connect.js'
 import { FileSink } from '../xva/file-sink.js'
 import { verifyFile } from '../xva/verify-file.js'
@@ -65,6 +66,7 @@ async function check(ctx: HookContext): Promise<number> {
   const conn = await connect(config, log, ctx.signal)
   try {
     log.info(`connected to ${conn.session.url}`)
+    problems += await checkHosts(conn, log)
     const view = await readPool(conn.session)
     const { plans, problems: missing, skipped } = selectVms(view, config)
     for (const line of skipped) log.info(`skip    ${line}`)

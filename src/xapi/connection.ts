@@ -1,5 +1,6 @@
-// The HTTP side of a connection to a host, with one TLS policy: system CAs by default, a CA
-// file, or a pinned SHA-256 certificate fingerprint (checked before any byte is sent).
+// The sockets of a connection to a pool, with one trust policy (`Trust`): the configured host
+// by system CAs, a CA file or a pinned SHA-256 fingerprint; the pool's other hosts by the
+// certificates the pool records for them (checked before any byte is sent).
 //
 // XML-RPC calls go through undici. Streams whose body ends at connection close (xapi's
 // /export is HTTP/1.0 without Content-Length) go through node:http instead: undici 7 throws an
@@ -9,7 +10,7 @@ import { readFileSync } from 'node:fs'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { Duplex } from 'node:stream'
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
 import { DpxenError } from '../core/errors.js'
 import { Agent, type Dispatcher } from './undici.js'
@@ -20,6 +21,108 @@ export interface TlsPolicy {
   fingerprint?: string
 }
 
+/** A host of the pool as its records describe it. */
+export interface PoolHost {
+  name: string
+  address: string
+  /** The SHA-256 fingerprint of its certificate as the pool records it; empty when none is. */
+  fingerprint: string
+}
+
+interface Target {
+  protocol: string
+  hostname: string
+  port: number
+}
+
+/**
+ * Whom dpxen trusts, host by host: the configured host (`url`) by the configuration (a pinned
+ * fingerprint, a CA file, or the system's CAs); every other host of the pool by exactly the
+ * certificate the pool records for it, learned over a session with a trusted host. Every
+ * connection (XML-RPC, downloads, uploads) is made here, and nothing is sent on one before its
+ * certificate passed.
+ */
+export class Trust {
+  readonly #configured: string
+  readonly #ca: Buffer | undefined
+  readonly #fingerprint: string | undefined
+  readonly #hosts = new Map<string, PoolHost>()
+
+  constructor(url: string, policy: TlsPolicy = {}) {
+    this.#configured = bare(new URL(url).hostname)
+    this.#ca = policy.caFile ? readFileSync(policy.caFile) : undefined
+    this.#fingerprint = policy.fingerprint
+  }
+
+  /** Learns the pool's hosts and their certificates (from the pool's records). */
+  learn(hosts: PoolHost[]): void {
+    this.#hosts.clear()
+    for (const host of hosts) this.#hosts.set(bare(host.address), host)
+  }
+
+  /** The pool's hosts as last learned. */
+  get hosts(): PoolHost[] {
+    return [...this.#hosts.values()]
+  }
+
+  /** Whether `hostname` is the configured host or one of the pool's (a redirect may go there). */
+  knows(hostname: string): boolean {
+    const name = bare(hostname)
+    return name === this.#configured || this.#hosts.has(name)
+  }
+
+  /** The host as a line names it: its name and address when the pool knows it. */
+  describe(hostname: string): string {
+    const host = this.#hosts.get(bare(hostname))
+    return host ? `${host.name} (${host.address})` : bare(hostname)
+  }
+
+  /**
+   * A connection to `target`, reading into `onread`'s buffer when given. `ready` is called once
+   * bytes may be sent (the certificate passed), or with the error.
+   */
+  connect(target: Target, ready: (error?: Error) => void, onread?: OnReadOpts): Socket {
+    const host = bare(target.hostname)
+    if (target.protocol !== 'https:') {
+      const socket = netConnect({ host, port: target.port || 80, ...(onread ? { onread } : {}) })
+      socket.once('connect', () => ready())
+      socket.once('error', (error) => ready(error))
+      return socket
+    }
+    const member = host === this.#configured ? undefined : this.#hosts.get(host)
+    const pinned = member ? member.fingerprint : this.#fingerprint
+    const socket = tlsConnect({
+      host,
+      port: target.port || 443,
+      rejectUnauthorized: pinned === undefined,
+      ...(pinned === undefined && this.#ca ? { ca: this.#ca } : {}),
+      ...(isIP(host) ? {} : { servername: host }),
+      ALPNProtocols: ['http/1.1'],
+      // Node's tls.connect takes onread like net.connect; its types do not list it.
+      ...((onread ? { onread } : {}) as object),
+    })
+    let settled = false
+    const finish = (error?: Error): void => {
+      if (settled) return
+      settled = true
+      ready(error)
+    }
+    socket.once('secureConnect', () => {
+      if (pinned === undefined) return finish()
+      const actual = socket.getPeerCertificate().fingerprint256
+      if (actual && actual === pinned) return finish()
+      socket.destroy()
+      finish(member ? memberCertificateError(member, actual) : fingerprintError(actual, pinned))
+    })
+    socket.once('error', (error) => finish(error))
+    return socket
+  }
+}
+
+function bare(hostname: string): string {
+  return hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+}
+
 function fingerprintError(actual: string | undefined, pinned: string): DpxenError {
   return new DpxenError(
     'CONNECT_FAILED',
@@ -27,135 +130,43 @@ function fingerprintError(actual: string | undefined, pinned: string): DpxenErro
   )
 }
 
-/** A TLS connection whose certificate must have the pinned SHA-256 fingerprint (no CA check). */
-function pinnedConnect(
-  host: string,
-  port: number,
-  pinned: string,
-  done: (error?: Error) => void,
-  onread?: OnReadOpts,
-): TLSSocket {
-  const socket = tlsConnect({
-    host,
-    port,
-    rejectUnauthorized: false,
-    ...(isIP(host) ? {} : { servername: host }),
-    ALPNProtocols: ['http/1.1'],
-    // Node's tls.connect takes onread like net.connect; its types do not list it.
-    ...((onread ? { onread } : {}) as object),
+function memberCertificateError(host: PoolHost, actual: string | undefined): DpxenError {
+  const recorded = host.fingerprint || '(none recorded)'
+  return new DpxenError(
+    'CONNECT_FAILED',
+    `pool host ${host.name} (${host.address}) presented the certificate ${actual ?? '(none)'}, not the one the pool records for it, ${recorded} (refusing to send anything to it; a certificate replaced by hand must be installed through xapi, e.g. xe host-server-certificate-install or host-refresh-server-certificate on ${host.name}; "dpxen check" lists every host's)`,
+  )
+}
+
+/** An undici Agent for XML-RPC whose connections the trust makes. */
+export function createDispatcher(trust: Trust): Dispatcher {
+  return new Agent({
+    keepAliveTimeout: 4000,
+    connect(opts, callback) {
+      const socket = trust.connect(
+        { protocol: String(opts.protocol), hostname: String(opts.hostname), port: Number(opts.port) },
+        (error) => (error ? callback(error, null) : callback(null, socket)),
+      )
+    },
   })
-  let settled = false
-  const finish = (error?: Error): void => {
-    if (settled) return
-    settled = true
-    done(error)
-  }
-  socket.once('secureConnect', () => {
-    const actual = socket.getPeerCertificate().fingerprint256
-    if (actual === pinned) finish()
-    else {
-      socket.destroy()
-      finish(fingerprintError(actual, pinned))
-    }
-  })
-  socket.once('error', (error) => finish(error))
-  return socket
 }
 
-/** An undici Agent for XML-RPC with the TLS policy. */
-export function createDispatcher(policy: TlsPolicy = {}): Dispatcher {
-  const base = { keepAliveTimeout: 4000 }
-  if (policy.fingerprint) {
-    const pinned = policy.fingerprint
-    return new Agent({
-      ...base,
-      connect(opts, callback) {
-        // Our own TLS connection: handed to undici only once the certificate matched.
-        const socket = pinnedConnect(String(opts.hostname), Number(opts.port) || 443, pinned, (error) => {
-          if (error) callback(error, null)
-          else callback(null, socket)
-        })
-      },
-    })
-  }
-  const ca = policy.caFile ? readFileSync(policy.caFile) : undefined
-  return new Agent({ ...base, connect: { rejectUnauthorized: true, ...(ca ? { ca } : {}) } })
-}
-
-/** The TLS policy with the CA file read. */
-export interface SocketPolicy {
-  ca?: Buffer
-  fingerprint?: string
-}
-
-/**
- * A connection for a raw transfer, reading into `onread`'s buffer: plain, or TLS under the
- * policy. `ready` is called once bytes may be sent (the certificate checked), or with the error.
- */
-export function openSocket(
-  target: URL,
-  policy: SocketPolicy,
-  onread: OnReadOpts,
-  ready: (error?: Error) => void,
-): Socket {
-  const host = target.hostname.replace(/^\[(.*)\]$/, '$1')
-  if (target.protocol !== 'https:') {
-    const socket = netConnect({ host, port: Number(target.port) || 80, onread })
-    socket.once('connect', () => ready())
-    socket.once('error', (error) => ready(error))
-    return socket
-  }
-  const port = Number(target.port) || 443
-  if (policy.fingerprint) return pinnedConnect(host, port, policy.fingerprint, ready, onread)
-  const socket = tlsConnect({
-    host,
-    port,
-    rejectUnauthorized: true,
-    ...(policy.ca ? { ca: policy.ca } : {}),
-    ...(isIP(host) ? {} : { servername: host }),
-    ALPNProtocols: ['http/1.1'],
-    ...({ onread } as object),
-  })
-  socket.once('secureConnect', () => ready())
-  socket.once('error', (error) => ready(error))
-  return socket
-}
-
-/** node:http(s) agents for streamed transfers, with the same TLS policy. */
-export function createStreamAgents(policy: TlsPolicy = {}): {
-  http: HttpAgent
-  https: HttpsAgent
-  policy: SocketPolicy
-} {
+/** node:http(s) agents for streamed transfers, whose connections the trust makes. */
+export function createStreamAgents(trust: Trust): { http: HttpAgent; https: HttpsAgent; trust: Trust } {
   const http = new HttpAgent({ keepAlive: false })
-  if (policy.fingerprint) {
-    const pinned = policy.fingerprint
-    const https = new HttpsAgent({ keepAlive: false, rejectUnauthorized: false })
-    // The socket is handed over only once its certificate matched: nothing is sent before.
-    https.createConnection = (
-      options: ConnectionOptions,
-      callback?: (error: Error | null, socket: Duplex) => void,
-    ) => {
-      const socket = tlsConnect({ ...options, rejectUnauthorized: false })
-      socket.once('secureConnect', () => {
-        const actual = socket.getPeerCertificate().fingerprint256
-        if (actual === pinned) callback?.(null, socket)
-        else {
-          socket.destroy()
-          callback?.(fingerprintError(actual, pinned), socket)
-        }
-      })
-      socket.once('error', (error) => callback?.(error, socket))
-      return undefined as unknown as Duplex
-    }
-    return { http, https, policy: { fingerprint: pinned } }
+  const https = new HttpsAgent({ keepAlive: false })
+  // The socket is handed over only once its certificate passed: nothing is sent before.
+  https.createConnection = (
+    options: ConnectionOptions,
+    callback?: (error: Error | null, socket: Duplex) => void,
+  ) => {
+    const socket = trust.connect(
+      { protocol: 'https:', hostname: String(options.host), port: Number(options.port) },
+      (error) => callback?.(error ?? null, socket),
+    )
+    return undefined as unknown as Duplex
   }
-  const ca = policy.caFile ? readFileSync(policy.caFile) : undefined
-  return {
-    http,
-    https: new HttpsAgent({ keepAlive: false, rejectUnauthorized: true, ...(ca ? { ca } : {}) }),
-    policy: ca ? { ca } : {},
-  }
+  return { http, https, trust }
 }
 
 /** TRANSFER_STALLED: the host sent (or, for an upload, took) nothing for `idleMs`. */

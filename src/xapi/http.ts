@@ -3,7 +3,7 @@
 import { request as httpRequest, type IncomingMessage, type Agent as HttpAgent } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
 import { DpxenError } from '../core/errors.js'
-import { connectionError, stalledError, type SocketPolicy } from './connection.js'
+import { connectionError, stalledError, type Trust } from './connection.js'
 import type { XapiSession } from './session.js'
 
 const MAX_REDIRECTS = 3
@@ -12,8 +12,8 @@ const READ_BUFFER = 4 * 1024 * 1024
 export interface StreamAgents {
   http: HttpAgent
   https: HttpsAgent
-  /** For raw transfers (raw-get.ts). */
-  policy: SocketPolicy
+  /** Makes every connection (raw-get.ts uses it directly). */
+  trust: Trust
 }
 
 export function resourceUrl(session: XapiSession, path: string, query: Record<string, string>): string {
@@ -56,9 +56,11 @@ function once(agents: StreamAgents, url: string, options: GetOptions): Promise<I
 
 /**
  * Opens `url` and follows 302 to another pool member (xapi sends one when another member holds
- * the VM's storage), at most 3 times. `redirect` gives a 302's location, letting that answer go.
+ * the storage), at most 3 times. `redirect` gives a 302's location, letting that answer go. A
+ * redirect to a host that is not one of the pool's is refused: nothing goes there.
  */
 export async function followRedirects<T>(
+  trust: Trust,
   url: string,
   open: (url: string) => Promise<T>,
   redirect: (res: T) => string | undefined,
@@ -68,7 +70,13 @@ export async function followRedirects<T>(
     const res = await open(current)
     const location = hop < MAX_REDIRECTS ? redirect(res) : undefined
     if (location === undefined) return res
-    current = new URL(location, current).toString()
+    const next = new URL(location, current)
+    if (!trust.knows(next.hostname))
+      throw new DpxenError(
+        'CONNECT_FAILED',
+        `${new URL(current).host} redirected the transfer to ${next.host}, which is not a host of this pool (refused: nothing was sent there; check the pool's host addresses with "dpxen check")`,
+      )
+    current = next.toString()
   }
 }
 
@@ -79,6 +87,7 @@ export function getResource(
   options: GetOptions,
 ): Promise<IncomingMessage> {
   return followRedirects(
+    agents.trust,
     url,
     (current) => once(agents, current, options),
     (res) => {

@@ -6,9 +6,9 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import { request as httpsRequest } from 'node:https'
 import { DpxenError, XapiError } from '../core/errors.js'
 import { connectionError, stalledError } from './connection.js'
-import { drain, resourceUrl, type StreamAgents } from './http.js'
+import { drain, followRedirects, resourceUrl, type StreamAgents } from './http.js'
 import type { XapiSession } from './session.js'
-import { cancelTask, destroyTask, waitTask } from './tasks.js'
+import { cancelTask, destroyTask, waitTask, type TaskOutcome } from './tasks.js'
 import { refsInResult } from './xmlrpc.js'
 
 export interface ImportRequest extends PutRequest {
@@ -28,13 +28,29 @@ interface PutRequest {
   onImported?: (refs: string[]) => Promise<void>
 }
 
-function put(agents: StreamAgents, url: string, length: number, idleMs: number, signal: AbortSignal) {
+/** How long an upload waits for the host to answer its head before it sends the body anyway. */
+export const CONTINUE_WAIT_MS = 1000
+
+type Opened = { req: ClientRequest; response: Promise<IncomingMessage>; early?: IncomingMessage }
+
+/**
+ * Sends the request head with `Expect: 100-continue` and waits for the host's first word. xapi
+ * never sends 100 Continue; it answers a request it will not serve at once (302 to the pool
+ * member that holds the storage, or an error page) from the head alone, and answers 200 before
+ * reading the body of one it serves. So: a 302 or an error is learnt before any byte of the body
+ * is sent; silence for CONTINUE_WAIT_MS (as curl waits) or a 200 means send.
+ */
+function open(agents: StreamAgents, url: string, length: number, idleMs: number, signal: AbortSignal) {
   const target = new URL(url)
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest
   const req = send(target, {
     method: 'PUT',
     agent: target.protocol === 'https:' ? agents.https : agents.http,
-    headers: { 'content-length': String(length), 'content-type': 'application/octet-stream' },
+    headers: {
+      'content-length': String(length),
+      'content-type': 'application/octet-stream',
+      expect: '100-continue',
+    },
     signal,
   })
   req.setTimeout(idleMs, () => req.destroy(stalledError(target.origin, idleMs, 'took')))
@@ -43,7 +59,17 @@ function put(agents: StreamAgents, url: string, length: number, idleMs: number, 
     req.once('error', reject)
   })
   response.catch(() => undefined)
-  return { req, response }
+  req.flushHeaders()
+  return new Promise<Opened>((resolve, reject) => {
+    const timer = setTimeout(() => resolve({ req, response }), CONTINUE_WAIT_MS)
+    req.once('continue', () => resolve({ req, response }))
+    response.then(
+      (res) => resolve(res.statusCode === 200 ? { req, response } : { req, response, early: res }),
+      reject,
+    )
+    void response.finally(() => clearTimeout(timer)).catch(() => undefined)
+    req.once('continue', () => clearTimeout(timer))
+  })
 }
 
 /** Bytes per file read; two buffers take turns, so an upload allocates nothing per read. */
@@ -121,20 +147,13 @@ async function putFile(
   let settled = false
   try {
     await request.onTask?.(task)
-    const url = resourceUrl(session, path, { task_id: task, ...query })
-    const { req, response } = put(agents, url, size, request.stallTimeout * 1000, request.signal)
-    try {
-      await upload(request.file, req)
-    } catch (error) {
-      if (request.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
-      // The host may have refused early (403, 500): its task says why.
-      const outcome = await waitTask(session, task, AbortSignal.timeout(5000)).catch(() => undefined)
-      if (outcome && outcome.status !== 'success') throw new XapiError(outcome.errorInfo, 'import')
-      throw connectionError(new URL(url).origin, error)
-    }
-    const res = await response.catch((error: unknown) => {
-      throw connectionError(new URL(url).origin, error)
-    })
+    const res = await sendFile(
+      agents,
+      resourceUrl(session, path, { task_id: task, ...query }),
+      size,
+      request,
+      () => waitTask(session, task, AbortSignal.timeout(5000)).catch(() => undefined),
+    )
     await drain(res)
     const outcome = await waitTask(session, task, request.signal)
     settled = true
@@ -152,4 +171,53 @@ async function putFile(
     }
     await destroyTask(session, task)
   }
+}
+
+/**
+ * Sends the file to the host that takes it: a 302 answered to the head (xapi's, to the member
+ * that holds the storage) is followed with the same task before any byte of the body went out.
+ * Returns the answer to the request whose body was sent; `outcome` reads the task when a host
+ * refused, for its reason.
+ */
+async function sendFile(
+  agents: StreamAgents,
+  url: string,
+  size: number,
+  request: PutRequest,
+  outcome: () => Promise<TaskOutcome | undefined>,
+): Promise<IncomingMessage> {
+  const idleMs = request.stallTimeout * 1000
+  let target = url
+  const refused = async (error: unknown): Promise<never> => {
+    if (request.signal.aborted) throw new DpxenError('ABORTED', 'interrupted', { cause: error })
+    const failed = await outcome()
+    if (failed && failed.status !== 'success') throw new XapiError(failed.errorInfo, 'import')
+    throw error instanceof DpxenError ? error : connectionError(new URL(target).origin, error)
+  }
+  const res = await followRedirects(
+    agents.trust,
+    url,
+    async (current) => {
+      target = current
+      const opened = await open(agents, current, size, idleMs, request.signal).catch(refused)
+      if (opened.early) {
+        opened.req.destroy()
+        return opened.early
+      }
+      await upload(request.file, opened.req).catch(refused)
+      return opened.response.catch(refused)
+    },
+    (answer) => {
+      if (answer.statusCode !== 302 || !answer.headers.location) return undefined
+      answer.resume()
+      return answer.headers.location
+    },
+  )
+  if (res.statusCode !== 200) {
+    res.resume()
+    return refused(
+      new DpxenError('VM_FAILED', `${new URL(target).origin} answered HTTP ${res.statusCode} to the upload`),
+    )
+  }
+  return res
 }

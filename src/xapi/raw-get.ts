@@ -18,7 +18,7 @@
 import type { Socket } from 'node:net'
 import { DpxenError } from '../core/errors.js'
 import { VERSION } from '../core/version.js'
-import { connectionError, openSocket, stalledError, type SocketPolicy } from './connection.js'
+import { connectionError, stalledError, type Trust } from './connection.js'
 import { followRedirects } from './http.js'
 
 const MAX_HEAD = 64 * 1024
@@ -318,7 +318,7 @@ class Exchange {
   }
 }
 
-function once(policy: SocketPolicy, url: string, options: RawGetOptions): Promise<RawResponse> {
+function once(trust: Trust, url: string, options: RawGetOptions): Promise<RawResponse> {
   const target = new URL(url)
   const buffer = Buffer.allocUnsafeSlow(READ_SIZE)
   return new Promise<RawResponse>((resolve, reject) => {
@@ -327,10 +327,8 @@ function once(policy: SocketPolicy, url: string, options: RawGetOptions): Promis
     if (options.signal?.aborted) return onAbort()
     options.signal?.addEventListener('abort', onAbort, { once: true })
     let ready = false
-    const socket = openSocket(
-      target,
-      policy,
-      { buffer, callback: (length) => exchange.read(buffer.subarray(0, length)) },
+    const socket = trust.connect(
+      { protocol: target.protocol, hostname: target.hostname, port: Number(target.port) },
       (error) => {
         if (ready) return
         ready = true
@@ -340,10 +338,11 @@ function once(policy: SocketPolicy, url: string, options: RawGetOptions): Promis
           `GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nUser-Agent: dpxen/${VERSION}\r\nAccept: */*\r\nConnection: close\r\n\r\n`,
         )
       },
+      { buffer, callback: (length) => exchange.read(buffer.subarray(0, length)) },
     )
     exchange.attach(socket)
     socket.on('error', (error) => {
-      if (!ready) return // openSocket's ready callback has it
+      if (!ready) return // the ready callback has it
       exchange.fail(
         new DpxenError('TRANSFER_CLOSED', `${target.origin}: the connection failed (${describe(error)})`, {
           cause: error,
@@ -363,10 +362,11 @@ function describe(error: Error): string {
 }
 
 /** GET a resource for a raw transfer, following redirects. */
-export function rawGet(policy: SocketPolicy, url: string, options: RawGetOptions): Promise<RawResponse> {
+export function rawGet(trust: Trust, url: string, options: RawGetOptions): Promise<RawResponse> {
   return followRedirects(
+    trust,
     url,
-    (current) => once(policy, current, options),
+    (current) => once(trust, current, options),
     (res) => {
       if (res.status !== 302 || !res.headers.location) return undefined
       res.destroy()

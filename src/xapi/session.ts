@@ -1,5 +1,6 @@
-// A XenAPI session: login with an originator, follow HOST_IS_SLAVE to the master, log in again
-// once on SESSION_INVALID, and always log out. Every call goes to the debug log with secrets
+// A XenAPI session: login with an originator, follow HOST_IS_SLAVE to the master (at login and
+// at any later call: the master may move), log in again once on SESSION_INVALID, and always
+// log out. Every call goes to the debug log with secrets
 // redacted. The transport is a plain function, so tests and other hosts plug in at one seam.
 import { performance } from 'node:perf_hooks'
 import { crashPoint } from '../core/crash-points.js'
@@ -184,6 +185,14 @@ export class XapiSession {
           this.#url = next
           continue
         }
+        if (hop > 0 && error instanceof DpxenError && error.code === 'CONNECT_FAILED') {
+          // A member named as url: the master it named could not be reached or trusted.
+          throw new DpxenError(
+            'CONNECT_FAILED',
+            `${new URL(this.#options.url).host} is a pool member, and its master ${new URL(this.#url).host} failed: ${error.message}; set url to the master`,
+            { cause: error },
+          )
+        }
         if (isXapiError(error, 'SESSION_AUTHENTICATION_FAILED')) {
           throw new DpxenError(
             'AUTH_FAILED',
@@ -241,10 +250,18 @@ export class XapiSession {
     try {
       return (await this.#raw(method, [ref, ...args])) as T
     } catch (error) {
-      if (!isXapiError(error, 'SESSION_INVALID')) throw error
+      const moved = isXapiError(error, 'HOST_IS_SLAVE') && error.params[0] ? error.params[0] : undefined
+      if (!moved && !isXapiError(error, 'SESSION_INVALID')) throw error
       if (this.#ref === ref) {
         this.#relogin ??= (async () => {
-          this.#options.log.debug('session invalid: logging in again')
+          if (moved) {
+            // The master moved (HA, pool.designate_new_master): sessions do not survive that.
+            const next = masterUrl(this.#url, moved)
+            this.#options.log.info(
+              `the pool's master is now ${new URL(next).host} (was ${new URL(this.#url).host})`,
+            )
+            this.#url = next
+          } else this.#options.log.debug('session invalid: logging in again')
           try {
             await this.#login()
           } finally {

@@ -56,7 +56,7 @@ describe('backup under faults', () => {
   })
 
   it('follows HOST_IS_SLAVE from a pool member to the master', async () => {
-    const { sim, dir, backupDir } = await setup({ mode: 'online' }, { memberPort: 0 })
+    const { sim, dir, backupDir } = await setup({ mode: 'online' }, { hosts: 2 })
     const config = writeConfig(
       dir,
       {

@@ -34,12 +34,14 @@ describe('no host can reach the VM storage', () => {
 describe('a VM whose host is disabled (maintenance mode)', () => {
   it('an offline backup leaves it running and says why; the others go on', async () => {
     const w = await backupWorld({ mode: 'offline', vmName: ['Debian', 'vm2'] })
-    const [host] = await w.xapi.call<string[]>('host.get_all')
-    await w.xapi.call('host.disable', host)
     const debian = await w.xapi.vmByName('Debian')
+    // Debian runs on the third host, which holds its first disk: no other host can run it.
+    const host = await w.xapi.call<string>('VM.get_resident_on', debian)
+    expect(await w.xapi.call('host.get_name_label', host)).toBe('xenserver-sim-3')
+    await w.xapi.call('host.disable', host)
     const pre = await run(runPreExec, [w.config])
     expect(pre.lines).toContain(
-      'dpxen: Debian: FAILED: Debian was left running, untouched: once stopped it could not start again (its host xenserver-sim is disabled (maintenance mode), and no other host can run it); enable the host, then run this again',
+      'dpxen: Debian: FAILED: Debian was left running, untouched: once stopped it could not start again (its host xenserver-sim-3 is disabled (maintenance mode), and no other host can run it); enable the host, then run this again',
     )
     expect(pre.text).not.toMatch(/Debian: shut down/)
     // vm2 is halted: exported as it is.
@@ -52,12 +54,17 @@ describe('a VM whose host is disabled (maintenance mode)', () => {
 
   it('xapi-sim as xapi: a halted VM cannot start on a disabled host (NO_HOSTS_AVAILABLE), a running one keeps its host in get_possible_hosts', async () => {
     const w = await backupWorld({ mode: 'offline', vmName: ['Debian'] })
-    const [host] = await w.xapi.call<string[]>('host.get_all')
+    const hosts = await w.xapi.call<string[]>('host.get_all')
+    const debian = await w.xapi.vmByName('Debian')
+    const host = await w.xapi.call<string>('VM.get_resident_on', debian)
     await w.xapi.call('host.disable', host)
-    expect(await w.xapi.call('VM.get_possible_hosts', await w.xapi.vmByName('Debian'))).toEqual([host])
+    expect(await w.xapi.call('VM.get_possible_hosts', debian)).toEqual([host])
+    // vm2's disk is on shared storage: any enabled host.
     const vm2 = await w.xapi.vmByName('vm2')
-    expect(await w.xapi.call('VM.get_possible_hosts', vm2)).toEqual([])
+    expect(await w.xapi.call('VM.get_possible_hosts', vm2)).toEqual(hosts.filter((h) => h !== host))
     expect(await w.xapi.failure('VM.assert_can_boot_here', vm2, host)).toEqual(['HOST_DISABLED', host])
+    for (const other of hosts) await w.xapi.call('host.disable', other)
+    expect(await w.xapi.call('VM.get_possible_hosts', vm2)).toEqual([])
     expect(await w.xapi.failure('VM.start', vm2, false, false)).toEqual(['NO_HOSTS_AVAILABLE'])
   })
 
@@ -67,8 +74,7 @@ describe('a VM whose host is disabled (maintenance mode)', () => {
     const debian = await w.xapi.vmByName('Debian')
     const before = await diskHashes(w.sim.url, w.xapi, debian)
     const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
-    const [host] = await w.xapi.call<string[]>('host.get_all')
-    await w.xapi.call('host.disable', host)
+    await w.xapi.call('host.disable', await w.xapi.call<string>('VM.get_resident_on', debian))
     const restore = await run(runRestorePostExec, [w.config])
     expect(restore.code).toBe(5)
     expect(restore.text).toMatch(/Debian was left running, untouched: once stopped it could not start again/)

@@ -56,7 +56,12 @@ export interface HookRun {
 export async function run(
   hook: Hook,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; abortWhen?: RegExp } = {},
+  options: {
+    env?: NodeJS.ProcessEnv
+    cwd?: string
+    abortWhen?: RegExp
+    onLine?: (line: string) => void
+  } = {},
 ): Promise<HookRun> {
   const lines: string[] = []
   const controller = new AbortController()
@@ -66,6 +71,7 @@ export async function run(
     cwd: options.cwd ?? tmpdir(),
     out: (line) => {
       lines.push(line)
+      options.onLine?.(line)
       if (options.abortWhen?.test(line)) controller.abort()
     },
     signal: controller.signal,

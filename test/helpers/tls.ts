@@ -1,11 +1,11 @@
-// A self-signed certificate for 127.0.0.1 (and 127.0.0.2, the simulator's pool member), made
-// with openssl for the TLS tests; and the transport the end-to-end suites run over.
+// Self-signed certificates for the simulator's hosts (127.0.0.k), made with openssl for the TLS
+// tests; and the transport the end-to-end suites run over.
 //
 // DPXEN_TEST_TLS (set by vitest.config.ts's projects) runs the end-to-end suites against
 // xapi-sim over HTTPS with a self-signed certificate: `pin` trusts it by its SHA-256
 // fingerprint, `ca` by a CA file. writeConfig adds that trust to every configuration that names
 // such a simulator, unless the test set caFile or fingerprint itself.
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent, setGlobalDispatcher } from 'undici'
@@ -20,7 +20,11 @@ export interface TestCert {
   fingerprint: string
 }
 
-export async function makeCert(dir: string, name = 'host'): Promise<TestCert> {
+export async function makeCert(
+  dir: string,
+  name = 'host',
+  ips = ['127.0.0.1', '127.0.0.2'],
+): Promise<TestCert> {
   const certFile = join(dir, `${name}.pem`)
   const keyFile = join(dir, `${name}.key`)
   await execa('openssl', [
@@ -36,7 +40,7 @@ export async function makeCert(dir: string, name = 'host'): Promise<TestCert> {
     '-subj',
     '/CN=xapi-sim',
     '-addext',
-    'subjectAltName=IP:127.0.0.1,IP:127.0.0.2',
+    `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(',')}`,
     '-keyout',
     keyFile,
     '-out',
@@ -62,18 +66,39 @@ export function testTransport(): TestTransport {
   throw new Error(`DPXEN_TEST_TLS must be http, pin or ca, not "${mode}"`)
 }
 
-let shared: Promise<TestCert> | undefined
+let shared: Promise<TestCert[]> | undefined
+
+/** How many hosts the shared certificates cover: the test pools' size. */
+export const POOL_HOSTS = 3
 
 /**
- * The certificate every simulator of this test process serves under an https transport (made
- * once, in a folder no test removes), and trusted by the tests' own XML-RPC client.
+ * The certificates the simulators of this test process serve, one per host (host k at
+ * 127.0.0.k, each its own self-signed certificate, as each XenServer host makes its own), made
+ * once in a folder no test removes, and trusted by the tests' own XML-RPC client.
  */
-export function sharedCert(): Promise<TestCert> {
-  shared ??= makeCert(mkdtempSync(join(tmpdir(), 'dpxen-cert-'))).then((cert) => {
-    setGlobalDispatcher(new Agent({ connect: { ca: cert.cert } }))
-    return cert
-  })
+export function sharedCerts(): Promise<TestCert[]> {
+  shared ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dpxen-cert-'))
+    const certs = await Promise.all(
+      Array.from({ length: POOL_HOSTS }, (_, i) => makeCert(dir, `host${i + 1}`, [`127.0.0.${i + 1}`])),
+    )
+    setGlobalDispatcher(new Agent({ connect: { ca: certs.map((cert) => cert.cert) } }))
+    return certs
+  })()
   return shared
+}
+
+/** A file with every host's certificate, for clients that take a CA bundle (SSL_CERT_FILE). */
+export async function caBundle(): Promise<string> {
+  const certs = await sharedCerts()
+  const file = join(certs[0]!.certFile, '..', 'bundle.pem')
+  writeFileSync(file, Buffer.concat(certs.map((cert) => cert.cert)))
+  return file
+}
+
+/** The first host's certificate (the master's at start). */
+export async function sharedCert(): Promise<TestCert> {
+  return (await sharedCerts())[0]!
 }
 
 /** Origins of https simulators, and the configuration keys that trust them. */
@@ -87,6 +112,11 @@ export function trustSim(url: string | undefined, cert: TestCert): void {
     new URL(url).origin,
     transport === 'ca' ? { caFile: cert.certFile } : { fingerprint: cert.fingerprint },
   )
+}
+
+/** Records the configuration keys that trust the https simulator at `url`. */
+export function trustUrl(url: string, keys: Record<string, string>): void {
+  trust.set(new URL(url).origin, keys)
 }
 
 /** The trust settings for a configuration whose url is that of an https simulator, else none. */

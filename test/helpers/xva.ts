@@ -4,8 +4,13 @@ import { execFileSync } from 'node:child_process'
 import { Readable } from 'node:stream'
 import { gunzipSync } from 'node:zlib'
 import tar from 'tar-stream'
-import { request } from 'undici'
+import { getGlobalDispatcher, interceptors, request, type Dispatcher } from 'undici'
 import Deserializer from 'xmlrpc/lib/deserializer.js'
+
+/** The tests' client follows xapi's 302 to the pool member that holds the storage, as dpxen does. */
+function following(): Dispatcher {
+  return getGlobalDispatcher().compose(interceptors.redirect({ maxRedirections: 3 }))
+}
 
 export interface TarEntry {
   name: string
@@ -15,7 +20,7 @@ export interface TarEntry {
 export async function download(
   url: string,
 ): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
-  const res = await request(url)
+  const res = await request(url, { dispatcher: following() })
   const body = Buffer.from(await res.body.arrayBuffer())
   return { status: res.statusCode, headers: res.headers, body }
 }
@@ -69,6 +74,7 @@ export async function upload(
   headers: Record<string, string> = {},
 ): Promise<number> {
   const res = await request(url, {
+    dispatcher: following(),
     method: 'PUT',
     body,
     headers: { 'content-length': String(body.length), ...headers },

@@ -235,7 +235,7 @@ describe('fault matrix: backups', () => {
   })
 
   it('HOST_IS_SLAVE at login: followed to the master', async () => {
-    const { sim, xapi } = await demoSim({ password: PASSWORD, memberPort: 0 })
+    const { sim, xapi } = await demoSim({ password: PASSWORD, hosts: 2 })
     const dir = tempDir()
     const before = await pool(xapi)
     const config = writeConfig(dir, {

@@ -5,7 +5,10 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { startXapiSim } from '../../simulator/xapi/server.js'
 import { TestClient } from '../helpers/rpc.js'
-import { demoSim } from '../helpers/sim.js'
+import { demoSim, singleHost } from '../helpers/sim.js'
+
+// One host's handlers and model, spoken to directly.
+singleHost()
 
 type Rec = Record<string, unknown>
 

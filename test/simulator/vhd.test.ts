@@ -6,10 +6,13 @@ import { join } from 'node:path'
 import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { tempDir } from '../helpers/hooks.js'
-import { demoSim } from '../helpers/sim.js'
+import { demoSim, singleHost } from '../helpers/sim.js'
 import { applyTo, readVhd } from '../helpers/vhd.js'
 import { upload } from '../helpers/xva.js'
 import type { TestClient } from '../helpers/rpc.js'
+
+// One host's handlers and model, spoken to directly.
+singleHost()
 
 const BLOCK = 2 * 1024 * 1024
 

@@ -5,9 +5,12 @@ import xxhash from 'xxhash-wasm'
 import { describe, expect, it } from 'vitest'
 import { request } from 'undici'
 import type { TestClient } from '../helpers/rpc.js'
-import { demoSim } from '../helpers/sim.js'
+import { demoSim, singleHost } from '../helpers/sim.js'
 import { parseValue } from '../../src/core/xml-parse.js'
 import { download, entries, pack, rawDisk, sha256, upload, type TarEntry } from '../helpers/xva.js'
+
+// One host's handlers and model, spoken to directly.
+singleHost()
 
 const { create64 } = await xxhash()
 

@@ -8,6 +8,7 @@ import xxhash from 'xxhash-wasm'
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Trust } from '../../src/xapi/connection.js'
 import { rawGet } from '../../src/xapi/raw-get.js'
 import { tempDir } from '../helpers/hooks.js'
 import { makeCert, type TestCert } from '../helpers/tls.js'
@@ -137,7 +138,9 @@ type Outcome = { ok: true; data: Buffer } | { ok: false; error: unknown }
 
 async function fetchCase(base: string, id: number, c: Case, fingerprint?: string): Promise<Outcome> {
   try {
-    const res = await rawGet(fingerprint ? { fingerprint } : {}, `${base}/case/${id}`, { idleMs: 10_000 })
+    const res = await rawGet(new Trust(base, fingerprint ? { fingerprint } : {}), `${base}/case/${id}`, {
+      idleMs: 10_000,
+    })
     const hash = create64(0n)
     const parts: Buffer[] = []
     let pieces = 0

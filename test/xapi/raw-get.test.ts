@@ -3,6 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { Trust } from '../../src/xapi/connection.js'
 import { rawGet } from '../../src/xapi/raw-get.js'
 
 const servers: Server[] = []
@@ -30,7 +31,7 @@ async function serve(answer: (socket: Socket, request: string) => void): Promise
 }
 
 async function collect(url: string, idleMs = 5000, signal?: AbortSignal): Promise<Buffer> {
-  const res = await rawGet({}, url, { idleMs, ...(signal ? { signal } : {}) })
+  const res = await rawGet(new Trust(url), url, { idleMs, ...(signal ? { signal } : {}) })
   const parts: Buffer[] = []
   await res.pump((piece) => {
     parts.push(Buffer.from(piece))
@@ -49,7 +50,7 @@ describe('rawGet', () => {
       request = req
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\ntask-id: T1\r\n\r\n'), body]))
     })
-    const res = await rawGet({}, `${url}/export?ref=R&session_id=S`, { idleMs: 5000 })
+    const res = await rawGet(new Trust(url), `${url}/export?ref=R&session_id=S`, { idleMs: 5000 })
     expect(res.status).toBe(200)
     expect(res.headers['task-id']).toBe('T1')
     const parts: Buffer[] = []
@@ -93,7 +94,7 @@ describe('rawGet', () => {
     const url = await serve((socket) =>
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\n\r\n'), body])),
     )
-    const res = await rawGet({}, url, { idleMs: 5000 })
+    const res = await rawGet(new Trust(url), url, { idleMs: 5000 })
     const parts: Buffer[] = []
     let calls = 0
     let callsWhilePaused = 0
@@ -130,7 +131,7 @@ describe('rawGet', () => {
     const url = await serve((socket) =>
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\n\r\n'), body])),
     )
-    const res = await rawGet({}, url, { idleMs: 100 })
+    const res = await rawGet(new Trust(url), url, { idleMs: 100 })
     const parts: Buffer[] = []
     let paused = false
     await res.pump((piece) => {

@@ -1,7 +1,7 @@
 // XapiSession against xapi-sim: a new login after SESSION_INVALID, shared by parallel calls.
 import { afterEach, describe, expect, it } from 'vitest'
 import { createLogger } from '../../src/core/log.js'
-import { createDispatcher } from '../../src/xapi/connection.js'
+import { createDispatcher, Trust } from '../../src/xapi/connection.js'
 import { XapiSession, xmlRpcTransport } from '../../src/xapi/session.js'
 import { demoSim } from '../helpers/sim.js'
 
@@ -11,7 +11,7 @@ afterEach(async () => {
 })
 
 async function open(url: string): Promise<XapiSession> {
-  const dispatcher = createDispatcher()
+  const dispatcher = createDispatcher(new Trust(url))
   dispatchers.push(dispatcher)
   return XapiSession.open({
     url,

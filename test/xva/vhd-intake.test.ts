@@ -8,8 +8,11 @@ import { describe, expect, it } from 'vitest'
 import { FileSink } from '../../src/xva/file-sink.js'
 import { VhdIntake, VhdVerifier } from '../../src/xva/vhd.js'
 import { tempDir } from '../helpers/hooks.js'
-import { demoSim } from '../helpers/sim.js'
+import { demoSim, singleHost } from '../helpers/sim.js'
 import { readVhd } from '../helpers/vhd.js'
+
+// One host's handlers and model, spoken to directly.
+singleHost()
 
 const PIECE = 64 * 1024
 

@@ -8,17 +8,20 @@ import { XapiFailure } from '../model/errors.js'
 import { parseSize } from '../faults.js'
 import {
   abortOnClose,
+  asFailure,
   authenticate,
   failBeforeBody,
   finish,
   lookup,
   param,
+  redirected,
   serverHeader,
   writeRawHead,
   type HttpCall,
 } from './common.js'
 import { setProgress, watchCancel } from '../model/tasks.js'
 import { lockVm } from '../model/vmops.js'
+import { srsOfVm } from '../model/hosts.js'
 import { CHUNK } from '../model/disks.js'
 import { writeXva } from '../xva/write.js'
 import { zstdCompressor } from '../xva/zstd.js'
@@ -45,14 +48,10 @@ export async function handleExport(call: HttpCall): Promise<void> {
   let unlock: () => void
   try {
     vmRef = lookup(sim, 'VM', param(call, 'ref') ?? param(call, 'uuid'))
+    if (redirected(call, auth, srsOfVm(sim, vmRef), 'fail-task-and-close')) return
     unlock = lockVm(sim, vmRef, 'export', auth.task)
   } catch (error) {
-    failBeforeBody(
-      call,
-      auth,
-      500,
-      error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error)),
-    )
+    failBeforeBody(call, auth, 500, asFailure(error))
     return
   }
   const socket = req.socket

@@ -4,11 +4,13 @@ import { XapiFailure } from '../model/errors.js'
 import { watchCancel } from '../model/tasks.js'
 import {
   abortOnClose,
+  asFailure,
   authenticate,
   failBeforeBody,
   finish,
   lookup,
   param,
+  redirected,
   serverHeader,
   writeRawHead,
   type HttpCall,
@@ -33,6 +35,14 @@ export async function handleImport(call: HttpCall): Promise<void> {
   const { sim, req } = call
   const auth = authenticate(call, 'VM import')
   if (!auth) return
+  let srRef: string
+  try {
+    srRef = targetSr(call)
+  } catch (error) {
+    failBeforeBody(call, auth, 500, asFailure(error))
+    return
+  }
+  if (redirected(call, auth, [srRef], 'answer-500')) return
   if (req.headers['transfer-encoding']) {
     failBeforeBody(call, auth, 403, new XapiFailure('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED'))
     return
@@ -43,9 +53,7 @@ export async function handleImport(call: HttpCall): Promise<void> {
     failBeforeBody(call, auth, 411, new XapiFailure('IMPORT_ERROR', 'Content-Length required'))
     return
   }
-  let srRef: string
   try {
-    srRef = targetSr(call)
     const sr = sim.db.require('SR', srRef)
     if (sr.content_type === 'iso') throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', srRef)
   } catch (error) {

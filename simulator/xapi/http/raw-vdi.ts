@@ -14,20 +14,18 @@ import { destroyVdi } from '../model/storage.js'
 import { destroyVmWithDevices } from '../model/vmops.js'
 import {
   abortOnClose,
+  asFailure,
   authenticate,
   failBeforeBody,
   finish,
   param,
+  redirected,
   serverHeader,
   writeRawHead,
   type HttpCall,
 } from './common.js'
 import { SCHEMA } from '../model/schema.js'
 import { escapeXml, formatDateTime, printValue } from '../model/xmlrpc.js'
-
-function asFailure(error: unknown): XapiFailure {
-  return error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error))
-}
 
 /** The format asked for (raw unless said), and the VDI; refused as xapi refuses them. */
 function rawVdi(call: HttpCall): { ref: string; format: 'raw' | 'vhd' } {
@@ -60,6 +58,7 @@ export async function handleExportRaw(call: HttpCall): Promise<void> {
     return
   }
   const vdi = sim.db.require('VDI', asked.ref)
+  if (redirected(call, auth, [String(vdi.SR)], 'answer-500')) return
   const socket = req.socket
   writeRawHead(socket, 'HTTP/1.1 200 OK', {
     Connection: 'close',
@@ -156,6 +155,11 @@ export async function handleImportRaw(call: HttpCall): Promise<void> {
   let asked: ReturnType<typeof rawVdi>
   let length: number
   try {
+    const named = param(call, 'vdi')
+    if (named !== undefined) {
+      const { SR } = sim.db.require('VDI', vdiOfReq(sim, named))
+      if (redirected(call, auth, [String(SR)], 'fail-task-400')) return
+    }
     if (req.headers['transfer-encoding'])
       throw new XapiFailure('INTERNAL_ERROR', `Cannot handle encoding: ${req.headers['transfer-encoding']}`)
     if ((param(call, 'format') ?? 'raw').toLowerCase() === 'vhd' && param(call, 'vdi') === undefined) {

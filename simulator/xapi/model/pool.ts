@@ -14,6 +14,8 @@ export interface SeedSr {
   default?: boolean
   size?: string | number
   shared?: boolean
+  /** The host (1-based) a local SR belongs to; the master when the pool has fewer hosts. */
+  host?: number
 }
 export interface SeedDisk {
   sr: string
@@ -42,15 +44,22 @@ export interface Seed {
   templates?: string[]
 }
 
-/** Creates the pool, its master host, the network and the control domain; returns refs. */
-export function createBase(
-  sim: Omit<SimContext, 'poolRef' | 'hostRef'>,
-  address: string,
-): { poolRef: string; hostRef: string } {
+/** The name of host k (1-based): the first keeps the single-host simulator's name. */
+export function hostName(k: number): string {
+  return k === 1 ? 'xenserver-sim' : `xenserver-sim-${k}`
+}
+
+function createHost(sim: Omit<SimContext, 'poolRef' | 'hostRef'>, k: number, address: string): string {
   const { db } = sim
+  const metrics = db.create('host_metrics', {
+    live: true,
+    memory_total: 64 * GiB,
+    memory_free: 60 * GiB,
+    last_updated: new Date(),
+  })
   const hostRef = db.create('host', {
-    name_label: 'xenserver-sim',
-    hostname: 'xenserver-sim',
+    name_label: hostName(k),
+    hostname: hostName(k),
     address,
     API_version_major: 2,
     API_version_minor: 21,
@@ -63,18 +72,12 @@ export function createBase(
     },
     enabled: true,
     memory_overhead: 0,
-  })
-  const poolRef = db.create('pool', { name_label: 'sim-pool', master: hostRef, default_SR: NULL_REF })
-  db.create('network', {
-    name_label: 'Pool-wide network associated with eth0',
-    bridge: 'xenbr0',
-    MTU: 1500,
-    managed: true,
+    metrics,
   })
   const dom0 = db.create(
     'VM',
     newVmRecord({
-      name_label: 'Control domain on host: xenserver-sim',
+      name_label: `Control domain on host: ${hostName(k)}`,
       is_control_domain: true,
       power_state: 'Running',
       resident_on: hostRef,
@@ -83,7 +86,35 @@ export function createBase(
     }),
   )
   db.link('host', hostRef, 'resident_VMs', dom0, true)
+  return hostRef
+}
+
+/**
+ * Creates the pool with one host per address (the first is the master), the network and each
+ * host's control domain; returns refs.
+ */
+export function createBase(
+  sim: Omit<SimContext, 'poolRef' | 'hostRef'>,
+  addresses: string[],
+): { poolRef: string; hostRef: string } {
+  const { db } = sim
+  const hosts = addresses.map((address, i) => createHost(sim, i + 1, address))
+  const hostRef = hosts[0]!
+  const poolRef = db.create('pool', { name_label: 'sim-pool', master: hostRef, default_SR: NULL_REF })
+  db.create('network', {
+    name_label: 'Pool-wide network associated with eth0',
+    bridge: 'xenbr0',
+    MTU: 1500,
+    managed: true,
+  })
   return { poolRef, hostRef }
+}
+
+/** Plugs the SR into the host: an attached PBD, linked from both. */
+export function plugSr(sim: SimContext, sr: string, host: string): void {
+  const pbd = sim.db.create('PBD', { host, SR: sr, device_config: {}, currently_attached: true })
+  sim.db.link('SR', sr, 'PBDs', pbd, true)
+  sim.db.link('host', host, 'PBDs', pbd, true)
 }
 
 export function createSr(sim: SimContext, sr: SeedSr): string {
@@ -100,6 +131,11 @@ export function createSr(sim: SimContext, sr: SeedSr): string {
   })
   if (sr.default)
     sim.db.update('pool', sim.poolRef, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
+  // A shared SR is plugged into every host; any other into its own (host k, or the master in a
+  // pool of fewer hosts).
+  const hosts = sim.db.all('host').map(([host]) => host)
+  const own = hosts[(sr.host ?? 1) - 1] ?? hosts[0]!
+  for (const host of hosts) if (sim.db.require('SR', ref).shared || host === own) plugSr(sim, ref, host)
   return ref
 }
 
@@ -203,9 +239,12 @@ function createTemplate(sim: SimContext, name: string): void {
 
 export const DEMO_SEED: Seed = {
   srs: [
-    { name: 'Local storage', type: 'ext', default: true, size: '200GiB' },
+    // In a pool of three hosts, Debian's first disk is on the third host's local SR and
+    // legacy-win's on the second's: their exports, and imports into the default SR, are served
+    // by members (the master answers 302).
+    { name: 'Local storage', type: 'ext', default: true, size: '200GiB', host: 3 },
     { name: 'Shared Storage', type: 'nfs', size: '500GiB' },
-    { name: 'Removable storage', type: 'udev', size: '32GiB' },
+    { name: 'Removable storage', type: 'udev', size: '32GiB', host: 2 },
     { name: 'DVD drives', type: 'udev', content_type: 'iso' },
   ],
   vms: [

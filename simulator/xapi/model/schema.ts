@@ -77,8 +77,42 @@ export const SCHEMA: Record<string, ClassSchema> = {
       PBDs: 'S',
       memory_overhead: 'i',
       tags: 'S',
+      metrics: 's',
+      certificates: 'S',
     },
     writable: ['name_label', 'name_description', 'other_config', 'tags'],
+  },
+  host_metrics: {
+    fields: {
+      uuid: 's',
+      live: 'b',
+      memory_total: 'i',
+      memory_free: 'i',
+      last_updated: 'd',
+      other_config: 'M',
+    },
+    writable: ['other_config'],
+  },
+  // A host's TLS certificate as xapi records it (datamodel_certificate.ml): the fingerprints
+  // upper-case hex with colons (certificates.ml pp_hash); `fingerprint` is deprecated since 24.19.
+  Certificate: {
+    fields: {
+      uuid: 's',
+      name: 's',
+      type: 's',
+      host: 's',
+      not_before: 'd',
+      not_after: 'd',
+      fingerprint: 's',
+      fingerprint_sha256: 's',
+      fingerprint_sha1: 's',
+      purpose: 'S',
+    },
+    writable: [],
+  },
+  PBD: {
+    fields: { ...common, host: 's', SR: 's', device_config: 'M', currently_attached: 'b' },
+    writable: ['other_config'],
   },
   SR: {
     fields: {

@@ -2,6 +2,7 @@
 // with an XML-RPC fragment as result or an error_info list, as xapi's TaskHelper does.
 import type { SimContext } from './context.js'
 import type { XapiFailure } from './errors.js'
+import { masterOf } from './hosts.js'
 
 export function createTask(sim: SimContext, session: string, label: string, description: string): string {
   const task = sim.db.create('task', {
@@ -10,7 +11,7 @@ export function createTask(sim: SimContext, session: string, label: string, desc
     allowed_operations: ['cancel'],
     created: new Date(),
     status: 'pending',
-    resident_on: sim.hostRef,
+    resident_on: masterOf(sim),
     type: '<none/>',
   })
   if (session) sim.db.link('session', session, 'tasks', task, true)

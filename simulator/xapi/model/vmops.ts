@@ -4,6 +4,7 @@ import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
 import { deviceRefusal, macFor, newVmRecord, refreshVmOps } from './factory.js'
 import { NULL_REF } from './schema.js'
+import { canServe, isLive, masterOf, srsOfVm, srsSeenBy } from './hosts.js'
 import { randomUUID } from 'node:crypto'
 import {
   copyVdi,
@@ -97,20 +98,30 @@ function setDevicesAttached(sim: SimContext, vm: Rec, attached: boolean): void {
 
 let nextDomid = 1
 
+/**
+ * Sets the power state. A VM that starts runs on `host`, or stays on the host it runs on, or
+ * goes to the first host that could run it (the master when none could: seeds and resumes).
+ */
 export function setPowerState(
   sim: SimContext,
   vmRef: string,
   state: 'Halted' | 'Running' | 'Suspended' | 'Paused',
+  host?: string,
 ): void {
   const vm = sim.db.require('VM', vmRef)
   const running = state === 'Running' || state === 'Paused'
+  const was = String(vm.resident_on)
+  const on = running
+    ? (host ?? (sim.db.has('host', was) ? was : (possibleHosts(sim, vmRef)[0] ?? masterOf(sim))))
+    : NULL_REF
   sim.db.update('VM', vmRef, {
     power_state: state,
-    resident_on: running ? sim.hostRef : NULL_REF,
-    domid: running ? nextDomid++ : -1,
+    resident_on: on,
+    domid: running ? (vm.domid !== -1 && was === on ? vm.domid : nextDomid++) : -1,
   })
   setDevicesAttached(sim, vm, running)
-  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, running)
+  if (was !== on) sim.db.link('host', was, 'resident_VMs', vmRef, false)
+  if (running) sim.db.link('host', on, 'resident_VMs', vmRef, true)
   refreshVmOps(sim, vmRef)
 }
 
@@ -118,20 +129,32 @@ export function setPowerState(
  * The hosts the VM could boot on (xapi_vm_helpers.ml get_possible_hosts_for_vm, with
  * assert_can_boot_here): enabled ones, and the host a running VM is on even when disabled (xapi
  * skips that check for a "local live migration"). Memory is not modelled: the start-fail fault
- * stands for a host short of it.
+ * stands for a host short of it. Only live hosts that see all the VM's SRs count.
  */
 export function possibleHosts(sim: SimContext, vmRef: string): string[] {
   const vm = sim.db.require('VM', vmRef)
+  const srs = srsOfVm(sim, vmRef)
   return sim.db
     .all('host')
     .filter(([ref, host]) => host.enabled || (vm.power_state === 'Running' && vm.resident_on === ref))
+    .filter(([ref]) => canServe(sim, ref, srs))
     .map(([ref]) => ref)
 }
 
-/** xapi's assert_can_boot_here: HOST_DISABLED [host] unless enabled (or the running VM's own host). */
+/**
+ * xapi's assert_can_boot_here, in its order: HOST_NOT_LIVE [] when not live, HOST_DISABLED
+ * [host] unless enabled (or the running VM's own host), VM_REQUIRES_SR [vm; sr] for a disk on an
+ * SR the host does not see. Memory is not modelled.
+ */
 export function assertCanBootHere(sim: SimContext, vmRef: string, hostRef: string): void {
-  sim.db.require('host', hostRef)
-  if (!possibleHosts(sim, vmRef).includes(hostRef)) throw new XapiFailure('HOST_DISABLED', hostRef)
+  const host = sim.db.require('host', hostRef)
+  const vm = sim.db.require('VM', vmRef)
+  if (!isLive(sim, hostRef)) throw new XapiFailure('HOST_NOT_LIVE')
+  if (!host.enabled && !(vm.power_state === 'Running' && vm.resident_on === hostRef))
+    throw new XapiFailure('HOST_DISABLED', hostRef)
+  const seen = srsSeenBy(sim, hostRef)
+  const missing = srsOfVm(sim, vmRef).find((sr) => !seen.has(sr))
+  if (missing) throw new XapiFailure('VM_REQUIRES_SR', vmRef, missing)
 }
 
 export function startVm(sim: SimContext, vmRef: string): void {
@@ -145,7 +168,7 @@ export function startVm(sim: SimContext, vmRef: string): void {
       String(512 * 1024 ** 2),
     )
   }
-  setPowerState(sim, vmRef, 'Running')
+  setPowerState(sim, vmRef, 'Running', possibleHosts(sim, vmRef)[0])
 }
 
 /** Copies a VM record with new devices; disks are copied by `copyDisk`. */
@@ -307,7 +330,7 @@ export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
   for (const vbd of vm.VBDs as string[]) if (sim.db.has('VBD', vbd)) destroyVbd(sim, vbd)
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
   if (sim.db.has('VM', vm.snapshot_of)) sim.db.link('VM', String(vm.snapshot_of), 'snapshots', vmRef, false)
-  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, false)
+  sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
 }
 
@@ -322,7 +345,7 @@ export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks
       await destroyVdi(sim, String(vbd.VDI))
   }
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
-  sim.db.link('host', sim.hostRef, 'resident_VMs', vmRef, false)
+  sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
 }
 

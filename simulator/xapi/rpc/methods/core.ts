@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { recordToWire, type DbEvent } from '../../model/db.js'
 import { XapiFailure } from '../../model/errors.js'
+import { masterOf } from '../../model/hosts.js'
 import type { MethodTable } from '../dispatch.js'
 import { SCHEMA } from '../../model/schema.js'
 import { createTask, finishTask } from '../../model/tasks.js'
@@ -65,7 +66,7 @@ export function registerCore(table: MethodTable): void {
         throw new XapiFailure('SESSION_AUTHENTICATION_FAILED', String(uname), 'Authentication failure')
       }
       return sim.db.create('session', {
-        this_host: sim.hostRef,
+        this_host: masterOf(sim),
         last_active: new Date(),
         validation_time: new Date(),
         is_local_superuser: true,

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { XapiFailure } from '../../model/errors.js'
 import { isCancelling } from '../../model/tasks.js'
 import { refreshVmOps } from '../../model/factory.js'
+import { masterOf } from '../../model/hosts.js'
 import type { MethodTable, ParamSpec } from '../dispatch.js'
 import { SCHEMA } from '../../model/schema.js'
 import {
@@ -108,6 +109,17 @@ export function registerObjects(table: MethodTable): void {
         sim.db.update('host', String(ref), { enabled })
       },
     })
+  // pool.designate_new_master (xapi_pool.ml): the host becomes the master. Sessions and tasks
+  // are not persisted (datamodel.ml: PersistNothing), so none survive the transition.
+  table.set('pool.designate_new_master', {
+    params: [{ name: 'host', type: 'ref:host' }],
+    run({ sim }, [ref]) {
+      sim.db.require('host', ref)
+      if (masterOf(sim) === ref) return
+      sim.db.update('pool', sim.poolRef, { master: String(ref) })
+      for (const cls of ['session', 'task']) for (const [old] of sim.db.all(cls)) sim.db.destroy(cls, old)
+    },
+  })
   powerOp('clean_shutdown', 'Halted')
   powerOp('hard_shutdown', 'Halted')
   powerOp('shutdown', 'Halted')

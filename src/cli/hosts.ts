@@ -1,0 +1,57 @@
+// What `dpxen check` says about each host of the pool: its address, whether it is the master,
+// enabled and live, and whether the certificate it serves is the one the pool records for it
+// (a transfer redirected there is refused otherwise).
+import type { Logger } from '../core/log.js'
+import { probeCertificate } from '../xapi/certificate.js'
+import type { Connection } from '../xapi/connect.js'
+
+interface HostState {
+  name_label: string
+  address: string
+  enabled: boolean
+  metrics: string
+}
+
+/** One line per host; returns the number of problems. */
+export async function checkHosts(conn: Connection, log: Logger): Promise<number> {
+  const { session } = conn
+  const records = await session.call<Record<string, HostState>>('host.get_all_records')
+  const pools = await session.call<Record<string, { master: string }>>('pool.get_all_records')
+  const master = Object.values(pools)[0]?.master
+  const masterUrl = new URL(session.url)
+  let problems = 0
+  for (const [ref, host] of Object.entries(records)) {
+    const live = await session.call<boolean>('host_metrics.get_live', host.metrics).catch(() => undefined)
+    const role = ref === master ? 'master' : 'member'
+    const state = `${role}, ${host.enabled ? 'enabled' : 'DISABLED (maintenance)'}${live === false ? ', DOWN' : ''}`
+    const recorded = conn.hosts.find((h) => h.address === host.address)?.fingerprint ?? ''
+    const line = `host ${host.name_label} (${host.address}, ${state})`
+    if (live === false) {
+      problems++
+      log.info(`PROBLEM ${line}: VMs on its local storage cannot be backed up until it is back`)
+      continue
+    }
+    const port = masterUrl.port ? `:${masterUrl.port}` : ''
+    const cert = await probeCertificate(
+      `https://${host.address.includes(':') ? `[${host.address}]` : host.address}${port}`,
+      {
+        timeoutMs: 10_000,
+      },
+    ).catch((error: unknown) => error as Error)
+    if (cert instanceof Error) {
+      problems++
+      log.info(`PROBLEM ${line}: ${cert.message}`)
+    } else if (!recorded) {
+      problems++
+      log.info(
+        `PROBLEM ${line}: certificate ${cert.fingerprint}, but the pool records none for it: transfers redirected there are refused (XenServer 8.2 / XCP-ng 8.2 or later record them)`,
+      )
+    } else if (cert.fingerprint !== recorded) {
+      problems++
+      log.info(
+        `PROBLEM ${line}: serves the certificate ${cert.fingerprint}, the pool records ${recorded}: transfers redirected there are refused; install the certificate through xapi (xe host-server-certificate-install, or host-refresh-server-certificate) on ${host.name_label}`,
+      )
+    } else log.info(`ok      ${line}, certificate ${cert.fingerprint} as the pool records it`)
+  }
+  return problems
+}

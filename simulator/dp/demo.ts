@@ -96,8 +96,15 @@ async function trustOnFirstUse(config: string): Promise<boolean> {
 
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
-  const tls = await selfSignedCertificate(['127.0.0.1', 'localhost'])
-  const sim = await startXapiSim({ demo: true, stateDir: join(work, 'pool'), authFailureDelayMs: 0, tls })
+  // Three hosts, each its own certificate, as each XenServer host makes one.
+  const tls = await Promise.all([1, 2, 3].map((k) => selfSignedCertificate([`127.0.0.${k}`])))
+  const sim = await startXapiSim({
+    demo: true,
+    hosts: 3,
+    stateDir: join(work, 'pool'),
+    authFailureDelayMs: 0,
+    tls,
+  })
   try {
     const staging = join(work, 'staging')
     const passwordFile = join(work, 'password')
@@ -124,7 +131,10 @@ async function main(): Promise<number> {
     const vms = ['Debian', 'vm2']
 
     say('dpxen demo: a Data Protector backup and restore of XenServer VMs, all simulated')
-    say(`  pool:    xapi-sim at ${sim.url} (VMs Debian, running, 2 disks; vm2, halted; legacy-win)`)
+    say(`  pool:    xapi-sim, three hosts, master at ${sim.url} (VMs Debian, running, 2 disks, the first on`)
+    say(
+      "           the third host's local storage: its transfers are redirected there; vm2, halted; legacy-win)",
+    )
     say(`  dpxen:   online backup of ${vms.join(' and ')} into ${staging}`)
     say()
     if (!(await trustOnFirstUse(config))) return 1

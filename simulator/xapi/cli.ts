@@ -10,7 +10,8 @@ const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo
                       [--user U] [--password PW] [--checksum xxhash|sha1]
                       [--hosts N] [--auth-delay SECONDS] [--fault SPEC]...
                       [--tls | --tls-cert FILE --tls-key FILE]
-  --hosts N: a pool of N hosts, host k at 127.0.0.k on the same port (the first is the master)
+  --hosts N: a pool of N hosts, host k at 127.0.0.k on the same port (the first is the master);
+             --demo makes three unless told
   --tls: serve https with a self-signed certificate made at start for each host, as a new host does`
 
 async function main(): Promise<number> {
@@ -36,7 +37,7 @@ async function main(): Promise<number> {
         user: { type: 'string', default: 'root' },
         password: { type: 'string', default: 'xenroot' },
         checksum: { type: 'string', default: 'xxhash' },
-        hosts: { type: 'string', default: '1' },
+        hosts: { type: 'string' },
         'auth-delay': { type: 'string', default: '5' },
         fault: { type: 'string', multiple: true, default: [] },
         tls: { type: 'boolean', default: false },
@@ -49,6 +50,8 @@ async function main(): Promise<number> {
     if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
     for (const spec of values.fault) parseFault(spec)
     if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
+    // --demo is a pool of three hosts unless told otherwise (or given a --host of its own).
+    values.hosts ??= values.demo && values.host === '127.0.0.1' ? '3' : '1'
     if (!/^([1-9]|1[0-6])$/.test(values.hosts))
       throw new Error(`--hosts must be 1 to 16, not "${values.hosts}"`)
     if (values.hosts !== '1' && values.host !== '127.0.0.1')
@@ -61,15 +64,17 @@ async function main(): Promise<number> {
     return 2
   }
   const count = Number(values.hosts)
-  const made = values.tls
-    ? await Promise.all(
-        Array.from({ length: count }, (_, i) =>
-          selfSignedCertificate(
-            count === 1 ? [...new Set(['127.0.0.1', 'localhost', values.host])] : [`127.0.0.${i + 1}`],
+  // Members redirect to https, as xapi does: a pool of several hosts always has certificates.
+  const made =
+    values.tls || (count > 1 && !values['tls-cert'])
+      ? await Promise.all(
+          Array.from({ length: count }, (_, i) =>
+            selfSignedCertificate(
+              count === 1 ? [...new Set(['127.0.0.1', 'localhost', values.host])] : [`127.0.0.${i + 1}`],
+            ),
           ),
-        ),
-      )
-    : undefined
+        )
+      : undefined
   const sim = await startXapiSim({
     host: values.host,
     port: Number(values.port),
@@ -86,12 +91,14 @@ async function main(): Promise<number> {
       ? { tls: { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']) } }
       : {}),
     ...(made ? { tls: made } : {}),
+    scheme: values.tls || values['tls-cert'] ? 'https' : 'http',
   })
   console.log(`xapi-sim listening on ${sim.url}`)
-  if (made) console.log(`xapi-sim certificate SHA-256 fingerprint ${made[0]!.fingerprint}`)
+  if (made && values.tls) console.log(`xapi-sim certificate SHA-256 fingerprint ${made[0]!.fingerprint}`)
   for (const [i, url] of sim.hostUrls.slice(1).entries()) {
     console.log(`xapi-sim pool member listening on ${url}`)
-    if (made) console.log(`xapi-sim member certificate SHA-256 fingerprint ${made[i + 1]!.fingerprint}`)
+    if (made && values.tls)
+      console.log(`xapi-sim member certificate SHA-256 fingerprint ${made[i + 1]!.fingerprint}`)
   }
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)

@@ -21,6 +21,7 @@ import { loadConfig } from '../../src/config/load.js'
 import { isXapiError } from '../../src/core/errors.js'
 import { createLogger } from '../../src/core/log.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
+import { probeCertificate } from '../../src/xapi/certificate.js'
 import { connect, type Connection } from '../../src/xapi/connect.js'
 import { verifyFile } from '../../src/xva/verify-file.js'
 import { run, writeConfig } from '../helpers/hooks.js'
@@ -161,6 +162,19 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
     )
     const result = await run(runPreExec, [wrong])
     expect(result.code).toBe(4)
+  })
+
+  it('every host serves the certificate the pool records for it (dpxen trusts members by that record)', async (ctx) => {
+    if (conn.hosts.length < 2) return ctx.skip('the pool has one host: no transfer is ever redirected')
+    const base = new URL(conn.session.url)
+    const port = base.port ? `:${base.port}` : ''
+    for (const host of conn.hosts) {
+      const url = `https://${host.address.includes(':') ? `[${host.address}]` : host.address}${port}`
+      expect(host.fingerprint, `${host.name} has a certificate record`).toMatch(/^[0-9A-F:]{95}$/)
+      expect((await probeCertificate(url, { timeoutMs: 10_000 })).fingerprint, host.name).toBe(
+        host.fingerprint,
+      )
+    }
   })
 
   it('records: the scratch VM, its disks, SRs and VIFs as dpxen reads them', async () => {

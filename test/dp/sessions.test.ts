@@ -355,7 +355,9 @@ describe('Data Protector sessions with dpxen (dp-sim)', () => {
     expect(result.exitCode).toBe(0)
     expect(result.stdout).toMatch(/^demo passed: both VMs are back exactly as they were backed up$/m)
     // Over HTTPS, the certificate pinned as dpxen check offered it.
-    expect(result.stdout).toMatch(/^ {2}pool: {4}xapi-sim, three hosts, master at https:\/\/127\.0\.0\.1:\d+ /m)
+    expect(result.stdout).toMatch(
+      /^ {2}pool: {4}xapi-sim, three hosts, master at https:\/\/127\.0\.0\.1:\d+ /m,
+    )
     expect(result.stdout).toMatch(/^ {4}added the fingerprint line; dpxen check now says: ready$/m)
   })
 })

@@ -132,6 +132,31 @@ describe('a pool of three hosts: the master moves, a host goes down', () => {
     expect(w.sim.openSessions()).toBe(1) // the test's own
   })
 
+  it('the master moves mid-restore: the restore follows it and completes, the VM back as it was', async () => {
+    const w = await backupWorld({ mode: 'offline', vmName: ['Debian'], startAfterRestore: true })
+    const vm = await w.xapi.vmByName('Debian')
+    const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    await w.xapi.call('VM.hard_shutdown', vm)
+    await damage(w.sim.url, w.xapi, vm)
+    await w.xapi.call('VM.start', vm, false, false)
+    expect(await diskHashes(w.sim.url, w.xapi, vm)).not.toEqual(hashes)
+    const [, second] = await w.xapi.call<string[]>('host.get_all')
+    let moved: Promise<unknown> | undefined
+    const restore = await run(runRestorePostExec, [w.config], {
+      onLine: (line) => {
+        if (/verified/.test(line)) moved ??= w.xapi.call('pool.designate_new_master', second)
+      },
+    })
+    await moved
+    expect(restore.code, restore.text).toBe(0)
+    expect(restore.text).toMatch(/the pool's master is now 127\.0\.0\.2/)
+    const xapi = await TestClient.login(w.sim.hostUrls[1]!)
+    const again = await xapi.vmByName('Debian')
+    expect(await diskHashes(w.sim.hostUrls[1]!, xapi, again)).toEqual(hashes)
+    expect(await xapi.call('VM.get_power_state', again)).toBe('Running')
+  })
+
   it('a host down: the VM on its local SR fails with xapi reason, the others go on', async () => {
     const w = await backupWorld(
       { mode: 'offline', vmName: ['on-third', 'shared'] },

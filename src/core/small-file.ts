@@ -46,25 +46,29 @@ export function readSmallFile(path: string, cap: number): Buffer {
   }
 }
 
-/** A regular file opened for reading without blocking; throws SmallFileError NOT_A_FILE or the errno. */
-export async function openRegularFile(path: string): Promise<FileHandle> {
+/** A regular file opened for reading without blocking, with its size; throws SmallFileError NOT_A_FILE or the errno. */
+async function openRegular(path: string): Promise<{ handle: FileHandle; size: number }> {
   const handle = await fsp.open(path, OPEN_FLAGS)
   try {
-    if (!(await handle.stat()).isFile())
-      throw new SmallFileError('NOT_A_FILE', `${path} is not a regular file`)
-    return handle
+    const stat = await handle.stat()
+    if (!stat.isFile()) throw new SmallFileError('NOT_A_FILE', `${path} is not a regular file`)
+    return { handle, size: stat.size }
   } catch (error) {
     await handle.close()
     throw error
   }
 }
 
+/** A regular file opened for reading without blocking; throws SmallFileError NOT_A_FILE or the errno. */
+export async function openRegularFile(path: string): Promise<FileHandle> {
+  return (await openRegular(path)).handle
+}
+
 /** The text of a regular file of at most `cap` bytes, read without blocking; throws as readSmallFile. */
 export async function readSmallText(path: string, cap: number): Promise<string> {
-  const handle = await openRegularFile(path)
+  const { handle, size } = await openRegular(path)
   try {
-    if ((await handle.stat()).size > cap)
-      throw new SmallFileError('TOO_LARGE', `${path} is larger than ${cap} bytes`)
+    if (size > cap) throw new SmallFileError('TOO_LARGE', `${path} is larger than ${cap} bytes`)
     const data = await handle.readFile()
     if (data.length > cap) throw new SmallFileError('TOO_LARGE', `${path} is larger than ${cap} bytes`)
     return data.toString('utf8')

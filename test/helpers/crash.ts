@@ -7,10 +7,10 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
-import { tempDir, writeConfig } from './hooks.js'
+import { tempDir } from './hooks.js'
 import { records } from './pool.js'
 import type { TestClient } from './rpc.js'
-import { demoSim } from './sim.js'
+import { backupWorld } from './world.js'
 
 const hook = (name: string): string => fileURLToPath(new URL(`../../dist/hooks/${name}.js`, import.meta.url))
 type Rec = Record<string, unknown>
@@ -69,17 +69,7 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
   describe(title, () => {
     for (const s of scenarios) {
       it(`${s.name}: killed before each XenAPI call and file step, the next hook puts everything right`, async () => {
-        const { sim, xapi } = await demoSim()
-        const dir = tempDir()
-        const backupDir = join(dir, 'staging')
-        const config = writeConfig(dir, {
-          url: sim.url,
-          username: 'root',
-          password: 'xenroot',
-          backupDir,
-          progressInterval: 60,
-          ...s.values,
-        })
+        const { xapi, backupDir, config } = await backupWorld({ progressInterval: 60, ...s.values })
         // A restore runs outside the backup's session: its files stay in the folder throughout.
         const env: Record<string, string> = s.prepare ? {} : { SESSIONID: 'crash-test' }
         if (s.prepare) expect((await runTo(hook(s.prepare), config, 0, env)).code).toBe(0)

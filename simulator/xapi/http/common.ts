@@ -124,17 +124,13 @@ export function redirected(call: HttpCall, auth: Authed, srs: string[], noHost: 
 
 /** Ends a handler: completes the task and logs out a temporary session. */
 export function finish(call: HttpCall, auth: Authed, outcome: { result?: string; error?: unknown }): void {
-  const error = outcome.error === undefined ? undefined : toXapiFailure(outcome.error)
+  const error = outcome.error === undefined ? undefined : asFailure(outcome.error)
   finishTask(call.sim, auth.task, error ? { error } : { result: outcome.result ?? '' })
   if (auth.temporary) call.sim.db.destroy('session', auth.session)
 }
 
 /** Any error as xapi reports it: its own failure, or INTERNAL_ERROR with the message. */
 export function asFailure(error: unknown): XapiFailure {
-  return toXapiFailure(error)
-}
-
-function toXapiFailure(error: unknown): XapiFailure {
   if (error instanceof XapiFailure) return error
   return new XapiFailure('INTERNAL_ERROR', error instanceof Error ? error.message : String(error))
 }

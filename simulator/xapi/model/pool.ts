@@ -131,10 +131,13 @@ export function createSr(sim: SimContext, sr: SeedSr): string {
   })
   if (sr.default)
     sim.db.update('pool', sim.poolRef, { default_SR: ref, suspend_image_SR: ref, crash_dump_SR: ref })
-  // A shared SR is plugged into every host; any other into its own (host k, or the master in a
-  // pool of fewer hosts).
+  // A shared SR is plugged into every host; any other into its own: host k, or the master in a
+  // pool of fewer hosts (so one seed serves a single host and a pool, as the README says).
   const hosts = sim.db.all('host').map(([host]) => host)
-  const own = hosts[(sr.host ?? 1) - 1] ?? hosts[0]!
+  const k = sr.host ?? 1
+  if (!Number.isInteger(k) || k < 1)
+    throw new Error(`seed: SR "${sr.name}": host must be 1 or more, not ${k}`)
+  const own = hosts[k - 1] ?? hosts[0]!
   for (const host of hosts) if (sim.db.require('SR', ref).shared || host === own) plugSr(sim, ref, host)
   return ref
 }

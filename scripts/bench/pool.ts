@@ -80,7 +80,7 @@ export async function benchPlanning(
     const client = await login(sim.url)
     sim.stats(true)
     const started = performance.now()
-    const { plans } = selectVms(await readPool(client.session), { allVms: true, vmName: [] })
+    const { plans } = selectVms(await readPool(client.host), { allVms: true, vmName: [] })
     const seconds = (performance.now() - started) / 1000
     const { calls } = sim.stats(true)
     await client.close()

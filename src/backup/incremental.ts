@@ -69,13 +69,12 @@ async function exportDisks(
     ctx.onStatus?.(`exporting disk ${disk.userdevice}`)
     const baseVdi = parent?.disks.get(disk.userdevice)
     const file = names.disk(disk.userdevice)
-    const result = await transferToFile(ctx.session, ctx.agents, ctx.log, {
+    const result = await transferToFile(ctx.host, ctx.log, {
       label: `${plan.name} disk ${disk.userdevice}`,
       dir: ctx.config.backupDir,
       fileName: file,
       signal: ctx.signal,
       direct: ctx.config.directIo,
-      stallTimeout: ctx.config.stallTimeout,
       path: '/export_raw_vdi',
       query: { vdi: disk.vdi, format: 'vhd', ...(baseVdi ? { base: baseVdi } : {}) },
       intake: (sink, wake) => new VhdIntake(sink, { maxPiece: READ_SIZE, wake }),
@@ -94,8 +93,8 @@ async function exportDisks(
       xxh64: result.xxh64,
       virtualSize: result.summary.virtualSize,
       blocks: result.summary.blocks,
-      snapshotVdi: await ctx.session.call<string>('VDI.get_uuid', disk.vdi),
-      ...(baseVdi ? { baseVdi: await ctx.session.call<string>('VDI.get_uuid', baseVdi) } : {}),
+      snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
+      ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
       srName: plan.disks.find((d) => d.userdevice === disk.userdevice)?.srName ?? '',
     })
   }
@@ -113,7 +112,7 @@ async function exportChanges(
   try {
     return { exported: await exportDisks(ctx, plan, disks, names, parent), parent }
   } catch (error) {
-    if (!parent || ctx.signal.aborted || (await exists(ctx.session, 'VM', parent.ref))) throw error
+    if (!parent || ctx.signal.aborted || (await exists(ctx.host, 'VM', parent.ref))) throw error
     ctx.log.info(
       `dpxen: ${plan.name}: the base snapshot disappeared during the run (${messageOf(error)}); exporting whole disks: a new chain`,
     )
@@ -155,8 +154,8 @@ export async function backupIncremental(
   const release = await reserveSpace(ctx, plan)
   try {
     const started = new Date()
-    await dropUnsettled(ctx.session, plan.uuid, plan.name, ctx.log)
-    const base = await findBase(ctx.session, plan.uuid)
+    await dropUnsettled(ctx.host, plan.uuid, plan.name, ctx.log)
+    const base = await findBase(ctx.host, plan.uuid)
     const run = runNameAfter(started, base?.run)
     const full = whyFull(ctx, plan, base)
     ctx.log.info(
@@ -164,18 +163,18 @@ export async function backupIncremental(
     )
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')
-    const snap = await makeSnapshot(ctx.session, plan.ref, plan.name, ctx.runId, ctx.log)
+    const snap = await makeSnapshot(ctx.host, plan.ref, plan.name, ctx.runId, ctx.log)
     let kept = false
     try {
       const names = chainNames(fileName.replace(/(_Snapshot)?\.xva$/, ''), run)
-      const disks = await vmDisks(ctx.session, snap)
+      const disks = await vmDisks(ctx.host, snap)
       await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.manifest])
       const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
       const manifest = chainManifest(ctx, plan, { run, started, base, parent, disks: exported.disks })
       await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
       crashPoint(`keep the base of ${plan.name}`)
       const { chain, position } = manifest
-      await keepAsBase(ctx.session, snap, {
+      await keepAsBase(ctx.host, snap, {
         vmUuid: plan.uuid,
         vmName: plan.name,
         run,
@@ -199,7 +198,7 @@ export async function backupIncremental(
 
 async function removeSnapshot(ctx: VmBackupContext, plan: VmPlan, snap: string): Promise<void> {
   ctx.onStatus?.('removing the snapshot')
-  await destroyVmAndDisks(ctx.session, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+  await destroyVmAndDisks(ctx.host, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
     throw new DpxenError(
       'VM_FAILED',
       `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,

@@ -65,15 +65,15 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
   try {
     const conn = await connect(config, log, ctx.signal)
     try {
-      for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
-      if (state) await restartStopped(conn.session, log, state.stopped ?? [])
+      for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
+      if (state) await restartStopped(conn, log, state.stopped ?? [])
       if (state && config.incremental) {
         const backedUp = sessionBackedUp(ctx.env) && state.finishedAt !== undefined
         const ok = new Map(state.vms.filter((v) => v.ok).map((v) => [v.uuid, v.name]))
-        const settled = await settleBases(conn.session, { runId: state.runId, ok, backedUp }, log)
+        const settled = await settleBases(conn, { runId: state.runId, ok, backedUp }, log)
         for (const line of settled) log.info(`dpxen: ${line}`)
       }
-      const swept = await sweepSnapshots(conn.session, log, {
+      const swept = await sweepSnapshots(conn, log, {
         ...(state ? { runId: state.runId } : {}),
         ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
       })

@@ -13,7 +13,8 @@ import { type Logger } from '../core/log.js'
 import { startTicker, type Active } from '../core/progress.js'
 import { recoverRestores } from '../pool/journal.js'
 import { allowListeners } from '../core/signals.js'
-import { connect, type Connection } from '../xapi/connect.js'
+import { connect } from '../xapi/connect.js'
+import type { Host } from '../xapi/host.js'
 import { askedForHelp, isPreview } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
 import { restartStopped } from '../pool/lifecycle.js'
@@ -40,10 +41,10 @@ async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Prom
 }
 
 /** Removes what an earlier run left in backupDir: the files its state lists, partial files. */
-async function cleanStaging(config: Config, log: Logger, session: Connection['session']): Promise<void> {
+async function cleanStaging(config: Config, log: Logger, host: Host): Promise<void> {
   const old = await readState(config.backupDir)
   if (old) {
-    await restartStopped(session, log, old.stopped ?? [])
+    await restartStopped(host, log, old.stopped ?? [])
     for (const file of old.files) await removeOurFile(config.backupDir, file)
     await removeOurFile(config.backupDir, STATE_FILE)
     log.info(`dpxen: removed the files of an earlier run (${old.startedAt}) that no post-exec cleaned up`)
@@ -80,7 +81,7 @@ async function checkForeign(config: Config, log: Logger): Promise<void> {
 async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
   const conn = await connect(config, log, ctx.signal)
   try {
-    const { plans, problems, skipped } = selectVms(await readPool(conn.session), config)
+    const { plans, problems, skipped } = selectVms(await readPool(conn), config)
     log.info(
       `dpxen: preview: mode ${config.mode} would back up ${plans.length} VM(s) to ${config.backupDir}; nothing is changed`,
     )
@@ -119,12 +120,11 @@ export async function runPreExec(given: HookContext): Promise<number> {
   }
 }
 
-async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Connection): Promise<number> {
-  const { session, agents } = conn
-  await cleanStaging(config, log, session)
-  for (const line of await recoverRestores(session, config.backupDir, log)) log.info(line)
+async function backupAll(ctx: HookContext, config: Config, log: Logger, host: Host): Promise<number> {
+  await cleanStaging(config, log, host)
+  for (const line of await recoverRestores(host, config.backupDir, log)) log.info(line)
   await checkForeign(config, log)
-  const pool = await sweepAndRead(ctx, log, session)
+  const pool = await sweepAndRead(ctx, log, host)
   const { plans, problems, skipped } = selectVms(pool, config)
   for (const line of skipped) log.info(`dpxen: ${line}`)
   const state = newState(config.mode)
@@ -146,7 +146,7 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
     saving = saving.then(() => writeState(config.backupDir, state))
     return saving
   }
-  const shared = { config, log, session, agents, space: { reserved: 0 }, active, record, runId: state.runId }
+  const shared = { config, log, host, space: { reserved: 0 }, active, record, runId: state.runId }
   allowListeners(ctx.signal, config.concurrency)
   try {
     await eachLimited(plans, config.concurrency, async (plan) => {
@@ -167,13 +167,9 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, conn: Co
  * large pool is megabytes. Snapshots are never planned, so those the sweep destroys do not
  * matter to the plan.
  */
-async function sweepAndRead(
-  ctx: HookContext,
-  log: Logger,
-  session: Connection['session'],
-): Promise<PoolView> {
-  const pool = await readPool(session)
-  const swept = await sweepSnapshots(session, log, {
+async function sweepAndRead(ctx: HookContext, log: Logger, host: Host): Promise<PoolView> {
+  const pool = await readPool(host)
+  const swept = await sweepSnapshots(host, log, {
     vms: pool.vms,
     vdis: pool.vdis,
     ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
@@ -188,7 +184,7 @@ async function sweepAndRead(
 /** metadata: the pool database beside the XVA files; a failure is the run's error, not a VM's. */
 async function saveDatabase(ctx: HookContext, run: Omit<RunShared, 'fileName'>): Promise<void> {
   try {
-    const file = await dumpPoolDatabase(run.session, run.agents, run.config, ctx.signal)
+    const file = await dumpPoolDatabase(run.host, run.config, run.log, ctx.signal)
     await run.record((s) => s.files.push(file))
     run.log.info(`dpxen: saved the pool database as ${file}`)
   } catch (error) {
@@ -200,8 +196,7 @@ async function saveDatabase(ctx: HookContext, run: Omit<RunShared, 'fileName'>):
 interface RunShared {
   config: Config
   log: Logger
-  session: VmBackupContext['session']
-  agents: VmBackupContext['agents']
+  host: Host
   space: { reserved: number }
   active: Map<string, Active>
   record: (update: (s: RunState) => void) => Promise<void>
@@ -217,8 +212,7 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     `dpxen: ${plan.name}: backup started (${run.config.mode}, ${plan.powerState}, ${plan.disks.length} disk(s), up to ${formatBytes(plan.estimate)})`,
   )
   const vmCtx: VmBackupContext = {
-    session: run.session,
-    agents: run.agents,
+    host: run.host,
     log,
     config: run.config,
     runId: run.runId,

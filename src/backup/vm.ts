@@ -9,7 +9,6 @@ import type { PoolContext } from '../pool/context.js'
 import { destroyVmAndDisks } from '../pool/disks.js'
 import { powerState, whileHalted } from '../pool/lifecycle.js'
 import { makeSnapshot } from '../pool/snapshots.js'
-import type { StreamAgents } from '../xapi/http.js'
 import { exportToFile, type ExportResult } from './export.js'
 import { freeSpace } from '../staging/files.js'
 import { writeManifest } from '../staging/manifest.js'
@@ -17,7 +16,6 @@ import { buildManifest } from './describe.js'
 import { snapshotRefusal, type VmPlan } from './select.js'
 
 export interface VmBackupContext extends PoolContext {
-  agents: StreamAgents
   config: Config
   runId: string
   /** Data Protector's SESSIONID, recorded in the manifest. */
@@ -61,13 +59,12 @@ async function exportAndDescribe(
   fileName: string,
 ): Promise<VmBackupResult> {
   const started = new Date()
-  const result = await exportToFile(ctx.session, ctx.agents, ctx.log, {
+  const result = await exportToFile(ctx.host, ctx.log, {
     ref,
     label: plan.name,
     dir: ctx.config.backupDir,
     fileName,
     compression: ctx.config.compression,
-    stallTimeout: ctx.config.stallTimeout,
     verify: ctx.config.verifyExport,
     direct: ctx.config.directIo,
     signal: ctx.signal,
@@ -99,14 +96,14 @@ export async function backupOnline(
   try {
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')
-    const snap = await makeSnapshot(ctx.session, plan.ref, plan.name, ctx.runId, ctx.log)
+    const snap = await makeSnapshot(ctx.host, plan.ref, plan.name, ctx.runId, ctx.log)
     try {
       throwIfAborted(ctx.signal)
       ctx.onStatus?.('exporting')
       return await exportAndDescribe(ctx, plan, snap, fileName)
     } finally {
       ctx.onStatus?.('removing the snapshot')
-      await destroyVmAndDisks(ctx.session, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+      await destroyVmAndDisks(ctx.host, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
         throw new DpxenError(
           'VM_FAILED',
           `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,
@@ -157,7 +154,7 @@ export async function backupOffline(
     } finally {
       // A VM not known to run again (not started, or the host unreachable) stays recorded: the
       // post-exec, or the next run, starts it.
-      if (running && ['Running', 'Paused', 'Suspended'].includes(await powerState(ctx.session, plan.ref)))
+      if (running && ['Running', 'Paused', 'Suspended'].includes(await powerState(ctx.host, plan.ref)))
         await ctx.onStopping?.(plan, false)
     }
   } finally {

@@ -6,14 +6,13 @@
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds (list.ts).
 // `dpxen restore [OPTIONS] [CONFIG]`: the restore post-exec run by hand (restore.ts).
 // `dpxen setup [OPTIONS]`: the wrappers Data Protector runs and a configuration skeleton (setup.ts).
-import { MANIFEST_CAP, readSmallText, smallFileProblem } from '../core/small-file.js'
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { formatBytes } from '../core/format.js'
 import { createLogger } from '../core/log.js'
 import { freeSpace } from '../staging/files.js'
-import { manifestName, type Manifest } from '../staging/manifest.js'
+import { loadManifest, manifestName, type Manifest } from '../staging/manifest.js'
 import { startHook } from '../hook/start.js'
 import { restartStopped } from '../pool/lifecycle.js'
 import { sweepSnapshots } from '../pool/snapshots.js'
@@ -65,9 +64,9 @@ async function check(ctx: HookContext): Promise<number> {
   let problems = await checkAccess(config, log)
   const conn = await connect(config, log, ctx.signal)
   try {
-    log.info(`connected to ${conn.session.url}`)
+    log.info(`connected to ${conn.url}`)
     problems += await checkHosts(conn, log)
-    const view = await readPool(conn.session)
+    const view = await readPool(conn)
     const { plans, problems: missing, skipped } = selectVms(view, config)
     for (const line of skipped) log.info(`skip    ${line}`)
     const online = config.method === 'snapshot'
@@ -125,21 +124,17 @@ async function recover(ctx: HookContext): Promise<number> {
     try {
       let settled = 0
       if (held) {
-        for (const line of await recoverRestores(conn.session, config.backupDir, log)) {
+        for (const line of await recoverRestores(conn, config.backupDir, log)) {
           log.info(line)
           settled++
         }
         const state = await readState(config.backupDir)
         if (state?.stopped?.length) {
-          await restartStopped(conn.session, log, state.stopped ?? [])
+          await restartStopped(conn, log, state.stopped ?? [])
           settled += state.stopped.length
         }
       }
-      const swept = await sweepSnapshots(
-        conn.session,
-        log,
-        ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {},
-      )
+      const swept = await sweepSnapshots(conn, log, ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {})
       for (const name of swept.destroyed) log.info(`dpxen: removed the leftover snapshot "${name}"`)
       for (const line of swept.failed) log.info(`dpxen: a leftover snapshot could not be removed: ${line}`)
       settled += swept.destroyed.length
@@ -205,25 +200,9 @@ async function writeMode(dir: string, direct: boolean): Promise<string> {
 
 /** The manifest beside a verified file; one that cannot be read as one is refused (exit 6), never quoted. */
 async function manifestOf(path: string): Promise<Manifest> {
-  let text: string
-  try {
-    text = await readSmallText(path, MANIFEST_CAP)
-  } catch (error) {
-    throw new DpxenError(
-      'XVA_INVALID',
-      `${path}: cannot be read as a manifest (${smallFileProblem(error, MANIFEST_CAP)})`,
-    )
-  }
-  try {
-    const manifest = JSON.parse(text) as Manifest
-    if (manifest?.format === 'dpxen-manifest/1') return manifest
-  } catch {
-    // said below, without the parser's words: they quote the file
-  }
-  throw new DpxenError(
-    'XVA_INVALID',
-    `${path}: is not a dpxen manifest (damaged or replaced): remove it to verify the XVA alone`,
-  )
+  return loadManifest(path).catch((error: unknown) => {
+    throw new DpxenError('XVA_INVALID', `${messageOf(error)}: remove it to verify the XVA alone`)
+  })
 }
 
 async function verify(ctx: HookContext, file: string): Promise<number> {

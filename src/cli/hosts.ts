@@ -3,7 +3,7 @@
 // (a transfer redirected there is refused otherwise).
 import type { Logger } from '../core/log.js'
 import { probeCertificate } from '../xapi/certificate.js'
-import type { Connection } from '../xapi/connect.js'
+import type { Host } from '../xapi/host.js'
 
 interface HostState {
   name_label: string
@@ -13,18 +13,17 @@ interface HostState {
 }
 
 /** One line per host; returns the number of problems. */
-export async function checkHosts(conn: Connection, log: Logger): Promise<number> {
-  const { session } = conn
-  const records = await session.call<Record<string, HostState>>('host.get_all_records')
-  const pools = await session.call<Record<string, { master: string }>>('pool.get_all_records')
+export async function checkHosts(pool: Host, log: Logger): Promise<number> {
+  const records = await pool.call<Record<string, HostState>>('host.get_all_records')
+  const pools = await pool.call<Record<string, { master: string }>>('pool.get_all_records')
   const master = Object.values(pools)[0]?.master
-  const masterUrl = new URL(session.url)
+  const masterUrl = new URL(pool.url)
   let problems = 0
   for (const [ref, host] of Object.entries(records)) {
-    const live = await session.call<boolean>('host_metrics.get_live', host.metrics).catch(() => undefined)
+    const live = await pool.call<boolean>('host_metrics.get_live', host.metrics).catch(() => undefined)
     const role = ref === master ? 'master' : 'member'
     const state = `${role}, ${host.enabled ? 'enabled' : 'DISABLED (maintenance)'}${live === false ? ', DOWN' : ''}`
-    const recorded = conn.hosts.find((h) => h.address === host.address)?.fingerprint ?? ''
+    const recorded = pool.hosts.find((h) => h.address === host.address)?.fingerprint ?? ''
     const line = `host ${host.name_label} (${host.address}, ${state})`
     if (live === false) {
       problems++

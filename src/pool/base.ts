@@ -6,7 +6,7 @@
 // computed against a run whose files nobody kept.
 import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
-import type { XapiSession } from '../xapi/session.js'
+import type { Host } from '../xapi/host.js'
 import { destroyVmAndDisks, diskVdis, exists, vmDisks } from './disks.js'
 import {
   BASE_PREFIX,
@@ -37,8 +37,8 @@ interface Kept {
 }
 
 /** The VM's kept snapshots, oldest run first: confirmed bases and pending ones. */
-async function keptOf(session: XapiSession, vmUuid: string): Promise<{ bases: Kept[]; pending: Kept[] }> {
-  const vms = await session.call<Records>('VM.get_all_records')
+async function keptOf(host: Host, vmUuid: string): Promise<{ bases: Kept[]; pending: Kept[] }> {
+  const vms = await host.call<Records>('VM.get_all_records')
   const all = Object.entries(vms)
     .filter(
       ([, r]) =>
@@ -55,16 +55,16 @@ async function keptOf(session: XapiSession, vmUuid: string): Promise<{ bases: Ke
 type Records = Record<string, Record<string, unknown>>
 
 /** The VM's base snapshot, if one is kept (the newest if several were left). */
-export async function findBase(session: XapiSession, vmUuid: string): Promise<Base | undefined> {
-  const { bases } = await keptOf(session, vmUuid)
+export async function findBase(host: Host, vmUuid: string): Promise<Base | undefined> {
+  const { bases } = await keptOf(host, vmUuid)
   const found = bases.at(-1)
   if (!found) return undefined
-  const disks = new Map((await vmDisks(session, found.ref)).map((d) => [d.userdevice, d.vdi]))
+  const disks = new Map((await vmDisks(host, found.ref)).map((d) => [d.userdevice, d.vdi]))
   const sizes = new Map<string, number>()
   const of = new Map<string, string>()
   for (const [position, vdi] of disks) {
-    sizes.set(position, Number(await session.call<string>('VDI.get_virtual_size', vdi)))
-    of.set(position, await session.call<string>('VDI.get_snapshot_of', vdi))
+    sizes.set(position, Number(await host.call<string>('VDI.get_virtual_size', vdi)))
+    of.set(position, await host.call<string>('VDI.get_snapshot_of', vdi))
   }
   return {
     sizes,
@@ -84,11 +84,11 @@ export async function findBase(session: XapiSession, vmUuid: string): Promise<Ba
  * half-way. Returns a line for each VM whose base changed.
  */
 export async function settleBases(
-  session: XapiSession,
+  host: Host,
   run: { runId: string; ok: Map<string, string>; backedUp: boolean },
   log: Logger,
 ): Promise<string[]> {
-  const vms = await session.call<Records>('VM.get_all_records')
+  const vms = await host.call<Records>('VM.get_all_records')
   const touched = new Set(
     Object.values(vms)
       .map((r) => r.other_config as Record<string, string> | undefined)
@@ -99,13 +99,13 @@ export async function settleBases(
   const lines: string[] = []
   for (const uuid of touched) {
     const name = run.ok.get(uuid) ?? uuid
-    const { bases, pending } = await keptOf(session, uuid)
+    const { bases, pending } = await keptOf(host, uuid)
     const mine = pending.filter((k) => k.oc[OC_BASE_PENDING] === run.runId)
     const newest = mine.at(-1)!
     const confirm = run.backedUp && run.ok.has(uuid)
     const drop = confirm ? [...bases, ...mine.slice(0, -1)] : mine
-    if (confirm) await session.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
-    for (const k of drop) await destroyKept(session, k.ref, name, log)
+    if (confirm) await host.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
+    for (const k of drop) await destroyKept(host, k.ref, name, log)
     const since = bases.at(-1)?.oc[OC_BASE_RUN]
     lines.push(
       confirm
@@ -116,9 +116,9 @@ export async function settleBases(
   return lines
 }
 
-async function destroyKept(session: XapiSession, ref: string, name: string, log: Logger): Promise<void> {
+async function destroyKept(host: Host, ref: string, name: string, log: Logger): Promise<void> {
   try {
-    if (await exists(session, 'VM', ref)) await destroyVmAndDisks(session, ref, log)
+    if (await exists(host, 'VM', ref)) await destroyVmAndDisks(host, ref, log)
   } catch (error) {
     log.info(`dpxen: warning: ${name}: a base snapshot could not be removed: ${messageOf(error)}`)
   }
@@ -126,7 +126,7 @@ async function destroyKept(session: XapiSession, ref: string, name: string, log:
 
 /** Makes a run's snapshot the VM's base: renamed, its run tags replaced by the base's. */
 export async function keepAsBase(
-  session: XapiSession,
+  host: Host,
   snap: string,
   info: { vmUuid: string; vmName: string; run: string; chain: string; position: number; runId: string },
 ): Promise<void> {
@@ -138,26 +138,21 @@ export async function keepAsBase(
     [OC_BASE_CHAIN, info.chain],
     [OC_BASE_POSITION, String(info.position)],
   ] as const) {
-    await session.call('VM.remove_from_other_config', snap, key)
-    await session.call('VM.add_to_other_config', snap, key, value)
+    await host.call('VM.remove_from_other_config', snap, key)
+    await host.call('VM.add_to_other_config', snap, key, value)
   }
-  await session.call('VM.set_name_label', snap, `${BASE_PREFIX} ${info.vmName} ${info.run}`)
-  for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VM.remove_from_other_config', snap, key)
+  await host.call('VM.set_name_label', snap, `${BASE_PREFIX} ${info.vmName} ${info.run}`)
+  for (const key of [OC_BACKUP_RUN, OC_OWNER]) await host.call('VM.remove_from_other_config', snap, key)
   // Its disks say whose base they are before they lose the run's tags: a base removed half-way
   // (the record gone, the disks not yet) leaves disks the next sweep knows as dpxen's.
-  for (const vdi of await diskVdis(session, snap)) {
-    await session.call('VDI.remove_from_other_config', vdi, OC_BASE_OF)
-    await session.call('VDI.add_to_other_config', vdi, OC_BASE_OF, info.vmUuid)
-    for (const key of [OC_BACKUP_RUN, OC_OWNER]) await session.call('VDI.remove_from_other_config', vdi, key)
+  for (const vdi of await diskVdis(host, snap)) {
+    await host.call('VDI.remove_from_other_config', vdi, OC_BASE_OF)
+    await host.call('VDI.add_to_other_config', vdi, OC_BASE_OF, info.vmUuid)
+    for (const key of [OC_BACKUP_RUN, OC_OWNER]) await host.call('VDI.remove_from_other_config', vdi, key)
   }
 }
 
 /** Removes pending bases a post-exec never settled (their files' fate is unknown). */
-export async function dropUnsettled(
-  session: XapiSession,
-  vmUuid: string,
-  name: string,
-  log: Logger,
-): Promise<void> {
-  for (const k of (await keptOf(session, vmUuid)).pending) await destroyKept(session, k.ref, name, log)
+export async function dropUnsettled(host: Host, vmUuid: string, name: string, log: Logger): Promise<void> {
+  for (const k of (await keptOf(host, vmUuid)).pending) await destroyKept(host, k.ref, name, log)
 }

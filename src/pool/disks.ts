@@ -5,7 +5,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DpxenError, isXapiError, messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
-import type { XapiSession } from '../xapi/session.js'
+import type { Host } from '../xapi/host.js'
 import type { PoolContext } from './context.js'
 import type { DiskSlot } from './view.js'
 
@@ -22,10 +22,10 @@ export interface VmDisk extends DiskSlot {
 }
 
 /** The disk VBDs of a VM (not CDs, not empty), by device position. */
-export async function vmDisks(session: XapiSession, vm: string): Promise<VmDisk[]> {
+export async function vmDisks(host: Host, vm: string): Promise<VmDisk[]> {
   const out: VmDisk[] = []
-  for (const vbd of await session.call<string[]>('VM.get_VBDs', vm)) {
-    const r = await session.call<Rec>('VBD.get_record', vbd)
+  for (const vbd of await host.call<string[]>('VM.get_VBDs', vm)) {
+    const r = await host.call<Rec>('VBD.get_record', vbd)
     if (r.type === 'CD' || r.empty === true || r.VDI === 'OpaqueRef:NULL') continue
     out.push({
       vbd,
@@ -87,18 +87,18 @@ export async function replaceVbds(
     for (const disk of fresh) {
       const before = old.find((d) => d.userdevice === disk.userdevice)
       if (before) {
-        await ctx.session.call('VBD.destroy', before.vbd)
+        await ctx.host.call('VBD.destroy', before.vbd)
         undo.push({
           position: before.userdevice,
           vdi: before.vdi,
-          step: () => ctx.session.call('VBD.create', vbdRecord(vm, before.vdi, before)),
+          step: () => ctx.host.call('VBD.create', vbdRecord(vm, before.vdi, before)),
         })
       }
-      const vbd = await ctx.session.call<string>(
+      const vbd = await ctx.host.call<string>(
         'VBD.create',
         vbdRecord(vm, vdiFor.get(disk.userdevice)!, before ?? disk),
       )
-      undo.push({ position: disk.userdevice, vdi: '', step: () => ctx.session.call('VBD.destroy', vbd) })
+      undo.push({ position: disk.userdevice, vdi: '', step: () => ctx.host.call('VBD.destroy', vbd) })
     }
   } catch (error) {
     const failed: string[] = []
@@ -125,10 +125,10 @@ export async function replaceVbds(
 }
 
 /** The disks of a VM or snapshot (not CDs). */
-export async function diskVdis(session: XapiSession, vmRef: string): Promise<string[]> {
+export async function diskVdis(host: Host, vmRef: string): Promise<string[]> {
   const vdis: string[] = []
-  for (const vbd of await session.call<string[]>('VM.get_VBDs', vmRef)) {
-    const rec = await session.call<Rec>('VBD.get_record', vbd)
+  for (const vbd of await host.call<string[]>('VM.get_VBDs', vmRef)) {
+    const rec = await host.call<Rec>('VBD.get_record', vbd)
     if (rec.type !== 'CD' && rec.VDI !== 'OpaqueRef:NULL') vdis.push(String(rec.VDI))
   }
   return vdis
@@ -136,14 +136,14 @@ export async function diskVdis(session: XapiSession, vmRef: string): Promise<str
 
 /** Destroys a VDI, retrying while xapi says it is in use. A VDI already gone is fine. */
 export async function destroyVdi(
-  session: XapiSession,
+  host: Host,
   vdi: string,
   log: Logger,
   delays = DEFAULT_RETRY_DELAYS_MS,
 ): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await session.call('VDI.destroy', vdi)
+      await host.call('VDI.destroy', vdi)
       return
     } catch (error) {
       if (isXapiError(error, 'HANDLE_INVALID')) return
@@ -156,28 +156,28 @@ export async function destroyVdi(
 
 /** Destroys a VM (or snapshot) and its disks (not CDs). A VM already gone is fine. */
 export async function destroyVmAndDisks(
-  session: XapiSession,
+  host: Host,
   vm: string,
   log: Logger,
   delays = DEFAULT_RETRY_DELAYS_MS,
 ): Promise<void> {
   let vdis: string[]
   try {
-    vdis = await diskVdis(session, vm)
+    vdis = await diskVdis(host, vm)
   } catch (error) {
     if (isXapiError(error, 'HANDLE_INVALID')) return
     throw error
   }
-  await session.call('VM.destroy', vm).catch((error: unknown) => {
+  await host.call('VM.destroy', vm).catch((error: unknown) => {
     if (!isXapiError(error, 'HANDLE_INVALID')) throw error
   })
-  for (const vdi of vdis) await destroyVdi(session, vdi, log, delays)
+  for (const vdi of vdis) await destroyVdi(host, vdi, log, delays)
 }
 
 /** Removes a VM dpxen made and no longer needs; a failure is a warning naming it, not fatal. */
 export async function removeOurVm(ctx: PoolContext, vm: string, what: string): Promise<void> {
   try {
-    await destroyVmAndDisks(ctx.session, vm, ctx.log, ctx.retryDelaysMs)
+    await destroyVmAndDisks(ctx.host, vm, ctx.log, ctx.retryDelaysMs)
   } catch (error) {
     ctx.log.info(
       `dpxen: warning: ${what} (${vm}) could not be removed: ${messageOf(error)} (remove it and its disks by hand)`,
@@ -189,13 +189,13 @@ export async function removeOurVm(ctx: PoolContext, vm: string, what: string): P
 export async function destroyUnusedVdis(ctx: PoolContext, vdis: string[], what: string): Promise<void> {
   for (const vdi of vdis) {
     try {
-      if (!(await exists(ctx.session, 'VDI', vdi))) continue
-      const vbds = await ctx.session.call<string[]>('VDI.get_VBDs', vdi)
+      if (!(await exists(ctx.host, 'VDI', vdi))) continue
+      const vbds = await ctx.host.call<string[]>('VDI.get_VBDs', vdi)
       if (vbds.length) {
         ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} is still used by another VM and was kept`)
         continue
       }
-      await destroyVdi(ctx.session, vdi, ctx.log, ctx.retryDelaysMs)
+      await destroyVdi(ctx.host, vdi, ctx.log, ctx.retryDelaysMs)
     } catch (error) {
       ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} could not be removed: ${messageOf(error)}`)
     }
@@ -203,10 +203,10 @@ export async function destroyUnusedVdis(ctx: PoolContext, vdis: string[], what: 
 }
 
 /** Whether an object still exists. */
-export async function exists(session: XapiSession, cls: string, ref: string): Promise<boolean> {
+export async function exists(host: Host, cls: string, ref: string): Promise<boolean> {
   if (!ref) return false
   try {
-    await session.call(`${cls}.get_uuid`, ref)
+    await host.call(`${cls}.get_uuid`, ref)
     return true
   } catch (error) {
     if (isXapiError(error, 'HANDLE_INVALID')) return false

@@ -4,7 +4,7 @@
 // keep it without destroying the old VM first), so that VM carries the uuid it stands for
 // (OC_RESTORED_FROM) and is found by it.
 import { DpxenError, isXapiError } from '../core/errors.js'
-import type { XapiSession } from '../xapi/session.js'
+import type { Host } from '../xapi/host.js'
 import { OC_RESTORED_FROM } from './tags.js'
 
 type Rec = Record<string, unknown>
@@ -19,16 +19,16 @@ function isVm(rec: Rec): boolean {
  * otherwise an error naming the way out; no VM at all is undefined.
  */
 export async function findVm(
-  session: XapiSession,
+  host: Host,
   backup: { uuid: string; name: string },
   options: { matchByName: boolean },
 ): Promise<string | undefined> {
   try {
-    return await session.call<string>('VM.get_by_uuid', backup.uuid)
+    return await host.call<string>('VM.get_by_uuid', backup.uuid)
   } catch (error) {
     if (!isXapiError(error, 'UUID_INVALID', 'HANDLE_INVALID')) throw error
   }
-  const records = Object.entries(await session.call<Record<string, Rec>>('VM.get_all_records')).filter(
+  const records = Object.entries(await host.call<Record<string, Rec>>('VM.get_all_records')).filter(
     ([, rec]) => isVm(rec),
   )
   const standIns = records.filter(

@@ -21,8 +21,7 @@ import { destroyVdi, destroyVmAndDisks, exists } from './disks.js'
 import { startIfHalted } from './lifecycle.js'
 import { readTrustedFile, writeStagingFile } from '../staging/folder.js'
 import { JOURNAL_FILE, PARTIAL_SUFFIX } from '../staging/names.js'
-import type { XapiSession } from '../xapi/session.js'
-import { cancelTask, waitTask } from '../xapi/tasks.js'
+import type { Host } from '../xapi/host.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
@@ -122,45 +121,40 @@ export class JournalRecord {
 }
 
 /** The VM an import made, from the entry or from its task (cancelled first if still running). */
-async function importedVm(session: XapiSession, entry: JournalEntry): Promise<string | undefined> {
+async function importedVm(host: Host, entry: JournalEntry): Promise<string | undefined> {
   if (entry.imported) return entry.imported
-  if (!entry.importTask || !(await exists(session, 'task', entry.importTask))) return undefined
-  const status = await session.call<string>('task.get_status', entry.importTask)
-  if (status === 'pending') {
-    await cancelTask(session, entry.importTask)
-    await waitTask(session, entry.importTask, AbortSignal.timeout(10_000)).catch(() => undefined)
-  }
-  const record = await session.call<Rec>('task.get_record', entry.importTask)
-  return record.status === 'success' ? refsInResult(String(record.result ?? ''))[0] : undefined
+  if (!entry.importTask || !(await exists(host, 'task', entry.importTask))) return undefined
+  const outcome = await host.settleTask(entry.importTask)
+  return outcome?.status === 'success' ? refsInResult(outcome.result)[0] : undefined
 }
 
-async function destroyUnattached(session: XapiSession, vdis: string[], log: Logger): Promise<void> {
+async function destroyUnattached(host: Host, vdis: string[], log: Logger): Promise<void> {
   for (const vdi of vdis) {
-    if (!(await exists(session, 'VDI', vdi))) continue
-    if ((await session.call<string[]>('VDI.get_VBDs', vdi)).length) continue
-    await destroyVdi(session, vdi, log)
+    if (!(await exists(host, 'VDI', vdi))) continue
+    if ((await host.call<string[]>('VDI.get_VBDs', vdi)).length) continue
+    await destroyVdi(host, vdi, log)
   }
 }
 
 /** Other_config key on the VDIs an incremental restore creates (JournalEntry.token). */
 export const OC_RESTORE_TOKEN = 'dpxen:restore-token'
 
-async function tokenVdis(session: XapiSession, token: string | undefined): Promise<string[]> {
+async function tokenVdis(host: Host, token: string | undefined): Promise<string[]> {
   if (!token) return []
-  const all = await session.call<Record<string, Rec>>('VDI.get_all_records')
+  const all = await host.call<Record<string, Rec>>('VDI.get_all_records')
   return Object.entries(all)
     .filter(([, r]) => (r.other_config as Record<string, string> | undefined)?.[OC_RESTORE_TOKEN] === token)
     .map(([ref]) => ref)
 }
 
 /** Puts an online restore's VM back as it was, or finishes the swap if it was complete. */
-async function recoverOnline(session: XapiSession, entry: JournalEntry, log: Logger): Promise<string> {
-  const imported = await importedVm(session, entry)
+async function recoverOnline(host: Host, entry: JournalEntry, log: Logger): Promise<string> {
+  const imported = await importedVm(host, entry)
   const positions = Object.keys(entry.oldDisks ?? {})
   let attached = new Map<string, { vbd: string; vdi: string }>()
-  if (await exists(session, 'VM', entry.vm)) {
-    for (const vbd of await session.call<string[]>('VM.get_VBDs', entry.vm)) {
-      const r = await session.call<Rec>('VBD.get_record', vbd)
+  if (await exists(host, 'VM', entry.vm)) {
+    for (const vbd of await host.call<string[]>('VM.get_VBDs', entry.vm)) {
+      const r = await host.call<Rec>('VBD.get_record', vbd)
       if (r.type === 'Disk') attached.set(String(r.userdevice), { vbd, vdi: String(r.VDI) })
     }
   } else attached = new Map()
@@ -170,13 +164,13 @@ async function recoverOnline(session: XapiSession, entry: JournalEntry, log: Log
     positions.every((p) => attached.get(p)?.vdi === entry.newDisks?.[p])
   if (swapped) {
     // Finish: the imported record goes (its VBDs with it; the disks are the VM's now).
-    if (imported && (await exists(session, 'VM', imported))) await session.call('VM.destroy', imported)
+    if (imported && (await exists(host, 'VM', imported))) await host.call('VM.destroy', imported)
     await destroyUnattached(
-      session,
+      host,
       Object.values(entry.oldDisks ?? {}).map((d) => d.vdi),
       log,
     )
-    if (entry.wasRunning) await startIfHalted(session, entry.vm)
+    if (entry.wasRunning) await startIfHalted(host, entry.vm)
     return `the restore of ${entry.vmName}'s disks had been made; finished it`
   }
   // Undo: each position gets its old disk back.
@@ -184,43 +178,43 @@ async function recoverOnline(session: XapiSession, entry: JournalEntry, log: Log
     const now = attached.get(p)
     const old = entry.oldDisks![p]!
     if (now?.vdi === old.vdi) continue
-    if (now) await session.call('VBD.destroy', now.vbd)
-    if (await exists(session, 'VDI', old.vdi))
-      await session.call('VBD.create', { ...old.vbd, VM: entry.vm, VDI: old.vdi })
+    if (now) await host.call('VBD.destroy', now.vbd)
+    if (await exists(host, 'VDI', old.vdi))
+      await host.call('VBD.create', { ...old.vbd, VM: entry.vm, VDI: old.vdi })
   }
-  if (imported) await destroyVmAndDisks(session, imported, log)
+  if (imported) await destroyVmAndDisks(host, imported, log)
   await destroyUnattached(
-    session,
+    host,
     [
       ...Object.values(entry.newDisks ?? {}),
       ...(entry.copies ?? []),
-      ...(await tokenVdis(session, entry.token)),
+      ...(await tokenVdis(host, entry.token)),
     ],
     log,
   )
-  if (entry.wasRunning) await startIfHalted(session, entry.vm)
+  if (entry.wasRunning) await startIfHalted(host, entry.vm)
   return `${entry.vmName} put back as it was before the interrupted restore`
 }
 
 /** Undoes an offline restore, or finishes it once the old VM was destroyed. */
-async function recoverOffline(session: XapiSession, entry: JournalEntry, log: Logger): Promise<string> {
-  const imported = await importedVm(session, entry)
+async function recoverOffline(host: Host, entry: JournalEntry, log: Logger): Promise<string> {
+  const imported = await importedVm(host, entry)
   if (entry.phase === 'finishing') {
-    if (entry.startNew && imported) await startIfHalted(session, imported)
+    if (entry.startNew && imported) await startIfHalted(host, imported)
     return `the restore of ${entry.vmName} was made; finished it`
   }
-  if (entry.phase === 'replacing' && entry.vm && !(await exists(session, 'VM', entry.vm))) {
+  if (entry.phase === 'replacing' && entry.vm && !(await exists(host, 'VM', entry.vm))) {
     await destroyUnattached(
-      session,
+      host,
       Object.values(entry.oldDisks ?? {}).map((d) => d.vdi),
       log,
     )
-    if (entry.startNew && imported) await startIfHalted(session, imported)
+    if (entry.startNew && imported) await startIfHalted(host, imported)
     return `the restore of ${entry.vmName} had replaced the old VM; finished it`
   }
-  if (imported) await destroyVmAndDisks(session, imported, log)
-  await destroyUnattached(session, entry.copies ?? [], log)
-  if (entry.wasRunning && entry.vm) await startIfHalted(session, entry.vm)
+  if (imported) await destroyVmAndDisks(host, imported, log)
+  await destroyUnattached(host, entry.copies ?? [], log)
+  if (entry.wasRunning && entry.vm) await startIfHalted(host, entry.vm)
   return `${entry.vmName} put back as it was before the interrupted restore`
 }
 
@@ -228,7 +222,7 @@ async function recoverOffline(session: XapiSession, entry: JournalEntry, log: Lo
  * Finishes or undoes the restores an interrupted run left in `dir`'s journal. Returns one line
  * per VM for the session; an entry that cannot be settled stays for the next run.
  */
-export async function recoverRestores(session: XapiSession, dir: string, log: Logger): Promise<string[]> {
+export async function recoverRestores(host: Host, dir: string, log: Logger): Promise<string[]> {
   // An update a killed run had not renamed yet: the journal before it still says where it was.
   await fsp.rm(join(dir, `${JOURNAL_FILE}${PARTIAL_SUFFIX}`), { force: true })
   const journal = await read(dir)
@@ -237,7 +231,7 @@ export async function recoverRestores(session: XapiSession, dir: string, log: Lo
   const left: JournalEntry[] = []
   for (const entry of journal.entries) {
     try {
-      const done = await (entry.kind === 'online' ? recoverOnline : recoverOffline)(session, entry, log)
+      const done = await (entry.kind === 'online' ? recoverOnline : recoverOffline)(host, entry, log)
       lines.push(`dpxen: recovered an interrupted restore: ${done}`)
     } catch (error) {
       left.push(entry)

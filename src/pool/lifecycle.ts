@@ -3,11 +3,10 @@
 // VM's state decides what is owed); starting again is bounded by CLEANUP_TIMEOUT_MS and runs
 // even after SIGTERM, because a VM dpxen stopped must run again.
 import { performance } from 'node:perf_hooks'
-import { DpxenError, messageOf } from '../core/errors.js'
+import { DpxenError, XapiError, messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import { anySignal } from '../core/signals.js'
-import type { XapiSession } from '../xapi/session.js'
-import { callAsync, cancelTask, destroyTask, waitTask } from '../xapi/tasks.js'
+import type { Host } from '../xapi/host.js'
 import type { PoolContext } from './context.js'
 import { exists } from './disks.js'
 
@@ -15,18 +14,18 @@ import { exists } from './disks.js'
 export const CLEANUP_TIMEOUT_MS = 120_000
 
 /** The VM's power state, or 'unknown' when it cannot be read. */
-export async function powerState(session: XapiSession, vm: string): Promise<string> {
-  return session.call<string>('VM.get_power_state', vm).catch(() => 'unknown')
+export async function powerState(host: Host, vm: string): Promise<string> {
+  return host.call<string>('VM.get_power_state', vm).catch(() => 'unknown')
 }
 
 /** The VM's power state when it is Running or Halted; a paused or suspended VM fails with what to do. */
 export async function runningOrHalted(
-  session: XapiSession,
+  host: Host,
   vm: string,
   name: string,
   before: string,
 ): Promise<'Running' | 'Halted'> {
-  const state = await session.call<string>('VM.get_power_state', vm)
+  const state = await host.call<string>('VM.get_power_state', vm)
   if (state === 'Running' || state === 'Halted') return state
   throw new DpxenError(
     'VM_FAILED',
@@ -47,32 +46,28 @@ export interface StopOptions {
 export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: StopOptions): Promise<void> {
   const { timeoutSeconds } = stop
   ctx.onStatus?.('shutting down')
-  const task = await ctx.session.call<string>('Async.VM.clean_shutdown', vm)
+  const limit = AbortSignal.timeout(timeoutSeconds * 1000)
+  const either = anySignal(limit, ctx.signal)
   try {
-    const limit = AbortSignal.timeout(timeoutSeconds * 1000)
-    const either = anySignal(limit, ctx.signal)
-    let outcome
-    try {
-      outcome = await waitTask(ctx.session, task, either.signal)
-    } catch (error) {
-      await cancelTask(ctx.session, task)
-      if (limit.aborted && stop.force && !ctx.signal.aborted)
-        return await forceOff(ctx, vm, name, timeoutSeconds)
-      if (limit.aborted) {
-        throw new DpxenError(
-          'VM_FAILED',
-          `${name} did not shut down within ${timeoutSeconds} s (is the guest responding? raise shutdownTimeout)`,
-          { cause: error },
-        )
-      }
-      throw error
-    } finally {
-      either.dispose()
+    await ctx.host.callAsync('VM.clean_shutdown', [vm], { signal: either.signal, cancel: true })
+  } catch (error) {
+    if (error instanceof XapiError)
+      throw new DpxenError(
+        'VM_FAILED',
+        `${name} could not be shut down: ${[error.xapiCode, ...error.params].join(' ')}`,
+      )
+    if (limit.aborted && stop.force && !ctx.signal.aborted)
+      return await forceOff(ctx, vm, name, timeoutSeconds)
+    if (limit.aborted) {
+      throw new DpxenError(
+        'VM_FAILED',
+        `${name} did not shut down within ${timeoutSeconds} s (is the guest responding? raise shutdownTimeout)`,
+        { cause: error },
+      )
     }
-    if (outcome.status !== 'success')
-      throw new DpxenError('VM_FAILED', `${name} could not be shut down: ${outcome.errorInfo.join(' ')}`)
+    throw error
   } finally {
-    await destroyTask(ctx.session, task)
+    either.dispose()
   }
 }
 
@@ -80,9 +75,9 @@ export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: S
 async function forceOff(ctx: PoolContext, vm: string, name: string, timeoutSeconds: number): Promise<void> {
   ctx.log.info(`dpxen: ${name}: did not shut down within ${timeoutSeconds} s; forcing it off (forceShutdown)`)
   ctx.onStatus?.('forcing off')
-  if ((await powerState(ctx.session, vm)) === 'Halted') return
+  if ((await powerState(ctx.host, vm)) === 'Halted') return
   try {
-    await callAsync(ctx.session, 'VM.hard_shutdown', [vm], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+    await ctx.host.callAsync('VM.hard_shutdown', [vm], { signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) })
   } catch (error) {
     throw new DpxenError('VM_FAILED', `${name} could not be forced off: ${messageOf(error)}`, {
       cause: error,
@@ -98,7 +93,9 @@ export async function startVm(
   why = 'could not be started',
 ): Promise<void> {
   try {
-    await callAsync(ctx.session, 'VM.start', [vm, false, false], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+    await ctx.host.callAsync('VM.start', [vm, false, false], {
+      signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS),
+    })
   } catch (error) {
     throw new DpxenError('VM_FAILED', `${name} ${why}: ${messageOf(error)} (start it by hand)`, {
       cause: error,
@@ -145,14 +142,14 @@ const NULL_REF = 'OpaqueRef:NULL'
  * start again is not stopped: a backup or restore must never leave it down.
  */
 async function assertCanStartAgain(ctx: PoolContext, vm: { ref: string; name: string }): Promise<void> {
-  const { session } = ctx
-  const resident = await session.call<string>('VM.get_resident_on', vm.ref)
-  const here = resident !== NULL_REF && (await exists(session, 'host', resident))
-  if (here && (await session.call<boolean>('host.get_enabled', resident))) return
-  for (const host of await session.call<string[]>('VM.get_possible_hosts', vm.ref))
-    if (host !== resident && (await session.call<boolean>('host.get_enabled', host))) return
+  const { host } = ctx
+  const resident = await host.call<string>('VM.get_resident_on', vm.ref)
+  const here = resident !== NULL_REF && (await exists(host, 'host', resident))
+  if (here && (await host.call<boolean>('host.get_enabled', resident))) return
+  for (const candidate of await host.call<string[]>('VM.get_possible_hosts', vm.ref))
+    if (candidate !== resident && (await host.call<boolean>('host.get_enabled', candidate))) return
   const where = here
-    ? `its host ${await session.call<string>('host.get_name_label', resident)} is disabled (maintenance mode)`
+    ? `its host ${await host.call<string>('host.get_name_label', resident)} is disabled (maintenance mode)`
     : 'its host is unknown'
   throw new DpxenError(
     'VM_FAILED',
@@ -171,7 +168,7 @@ async function startAgain(
   after: { stopped: boolean; why: string; failure: unknown },
 ): Promise<void> {
   // 'unknown': the host did not say; a VM dpxen stopped is then started (or tried) all the same.
-  const state = await powerState(ctx.session, vm.ref)
+  const state = await powerState(ctx.host, vm.ref)
   if (state !== 'Halted' && !(state === 'unknown' && after.stopped)) {
     if (after.stopped && state !== 'unknown')
       ctx.log.info(
@@ -192,23 +189,23 @@ async function startAgain(
 }
 
 /** Starts the VM if it still exists and is halted (settling an interrupted run). */
-export async function startIfHalted(session: XapiSession, vm: string): Promise<boolean> {
-  if (!(await exists(session, 'VM', vm))) return false
-  if ((await session.call<string>('VM.get_power_state', vm)) !== 'Halted') return false
-  await callAsync(session, 'VM.start', [vm, false, false], AbortSignal.timeout(CLEANUP_TIMEOUT_MS))
+export async function startIfHalted(host: Host, vm: string): Promise<boolean> {
+  if (!(await exists(host, 'VM', vm))) return false
+  if ((await host.call<string>('VM.get_power_state', vm)) !== 'Halted') return false
+  await host.callAsync('VM.start', [vm, false, false], { signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) })
   return true
 }
 
 /** Starts the VMs an interrupted run stopped and never started again (by uuid); one line each. */
 export async function restartStopped(
-  session: XapiSession,
+  host: Host,
   log: Logger,
   stopped: { uuid: string; name: string }[],
 ): Promise<void> {
   for (const vm of stopped) {
     try {
-      const ref = await session.call<string>('VM.get_by_uuid', vm.uuid)
-      if (await startIfHalted(session, ref))
+      const ref = await host.call<string>('VM.get_by_uuid', vm.uuid)
+      if (await startIfHalted(host, ref))
         log.info(`dpxen: started ${vm.name} again, which an interrupted backup had stopped`)
     } catch (error) {
       log.info(

@@ -2,8 +2,7 @@
 // run left them behind. Destroying them with their disks is in disks.ts.
 import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
-import type { XapiSession } from '../xapi/session.js'
-import { callAsync } from '../xapi/tasks.js'
+import type { Host } from '../xapi/host.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { destroyVdi, destroyVmAndDisks, diskVdis } from './disks.js'
 import {
@@ -22,7 +21,7 @@ import { ownerGone, ownerTag, STALE_AFTER_MS } from '../staging/owner.js'
  * signal (we must learn the ref to destroy it); if tagging fails the snapshot is destroyed.
  */
 export async function makeSnapshot(
-  session: XapiSession,
+  host: Host,
   vmRef: string,
   vmName: string,
   runId: string,
@@ -31,26 +30,26 @@ export async function makeSnapshot(
   // The name says whose it is from the moment it exists: a run killed before the tags below
   // leaves a snapshot the sweep still recognises (snapshotOwner).
   const name = `${SNAPSHOT_PREFIX} ${vmName} ${new Date().toISOString()} (${ownerTag()})`
-  const [snap] = refsInResult(await callAsync(session, 'VM.snapshot', [vmRef, name]))
+  const [snap] = refsInResult(await host.callAsync('VM.snapshot', [vmRef, name]))
   if (!snap) throw new Error('VM.snapshot returned no snapshot')
   try {
     for (const [key, value] of [
       [OC_BACKUP_RUN, runId],
       [OC_CREATED, new Date().toISOString()],
       [OC_OWNER, ownerTag()],
-      [OC_VM_UUID, await session.call<string>('VM.get_uuid', vmRef)],
+      [OC_VM_UUID, await host.call<string>('VM.get_uuid', vmRef)],
       [OC_VM_NAME, vmName],
     ]) {
-      await session.call('VM.add_to_other_config', snap, key, value)
+      await host.call('VM.add_to_other_config', snap, key, value)
     }
     // Its disks too: a run killed between destroying the snapshot and its disks leaves disks
     // that nothing else would say are ours (sweepSnapshots removes them).
-    for (const vdi of await diskVdis(session, snap)) {
-      await session.call('VDI.add_to_other_config', vdi, OC_BACKUP_RUN, runId)
-      await session.call('VDI.add_to_other_config', vdi, OC_OWNER, ownerTag())
+    for (const vdi of await diskVdis(host, snap)) {
+      await host.call('VDI.add_to_other_config', vdi, OC_BACKUP_RUN, runId)
+      await host.call('VDI.add_to_other_config', vdi, OC_OWNER, ownerTag())
     }
   } catch (error) {
-    await destroyVmAndDisks(session, snap, log).catch(() => undefined)
+    await destroyVmAndDisks(host, snap, log).catch(() => undefined)
     throw error
   }
   return snap
@@ -95,7 +94,7 @@ function orphanDisk(vdi: Record<string, unknown>, runId: string | undefined): bo
  * up the same pool right now keeps its snapshot. Returns the names of those destroyed.
  */
 export async function sweepSnapshots(
-  session: XapiSession,
+  host: Host,
   log: Logger,
   options: {
     runId?: string
@@ -106,8 +105,8 @@ export async function sweepSnapshots(
   } = {},
 ): Promise<{ destroyed: string[]; failed: string[] }> {
   type Records = Record<string, Record<string, unknown>>
-  const vms = options.vms ?? new Map(Object.entries(await session.call<Records>('VM.get_all_records')))
-  const vdis = options.vdis ?? new Map(Object.entries(await session.call<Records>('VDI.get_all_records')))
+  const vms = options.vms ?? new Map(Object.entries(await host.call<Records>('VM.get_all_records')))
+  const vdis = options.vdis ?? new Map(Object.entries(await host.call<Records>('VDI.get_all_records')))
   const destroyed: string[] = []
   const failed: string[] = []
   const remove = async (what: string, destroy: () => Promise<void>): Promise<void> => {
@@ -120,7 +119,7 @@ export async function sweepSnapshots(
   }
   for (const [ref, vdi] of vdis)
     if (orphanDisk(vdi, options.runId))
-      await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(session, ref, log, options.delays))
+      await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(host, ref, log, options.delays))
   for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
     if (!vm.is_a_snapshot) continue
@@ -129,7 +128,7 @@ export async function sweepSnapshots(
     if (oc[OC_BACKUP_RUN] === undefined && !named) continue
     const created = Date.parse(oc[OC_CREATED] ?? named?.created ?? '')
     if (!leftOver(oc, created, options.runId, oc[OC_OWNER] ?? named?.owner)) continue
-    await remove(String(vm.name_label), () => destroyVmAndDisks(session, ref, log, options.delays))
+    await remove(String(vm.name_label), () => destroyVmAndDisks(host, ref, log, options.delays))
   }
   return { destroyed, failed }
 }

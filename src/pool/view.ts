@@ -1,6 +1,6 @@
 // The pool read in a constant number of calls (one get_all_records per class): what backup
 // planning, the leftover sweep and the restore's choice of SR read.
-import type { XapiSession } from '../xapi/session.js'
+import type { Host } from '../xapi/host.js'
 
 type Rec = Record<string, unknown>
 type Table = Map<string, Rec>
@@ -25,14 +25,14 @@ export interface DiskSlot {
   mode: string
 }
 
-async function table(session: XapiSession, cls: string): Promise<Table> {
-  return new Map(Object.entries(await session.call<Record<string, Rec>>(`${cls}.get_all_records`)))
+async function table(host: Host, cls: string): Promise<Table> {
+  return new Map(Object.entries(await host.call<Record<string, Rec>>(`${cls}.get_all_records`)))
 }
 
 /** Reads what a backup needs: 7 calls whatever the pool's size. */
-export async function readPool(session: XapiSession): Promise<PoolView> {
+export async function readPool(host: Host): Promise<PoolView> {
   const [vms, vbds, vdis, srs, vifs, networks, pools] = await Promise.all(
-    ['VM', 'VBD', 'VDI', 'SR', 'VIF', 'network', 'pool'].map((cls) => table(session, cls)),
+    ['VM', 'VBD', 'VDI', 'SR', 'VIF', 'network', 'pool'].map((cls) => table(host, cls)),
   )
   return {
     vms: vms!,

@@ -147,10 +147,10 @@ async function rebuildDisk(
   const replaced = old.find((d) => d.userdevice === disk.userdevice)
   // `sr` given: there, as for every restore; else (or with originalSr) where the disk was.
   const own = replaced && (ctx.config.sr === '' || ctx.config.originalSr)
-  const sr = own ? await ctx.session.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
+  const sr = own ? await ctx.host.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
   // Tagged with the journal's token from birth: a crash before the journal knows it leaves a
   // VDI the next run finds and removes.
-  const vdi = await ctx.session.call<string>('VDI.create', {
+  const vdi = await ctx.host.call<string>('VDI.create', {
     name_label: `${point.vmName} disk ${disk.userdevice}`,
     name_description: `restored by dpxen from run ${point.runs.at(-1)!.manifest.run}`,
     SR: sr,
@@ -169,11 +169,10 @@ async function rebuildDisk(
     throwIfAborted(ctx.signal)
     const file = manifest.disks.find((d) => d.userdevice === disk.userdevice)!.file
     ctx.onStatus?.(`writing ${file}`)
-    await importVhd(ctx.session, ctx.agents, {
+    await importVhd(ctx.host, {
       file: join(ctx.config.backupDir, file),
       vdi,
       signal: ctx.signal,
-      stallTimeout: ctx.config.stallTimeout,
     })
   }
 }
@@ -252,7 +251,7 @@ export function refuseOptions(ctx: Pick<RestoreContext, 'config'>): void {
 /** Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them. */
 export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Promise<RestoreOutcome> {
   const vm = await findVm(
-    ctx.session,
+    ctx.host,
     { uuid: point.vmUuid, name: point.vmName },
     { matchByName: ctx.config.matchByName },
   )
@@ -261,8 +260,8 @@ export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Prom
       'VM_FAILED',
       `VM ${point.vmName} no longer exists: an incremental restore rebuilds the disks of an existing VM (restore an offline backup to create it)`,
     )
-  const state = await runningOrHalted(ctx.session, vm, point.vmName, 'restoring its disks')
-  const old = await vmDisks(ctx.session, vm)
+  const state = await runningOrHalted(ctx.host, vm, point.vmName, 'restoring its disks')
+  const old = await vmDisks(ctx.host, vm)
   const { disks } = point.runs[0]!.manifest
   const created = new Map<string, string>()
   // Written before anything changes: a run killed from here on is settled by the next one

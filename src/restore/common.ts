@@ -9,9 +9,7 @@ import type { PoolContext } from '../pool/context.js'
 import { destroyUnusedVdis, removeOurVm, replaceVbds, vmDisks, type VmDisk } from '../pool/disks.js'
 import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
 import type { PoolView } from '../pool/view.js'
-import type { StreamAgents } from '../xapi/http.js'
 import { importFile } from '../xapi/import.js'
-import { callAsync } from '../xapi/tasks.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import type { RestoreItem } from './find.js'
 import { checkSr, originalSr, type TargetSr } from './target.js'
@@ -22,7 +20,6 @@ export interface RestoreOutcome {
 }
 
 export interface RestoreContext extends PoolContext {
-  agents: StreamAgents
   config: Config
   view: PoolView
   /** The SR from `sr` (or the pool's default). */
@@ -61,12 +58,11 @@ export async function importItem(
   throwIfAborted(ctx.signal)
   ctx.onStatus?.('importing')
   const started = performance.now()
-  const refs = await importFile(ctx.session, ctx.agents, {
+  const refs = await importFile(ctx.host, {
     file: item.path,
     srRef: ctx.target.ref,
     restore,
     signal: ctx.signal,
-    stallTimeout: ctx.config.stallTimeout,
     ...(journal
       ? {
           onTask: (task: string) => journal.update({ phase: 'importing', importTask: task }),
@@ -84,10 +80,10 @@ export async function importItem(
 
 /** Checks that the imported VM carries every disk of the backup, at its position, at its size. */
 export async function verifyImported(ctx: RestoreContext, item: RestoreItem, vm: string): Promise<VmDisk[]> {
-  const disks = await vmDisks(ctx.session, vm)
+  const disks = await vmDisks(ctx.host, vm)
   for (const want of item.verified.summary.disks) {
     const got = disks.find((d) => d.userdevice === want.userdevice)
-    const size = got ? Number(await ctx.session.call('VDI.get_virtual_size', got.vdi)) : -1
+    const size = got ? Number(await ctx.host.call('VDI.get_virtual_size', got.vdi)) : -1
     if (size !== want.virtualSize) {
       throw new DpxenError(
         'VM_FAILED',
@@ -114,7 +110,7 @@ export async function moveToOwnSrs(
     }
     throwIfAborted(ctx.signal)
     ctx.onStatus?.(`copying disk ${disk.userdevice} to "${sr.name}"`)
-    const [copy] = refsInResult(await callAsync(ctx.session, 'VDI.copy', [disk.vdi, sr.ref]))
+    const [copy] = refsInResult(await ctx.host.callAsync('VDI.copy', [disk.vdi, sr.ref]))
     if (!copy)
       throw new DpxenError('VM_FAILED', `copying disk ${disk.userdevice} to SR "${sr.name}" returned no disk`)
     made.push(copy)
@@ -175,10 +171,10 @@ export async function importWholeVm(
 
 /** Makes an imported VM an ordinary VM named `name`: not a template, without dpxen's snapshot tags. */
 export async function asOrdinaryVm(ctx: RestoreContext, vm: string, name: string): Promise<void> {
-  await ctx.session.call('VM.set_is_a_template', vm, false)
-  await ctx.session.call('VM.set_name_label', vm, name)
-  const oc = await ctx.session.call<Record<string, string>>('VM.get_other_config', vm)
+  await ctx.host.call('VM.set_is_a_template', vm, false)
+  await ctx.host.call('VM.set_name_label', vm, name)
+  const oc = await ctx.host.call<Record<string, string>>('VM.get_other_config', vm)
   for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
-    if (key in oc) await ctx.session.call('VM.remove_from_other_config', vm, key)
+    if (key in oc) await ctx.host.call('VM.remove_from_other_config', vm, key)
   }
 }

@@ -56,7 +56,7 @@ export async function importAsNewVm(
 export async function restoreCopy(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const name = copyName(ctx.config.copyName, item)
   const vm = await importAsNewVm(ctx, item, { restore: false, name })
-  const uuid = await ctx.session.call<string>('VM.get_uuid', vm)
+  const uuid = await ctx.host.call<string>('VM.get_uuid', vm)
   return {
     summary: `restored from ${item.file} as a copy, "${name}" (uuid ${uuid}, new MAC addresses, halted) on SR "${ctx.target.name}"; ${item.vmName} was not touched`,
   }

@@ -27,11 +27,11 @@ type Rec = Record<string, unknown>
 export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const targets = planTargets(ctx, item)
   const old = await findVm(
-    ctx.session,
+    ctx.host,
     { uuid: item.vmUuid, name: item.vmName },
     { matchByName: ctx.config.matchByName },
   )
-  const oldState = old ? await runningOrHalted(ctx.session, old, item.vmName, 'restoring it') : 'absent'
+  const oldState = old ? await runningOrHalted(ctx.host, old, item.vmName, 'restoring it') : 'absent'
   throwIfAborted(ctx.signal)
   const start = ctx.config.startAfterRestore && item.manifest?.vm.powerStateAtBackup === 'Running'
   // Written before the VM is stopped: a run killed from here on is settled by the next one.
@@ -91,12 +91,12 @@ async function replaceOld(
   destroyed: () => void,
 ): Promise<void> {
   ctx.onStatus?.('removing the old VM')
-  const oldDisks = (await vmDisks(ctx.session, old)).map((d) => d.vdi)
+  const oldDisks = (await vmDisks(ctx.host, old)).map((d) => d.vdi)
   await journal.update({
     phase: 'replacing',
     oldDisks: Object.fromEntries(oldDisks.map((vdi, i) => [String(i), { vdi, vbd: {} }])),
   })
-  await ctx.session.call('VM.destroy', old)
+  await ctx.host.call('VM.destroy', old)
   destroyed()
   await destroyUnusedVdis(ctx, oldDisks, `the old ${item.vmName}`)
 }
@@ -105,12 +105,12 @@ async function replaceOld(
 async function takeIdentity(ctx: RestoreContext, item: RestoreItem, vm: string): Promise<void> {
   ctx.onStatus?.('restoring the MAC addresses')
   const wanted = new Map(item.verified.summary.vifs.map((v) => [v.device, v.mac]))
-  for (const vif of await ctx.session.call<string[]>('VM.get_VIFs', vm)) {
-    const rec = await ctx.session.call<Rec>('VIF.get_record', vif)
+  for (const vif of await ctx.host.call<string[]>('VM.get_VIFs', vm)) {
+    const rec = await ctx.host.call<Rec>('VIF.get_record', vif)
     const mac = wanted.get(String(rec.device))
     if (!mac || mac === rec.MAC) continue
-    await ctx.session.call('VIF.destroy', vif)
-    await ctx.session.call('VIF.create', {
+    await ctx.host.call('VIF.destroy', vif)
+    await ctx.host.call('VIF.create', {
       device: rec.device,
       network: rec.network,
       VM: vm,
@@ -125,11 +125,11 @@ async function takeIdentity(ctx: RestoreContext, item: RestoreItem, vm: string):
     })
   }
   // The new VM stands for the backup's: the next restore of that backup finds it by this.
-  await ctx.session.call('VM.remove_from_other_config', vm, OC_RESTORED_FROM)
-  await ctx.session.call('VM.add_to_other_config', vm, OC_RESTORED_FROM, item.vmUuid)
+  await ctx.host.call('VM.remove_from_other_config', vm, OC_RESTORED_FROM)
+  await ctx.host.call('VM.add_to_other_config', vm, OC_RESTORED_FROM, item.vmUuid)
   const seed = item.verified.summary.vm.otherConfig.mac_seed
   if (seed) {
-    await ctx.session.call('VM.remove_from_other_config', vm, 'mac_seed')
-    await ctx.session.call('VM.add_to_other_config', vm, 'mac_seed', seed)
+    await ctx.host.call('VM.remove_from_other_config', vm, 'mac_seed')
+    await ctx.host.call('VM.add_to_other_config', vm, 'mac_seed', seed)
   }
 }

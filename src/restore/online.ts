@@ -32,7 +32,7 @@ import type { RestoreItem } from './find.js'
 
 export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
   const vm = await findVm(
-    ctx.session,
+    ctx.host,
     { uuid: item.vmUuid, name: item.vmName },
     { matchByName: ctx.config.matchByName },
   )
@@ -45,7 +45,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
     }
     return createFromSnapshot(ctx, item)
   }
-  const state = await runningOrHalted(ctx.session, vm, item.vmName, 'restoring its disks')
+  const state = await runningOrHalted(ctx.host, vm, item.vmName, 'restoring its disks')
   const targets = planTargets(ctx, item)
   throwIfAborted(ctx.signal)
   // Written before the VM is stopped: a run killed from here on is settled by the next one.
@@ -98,7 +98,7 @@ async function swapDisks(
     const vdiFor = await moveToOwnSrs(ctx, newDisks, targets, copies)
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('replacing the disks')
-    const old = await vmDisks(ctx.session, vm)
+    const old = await vmDisks(ctx.host, vm)
     await journal.update({
       phase: 'swapping',
       copies,
@@ -119,7 +119,7 @@ async function swapDisks(
     keep = true
     await journal.update({ phase: 'finishing' })
     // The imported record goes; its disks stay, now the VM's (copies made the originals spare).
-    await ctx.session.call('VM.destroy', imported)
+    await ctx.host.call('VM.destroy', imported)
     const replaced = old.filter((d) => vdiFor.has(d.userdevice)).map((d) => d.vdi)
     const spare = newDisks.filter((d) => vdiFor.get(d.userdevice) !== d.vdi).map((d) => d.vdi)
     await destroyUnusedVdis(ctx, [...replaced, ...spare], item.vmName)

@@ -17,7 +17,8 @@ import { removeOurFile } from '../staging/files.js'
 import { holdStaging } from '../staging/folder.js'
 import { manifestName } from '../staging/manifest.js'
 import { readChainManifests } from '../staging/chain.js'
-import { connect, type Connection } from '../xapi/connect.js'
+import { connect } from '../xapi/connect.js'
+import type { Host } from '../xapi/host.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
 import { chainPoints, refuseOptions, restoreChain, verifyChain, type ChainPoint } from './chain.js'
@@ -95,16 +96,16 @@ export async function runRestore(
 /** Incremental backups: each VM's newest run present, its chain verified, then rebuilt. */
 async function restoreChains(
   run: Run,
-  conn: Connection,
+  conn: Host,
   found: Awaited<ReturnType<typeof readChainManifests>>,
 ): Promise<number> {
   const { ctx, config, log } = run
   const wanted = (name: string, uuid: string): boolean =>
     config.allVms || config.vmName.some((n) => n === name || n === uuid)
-  for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
+  for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
   const { points, problems } = chainPoints(found)
   for (const p of problems) if (wanted(p.vmName, '')) run.fail(p.vmName, p.reason)
-  const view = await readPool(conn.session)
+  const view = await readPool(conn)
   const target = resolveSr(view, config)
   let restored = 0
   // A line every progressInterval while chains verify and disks are written: Data Protector
@@ -165,13 +166,12 @@ async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): 
 /** The context a VM's restore works in; its status lines go to `entry` (the progress ticker). */
 function restoreContext(
   run: Run,
-  conn: Connection,
+  conn: Host,
   pool: { view: RestoreContext['view']; target: TargetSr },
   entry: Active,
 ): RestoreContext {
   return {
-    session: conn.session,
-    agents: conn.agents,
+    host: conn,
     log: run.log,
     config: run.config,
     ...pool,
@@ -190,10 +190,10 @@ function noFiles(config: Config, log: Logger, others: string[]): number {
   return EXIT.VM_FAILED
 }
 
-async function restoreFiles(run: Run, conn: Connection, files: string[], others: string[]): Promise<number> {
+async function restoreFiles(run: Run, conn: Host, files: string[], others: string[]): Promise<number> {
   const { ctx, config, log } = run
-  for (const line of await recoverRestores(conn.session, config.backupDir, log)) log.info(line)
-  const view = await readPool(conn.session)
+  for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
+  const view = await readPool(conn)
   const target = resolveSr(view, config)
   const verified = await verifyAll(run, files)
   const mine = verified.filter((item) => item.kind === config.method)
@@ -297,7 +297,7 @@ async function removeRestored(config: Config, item: RestoreItem, log: Logger): P
 /** Restores the items one after the other, a line for each outcome and progress meanwhile. */
 async function restoreEach(
   run: Run,
-  conn: Connection,
+  conn: Host,
   pool: { view: RestoreContext['view']; target: TargetSr },
   items: RestoreItem[],
 ): Promise<void> {

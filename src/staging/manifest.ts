@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs'
 import type { Mode } from '../config/schema.js'
 import { writeStagingFile } from './folder.js'
 import { MANIFEST_SUFFIX } from './names.js'
-import { MANIFEST_CAP, readSmallText } from '../core/small-file.js'
+import { DpxenError } from '../core/errors.js'
+import { MANIFEST_CAP, readSmallText, smallFileProblem } from '../core/small-file.js'
 
 export interface Manifest {
   format: 'dpxen-manifest/1'
@@ -52,14 +53,32 @@ export async function writeManifest(dir: string, manifest: Manifest): Promise<st
   return name
 }
 
+/**
+ * The manifest file `file`; throws XVA_INVALID saying what is wrong with it (unreadable, too
+ * large, not JSON, not ours), never quoting it.
+ */
+export async function loadManifest(file: string): Promise<Manifest> {
+  let text: string
+  try {
+    text = await readSmallText(file, MANIFEST_CAP)
+  } catch (error) {
+    throw new DpxenError(
+      'XVA_INVALID',
+      `${file}: cannot be read as a manifest (${smallFileProblem(error, MANIFEST_CAP)})`,
+    )
+  }
+  try {
+    const manifest = JSON.parse(text) as Manifest
+    if (manifest?.format === 'dpxen-manifest/1') return manifest
+  } catch {
+    // said below, without the parser's words: they quote the file
+  }
+  throw new DpxenError('XVA_INVALID', `${file}: is not a dpxen manifest (damaged or replaced)`)
+}
+
 /** The manifest beside the XVA at `path`, or undefined when it is missing or not one of ours. */
 export async function readManifest(path: string): Promise<Manifest | undefined> {
   const file = manifestName(path)
   if (!existsSync(file)) return undefined
-  try {
-    const manifest = JSON.parse(await readSmallText(file, MANIFEST_CAP)) as Manifest
-    return manifest.format === 'dpxen-manifest/1' ? manifest : undefined
-  } catch {
-    return undefined
-  }
+  return loadManifest(file).catch(() => undefined)
 }

@@ -2,10 +2,11 @@
 // by system CAs, a CA file or a pinned SHA-256 fingerprint; the pool's other hosts by the
 // certificates the pool records for them (checked before any byte is sent).
 //
-// XML-RPC calls go through undici. Streams whose body ends at connection close (xapi's
-// /export is HTTP/1.0 without Content-Length) go through node:http instead: undici 7 throws an
-// uncatchable assertion when such a body is paused by backpressure as the socket ends
-// (nodejs/undici#5360, fixed in undici 8, which needs Node 22).
+// Three clients over these sockets, each where it is the better tool: XML-RPC calls through
+// undici; every GET (exports, raw disks, the database dump) through raw-get.ts, which reads into
+// one buffer (and handles xapi's /export, HTTP/1.0 ended by the connection's close, which undici
+// 7 cannot pause safely: nodejs/undici#5360, fixed in undici 8, which needs Node 22); every PUT
+// through node:http, for its Expect: 100-continue (undici refuses that header).
 import { readFileSync } from 'node:fs'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
@@ -151,8 +152,8 @@ export function createDispatcher(trust: Trust): Dispatcher {
   })
 }
 
-/** node:http(s) agents for streamed transfers, whose connections the trust makes. */
-export function createStreamAgents(trust: Trust): { http: HttpAgent; https: HttpsAgent; trust: Trust } {
+/** node:http(s) agents for uploads (put.ts), whose connections the trust makes. */
+export function createStreamAgents(trust: Trust): { http: HttpAgent; https: HttpsAgent } {
   const http = new HttpAgent({ keepAlive: false })
   const https = new HttpsAgent({ keepAlive: false })
   // The socket is handed over only once its certificate passed: nothing is sent before.
@@ -166,7 +167,7 @@ export function createStreamAgents(trust: Trust): { http: HttpAgent; https: Http
     )
     return undefined as unknown as Duplex
   }
-  return { http, https, trust }
+  return { http, https }
 }
 
 /** TRANSFER_STALLED: the host sent (or, for an upload, took) nothing for `idleMs`. */

@@ -1,4 +1,5 @@
-// XenAPI tasks: wait for completion, read results, cancel, and always destroy.
+// XenAPI tasks: waiting for one to settle, and its outcome as an error. Making, cancelling and
+// destroying them is host.ts's (Host.#underTask), in one place.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DpxenError, XapiError } from '../core/errors.js'
 import type { XapiSession } from './session.js'
@@ -36,27 +37,4 @@ export async function waitTask(
 export function assertTaskSucceeded(outcome: TaskOutcome, what: string): string {
   if (outcome.status === 'success') return outcome.result
   throw new XapiError(outcome.errorInfo.length ? outcome.errorInfo : ['TASK_CANCELLED'], what)
-}
-
-/** Runs Async.<method>, waits, destroys the task, and returns the result fragment. */
-export async function callAsync(
-  session: XapiSession,
-  method: string,
-  args: unknown[],
-  signal?: AbortSignal,
-): Promise<string> {
-  const task = await session.call<string>(`Async.${method}`, ...args)
-  try {
-    return assertTaskSucceeded(await waitTask(session, task, signal), method)
-  } finally {
-    await destroyTask(session, task)
-  }
-}
-
-export async function destroyTask(session: XapiSession, task: string): Promise<void> {
-  await session.call('task.destroy', task).catch(() => undefined)
-}
-
-export async function cancelTask(session: XapiSession, task: string): Promise<void> {
-  await session.call('task.cancel', task).catch(() => undefined)
 }

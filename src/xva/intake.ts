@@ -6,6 +6,7 @@
 // go on.
 import type { Transform } from 'node:stream'
 import { DpxenError } from '../core/errors.js'
+import type { Intake } from '../core/intake.js'
 import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import type { FileSink } from './file-sink.js'
 import {
@@ -17,7 +18,7 @@ import {
 } from './pipe.js'
 import { XvaVerifier } from './verify.js'
 
-export class XvaIntake {
+export class XvaIntake implements Intake<StreamResult> {
   #sink: FileSink
   /** The largest piece push() may be given. */
   #maxPiece: number

@@ -4,8 +4,8 @@
 // stream ending with a copy of the first footer and nothing after it. A stream cut short, or
 // with xapi's error page written into the body, can never pass for a whole one.
 import { DpxenError } from '../core/errors.js'
-import { newXxh64, xxh64Hex } from '../core/xxh64.js'
-import type { FileSink } from './file-sink.js'
+import type { Intake } from '../core/intake.js'
+import { CopyIntake } from './file-sink.js'
 
 const SECTOR = 512
 const UNUSED = 0xffffffff
@@ -188,53 +188,15 @@ export interface VhdStreamResult {
 }
 
 /** The receiving end of a VHD export: counted, hashed, checked, and copied into the file. */
-export class VhdIntake {
-  #sink: FileSink
-  #maxPiece: number
-  #wake: () => void
+export class VhdIntake extends CopyIntake implements Intake<VhdStreamResult> {
   #verifier = new VhdVerifier()
-  #hash = newXxh64()
-  #bytes = 0
-  #waiting = false
 
-  constructor(sink: FileSink, options: { maxPiece: number; wake: () => void }) {
-    this.#sink = sink
-    this.#maxPiece = options.maxPiece
-    this.#wake = options.wake
-  }
-
-  get bytes(): number {
-    return this.#bytes
-  }
-
-  push(piece: Buffer): boolean {
+  protected override inspect(piece: Buffer): void {
     this.#verifier.push(piece)
-    this.#bytes += piece.length
-    this.#hash.update(piece)
-    this.#sink.take(piece)
-    if (this.#sink.room >= this.#maxPiece) return true
-    this.#waiting = true
-    this.#sink.onRoom(() => this.#maybeWake())
-    return false
   }
 
-  #maybeWake(): void {
-    if (!this.#waiting) return
-    if (!this.#sink.failure && this.#sink.room < this.#maxPiece) {
-      this.#sink.onRoom(() => this.#maybeWake())
-      return
-    }
-    this.#waiting = false
-    this.#wake()
-  }
-
-  async finish(): Promise<VhdStreamResult> {
+  override async finish(): Promise<VhdStreamResult> {
     const summary = this.#verifier.finish()
-    await this.#sink.close()
-    return { summary, bytes: this.#bytes, xxh64: xxh64Hex(this.#hash) }
-  }
-
-  async abort(): Promise<void> {
-    await this.#sink.abort()
+    return { summary, ...(await super.finish()) }
   }
 }

@@ -2,7 +2,7 @@
 // of the third host, legacy-win's on the second's (the demo seed). xapi's handlers on the
 // master answer 302 to the member that holds the storage, from the request head alone; dpxen
 // must follow every one of them, uploads included, without sending the body to the master.
-import { copyFileSync, mkdirSync, readdirSync, statSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
@@ -155,6 +155,32 @@ describe('a pool of three hosts: the master moves, a host goes down', () => {
     const again = await xapi.vmByName('Debian')
     expect(await diskHashes(w.sim.hostUrls[1]!, xapi, again)).toEqual(hashes)
     expect(await xapi.call('VM.get_power_state', again)).toBe('Running')
+  })
+
+  it('the master gone: the next run finds the new master through a host it remembers, and names it', async () => {
+    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    const memory = `${w.backupDir}.pool-hosts.json`
+    expect(statSync(memory).mode & 0o777).toBe(0o600)
+    const [, , third] = await w.xapi.call<string[]>('host.get_all')
+    await w.xapi.call('pool.designate_new_master', third)
+    await w.sim.setHostDown(1, true)
+    const pre = await run(runPreExec, [w.config])
+    expect(pre.code, pre.text).toBe(0)
+    expect(pre.text).toMatch(
+      /127\.0\.0\.1:\d+ does not answer .*trying the pool's other hosts known from the last run: xenserver-sim-2, xenserver-sim-3/,
+    )
+    expect(pre.text).toMatch(/the pool's master is now 127\.0\.0\.3:\d+ \(found through xenserver-sim-2\)/)
+    expect(pre.text).toMatch(/Debian: done/)
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    const xapi = await TestClient.login(w.sim.hostUrls[2]!)
+    expect(await snapshots(xapi)).toEqual([])
+    // Without what the last run learnt there is nothing to try: the line says url does not answer.
+    rmSync(memory)
+    const lost = await run(runPreExec, [w.config])
+    expect(lost.code).not.toBe(0)
+    expect(lost.text).toMatch(/cannot reach .*127\.0\.0\.1/)
   })
 
   it('a host down: the VM on its local SR fails with xapi reason, the others go on', async () => {

@@ -22,7 +22,8 @@ import { isXapiError } from '../../src/core/errors.js'
 import { createLogger } from '../../src/core/log.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import { probeCertificate } from '../../src/xapi/certificate.js'
-import { connect, type Connection } from '../../src/xapi/connect.js'
+import { connect } from '../../src/xapi/connect.js'
+import type { Host } from '../../src/xapi/host.js'
 import { verifyFile } from '../../src/xva/verify-file.js'
 import { run, writeConfig } from '../helpers/hooks.js'
 import { startSim } from '../helpers/sim.js'
@@ -70,7 +71,7 @@ function fromEnvironment(): Target {
 let target: Target
 let sim: XapiSim | undefined
 let dir: string
-let conn: Connection
+let conn: Host
 
 /** A configuration for the scratch VM only; the password in a file, as the README advises. */
 function config(values: Rec, name: string): string {
@@ -155,7 +156,7 @@ afterAll(async () => {
 
 describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
   it('login: the configured credentials open a session; wrong ones fail with SESSION_AUTHENTICATION_FAILED', async () => {
-    expect(conn.session.ref).toMatch(/^OpaqueRef:/)
+    expect(await conn.call<string[]>('pool.get_all')).toHaveLength(1)
     const wrong = config(
       { mode: 'online', passwordFile: undefined, password: `not-${randomUUID()}` },
       'wrong.json',
@@ -166,7 +167,7 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
 
   it('every host serves the certificate the pool records for it (dpxen trusts members by that record)', async (ctx) => {
     if (conn.hosts.length < 2) return ctx.skip('the pool has one host: no transfer is ever redirected')
-    const base = new URL(conn.session.url)
+    const base = new URL(conn.url)
     const port = base.port ? `:${base.port}` : ''
     for (const host of conn.hosts) {
       const url = `https://${host.address.includes(':') ? `[${host.address}]` : host.address}${port}`
@@ -178,7 +179,7 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
   })
 
   it('records: the scratch VM, its disks, SRs and VIFs as dpxen reads them', async () => {
-    const view = await readPool(conn.session)
+    const view = await readPool(conn)
     const { vm, vdis } = scratch(view)
     expect(vdis.length).toBeGreaterThan(0)
     expect(String(vm.uuid)).toMatch(/^[0-9a-f-]{36}$/)
@@ -189,17 +190,17 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
 
   it('error codes dpxen branches on: UUID_INVALID and HANDLE_INVALID, with their parameters', async () => {
     const uuid = randomUUID()
-    const byUuid = await conn.session.call('VM.get_by_uuid', uuid).catch((e: unknown) => e)
+    const byUuid = await conn.call('VM.get_by_uuid', uuid).catch((e: unknown) => e)
     expect(isXapiError(byUuid, 'UUID_INVALID')).toBe(true)
     expect((byUuid as { params: string[] }).params).toEqual(['VM', uuid])
-    const byRef = await conn.session.call('VM.get_record', 'OpaqueRef:NULL').catch((e: unknown) => e)
+    const byRef = await conn.call('VM.get_record', 'OpaqueRef:NULL').catch((e: unknown) => e)
     expect(isXapiError(byRef, 'HANDLE_INVALID')).toBe(true)
     expect((byRef as { params: string[] }).params).toEqual(['VM', 'OpaqueRef:NULL'])
   })
 
   for (const compression of ['none', 'gzip'] as const) {
     it(`online backup (snapshot, export with compression ${compression}, task, destroy): a valid XVA, no snapshot left`, async () => {
-      const before = await readPool(conn.session)
+      const before = await readPool(conn)
       const cfg = config({ mode: 'online', compression }, `online-${compression}.json`)
       const pre = await run(runPreExec, [cfg])
       expect(pre.code, pre.text).toBe(0)
@@ -208,7 +209,7 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
       const verified = await verifyFile(join(dir, 'staging', files[0]!), new AbortController().signal)
       expect(verified.compression).toBe(compression)
       expect(verified.summary.vm.uuid).not.toBe(scratch(before).vm.uuid) // the snapshot's
-      const after = await readPool(conn.session)
+      const after = await readPool(conn)
       expect(dpxenLeftovers(after)).toEqual([])
       expect(after.vdis.size).toBe(before.vdis.size)
       expect((await run(runPostExec, [cfg])).code).toBe(0)
@@ -216,12 +217,12 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
   }
 
   it('online restore (import, VBD swap, destroy of the old disks): same VM, same MACs, new disks, nothing left', async () => {
-    const before = scratch(await readPool(conn.session))
+    const before = scratch(await readPool(conn))
     const cfg = config({ mode: 'online' }, 'online-restore.json')
     expect((await run(runPreExec, [cfg])).code).toBe(0)
     const restore = await run(runRestorePostExec, [cfg])
     expect(restore.code, restore.text).toBe(0)
-    const view = await readPool(conn.session)
+    const view = await readPool(conn)
     const after = scratch(view)
     expect(after.vm.uuid).toBe(before.vm.uuid)
     expect(after.vm.power_state).toBe(before.vm.power_state)
@@ -236,30 +237,26 @@ describe(`the pool contract (${live ? 'XEN_TEST_URL' : 'xapi-sim'})`, () => {
   })
 
   it('offline restore: over the VM it replaces it (MACs kept); with the VM gone, import restore=true brings back its uuid and MACs', async () => {
-    const before = scratch(await readPool(conn.session))
+    const before = scratch(await readPool(conn))
     const cfg = config({ mode: 'offline', startAfterRestore: true }, 'offline.json')
     const pre = await run(runPreExec, [cfg])
     expect(pre.code, pre.text).toBe(0)
-    expect(scratch(await readPool(conn.session)).vm.power_state).toBe(before.vm.power_state)
+    expect(scratch(await readPool(conn)).vm.power_state).toBe(before.vm.power_state)
 
     // Over the existing VM: a verified copy replaces it; the name and MACs stay, the uuid is new.
     const over = await run(runRestorePostExec, [cfg])
     expect(over.code, over.text).toBe(0)
-    const replaced = scratch(await readPool(conn.session))
+    const replaced = scratch(await readPool(conn))
     expect(replaced.macs).toEqual(before.macs)
     expect(replaced.vm.power_state).toBe(before.vm.power_state)
     expect(replaced.vdis).toHaveLength(before.vdis.length)
 
     // The VM lost: the restore imports with restore=true, and the VM is back as it was.
-    if (replaced.vm.power_state !== 'Halted') await conn.session.call('VM.hard_shutdown', replaced.ref)
-    await destroyVmAndDisks(
-      conn.session,
-      replaced.ref,
-      createLogger({ out: () => undefined, name: 'contract' }),
-    )
+    if (replaced.vm.power_state !== 'Halted') await conn.call('VM.hard_shutdown', replaced.ref)
+    await destroyVmAndDisks(conn, replaced.ref, createLogger({ out: () => undefined, name: 'contract' }))
     const back = await run(runRestorePostExec, [cfg])
     expect(back.code, back.text).toBe(0)
-    const view = await readPool(conn.session)
+    const view = await readPool(conn)
     const after = scratch(view)
     expect(after.vm.uuid).toBe(before.vm.uuid)
     expect(after.macs).toEqual(before.macs)

@@ -149,7 +149,8 @@ describe('odd VM names', () => {
         '127.0.0.1_a_b.xva',
       ]),
     )
-    expect(readdirSync(dir).sort()).toEqual(['dpxen.json', 'staging'])
+    // Beside backupDir only the pool's hosts, remembered under backupDir's own name (connect.ts).
+    expect(readdirSync(dir).sort()).toEqual(['dpxen.json', 'staging', 'staging.pool-hosts.json'])
   })
 })
 

@@ -103,6 +103,17 @@ export class DiskStore {
     await fsp.rename(own, path)
   }
 
+  /** Grows (or cuts) a disk to `size` bytes; its blocks keep their change generations. */
+  async resize(uuid: string, size: number): Promise<void> {
+    await this.writable(uuid)
+    const handle = await fsp.open(this.path(uuid), 'r+')
+    try {
+      await handle.truncate(size)
+    } finally {
+      await handle.close()
+    }
+  }
+
   /** Copies chunk by chunk, skipping zero chunks so the copy stays sparse. */
   async #sparseCopy(from: string, to: string, size: number): Promise<void> {
     const src = await fsp.open(from, 'r')

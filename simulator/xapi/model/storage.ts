@@ -67,6 +67,32 @@ export async function destroyVdi(sim: SimContext, ref: string): Promise<void> {
   await sim.disks.remove(String(vdi.uuid))
 }
 
+/** A VHD block: VHD-based SRs round a new size up to it (sm vhdutil.validate_and_round_vhd_size). */
+const VHD_BLOCK = 2 * 1024 * 1024
+
+/**
+ * VDI.resize, as xapi and a VHD-based SR (sm FileSR.resize) do it: not while a VBD is attached
+ * (VDI_IN_USE [vdi; resize], xapi_vdi.ml check_operation_error), never smaller
+ * (SR_BACKEND_FAILURE_79, VDISize: "shrinking not allowed"), the same size a no-op, a larger one
+ * rounded up to a whole VHD block. The new space reads as zeros and holds no block.
+ */
+export async function resizeVdi(sim: SimContext, ref: string, size: number): Promise<void> {
+  const vdi = sim.db.require('VDI', ref)
+  const attached = (vdi.VBDs as string[]).some((vbd) => sim.db.get('VBD', vbd)?.currently_attached)
+  if (attached) throw new XapiFailure('VDI_IN_USE', ref, 'resize')
+  const sr = sim.db.get('SR', vdi.SR)
+  if (!sr || !srCapabilities(String(sr.type)).vdiOps.includes('resize'))
+    throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
+  const current = Number(vdi.virtual_size)
+  if (!Number.isSafeInteger(size) || size < current)
+    throw new XapiFailure('SR_BACKEND_FAILURE_79', '', 'VDI Invalid size [opterr=shrinking not allowed]', '')
+  if (size === current) return
+  const rounded = Math.ceil(size / VHD_BLOCK) * VHD_BLOCK
+  await sim.disks.resize(String(vdi.uuid), rounded)
+  sim.db.update('VDI', ref, { virtual_size: rounded })
+  recomputeSrUsage(sim, String(vdi.SR))
+}
+
 /** A copy of a VDI's content in `srRef` (same SR for snapshots and clones). */
 export async function copyVdi(sim: SimContext, ref: string, srRef: string, extra: Rec): Promise<string> {
   const vdi = sim.db.require('VDI', ref)

@@ -14,6 +14,7 @@ import {
   destroyVbd,
   destroyVdi,
   destroyVif,
+  resizeVdi,
   snapshotVdi,
 } from '../../model/storage.js'
 import {
@@ -199,6 +200,13 @@ export function registerObjects(table: MethodTable): void {
     },
   })
   table.set('VDI.destroy', { params: [self('VDI')], run: ({ sim }, [ref]) => destroyVdi(sim, String(ref)) })
+  table.set('VDI.resize', {
+    params: [
+      { name: 'vdi', type: 'ref:VDI' },
+      { name: 'size', type: 'int' },
+    ],
+    run: ({ sim }, [ref, size]) => resizeVdi(sim, String(ref), Number(size)),
+  })
   table.set('VDI.snapshot', {
     params: [
       { name: 'vdi', type: 'ref:VDI' },

@@ -1,0 +1,101 @@
+// An incremental chain is only as good as its runs all holding the same disks at the same sizes.
+// A disk grown between two runs (VDI.resize, as an administrator grows it) must start a new
+// chain with a line saying why, and that run must restore byte for byte at the new size; xapi
+// itself would have made a delta against the smaller base (vhd-tool compares no sizes).
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { runPostExec } from '../../src/backup/post.js'
+import { runPreExec } from '../../src/backup/run.js'
+import { runRestorePostExec } from '../../src/restore/run.js'
+import { run, tempDir } from '../helpers/hooks.js'
+import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
+import type { TestClient } from '../helpers/rpc.js'
+import { readVhd } from '../helpers/vhd.js'
+import { backupWorld } from '../helpers/world.js'
+
+const MiB = 1024 * 1024
+
+/** The VDI at a VM's disk position. */
+async function diskAt(xapi: TestClient, vm: string, userdevice: string): Promise<string> {
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const rec = await xapi.call<Record<string, unknown>>('VBD.get_record', vbd)
+    if (rec.type === 'Disk' && rec.userdevice === userdevice) return String(rec.VDI)
+  }
+  throw new Error(`no disk at ${userdevice}`)
+}
+
+describe('chain breaks', () => {
+  it('a disk grown between incremental runs: a new chain, said in a line; that run restores byte for byte at the new size', async () => {
+    const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+    mkdirSync(w.backupDir)
+    const vm = await w.xapi.vmByName('Debian')
+    for (const seed of ['full', 'one']) {
+      if (seed !== 'full') await guestWrites(w.sim, w.xapi, vm, seed, 0.25)
+      const pre = await run(runPreExec, [w.config])
+      expect(pre.code, pre.text).toBe(0)
+      expect((await run(runPostExec, [w.config])).code).toBe(0)
+    }
+    const vdi = await diskAt(w.xapi, vm, '0')
+    const was = Number(await w.xapi.call<string>('VDI.get_virtual_size', vdi))
+    // As xapi: not while the VM runs, never smaller; grown, the size is rounded to a VHD block.
+    expect(await w.xapi.failure('VDI.resize', vdi, String(2 * was))).toEqual(['VDI_IN_USE', vdi, 'resize'])
+    await w.xapi.call('VM.clean_shutdown', vm)
+    expect(await w.xapi.failure('VDI.resize', vdi, String(was - MiB))).toEqual([
+      'SR_BACKEND_FAILURE_79',
+      '',
+      'VDI Invalid size [opterr=shrinking not allowed]',
+      '',
+    ])
+    await w.xapi.call('VDI.resize', vdi, String(2 * was + 1))
+    const grown = Number(await w.xapi.call<string>('VDI.get_virtual_size', vdi))
+    expect(grown).toBe(2 * was + 2 * MiB)
+    await w.xapi.call('VM.start', vm, false, false)
+    await guestWrites(w.sim, w.xapi, vm, 'after-growth', 0.25)
+    const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+
+    const pre = await run(runPreExec, [w.config])
+    expect(pre.code, pre.text).toBe(0)
+    expect(pre.text).toMatch(
+      new RegExp(`Debian: full run \\(disk 0 changed size since run \\S+ \\(${was} to ${grown} bytes\\)\\)`),
+    )
+    const kept = tempDir()
+    const files = readdirSync(w.backupDir).filter((n) => !n.startsWith('.'))
+    for (const f of files) copyFileSync(join(w.backupDir, f), join(kept, f))
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    // The new chain's full of disk 0 holds the whole grown disk.
+    const sizes = files.filter((f) => f.endsWith('.vhd')).map((f) => readVhd(readFileSync(join(kept, f))))
+    expect(sizes.map((v) => [v.type, v.size])).toContainEqual([3, grown])
+    // One base: the new chain's; the old chain's went when the new one was settled.
+    expect((await snapshots(w.xapi)).length).toBe(1)
+
+    await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
+    for (const f of files) copyFileSync(join(kept, f), join(w.backupDir, f))
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    const again = await w.xapi.vmByName('Debian')
+    expect(await diskHashes(w.sim.url, w.xapi, again)).toEqual(hashes)
+    expect(Number(await w.xapi.call<string>('VDI.get_virtual_size', await diskAt(w.xapi, again, '0')))).toBe(
+      grown,
+    )
+    rmSync(kept, { recursive: true, force: true })
+  })
+
+  it('xapi-sim, as vhd-tool: a delta against a smaller base is made, with the grown disk own size', async () => {
+    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const vm = await w.xapi.vmByName('Debian')
+    const vdi = await diskAt(w.xapi, vm, '0')
+    const snap = await w.xapi.call<string>('VM.snapshot', vm, 'base')
+    const baseVdi = await diskAt(w.xapi, snap, '0')
+    await w.xapi.call('VM.clean_shutdown', vm)
+    const was = Number(await w.xapi.call<string>('VDI.get_virtual_size', vdi))
+    await w.xapi.call('VDI.resize', vdi, String(was + 4 * MiB))
+    const res = await fetch(
+      `${w.sim.url}/export_raw_vdi?session_id=${w.xapi.session}&vdi=${vdi}&format=vhd&base=${baseVdi}`,
+    )
+    expect(res.status).toBe(200)
+    const vhd = readVhd(Buffer.from(await res.arrayBuffer()))
+    expect(vhd.type).toBe(4)
+    expect(vhd.size).toBe(was + 4 * MiB)
+  })
+})

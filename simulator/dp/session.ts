@@ -36,6 +36,11 @@ export interface SessionOptions {
   /** Every session message as it happens. */
   onMessage?: (message: Message) => void
   env?: NodeJS.ProcessEnv
+  /**
+   * The session's backup level, as Data Protector's scheduler or `omnib -mode` gives it and
+   * tells the session scripts in MODE: full, incremental, incremental1 … incremental9.
+   */
+  level?: string
 }
 
 export class Messages {
@@ -134,7 +139,7 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
   const env: NodeJS.ProcessEnv = {
     ...(options.env ?? process.env),
     DATALIST: spec.name,
-    MODE: 'full',
+    MODE: options.level ?? 'full',
     OWNER: spec.owner,
     PREVIEW: preview ? '1' : '0',
     RESTARTED: '0',

@@ -29,10 +29,31 @@ import { transferToFile } from './export.js'
 import { snapshotRefusal, type VmPlan } from './select.js'
 import { reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
 
+/**
+ * With followDataProtectorLevel, what the session's level (MODE) asks of this run: a reason
+ * for a full, 'incremental' (a delta, whatever fullEvery says), or undefined (no level given:
+ * fullEvery decides). A level-N incremental (incremental1…) holds, in Data Protector, the
+ * changes since the last backup of a lower level, so its restore brings back that backup and
+ * itself only: a delta against the previous run could be missing from it. dpxen keeps one base
+ * per VM, so such a run is exported whole: larger, but its restore always holds the point.
+ */
+function levelAsks(ctx: VmBackupContext): string | undefined {
+  const level = ctx.config.followDataProtectorLevel ? ctx.dataProtectorLevel?.trim() : undefined
+  if (!level) return undefined
+  if (/^full$/i.test(level)) return "Data Protector's session is a Full (MODE=full)"
+  if (/^incremental$/i.test(level)) return 'incremental'
+  const n = /^incremental(\d)$/i.exec(level)?.[1]
+  if (n)
+    return `Data Protector's session is an Incremental ${n} (MODE=${level}), whose restore holds only the last backup of a lower level and itself: exported whole, so that it holds the point`
+  return `Data Protector's backup level "${level.slice(0, 40)}" (MODE) is not one dpxen knows: exported whole`
+}
+
 /** Why this run starts a new chain, or undefined for an incremental run. */
 function whyFull(ctx: VmBackupContext, plan: VmPlan, base: Base | undefined): string | undefined {
   if (!base) return 'no base snapshot on the host (first run, or it was removed)'
-  if (base.position + 1 >= ctx.config.fullEvery)
+  const asked = levelAsks(ctx)
+  if (asked && asked !== 'incremental') return asked
+  if (!asked && base.position + 1 >= ctx.config.fullEvery)
     return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
   const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
   if (missing.length) return `the base has no disk at position(s) ${missing.join(', ')}`
@@ -159,7 +180,7 @@ export async function backupIncremental(
     const run = runNameAfter(started, base?.run)
     const full = whyFull(ctx, plan, base)
     ctx.log.info(
-      `dpxen: ${plan.name}: ${full ? `full run (${full})` : `incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}`}`,
+      `dpxen: ${plan.name}: ${full ? `full run (${full})` : `incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}${levelAsks(ctx) ? " (Data Protector's session is an Incremental)" : ''}`}`,
     )
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')

@@ -217,6 +217,7 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     config: run.config,
     runId: run.runId,
     ...(ctx.env.SESSIONID ? { dataProtectorSession: ctx.env.SESSIONID } : {}),
+    ...(ctx.env.MODE ? { dataProtectorLevel: ctx.env.MODE } : {}),
     signal: ctx.signal,
     space: run.space,
     ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),

@@ -20,6 +20,8 @@ export interface VmBackupContext extends PoolContext {
   runId: string
   /** Data Protector's SESSIONID, recorded in the manifest. */
   dataProtectorSession?: string
+  /** Data Protector's backup level for the session (MODE), when a session runs the hook. */
+  dataProtectorLevel?: string
   /** Bytes other running exports have claimed in backupDir. */
   space: { reserved: number }
   /** Called with the bytes received so far, for progress lines. */

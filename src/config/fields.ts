@@ -304,6 +304,10 @@ export const FIELDS = {
     group: 'backup',
     doc: 'online modes: after a full run, export only the blocks each disk changed since the previous run (VHD deltas against a snapshot kept on the host as the base); see Incremental backups',
   }),
+  followDataProtectorLevel: bool(false, {
+    group: 'backup',
+    doc: "with `incremental`: Data Protector's backup level decides, where a session gives one (`MODE`): Full starts a new chain, Incremental exports the changes since the previous run whatever `fullEvery` says; Incremental1–9 run whole (see Incremental backups). Without `MODE` (run by hand), `fullEvery` decides",
+  }),
   fullEvery: number(
     7,
     { min: 1, max: 10_000, integer: true },

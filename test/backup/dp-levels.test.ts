@@ -1,0 +1,97 @@
+// Data Protector's own schedule driving the chains (followDataProtectorLevel): the session's
+// level, which Data Protector gives its session scripts in MODE, decides Full or Incremental;
+// fullEvery no longer does. A level-N incremental (incremental1…) is exported whole, since its
+// restore in Data Protector holds only the last backup of a lower level and itself.
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { runRestoreSession } from '../../simulator/dp/restore.js'
+import { runBackupSession } from '../../simulator/dp/session.js'
+import { Store } from '../../simulator/dp/store.js'
+import { backupSpec } from '../helpers/dp.js'
+import { diskHashes, guestWrites } from '../helpers/pool.js'
+import { backupWorld } from '../helpers/world.js'
+
+const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
+const hook = (name: string, config: string): string =>
+  `"${process.execPath}" "${join(dist, 'hooks', name)}" "${config}"`
+
+describe("Data Protector's backup level drives the chain", () => {
+  it('Full, Incremental, Incremental past fullEvery, Full, Incremental 1: each run as its level asks, the last restorable alone', async () => {
+    const w = await backupWorld({
+      mode: 'online',
+      vmName: ['Debian'],
+      incremental: true,
+      followDataProtectorLevel: true,
+      fullEvery: 2,
+    })
+    mkdirSync(w.backupDir)
+    const store = new Store(join(w.dir, 'store'))
+    const vm = await w.xapi.vmByName('Debian')
+    const spec = backupSpec(w.backupDir, {
+      preExec: hook('pre-exec.js', w.config),
+      postExec: hook('post-exec.js', w.config),
+    })
+    const schedule: [string, RegExp][] = [
+      ['full', /Debian: full run \(no base snapshot on the host/],
+      [
+        'incremental',
+        /Debian: incremental run 1 of chain \S+, against run \S+ \(Data Protector's session is an Incremental\)/,
+      ],
+      // fullEvery 2 would make this one a full: Data Protector's level decides instead.
+      [
+        'incremental',
+        /Debian: incremental run 2 of chain \S+, against run \S+ \(Data Protector's session is an Incremental\)/,
+      ],
+      ['full', /Debian: full run \(Data Protector's session is a Full \(MODE=full\)\)/],
+      [
+        'incremental1',
+        /Debian: full run \(Data Protector's session is an Incremental 1 \(MODE=incremental1\), whose restore holds only the last backup of a lower level and itself: exported whole/,
+      ],
+    ]
+    let last = { id: '', files: [] as string[], hashes: [] as string[] }
+    for (const [i, [level, line]] of schedule.entries()) {
+      if (i > 0) await guestWrites(w.sim, w.xapi, vm, `day-${i}`, 0.2)
+      const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+      const backup = await runBackupSession(spec, { store, level })
+      const text = backup.messages.map((m) => m.text).join('\n')
+      expect(backup.status, text).toBe('Completed')
+      expect(text).toMatch(line)
+      const files = backup.objects[0]!.files.map((f) => f.path.split('/').at(-1)!).filter(
+        (f) => !f.startsWith('.'),
+      )
+      last = { id: backup.id, files, hashes }
+    }
+    // The Incremental 1 session alone brings the VM back to its point.
+    await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
+    const restore = await runRestoreSession({
+      store,
+      session: last.id,
+      trees: last.files.map((f) => join(w.backupDir, f)),
+      conflict: 'overwrite',
+      postExec: hook('restore-post-exec.js', w.config),
+    })
+    expect(restore.status, restore.messages.map((m) => m.text).join('\n')).toBe('Completed')
+    expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(last.hashes)
+  })
+
+  it('without followDataProtectorLevel, MODE is ignored and fullEvery decides', async () => {
+    const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, fullEvery: 2 })
+    mkdirSync(w.backupDir)
+    const store = new Store(join(w.dir, 'store'))
+    const spec = backupSpec(w.backupDir, {
+      preExec: hook('pre-exec.js', w.config),
+      postExec: hook('post-exec.js', w.config),
+    })
+    const lines: string[] = []
+    for (const level of ['incremental', 'incremental', 'incremental']) {
+      const backup = await runBackupSession(spec, { store, level })
+      expect(backup.status).toBe('Completed')
+      lines.push(backup.messages.map((m) => m.text).find((t) => /Debian: (full|incremental) run/.test(t))!)
+    }
+    expect(lines[0]).toMatch(/full run \(no base snapshot/)
+    expect(lines[1]).toMatch(/incremental run 1 of chain \S+, against run \S+$/)
+    expect(lines[2]).toMatch(/full run \(the chain has 2 run\(s\) \(fullEvery 2\)\)/)
+  })
+})

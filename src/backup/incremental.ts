@@ -13,7 +13,7 @@ import { crashPoint } from '../core/crash-points.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
-import { dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
+import { dropBases, dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
 import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
@@ -23,11 +23,12 @@ import {
   type ChainDisk,
   type ChainManifest,
 } from '../staging/chain.js'
+import { manifestName } from '../staging/manifest.js'
 import { READ_SIZE } from '../xapi/raw-get.js'
 import { VhdIntake } from '../xva/vhd.js'
 import { transferToFile } from './export.js'
-import { snapshotRefusal, type VmPlan } from './select.js'
-import { reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
+import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
+import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
 
 /**
  * With followDataProtectorLevel, what the session's level (MODE) asks of this run: a reason
@@ -165,11 +166,33 @@ function chainManifest(
   }
 }
 
+/**
+ * A VM whose storage cannot make VHD deltas (deltaRefusal), backed up whole as an online XVA at
+ * every run, said each time; a base it kept from a chain goes, since nothing will use it.
+ */
+async function backupWhole(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  fileName: string,
+  why: string,
+): Promise<VmBackupResult> {
+  ctx.log.info(
+    `dpxen: ${plan.name}: ${why}: backed up whole as an XVA (as mode online), this run and every run while the disk stays there`,
+  )
+  await ctx.intend?.([fileName, manifestName(fileName)])
+  const result = await backupOnline(ctx, plan, fileName)
+  if (await dropBases(ctx.host, plan.uuid, plan.name, ctx.log))
+    ctx.log.info(`dpxen: ${plan.name}: removed its base snapshot: a whole backup needs none`)
+  return result
+}
+
 export async function backupIncremental(
   ctx: VmBackupContext,
   plan: VmPlan,
   fileName: string,
 ): Promise<VmBackupResult> {
+  const cannot = deltaRefusal(plan)
+  if (cannot) return backupWhole(ctx, plan, fileName, cannot)
   const refusal = snapshotRefusal(plan)
   if (refusal) throw new DpxenError('SNAPSHOT_UNSUPPORTED', refusal)
   const release = await reserveSpace(ctx, plan)

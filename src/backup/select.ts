@@ -13,6 +13,10 @@ export interface DiskInfo extends DiskSlot {
   canSnapshot: boolean
   /** The disk is reset at each boot (on_boot=reset): xapi refuses to snapshot its VM. */
   resetOnBoot: boolean
+  /** The SR's type (ext, nfs, lvmoiscsi, gfs2…). */
+  srType: string
+  /** A disk image that is not a VHD: qcow2 (XCP-ng 8.3), raw (an LVM volume); '' for VHD. */
+  imageFormat: string
 }
 
 export interface VmPlan {
@@ -26,6 +30,34 @@ export interface VmPlan {
   estimate: number
   /** USB devices passed through (VUSBs, plugged or not): xapi refuses to snapshot the VM. */
   usbDevices: number
+}
+
+/** The image format a VDI's sm-config names when it is not a VHD. */
+function imageFormat(sm: Record<string, string> | undefined): string {
+  if (sm?.['image-format'] && sm['image-format'] !== 'vhd') return sm['image-format']
+  return sm?.type === 'raw' ? 'raw' : ''
+}
+
+/** The largest disk xapi exports as a VHD (format=vhd answers VDI_TOO_LARGE above it). */
+export const VHD_MAX_BYTES = 2040 * 1024 ** 3
+
+/**
+ * Why xapi cannot export the VM's disks as VHD deltas, in words, or undefined. vhd-tool makes a
+ * delta only between VHD images (xapi's vhd_tool_wrapper: "Cannot compute differences on
+ * non-VHD images"): not on GFS2 (XenServer 8's thin shared storage keeps QCOW2 images), not a
+ * QCOW2 or raw image; and format=vhd stops at 2040 GiB (VDI_TOO_LARGE).
+ */
+export function deltaRefusal(plan: VmPlan): string | undefined {
+  for (const d of plan.disks) {
+    const where = `disk ${d.userdevice} of ${plan.name}`
+    if (d.srType === 'gfs2')
+      return `${where} is on SR "${d.srName}" (gfs2, whose disks are QCOW2 images), where xapi cannot compute VHD deltas`
+    if (d.imageFormat)
+      return `${where} is a ${d.imageFormat} image, not a VHD, of which xapi cannot compute VHD deltas`
+    if (d.virtualSize > VHD_MAX_BYTES)
+      return `${where} is ${(d.virtualSize / 1024 ** 3).toFixed(0)} GiB, over the 2040 GiB xapi exports as a VHD (VDI_TOO_LARGE)`
+  }
+  return undefined
 }
 
 /**
@@ -76,6 +108,8 @@ export function planVm(view: PoolView, ref: string): VmPlan {
       srUuid: String(sr.uuid ?? ''),
       canSnapshot: ((vdi.allowed_operations as string[]) ?? []).includes('snapshot'),
       resetOnBoot: vdi.on_boot === 'reset' || (vdi.sm_config as Rec | undefined)?.on_boot === 'reset',
+      srType: String(sr.type ?? ''),
+      imageFormat: imageFormat(vdi.sm_config as Record<string, string> | undefined),
     })
   }
   disks.sort((a, b) => Number(a.userdevice) - Number(b.userdevice))

@@ -152,6 +152,13 @@ export async function keepAsBase(
   }
 }
 
+/** Removes every base of the VM, settled or pending (it is no longer backed up in a chain); how many. */
+export async function dropBases(host: Host, vmUuid: string, name: string, log: Logger): Promise<number> {
+  const { bases, pending } = await keptOf(host, vmUuid)
+  for (const k of [...bases, ...pending]) await destroyKept(host, k.ref, name, log)
+  return bases.length + pending.length
+}
+
 /** Removes pending bases a post-exec never settled (their files' fate is unknown). */
 export async function dropUnsettled(host: Host, vmUuid: string, name: string, log: Logger): Promise<void> {
   for (const k of (await keptOf(host, vmUuid)).pending) await destroyKept(host, k.ref, name, log)

@@ -70,3 +70,25 @@ export async function guestWrites(
     await sim.context.disks.change(await xapi.call<string>('VDI.get_uuid', vdi), size, share, seed)
   }
 }
+
+/** A VBD for `vdi` at `userdevice` of the VM, as an administrator attaches a disk (VBD.create). */
+export async function attachDisk(
+  xapi: TestClient,
+  vm: string,
+  vdi: string,
+  userdevice: string,
+  bootable = false,
+): Promise<string> {
+  return xapi.call<string>('VBD.create', {
+    VM: vm,
+    VDI: vdi,
+    userdevice,
+    bootable,
+    mode: 'RW',
+    type: 'Disk',
+    empty: false,
+    other_config: {},
+    qos_algorithm_type: '',
+    qos_algorithm_params: {},
+  })
+}

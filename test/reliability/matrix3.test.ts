@@ -10,7 +10,7 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import { startVm } from '../../simulator/xapi/model/vmops.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir } from '../helpers/hooks.js'
-import { diskHashes, guestWrites } from '../helpers/pool.js'
+import { attachDisk, diskHashes, guestWrites } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
 
 async function world(extra: Record<string, unknown> = {}) {
@@ -103,18 +103,7 @@ describe('reliability, third matrix: data that was lost', () => {
       sm_config: {},
       tags: [],
     })
-    const vbd = await w.xapi.call<string>('VBD.create', {
-      VM: w.vm,
-      VDI: vdi,
-      userdevice: '1',
-      bootable: false,
-      mode: 'RW',
-      type: 'Disk',
-      empty: false,
-      other_config: {},
-      qos_algorithm_type: '',
-      qos_algorithm_params: {},
-    })
+    const vbd = await attachDisk(w.xapi, w.vm, vdi, '1')
     await w.xapi.call('VBD.plug', vbd)
     for (let i = 0; i < 2; i++) {
       const text = await w.backUp()

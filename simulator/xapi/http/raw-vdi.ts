@@ -91,13 +91,39 @@ async function removeBase(sim: HttpCall['sim'], vdiRef: string): Promise<void> {
   if (sim.db.has('VDI', vdiRef)) await destroyVdi(sim, vdiRef)
 }
 
+/** The largest disk format=vhd exports: 2040 GiB (constants.ml max_vhd_size). */
+const VHD_MAX_BYTES = 2_190_433_320_960
+
+/**
+ * Whether a VHD backs the disk (what vhd-tool needs for a delta): not on GFS2 (XenServer 8's thin
+ * shared storage keeps QCOW2 images), not a QCOW2 image (XCP-ng 8.3), not a raw LVM volume.
+ */
+function vhdBacked(sim: HttpCall['sim'], vdi: Rec): boolean {
+  const sm = (vdi.sm_config as Record<string, string> | undefined) ?? {}
+  if (sm['image-format'] === 'qcow2' || sm.type === 'raw') return false
+  return String(sim.db.get('SR', vdi.SR)?.type ?? '') !== 'gfs2'
+}
+
 /** format=vhd: the whole disk (dynamic), or the blocks that differ from `base` (differencing). */
 async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> {
   const { sim } = call
   const size = Number(vdi.virtual_size)
   const baseParam = param(call, 'base')
+  // After the 200, as xapi (export_raw_vdi.ml): format=vhd stops at 2040 GiB.
+  if (size > VHD_MAX_BYTES)
+    throw Object.assign(
+      new XapiFailure('VDI_TOO_LARGE', vdiOfReq(sim, String(vdi.uuid)), String(VHD_MAX_BYTES)),
+      {
+        inBody: true,
+      },
+    )
   let base: Rec | undefined
   if (baseParam !== undefined) {
+    // vhd_tool_wrapper.ml send: a delta needs a VHD behind the exported disk.
+    if (!vhdBacked(sim, vdi))
+      throw Object.assign(new XapiFailure('INTERNAL_ERROR', 'Cannot compute differences on non-VHD images'), {
+        inBody: true,
+      })
     // After the 200, as xapi: a base that cannot be found fails the task, its page in the body.
     try {
       if (sim.faults.take('vhd-base-gone')) await removeBase(sim, vdiOfReq(sim, baseParam))

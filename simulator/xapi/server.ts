@@ -23,6 +23,7 @@ import { XapiFailure, toFailure } from './model/errors.js'
 import { Faults } from './faults.js'
 import { handleExport } from './http/export.js'
 import { handleImport } from './http/import.js'
+import { handleExportMetadata, handleImportMetadata } from './http/metadata.js'
 import { handleDbDump, handleExportRaw, handleImportRaw } from './http/raw-vdi.js'
 import { rawStatus, type HttpCall } from './http/common.js'
 import { registerCore } from './rpc/methods/core.js'
@@ -90,8 +91,17 @@ export interface XapiSim {
 
 const RPC_LIMIT = 300 * 1024
 const HTTP_HANDLERS: Record<string, Record<string, (call: HttpCall) => Promise<void> | void>> = {
-  GET: { '/export': handleExport, '/export_raw_vdi': handleExportRaw, '/pool/xmldbdump': handleDbDump },
-  PUT: { '/import': handleImport, '/import_raw_vdi': handleImportRaw },
+  GET: {
+    '/export': handleExport,
+    '/export_raw_vdi': handleExportRaw,
+    '/export_metadata': handleExportMetadata,
+    '/pool/xmldbdump': handleDbDump,
+  },
+  PUT: {
+    '/import': handleImport,
+    '/import_raw_vdi': handleImportRaw,
+    '/import_metadata': handleImportMetadata,
+  },
 }
 
 function buildTable(): MethodTable {

@@ -32,6 +32,7 @@ const REF_VALUED = new Set([
   'this_user',
   'subtask_of',
   'metadata_of_pool',
+  'backend',
 ])
 
 /** Classes xapi keeps only in memory: gone after a restart. */
@@ -160,7 +161,7 @@ export class Db {
   create(cls: string, fields: Rec, ref = newRef()): string {
     const schema = SCHEMA[cls]!
     const rec: Rec = {}
-    for (const [name, type] of Object.entries(schema.fields))
+    for (const [name, type] of Object.entries({ ...schema.fields, ...schema.internal }))
       rec[name] = fields[name] ?? emptyValue(name, type)
     if (!rec.uuid) rec.uuid = randomUUID()
     this.#tables.get(cls)!.set(ref, rec)

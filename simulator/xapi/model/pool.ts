@@ -5,6 +5,7 @@ import { GiB, MiB, macFor, newVmRecord, refreshVmOps, srCapabilities } from './f
 import { parseSize } from '../faults.js'
 import { NULL_REF } from './schema.js'
 import { createVbd, createVdi, createVif } from './storage.js'
+import { addVtpm } from './vtpm.js'
 import { setPowerState } from './vmops.js'
 
 export interface SeedSr {
@@ -34,6 +35,8 @@ export interface SeedVm {
   vifs?: number
   /** A USB device passed through (a licence dongle): xapi then refuses snapshots (VM_HAS_VUSBS). */
   usb?: boolean
+  /** A virtual TPM with these contents (base64), as a Windows 11 VM has. */
+  vtpm?: string
   /** Make this many VMs, named `<name>-1` … `<name>-N`. */
   count?: number
   tags?: string[]
@@ -222,6 +225,7 @@ export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
     })
     sim.db.update('VM', vm, { VUSBs: [vusb] })
   }
+  if (spec.vtpm !== undefined) addVtpm(sim, vm, { contents: spec.vtpm })
   refreshVmOps(sim, vm)
   if (spec.powerState && spec.powerState !== 'Halted') setPowerState(sim, vm, spec.powerState)
   return vm

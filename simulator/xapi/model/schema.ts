@@ -13,6 +13,8 @@ export interface ClassSchema {
   createDefaults?: Record<string, unknown>
   /** Fields *.create takes at all (the rest are computed). */
   createFields?: string[]
+  /** Fields xapi keeps in its database but never puts on the wire (internal_only). */
+  internal?: Record<string, FieldType>
 }
 
 const common = { uuid: 's', allowed_operations: 'S', current_operations: 'M', other_config: 'M' } as const
@@ -270,6 +272,24 @@ export const SCHEMA: Record<string, ClassSchema> = {
   VUSB: {
     fields: { ...common, VM: 's', USB_group: 's', attached: 's', currently_attached: 'b' },
     writable: ['other_config'],
+  },
+  /**
+   * A virtual TPM (datamodel_vtpm.ml). Its contents (base64) are internal: only VTPM.get_contents
+   * reads them, and exports carry them (export.ml make_vtpm).
+   */
+  VTPM: {
+    fields: {
+      uuid: 's',
+      allowed_operations: 'S',
+      current_operations: 'M',
+      VM: 's',
+      backend: 's',
+      persistence_backend: 's',
+      is_unique: 'b',
+      is_protected: 'b',
+    },
+    writable: [],
+    internal: { contents: 's' },
   },
   network: {
     fields: {

@@ -17,6 +17,7 @@ import {
   snapshotVdi,
 } from './storage.js'
 import type { Rec } from './db.js'
+import { copyVtpms, removeVtpms } from './vtpm.js'
 
 const ALLOWED_STATES: Record<string, string[]> = {
   start: ['Halted'],
@@ -188,9 +189,11 @@ async function copyVmRecord(
     snapshots: [],
     resident_on: NULL_REF,
     domid: -1,
+    VTPMs: [],
     ...fields,
   })
   try {
+    copyVtpms(sim, vm, copy)
     for (const vbdRef of vm.VBDs as string[]) {
       const vbd = sim.db.get('VBD', vbdRef)
       if (!vbd) continue
@@ -329,6 +332,7 @@ export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
   const vm = assertVmOp(sim, vmRef, 'destroy')
   for (const vbd of vm.VBDs as string[]) if (sim.db.has('VBD', vbd)) destroyVbd(sim, vbd)
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
+  removeVtpms(sim, vm)
   if (sim.db.has('VM', vm.snapshot_of)) sim.db.link('VM', String(vm.snapshot_of), 'snapshots', vmRef, false)
   sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
@@ -345,6 +349,7 @@ export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks
       await destroyVdi(sim, String(vbd.VDI))
   }
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
+  removeVtpms(sim, vm)
   sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
 }

@@ -46,8 +46,11 @@ interface ExportPlan {
   disks: { id: string; uuid: string; size: number }[]
 }
 
-/** Builds ova.xml for a VM and lists the disks to stream, with refs rewritten to Ref:N ids. */
-export function planExport(sim: SimContext, vmRef: string): ExportPlan {
+/**
+ * Builds ova.xml for a VM and lists the disks to stream, with refs rewritten to Ref:N ids. An
+ * XVA says Halted; /export_metadata keeps the power state (export.ml preserve_power_state).
+ */
+export function planExport(sim: SimContext, vmRef: string, keepPowerState = false): ExportPlan {
   const ids = new Map<string, string>()
   const objects: { cls: string; ref: string }[] = []
   const add = (cls: string, ref: string): void => {
@@ -71,6 +74,8 @@ export function planExport(sim: SimContext, vmRef: string): ExportPlan {
     const vdi = sim.db.get('VDI', sim.db.require('VBD', vbdRef).VDI)
     if (vdi) add('SR', String(vdi.SR))
   }
+  const vtpms = ((vm.VTPMs as string[] | undefined) ?? []).filter((r) => sim.db.has('VTPM', r))
+  for (const vtpm of vtpms) add('VTPM', vtpm)
   for (const vbdRef of vbds) {
     const vbd = sim.db.require('VBD', vbdRef)
     const vdi = sim.db.get('VDI', vbd.VDI)
@@ -90,13 +95,14 @@ export function planExport(sim: SimContext, vmRef: string): ExportPlan {
     return value
   }
   const wireObjects: Wire[] = objects.map(({ cls, ref }) => {
+    if (cls === 'VTPM') return vtpmObject(sim, ref, ids)
     const rec: Rec = {}
     for (const [field, value] of Object.entries(sim.db.require(cls, ref))) rec[field] = rewrite(value)
     rec.allowed_operations = []
     rec.current_operations = {}
     if (cls === 'VM') {
       Object.assign(rec, {
-        power_state: 'Halted',
+        power_state: keepPowerState ? rec.power_state : 'Halted',
         is_a_snapshot: false,
         snapshot_of: 'OpaqueRef:NULL',
         snapshot_time: new Date(0),
@@ -125,6 +131,25 @@ export function planExport(sim: SimContext, vmRef: string): ExportPlan {
     objects: wireObjects,
   }
   return { ovaXml: printValue(header), disks }
+}
+
+/**
+ * A vTPM as export.ml make_vtpm writes it: not the API record but importexport.ml's vtpm' type,
+ * its fields named as rpc_of_vtpm' names them, the contents (base64) included.
+ */
+function vtpmObject(sim: SimContext, ref: string, ids: Map<string, string>): Wire {
+  const v = sim.db.require('VTPM', ref)
+  return {
+    class: 'VTPM',
+    id: ids.get(ref)!,
+    snapshot: {
+      "vTPM'_VM": ids.get(String(v.VM)) ?? 'OpaqueRef:NULL',
+      "vTPM'_uuid": String(v.uuid),
+      "vTPM'_is_unique": Boolean(v.is_unique),
+      "vTPM'_is_protected": Boolean(v.is_protected),
+      "vTPM'_content": String(v.contents),
+    },
+  }
 }
 
 /** Yields the XVA tar stream; pulling drives it, so the consumer's backpressure holds. */

@@ -28,6 +28,7 @@ import {
   startVm,
 } from '../../model/vmops.js'
 import type { Rec } from '../../model/db.js'
+import { createVtpm, destroyVtpm, setVtpmContents } from '../../model/vtpm.js'
 import type { SimContext } from '../../model/context.js'
 
 const vm: ParamSpec = { name: 'vm', type: 'ref:VM' }
@@ -128,6 +129,27 @@ export function registerObjects(table: MethodTable): void {
   powerOp('resume', 'Running', startArgs)
   powerOp('clean_reboot', 'Running')
   powerOp('hard_reboot', 'Running')
+  // VTPM (xapi_vtpm.ml). get_contents and set_contents are _R_LOCAL_ROOT_ONLY: the simulator's
+  // one user logs in as root with a password, which xapi makes a local superuser session.
+  table.set('VTPM.create', {
+    params: [
+      { name: 'vM', type: 'ref:VM' },
+      { name: 'is_unique', type: 'bool' },
+    ],
+    run: ({ sim }, [ref, unique]) => createVtpm(sim, String(ref), Boolean(unique)),
+  })
+  table.set('VTPM.destroy', {
+    params: [self('VTPM')],
+    run: ({ sim }, [ref]) => destroyVtpm(sim, String(ref)),
+  })
+  table.set('VTPM.get_contents', {
+    params: [self('VTPM')],
+    run: ({ sim }, [ref]) => String(sim.db.require('VTPM', ref).contents),
+  })
+  table.set('VTPM.set_contents', {
+    params: [self('VTPM'), { name: 'contents', type: 'string' }],
+    run: ({ sim }, [ref, contents]) => setVtpmContents(sim, String(ref), String(contents)),
+  })
   table.set('VM.destroy', { params: [self('VM')], run: ({ sim }, [ref]) => destroyVm(sim, String(ref)) })
   table.set('VM.snapshot', {
     params: [vm, { name: 'new_name', type: 'string' }, { name: 'ignore_vdis', type: 'strings', default: [] }],

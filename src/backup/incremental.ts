@@ -22,10 +22,13 @@ import {
   writeChainManifest,
   type ChainDisk,
   type ChainManifest,
+  type ChainMetadata,
 } from '../staging/chain.js'
 import { manifestName } from '../staging/manifest.js'
 import { READ_SIZE } from '../xapi/raw-get.js'
+import { CopyIntake } from '../xva/file-sink.js'
 import { VhdIntake } from '../xva/vhd.js'
+import { verifyMetadataFile } from '../xva/verify-file.js'
 import { transferToFile } from './export.js'
 import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
 import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
@@ -90,6 +93,7 @@ async function exportDisks(
     throwIfAborted(ctx.signal)
     ctx.onStatus?.(`exporting disk ${disk.userdevice}`)
     const baseVdi = parent?.disks.get(disk.userdevice)
+    const own = plan.disks.find((d) => d.userdevice === disk.userdevice)
     const file = names.disk(disk.userdevice)
     const result = await transferToFile(ctx.host, ctx.log, {
       label: `${plan.name} disk ${disk.userdevice}`,
@@ -118,9 +122,45 @@ async function exportDisks(
       snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
       ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
       srName: plan.disks.find((d) => d.userdevice === disk.userdevice)?.srName ?? '',
+      ...(own ? { vmVdi: await ctx.host.call<string>('VDI.get_uuid', own.vdi) } : {}),
     })
   }
   return out
+}
+
+/**
+ * The VM's records as xapi exports them just after the snapshot (/export_metadata, without its
+ * snapshots): VM, disks' and network cards' records, MACs, and the vTPM's contents. A restore
+ * makes a lost VM (or a copy) again from them. The file is checked to be that VM's.
+ */
+async function exportMetadata(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  names: ReturnType<typeof chainNames>,
+): Promise<ChainMetadata> {
+  ctx.onStatus?.('exporting the VM metadata')
+  await transferToFile(ctx.host, ctx.log, {
+    label: `${plan.name} metadata`,
+    dir: ctx.config.backupDir,
+    fileName: names.metadata,
+    signal: ctx.signal,
+    direct: false,
+    path: '/export_metadata',
+    query: { uuid: plan.uuid, export_snapshots: 'false' },
+    intake: (sink, wake) => new CopyIntake(sink, { maxPiece: READ_SIZE, wake }),
+  })
+  const path = join(ctx.config.backupDir, names.metadata)
+  const { summary, bytes, xxh64 } = await verifyMetadataFile(path, ctx.signal).catch((error: unknown) => {
+    throw new DpxenError('EXPORT_FAILED', `the metadata of ${plan.name}: ${messageOf(error)}`, {
+      cause: error,
+    })
+  })
+  if (summary.vm.uuid !== plan.uuid)
+    throw new DpxenError(
+      'EXPORT_FAILED',
+      `the metadata the host sent for ${plan.name} describes VM ${summary.vm.uuid}, not ${plan.uuid}`,
+    )
+  return { file: names.metadata, bytes, xxh64, vtpm: summary.vtpms > 0 }
 }
 
 /** The deltas, or, when the base vanished under them, a full: a new chain. */
@@ -148,7 +188,14 @@ async function exportChanges(
 function chainManifest(
   ctx: VmBackupContext,
   plan: VmPlan,
-  r: { run: string; started: Date; base: Base | undefined; parent: Base | undefined; disks: ChainDisk[] },
+  r: {
+    run: string
+    started: Date
+    base: Base | undefined
+    parent: Base | undefined
+    disks: ChainDisk[]
+    vmMetadata: ChainMetadata
+  },
 ): ChainManifest {
   return {
     format: 'dpxen-chain/1',
@@ -163,6 +210,7 @@ function chainManifest(
     created: r.started.toISOString(),
     ...(ctx.dataProtectorSession ? { dataProtectorSession: ctx.dataProtectorSession } : {}),
     disks: r.disks,
+    vmMetadata: r.vmMetadata,
   }
 }
 
@@ -212,9 +260,11 @@ export async function backupIncremental(
     try {
       const names = chainNames(fileName.replace(/(_Snapshot)?\.xva$/, ''), run)
       const disks = await vmDisks(ctx.host, snap)
-      await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.manifest])
+      await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.metadata, names.manifest])
+      const vmMetadata = await exportMetadata(ctx, plan, names)
       const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
-      const manifest = chainManifest(ctx, plan, { run, started, base, parent, disks: exported.disks })
+      const at = { run, started, base, parent, disks: exported.disks, vmMetadata }
+      const manifest = chainManifest(ctx, plan, at)
       await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
       crashPoint(`keep the base of ${plan.name}`)
       const { chain, position } = manifest
@@ -228,8 +278,8 @@ export async function backupIncremental(
       })
       kept = true
       return {
-        files: [...exported.disks.map((d) => d.file), names.manifest],
-        written: `${names.manifest} and ${exported.disks.length} disk file(s)`,
+        files: [...exported.disks.map((d) => d.file), names.metadata, names.manifest],
+        written: `${names.manifest}, the VM's metadata and ${exported.disks.length} disk file(s)`,
         export: { bytes: exported.bytes, seconds: (Date.now() - started.getTime()) / 1000 },
       }
     } finally {

@@ -14,6 +14,7 @@ import { describeHolder } from '../staging/folder.js'
 import { readManifest } from '../staging/manifest.js'
 import { readChainManifests } from '../staging/chain.js'
 import { chainPoints } from '../restore/chain.js'
+import { cannotRebuild } from '../restore/rebuild.js'
 
 /** One line for an XVA file, from its manifest. */
 async function describe(dir: string, name: string): Promise<{ line: string; bytes: number }> {
@@ -48,7 +49,8 @@ async function describeChains(ctx: HookContext, dir: string): Promise<number> {
   for (const { name, manifest: m } of found) {
     let bytes = 0
     const missing: string[] = []
-    for (const disk of m.disks) {
+    const files = [...m.disks, ...(m.vmMetadata ? [m.vmMetadata] : [])]
+    for (const disk of files) {
       const size = await fsp.stat(join(dir, disk.file)).then(
         (st) => st.size,
         () => undefined,
@@ -69,10 +71,12 @@ async function describeChains(ctx: HookContext, dir: string): Promise<number> {
     )
   }
   const { points, problems } = chainPoints(found)
-  for (const p of points)
+  for (const p of points) {
+    const whole = cannotRebuild(p)
     ctx.out(
-      `dpxen: ${p.vmName}: restorable to run ${p.runs.at(-1)!.manifest.run} (${p.runs.map((r) => r.manifest.run).join(' > ')})`,
+      `dpxen: ${p.vmName}: restorable to run ${p.runs.at(-1)!.manifest.run} (${p.runs.map((r) => r.manifest.run).join(' > ')}); ${whole ? `onto the existing VM only: ${whole}` : `the whole VM${p.runs.at(-1)!.manifest.vmMetadata!.vtpm ? ' with its vTPM' : ''}, made again if it is gone`}`,
     )
+  }
   for (const p of problems) ctx.out(`dpxen: ${p.vmName}: not restorable: ${p.reason}`)
   return total
 }

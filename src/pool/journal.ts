@@ -213,7 +213,8 @@ async function recoverOffline(host: Host, entry: JournalEntry, log: Logger): Pro
     return `the restore of ${entry.vmName} had replaced the old VM; finished it`
   }
   if (imported) await destroyVmAndDisks(host, imported, log)
-  await destroyUnattached(host, entry.copies ?? [], log)
+  // A VM made from an incremental chain (restore/rebuild.ts): its rebuilt disks, by the token.
+  await destroyUnattached(host, [...(entry.copies ?? []), ...(await tokenVdis(host, entry.token))], log)
   if (entry.wasRunning && entry.vm) await startIfHalted(host, entry.vm)
   return `${entry.vmName} put back as it was before the interrupted restore`
 }

@@ -19,20 +19,16 @@ import {
   vmDisks,
   type VmDisk,
 } from '../pool/disks.js'
-import { JournalRecord, OC_RESTORE_TOKEN } from '../pool/journal.js'
+import { JournalRecord } from '../pool/journal.js'
 import { findVm } from '../pool/find.js'
 import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
-import { importVhd } from '../xapi/import.js'
 import { verifyVhdFile } from '../xva/verify-file.js'
+import { rebuildDisk, type ChainPoint } from './chain-disk.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
+import { rebuildVm, verifyMetadata } from './rebuild.js'
 
-export interface ChainPoint {
-  vmName: string
-  vmUuid: string
-  /** Full first, the point restored last. */
-  runs: { name: string; manifest: ChainManifest }[]
-}
+export type { ChainPoint }
 
 /**
  * For each VM, the newest run present and the chain down to its full; a VM whose chain has a
@@ -94,8 +90,12 @@ export function chainPoints(found: { name: string; manifest: ChainManifest }[]):
   return { points, problems }
 }
 
-/** Every file of the chain is whole and the one its manifest names; the disks agree run to run. */
+/**
+ * Every file of the chain is whole and the one its manifest names; the disks agree run to run;
+ * the point's VM metadata is that VM's.
+ */
 export async function verifyChain(dir: string, point: ChainPoint, signal: AbortSignal): Promise<void> {
+  await verifyMetadata(dir, point.runs.at(-1)!.manifest, signal)
   const positions = point.runs[0]!.manifest.disks.map((d) => `${d.userdevice}:${d.virtualSize}`).join(',')
   for (const { manifest } of point.runs) {
     if (manifest.disks.map((d) => `${d.userdevice}:${d.virtualSize}`).join(',') !== positions)
@@ -132,49 +132,11 @@ export async function verifyChain(dir: string, point: ChainPoint, signal: AbortS
   }
 }
 
-/**
- * Rebuilds one disk of the point in a new VDI, on the SR of the disk it replaces: the full,
- * then each delta in order. Records the VDI in `created` as soon as it exists.
- */
-async function rebuildDisk(
-  ctx: RestoreContext,
-  point: ChainPoint,
-  disk: ChainDisk,
-  old: VmDisk[],
-  created: Map<string, string>,
-  journal: JournalRecord,
-): Promise<void> {
+/** Where a rebuilt disk goes: `sr` given, there; else (or with originalSr) where the disk is. */
+async function srFor(ctx: RestoreContext, disk: ChainDisk, old: VmDisk[]): Promise<string> {
   const replaced = old.find((d) => d.userdevice === disk.userdevice)
-  // `sr` given: there, as for every restore; else (or with originalSr) where the disk was.
   const own = replaced && (ctx.config.sr === '' || ctx.config.originalSr)
-  const sr = own ? await ctx.host.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
-  // Tagged with the journal's token from birth: a crash before the journal knows it leaves a
-  // VDI the next run finds and removes.
-  const vdi = await ctx.host.call<string>('VDI.create', {
-    name_label: `${point.vmName} disk ${disk.userdevice}`,
-    name_description: `restored by dpxen from run ${point.runs.at(-1)!.manifest.run}`,
-    SR: sr,
-    virtual_size: String(disk.virtualSize),
-    type: 'user',
-    sharable: false,
-    read_only: false,
-    other_config: { [OC_RESTORE_TOKEN]: journal.entry.token! },
-    xenstore_data: {},
-    sm_config: {},
-    tags: [],
-  })
-  created.set(disk.userdevice, vdi)
-  await journal.update({ copies: [...created.values()] })
-  for (const { manifest } of point.runs) {
-    throwIfAborted(ctx.signal)
-    const file = manifest.disks.find((d) => d.userdevice === disk.userdevice)!.file
-    ctx.onStatus?.(`writing ${file}`)
-    await importVhd(ctx.host, {
-      file: join(ctx.config.backupDir, file),
-      vdi,
-      signal: ctx.signal,
-    })
-  }
+  return own ? ctx.host.call<string>('VDI.get_SR', replaced.vdi) : ctx.target.ref
 }
 
 /** The VBD to make for each rebuilt disk: like the one it replaces, or a plain data disk. */
@@ -237,29 +199,17 @@ async function swapIn(
 }
 
 /**
- * The restore options a chain cannot honour, refused before anything changes: a chain holds a
- * VM's disks, not the VM, so it can neither make a copy nor a VM that is gone.
+ * Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them; a VM that no
+ * longer exists, or a copy (restoreAs: copy), is made from the run's metadata instead.
  */
-export function refuseOptions(ctx: Pick<RestoreContext, 'config'>): void {
-  if (ctx.config.restoreAs === 'copy')
-    throw new DpxenError(
-      'VM_FAILED',
-      'restoreAs: copy does not apply to incremental backups (their files hold the disks, not the VM): the pool is unchanged; restore an offline backup as a copy, or set restoreAs: original',
-    )
-}
-
-/** Rebuilds each disk of the point in a new VDI and swaps the VM's disks for them. */
 export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Promise<RestoreOutcome> {
+  if (ctx.config.restoreAs === 'copy') return rebuildVm(ctx, point, { copy: true })
   const vm = await findVm(
     ctx.host,
     { uuid: point.vmUuid, name: point.vmName },
     { matchByName: ctx.config.matchByName },
   )
-  if (!vm)
-    throw new DpxenError(
-      'VM_FAILED',
-      `VM ${point.vmName} no longer exists: an incremental restore rebuilds the disks of an existing VM (restore an offline backup to create it)`,
-    )
+  if (!vm) return rebuildVm(ctx, point, { copy: false })
   const state = await runningOrHalted(ctx.host, vm, point.vmName, 'restoring its disks')
   const old = await vmDisks(ctx.host, vm)
   const { disks } = point.runs[0]!.manifest
@@ -276,7 +226,8 @@ export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Prom
   })
   const flags = { swapped: false, settled: true }
   try {
-    for (const disk of disks) await rebuildDisk(ctx, point, disk, old, created, journal)
+    for (const disk of disks)
+      await rebuildDisk(ctx, point, disk, await srFor(ctx, disk, old), created, journal)
     throwIfAborted(ctx.signal)
     await swapIn(ctx, point, { vm, running: state === 'Running', old, created, journal }, flags)
     const replaced = old.filter((d) => created.has(d.userdevice)).map((d) => d.vdi)

@@ -13,8 +13,12 @@ import {
 import type { RestoreItem } from './find.js'
 
 /** The copy's name from the template: {name}, {date} (the backup's, UTC, to the minute), {uuid}. */
-export function copyName(template: string, item: RestoreItem, now = new Date()): string {
-  const when = item.manifest ? new Date(item.manifest.started) : now
+export function copyName(
+  template: string,
+  item: { vmName: string; vmUuid: string; started?: string | undefined },
+  now = new Date(),
+): string {
+  const when = item.started ? new Date(item.started) : now
   const date = Number.isNaN(when.getTime()) ? now : when
   return template
     .replaceAll('{name}', item.vmName)
@@ -54,7 +58,7 @@ export async function importAsNewVm(
 }
 
 export async function restoreCopy(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {
-  const name = copyName(ctx.config.copyName, item)
+  const name = copyName(ctx.config.copyName, { ...item, started: item.manifest?.started })
   const vm = await importAsNewVm(ctx, item, { restore: false, name })
   const uuid = await ctx.host.call<string>('VM.get_uuid', vm)
   return {

@@ -21,7 +21,7 @@ import { connect } from '../xapi/connect.js'
 import type { Host } from '../xapi/host.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
-import { chainPoints, refuseOptions, restoreChain, verifyChain, type ChainPoint } from './chain.js'
+import { chainPoints, restoreChain, verifyChain, type ChainPoint } from './chain.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
@@ -144,7 +144,6 @@ async function restoreChains(
 async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): Promise<boolean> {
   const { ctx, config, log } = run
   const runs = point.runs.map((r) => r.manifest.run)
-  refuseOptions(rctx)
   await verifyChain(config.backupDir, point, ctx.signal)
   if (isPreview(ctx.env)) {
     log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)
@@ -158,6 +157,7 @@ async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): 
   if (!config.keepRestoredFiles)
     for (const { name, manifest } of point.runs) {
       for (const disk of manifest.disks) await removeOurFile(config.backupDir, disk.file)
+      if (manifest.vmMetadata) await removeOurFile(config.backupDir, manifest.vmMetadata.file)
       await removeOurFile(config.backupDir, name)
     }
   return true

@@ -5,7 +5,7 @@
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { writeStagingFile } from './folder.js'
-import { CHAIN_SUFFIX, VHD_SUFFIX } from './names.js'
+import { CHAIN_SUFFIX, METADATA_SUFFIX, VHD_SUFFIX } from './names.js'
 import { MANIFEST_CAP, readSmallText } from '../core/small-file.js'
 
 export interface ChainDisk {
@@ -22,6 +22,17 @@ export interface ChainDisk {
   baseVdi?: string
   /** Where the disk was (restores choose their SR from it when none is given). */
   srName: string
+  /** The VM's own disk at this position, as the run's VM metadata names it (its VBD's VDI). */
+  vmVdi?: string
+}
+
+/** The VM's records at the run (xapi's /export_metadata), from which a lost VM is made again. */
+export interface ChainMetadata {
+  file: string
+  bytes: number
+  xxh64: string
+  /** Whether the VM had a vTPM, whose contents the file then holds. */
+  vtpm: boolean
 }
 
 export interface ChainManifest {
@@ -45,6 +56,8 @@ export interface ChainManifest {
   created: string
   dataProtectorSession?: string
   disks: ChainDisk[]
+  /** Absent in runs made before dpxen 0.2: those restore onto an existing VM only. */
+  vmMetadata?: ChainMetadata
 }
 
 /** A run's name: its start as a compact UTC time (sortable, safe in file names). */
@@ -73,9 +86,10 @@ export function runNameAfter(started: Date, previous: string | undefined): strin
 export function chainNames(
   base: string,
   run: string,
-): { manifest: string; disk: (userdevice: string) => string } {
+): { manifest: string; metadata: string; disk: (userdevice: string) => string } {
   return {
     manifest: `${base}_${run}${CHAIN_SUFFIX}`,
+    metadata: `${base}_${run}${METADATA_SUFFIX}`,
     disk: (userdevice) => `${base}_${run}_${userdevice}${VHD_SUFFIX}`,
   }
 }

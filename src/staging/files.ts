@@ -6,6 +6,7 @@ import {
   JOURNAL_FILE,
   LOCK_FILE,
   MANIFEST_SUFFIX,
+  METADATA_SUFFIX,
   PARTIAL_SUFFIX,
   STATE_FILE,
   VHD_SUFFIX,
@@ -29,6 +30,7 @@ export function isOurName(name: string): boolean {
     base.endsWith(MANIFEST_SUFFIX) ||
     base.endsWith(CHAIN_SUFFIX) ||
     base.endsWith(VHD_SUFFIX) ||
+    base.endsWith(METADATA_SUFFIX) ||
     base.endsWith('_pool-database.xml')
   )
 }

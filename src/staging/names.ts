@@ -15,6 +15,11 @@ export const MANIFEST_SUFFIX = '.manifest.json'
 /** Suffix of an incremental run's manifest (staging/chain.ts), and of its disks' files. */
 export const CHAIN_SUFFIX = '.chain.json'
 export const VHD_SUFFIX = '.vhd'
+/**
+ * Suffix of an incremental run's VM metadata: xapi's /export_metadata as it sent it (a tar of
+ * ova.xml, vTPM contents included).
+ */
+export const METADATA_SUFFIX = '.metadata.tar'
 
 const RESERVED = /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i
 const MAX_BYTES = 180

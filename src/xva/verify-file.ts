@@ -7,6 +7,7 @@ import { openRegularFile, SmallFileError } from '../core/small-file.js'
 import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 import { verifyXva, type StreamResult } from './pipe.js'
 import { VhdVerifier, type VhdStreamResult } from './vhd.js'
+import { XvaVerifier, type XvaSummary } from './verify.js'
 
 /** Bytes per read. */
 const READ_SIZE = 1024 * 1024
@@ -46,9 +47,12 @@ export async function verifyFile(
   return verifyXva(pieces(path), { ...(signal ? { signal } : {}), ...(onBytes ? { onBytes } : {}) })
 }
 
-/** Verifies a VHD file (structure, every block present, closing footer) and hashes it. */
-export async function verifyVhdFile(path: string, signal?: AbortSignal): Promise<VhdStreamResult> {
-  const verifier = new VhdVerifier()
+/** Pushes the file through a verifier and hashes it: what the verifier says, the bytes, the XXH64. */
+async function throughVerifier<S>(
+  path: string,
+  verifier: { push(piece: Buffer): void; finish(): S },
+  signal?: AbortSignal,
+): Promise<{ summary: S; bytes: number; xxh64: string }> {
   const hash = newXxh64()
   let bytes = 0
   for await (const piece of pieces(path)) {
@@ -58,4 +62,20 @@ export async function verifyVhdFile(path: string, signal?: AbortSignal): Promise
     bytes += piece.length
   }
   return { summary: verifier.finish(), bytes, xxh64: xxh64Hex(hash) }
+}
+
+/**
+ * Reads a VM's metadata file (a tar of ova.xml alone, as /export_metadata sends it): its layout
+ * checked as an XVA's, the VM it describes returned, its bytes hashed.
+ */
+export function verifyMetadataFile(
+  path: string,
+  signal?: AbortSignal,
+): Promise<{ summary: XvaSummary; bytes: number; xxh64: string }> {
+  return throughVerifier(path, new XvaVerifier({ metadataOnly: true }), signal)
+}
+
+/** Verifies a VHD file (structure, every block present, closing footer) and hashes it. */
+export function verifyVhdFile(path: string, signal?: AbortSignal): Promise<VhdStreamResult> {
+  return throughVerifier(path, new VhdVerifier(), signal)
 }

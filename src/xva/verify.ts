@@ -39,6 +39,8 @@ export interface XvaSummary {
   }
   vifs: { device: string; mac: string; network: string }[]
   disks: XvaDisk[]
+  /** vTPMs the file carries (with their contents). */
+  vtpms: number
   checksum: 'xxhash' | 'sha1' | 'none'
   /** Bytes of the uncompressed tar stream. */
   tarBytes: number
@@ -156,13 +158,16 @@ export class XvaVerifier {
   #diskResults: { dataBytes: number; chunks: number }[] = []
   /** Whether each chunk's data is hashed and compared with its checksum entry. */
   readonly #checksums: boolean
+  /** A VM's metadata (/export_metadata): ova.xml names disks the archive does not carry. */
+  readonly #metadataOnly: boolean
 
   /**
    * With `checksums: false` the layout is still checked in full (ova.xml, every entry, every
    * disk reaching its size, the end marker): only hashing the chunks is left out.
    */
-  constructor(options: { checksums?: boolean } = {}) {
+  constructor(options: { checksums?: boolean; metadataOnly?: boolean } = {}) {
     this.#checksums = options.checksums !== false
+    this.#metadataOnly = options.metadataOnly === true
   }
 
   /**
@@ -356,7 +361,7 @@ export class XvaVerifier {
     const vm = vms[0]!.snapshot ?? {}
     const disks = ovaDisks(header.objects, byId)
     disks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-    this.#plan = disks.map((d) => ({ id: d.id, size: d.virtualSize }))
+    this.#plan = this.#metadataOnly ? [] : disks.map((d) => ({ id: d.id, size: d.virtualSize }))
     const vifs = header.objects
       .filter((o) => o.class === 'VIF')
       .map((o) => {
@@ -380,6 +385,7 @@ export class XvaVerifier {
       },
       vifs,
       disks,
+      vtpms: header.objects.filter((o) => o.class === 'VTPM').length,
       xapiVersion: `${String(header.version.xapi_major ?? '')}.${String(header.version.xapi_minor ?? '')}`,
     }
   }

@@ -62,6 +62,8 @@ export interface Scenario {
   each?: string
   /** The next hooks, which must put everything right (the next night's, for a post-exec). */
   next: string | string[]
+  /** Done to the pool before each run of `crash` (a VM lost, for a restore that makes it again). */
+  before?: (xapi: TestClient) => Promise<void>
 }
 
 /** One test per scenario: the hook killed at each of its crash points in turn. */
@@ -84,6 +86,7 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
           for (const h of [s.next].flat()) await runTo(hook(h), config, 0, env)
         }
         if (s.each) expect((await runTo(hook(s.each), config, 0, env)).code).toBe(0)
+        await s.before?.(xapi)
         const whole = await runTo(hook(s.crash), config, 0, env)
         expect(whole.code, whole.stderr).toBe(0)
         await next()
@@ -94,6 +97,7 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
         let point = 1
         for (; ; point++) {
           if (s.each) await runTo(hook(s.each), config, 0, env)
+          await s.before?.(xapi)
           const crashed = await runTo(hook(s.crash), config, point, env)
           const at = /test crash at point \d+: (.*)/.exec(crashed.stderr)?.[1] ?? '?'
           await next()

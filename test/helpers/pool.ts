@@ -92,3 +92,31 @@ export async function attachDisk(
     qos_algorithm_params: {},
   })
 }
+
+/** The VM's MAC addresses, sorted. */
+export async function macs(xapi: TestClient, vm: string): Promise<string[]> {
+  const vifs = await xapi.call<string[]>('VM.get_VIFs', vm)
+  return (await Promise.all(vifs.map((v) => xapi.call<string>('VIF.get_MAC', v)))).sort()
+}
+
+/** The VM lost, as a deleted VM is: stopped, its disks destroyed, then its record. */
+export async function loseVm(xapi: TestClient, vm: string): Promise<void> {
+  if ((await xapi.call('VM.get_power_state', vm)) !== 'Halted') await xapi.call('VM.hard_shutdown', vm)
+  for (const vbd of await xapi.call<string[]>('VM.get_VBDs', vm)) {
+    const rec = await xapi.call<Rec>('VBD.get_record', vbd)
+    if (rec.type !== 'Disk') continue
+    await xapi.call('VBD.destroy', vbd)
+    await xapi.call('VDI.destroy', rec.VDI)
+  }
+  await xapi.call('VM.destroy', vm)
+}
+
+/** A vTPM with `contents` (base64) on the VM, as an administrator adds one: with the VM halted. */
+export async function addVtpm(xapi: TestClient, vm: string, contents: string): Promise<string> {
+  const running = (await xapi.call('VM.get_power_state', vm)) === 'Running'
+  if (running) await xapi.call('VM.clean_shutdown', vm)
+  const vtpm = await xapi.call<string>('VTPM.create', vm, false)
+  await xapi.call('VTPM.set_contents', vtpm, contents)
+  if (running) await xapi.call('VM.start', vm, false, false)
+  return vtpm
+}

@@ -4,6 +4,7 @@
 // imported leftover, every VM in its power state with all its disks, no partial or orphaned
 // file, no lock. The crash points come from src/core/crash-points.ts (DPXEN_TEST_CRASH_AT).
 import { crashSuite, type Scenario } from '../helpers/crash.js'
+import { loseVm } from '../helpers/pool.js'
 
 // The restores keep their files (keepRestoredFiles): each crash point runs the restore again.
 const scenarios: Scenario[] = [
@@ -13,6 +14,24 @@ const scenarios: Scenario[] = [
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'restore-post-exec',
+  },
+  {
+    // Each run finds the VM gone and makes it again from the chain's metadata and disks.
+    name: 'incremental restore of a VM that is gone',
+    values: {
+      mode: 'online',
+      vmName: ['Debian'],
+      incremental: true,
+      keepRestoredFiles: true,
+      startAfterRestore: true,
+    },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'restore-post-exec',
+    before: async (xapi) => {
+      for (const vm of await xapi.call<string[]>('VM.get_by_name_label', 'Debian'))
+        if (!(await xapi.call('VM.get_is_a_template', vm))) await loseVm(xapi, vm)
+    },
   },
   {
     name: 'online restore',

@@ -234,7 +234,7 @@ describe('reliability, third matrix: what is reported', () => {
 
   it('the done line of an incremental run names the files it wrote, never an XVA', async () => {
     const w = await stagedWorld({ incremental: true })
-    const done = /Debian: done, .* -> (\S+) and (\d+) disk file\(s\)/.exec(w.text)
+    const done = /Debian: done, .* -> (\S+), the VM's metadata and (\d+) disk file\(s\)/.exec(w.text)
     expect(done, w.text).not.toBeNull()
     expect(w.files).toContain(done![1])
     expect(w.files.filter((f) => f.endsWith('.vhd'))).toHaveLength(Number(done![2]))

@@ -266,6 +266,9 @@ export async function snapshotVm(
       is_a_template: true,
       snapshot_of: vmRef,
       snapshot_time: time,
+      // xapi keeps the VM's record as it was (Helpers.vm_string_of_record); the simulator its uuid
+      // and name, in that form.
+      snapshot_metadata: `(('uuid' '${String(vm.uuid)}') ('name_label' '${String(vm.name_label).replace(/'/g, '')}'))`,
       power_state: 'Halted',
       snapshot_info: {
         'disk-snapshot-type': 'crash_consistent',

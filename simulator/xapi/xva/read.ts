@@ -237,6 +237,16 @@ function findDisks(sim: SimContext, objects: OvaObject[], options: ImportOptions
   return found
 }
 
+/**
+ * The uuid of the VM a snapshot was taken of (import.ml get_vm_uuid_of_snap): from its VM while
+ * that exists, else from the record the snapshot kept of it (snapshot_metadata).
+ */
+function snapshotOfUuid(sim: SimContext, snap: Rec): string | undefined {
+  const of = sim.db.get('VM', snap.snapshot_of)
+  if (of) return String(of.uuid)
+  return /\('uuid' '([^']*)'\)/.exec(String(snap.snapshot_metadata))?.[1]
+}
+
 /** restore=true: DUPLICATE_MAC_SEED and the rules for replacing a VM with the same uuid. */
 function assertCanRestore(sim: SimContext, objects: OvaObject[], force: boolean): void {
   for (const o of objects) {
@@ -245,7 +255,7 @@ function assertCanRestore(sim: SimContext, objects: OvaObject[], force: boolean)
     const seed = (o.snapshot.other_config as Record<string, string> | undefined)?.mac_seed
     const existing = sim.db.refByUuid('VM', uuid)
     for (const [ref, vm] of sim.db.all('VM')) {
-      const same = ref === existing || (vm.is_a_snapshot && sim.db.get('VM', vm.snapshot_of)?.uuid === uuid)
+      const same = ref === existing || (vm.is_a_snapshot && snapshotOfUuid(sim, vm) === uuid)
       if (seed && (vm.other_config as Record<string, string>).mac_seed === seed && !same) {
         throw new XapiFailure('DUPLICATE_MAC_SEED', seed)
       }

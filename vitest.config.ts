@@ -25,6 +25,8 @@ const endToEnd = [
   'test/reliability/matrix3.test.ts',
   'test/package.test.ts',
 ]
+/** Suites that run over HTTPS only: long scenarios whose HTTP run would prove nothing more. */
+const httpsOnly = ['test/dp/three-weeks.test.ts']
 const handshake = [
   'test/transport.test.ts',
   'test/package.test.ts',
@@ -45,12 +47,15 @@ export default defineConfig({
     minWorkers: 1,
     restoreMocks: true,
     projects: [
-      { extends: true as const, test: { name: 'http', include: ['test/**/*.test.ts'] } },
+      {
+        extends: true as const,
+        test: { name: 'http', include: ['test/**/*.test.ts'], exclude: [...httpsOnly, 'node_modules/**'] },
+      },
       ...(['pin', 'ca'] as const).map((tls) => ({
         extends: true as const,
         test: {
           name: `https-${tls}`,
-          include: tls === 'pin' ? endToEnd : handshake,
+          include: tls === 'pin' ? [...endToEnd, ...httpsOnly] : handshake,
           env: { DPXEN_TEST_TLS: tls },
         },
       })),

@@ -6,9 +6,9 @@ import { runBackupSession } from './session.js'
 import { readSpec } from './spec.js'
 import { Store, defaultStore, type Message, type SessionRecord } from './store.js'
 
-const USAGE = `usage: dp-sim backup SPEC [--store DIR] [--preview]
+const USAGE = `usage: dp-sim backup SPEC [--mode full|incremental|incremental1..9] [--store DIR] [--preview]
        dp-sim restore --session ID [--tree PATH]... [--into DIR] [--overwrite | --no-overwrite | --keep-most-recent]
-                      [--pre-exec CMD] [--post-exec CMD] [--store DIR]
+                      [--omit-deleted-files] [--pre-exec CMD] [--post-exec CMD] [--store DIR]
        dp-sim list [--store DIR]
        dp-sim show ID [--store DIR]`
 
@@ -33,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
     options: {
       store: { type: 'string' },
       preview: { type: 'boolean', default: false },
+      mode: { type: 'string', default: 'full' },
+      'omit-deleted-files': { type: 'boolean', default: false },
       session: { type: 'string' },
       tree: { type: 'string', multiple: true, default: [] },
       into: { type: 'string' },
@@ -47,9 +49,12 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'backup': {
       if (positionals.length !== 1) throw new Error('backup needs one SPEC file')
+      if (!/^(full|incremental[1-9]?)$/.test(values.mode))
+        throw new Error(`--mode ${values.mode}: use full, incremental or incremental1 … incremental9`)
       const record = await runBackupSession(readSpec(positionals[0]!), {
         store,
         preview: values.preview,
+        level: values.mode,
         signal: controller.signal,
         onMessage: print,
       })
@@ -66,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
         trees: values.tree,
         ...(values.into ? { into: values.into } : {}),
         conflict: (choices[0] ?? 'keep-most-recent') as Conflict,
+        omitDeletedFiles: values['omit-deleted-files'],
         ...(values['pre-exec'] ? { preExec: values['pre-exec'] } : {}),
         ...(values['post-exec'] ? { postExec: values['post-exec'] } : {}),
         signal: controller.signal,

@@ -1,13 +1,17 @@
 // A restore session: the selected files of a backup session put back where they were (or into
-// another folder), with Data Protector's conflict choices, then the restore post-exec.
+// another folder), with Data Protector's conflict choices, then the restore post-exec. The files
+// are those of the session's whole restore chain, down to its Full (levels.ts), less the files
+// deleted before the session when omitDeletedFiles is chosen.
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { runScript } from './exec.js'
+import { restoreChain } from './levels.js'
 import { EXIT_CODES, Messages } from './session.js'
 import {
   sessionReport,
+  type CatalogFile,
   type CatalogObject,
   type Message,
   type SessionRecord,
@@ -25,6 +29,8 @@ export interface RestoreOptions {
   /** Put files here (below their object's folder), not where they were. */
   into?: string
   conflict: Conflict
+  /** Data Protector's restore option "Omit deleted files". */
+  omitDeletedFiles?: boolean
   preExec?: string
   postExec?: string
   /** Seconds a script may stay silent. */
@@ -36,6 +42,33 @@ export interface RestoreOptions {
 
 function selected(path: string, trees: string[]): boolean {
   return trees.length === 0 || trees.some((t) => path === t || path.startsWith(t.endsWith(sep) ? t : t + sep))
+}
+
+/**
+ * The files a restore of the object in session `id` brings back: the newest copy of each file of
+ * its restore chain; with omitDeletedFiles, only those in the object when the session ran.
+ */
+function chainFiles(
+  options: RestoreOptions,
+  id: string,
+  object: CatalogObject,
+  messages: Messages,
+): { files: { file: CatalogFile; sessionDir: string }[]; broken?: string } {
+  const { chain, broken } = restoreChain(options.store, id, object)
+  const label = `${object.client}:${object.tree}`
+  if (broken) messages.add('RSM', `[Major] The restore chain of ${label} is broken: ${broken}`)
+  else if (chain.length > 1)
+    messages.add(
+      'RSM',
+      `[Normal] Restore chain of ${label}: sessions ${chain.map((c) => c.session).join(', ')}`,
+    )
+  const newest = new Map<string, { file: CatalogFile; sessionDir: string }>()
+  for (const link of chain)
+    for (const file of link.object.files)
+      newest.set(file.path, { file, sessionDir: options.store.folder(link.session) })
+  const keep = options.omitDeletedFiles && object.present ? new Set(object.present) : undefined
+  const files = [...newest.values()].filter(({ file }) => !keep || keep.has(file.path))
+  return { files, ...(broken ? { broken } : {}) }
 }
 
 export async function runRestoreSession(options: RestoreOptions): Promise<SessionRecord> {
@@ -88,7 +121,6 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
     status = 'Failed'
     return finish()
   }
-  const sessionDir = options.store.folder(source.id)
   for (const object of source.objects) {
     const out: CatalogObject = {
       client: object.client,
@@ -97,7 +129,9 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
       files: [],
       errors: [],
     }
-    for (const file of object.files) {
+    const { files, broken } = chainFiles(options, source.id, object, messages)
+    if (broken) out.errors.push(broken)
+    for (const { file, sessionDir } of files) {
       if (options.signal?.aborted || !selected(file.path, options.trees)) continue
       const target = options.into ? join(options.into, relative(object.tree, file.path)) : file.path
       try {

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { Transform } from 'node:stream'
 import { runScript } from './exec.js'
+import { reference, type Referenced } from './levels.js'
 import type { BackupSpec } from './spec.js'
 import {
   ensureDir,
@@ -86,9 +87,21 @@ async function backupTree(
   dataDir: string,
   index: number,
   messages: Messages,
+  at: Referenced,
   signal?: AbortSignal,
 ): Promise<CatalogObject> {
-  const object: CatalogObject = { client, tree, status: 'Completed', files: [], errors: [] }
+  const object: CatalogObject = {
+    client,
+    tree,
+    status: 'Completed',
+    files: [],
+    errors: [],
+    level: at.level,
+    ...(at.reference ? { reference: at.reference.session } : {}),
+    present: [],
+  }
+  // A conventional incremental: the files modified since the backup it is based on started.
+  const since = at.reference ? Date.parse(at.reference.started) : -Infinity
   const objectDir = join(dataDir, String(index))
   await ensureDir(objectDir)
   try {
@@ -97,8 +110,10 @@ async function backupTree(
       const rel = relative(tree, path)
       const stored = join('data', String(index), rel)
       try {
-        await ensureDir(join(objectDir, rel, '..'))
         const stat = await fsp.stat(path)
+        object.present!.push(path)
+        if (stat.mtimeMs <= since) continue
+        await ensureDir(join(objectDir, rel, '..'))
         const { sha256, size } = await storeFile(path, join(dataDir, '..', stored))
         object.files.push({
           path,
@@ -246,8 +261,12 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
       }
       messages.add('VBDA', `[Normal] Preview of ${label}: ${count} file(s) would be backed up`)
     } else {
-      messages.add('VBDA', `[Normal] Starting backup of ${label}`)
-      object = await backupTree(tree, spec.client, join(dir, 'data'), index, messages, options.signal)
+      const at = reference(store, spec.client, tree, env.MODE!, started.toISOString())
+      const kind =
+        at.level === 0 ? 'Full' : `Incremental ${at.level} based on session ${at.reference!.session}`
+      messages.add('VBDA', `[Normal] Starting backup of ${label} (${kind})`)
+      if (at.note) messages.add('VBDA', `[Normal] ${label}: ${at.note}`)
+      object = await backupTree(tree, spec.client, join(dir, 'data'), index, messages, at, options.signal)
       messages.add('VBDA', `[Normal] Completed backup of ${label}: ${object.files.length} file(s)`)
     }
     if (object.status === 'Aborted') failedObjects++

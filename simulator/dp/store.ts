@@ -39,6 +39,12 @@ export interface CatalogObject {
   status: 'Completed' | 'Completed/Errors' | 'Aborted'
   files: CatalogFile[]
   errors: string[]
+  /** The level the object was backed up at: 0 a Full, N an Incremental (levels.ts). */
+  level?: number
+  /** The session whose backup of the object this one is based on (none for a Full). */
+  reference?: string
+  /** Every file in the object when it was backed up (what "Omit deleted files" keeps). */
+  present?: string[]
 }
 
 export interface SessionRecord {

@@ -123,7 +123,9 @@ async function restoreChains(
       }
       active.set(point.vmUuid, entry)
       try {
-        if (await restorePoint(run, restoreContext(run, conn, { view, target }, entry), point)) restored++
+        const runs = found.filter((f) => f.manifest.vm.uuid === point.vmUuid)
+        if (await restorePoint(run, restoreContext(run, conn, { view, target }, entry), point, runs))
+          restored++
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') throw error
         run.fail(point.vmName, messageOf(error))
@@ -140,8 +142,17 @@ async function restoreChains(
   return EXIT.OK
 }
 
-/** One VM's point: its chain verified, then (unless a preview) its disks rebuilt and its files removed. */
-async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): Promise<boolean> {
+/**
+ * One VM's point: its chain verified, then (unless a preview) its disks rebuilt and the files of
+ * every run of the VM in backupDir removed: the point's, and those of older chains a Data
+ * Protector restore chain brought back with them.
+ */
+async function restorePoint(
+  run: Run,
+  rctx: RestoreContext,
+  point: ChainPoint,
+  all: ChainPoint['runs'],
+): Promise<boolean> {
   const { ctx, config, log } = run
   const runs = point.runs.map((r) => r.manifest.run)
   await verifyChain(config.backupDir, point, ctx.signal)
@@ -155,7 +166,7 @@ async function restorePoint(run: Run, rctx: RestoreContext, point: ChainPoint): 
   const outcome = await restoreChain(rctx, point)
   log.info(`dpxen: ${point.vmName}: ${outcome.summary}`)
   if (!config.keepRestoredFiles)
-    for (const { name, manifest } of point.runs) {
+    for (const { name, manifest } of all) {
       for (const disk of manifest.disks) await removeOurFile(config.backupDir, disk.file)
       if (manifest.vmMetadata) await removeOurFile(config.backupDir, manifest.vmMetadata.file)
       await removeOurFile(config.backupDir, name)

@@ -160,7 +160,7 @@ async function exportMetadata(
       'EXPORT_FAILED',
       `the metadata the host sent for ${plan.name} describes VM ${summary.vm.uuid}, not ${plan.uuid}`,
     )
-  return { file: names.metadata, bytes, xxh64, vtpm: summary.vtpms > 0 }
+  return { file: names.metadata, bytes, xxh64, vtpm: summary.vtpms.length > 0 }
 }
 
 /** The deltas, or, when the base vanished under them, a full: a new chain. */

@@ -25,7 +25,7 @@ import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
 import { verifyVhdFile } from '../xva/verify-file.js'
 import { rebuildDisk, type ChainPoint } from './chain-disk.js'
-import type { RestoreContext, RestoreOutcome } from './common.js'
+import { putBackVtpm, type RestoreContext, type RestoreOutcome } from './common.js'
 import { rebuildVm, verifyMetadata } from './rebuild.js'
 
 export type { ChainPoint }
@@ -165,7 +165,14 @@ function slotsFor(disks: ChainDisk[], old: VmDisk[], created: Map<string, string
 async function swapIn(
   ctx: RestoreContext,
   point: ChainPoint,
-  at: { vm: string; running: boolean; old: VmDisk[]; created: Map<string, string>; journal: JournalRecord },
+  at: {
+    vm: string
+    running: boolean
+    old: VmDisk[]
+    created: Map<string, string>
+    journal: JournalRecord
+    vtpm: string | undefined
+  },
   flags: { swapped: boolean; settled: boolean },
 ): Promise<void> {
   const { vm, old, created, journal } = at
@@ -194,6 +201,7 @@ async function swapIn(
       }
       flags.swapped = true
       await journal.update({ phase: 'finishing' })
+      if (at.vtpm !== undefined) await putBackVtpm(ctx, vm, point.vmName, at.vtpm)
     },
   )
 }
@@ -229,7 +237,8 @@ export async function restoreChain(ctx: RestoreContext, point: ChainPoint): Prom
     for (const disk of disks)
       await rebuildDisk(ctx, point, disk, await srFor(ctx, disk, old), created, journal)
     throwIfAborted(ctx.signal)
-    await swapIn(ctx, point, { vm, running: state === 'Running', old, created, journal }, flags)
+    const { vtpm } = await verifyMetadata(ctx.config.backupDir, point.runs.at(-1)!.manifest, ctx.signal)
+    await swapIn(ctx, point, { vm, running: state === 'Running', old, created, journal, vtpm }, flags)
     const replaced = old.filter((d) => created.has(d.userdevice)).map((d) => d.vdi)
     await destroyUnusedVdis(ctx, replaced, point.vmName)
     const runs = point.runs.map((r) => r.manifest.run)

@@ -2,7 +2,7 @@
 // imported VM, and moving disks to their own SR. Stopping, starting and VBDs are in pool/.
 import type { Config } from '../config/schema.js'
 import { performance } from 'node:perf_hooks'
-import { DpxenError } from '../core/errors.js'
+import { DpxenError, messageOf } from '../core/errors.js'
 import { formatBytes, formatRate } from '../core/format.js'
 import { throwIfAborted } from '../core/signals.js'
 import type { PoolContext } from '../pool/context.js'
@@ -176,5 +176,29 @@ export async function asOrdinaryVm(ctx: RestoreContext, vm: string, name: string
   const oc = await ctx.host.call<Record<string, string>>('VM.get_other_config', vm)
   for (const key of [OC_BACKUP_RUN, OC_CREATED, OC_OWNER, OC_VM_NAME, OC_VM_UUID]) {
     if (key in oc) await ctx.host.call('VM.remove_from_other_config', vm, key)
+  }
+}
+
+/**
+ * Puts a backup's vTPM contents back on the VM (halted, its disks just swapped for the backup's):
+ * into its vTPM, or a new one if it has none now. A vTPM sealed the keys of the disks it was
+ * saved with (BitLocker), so disks and vTPM come back together. A failure is a warning: the
+ * disks are restored, and the VM keeps the vTPM it had.
+ */
+export async function putBackVtpm(
+  ctx: RestoreContext,
+  vm: string,
+  name: string,
+  contents: string,
+): Promise<void> {
+  try {
+    const [own] = await ctx.host.call<string[]>('VM.get_VTPMs', vm)
+    const vtpm = own ?? (await ctx.host.call<string>('VTPM.create', vm, false))
+    await ctx.host.call('VTPM.set_contents', vtpm, contents)
+    ctx.log.info(`dpxen: ${name}: its vTPM holds what it held at the backup`)
+  } catch (error) {
+    ctx.log.info(
+      `dpxen: warning: ${name}: its vTPM could not be put back as at the backup (${messageOf(error)}); it keeps the vTPM it had`,
+    )
   }
 }

@@ -23,6 +23,7 @@ import {
   importItem,
   moveToOwnSrs,
   planTargets,
+  putBackVtpm,
   verifyImported,
   type RestoreContext,
   type RestoreOutcome,
@@ -118,6 +119,8 @@ async function swapDisks(
     }
     keep = true
     await journal.update({ phase: 'finishing' })
+    const [vtpm] = item.verified.summary.vtpms
+    if (vtpm) await putBackVtpm(ctx, vm, item.vmName, vtpm.contents)
     // The imported record goes; its disks stay, now the VM's (copies made the originals spare).
     await ctx.host.call('VM.destroy', imported)
     const replaced = old.filter((d) => vdiFor.has(d.userdevice)).map((d) => d.vdi)

@@ -21,14 +21,17 @@ import type { RestoreContext, RestoreOutcome } from './common.js'
 import { copyName } from './copy.js'
 import { checkSr } from './target.js'
 
-/** The point's metadata file, checked against its manifest and the VM it must describe. */
+/**
+ * The point's metadata file, checked against its manifest and the VM it must describe; the
+ * contents of the vTPM it holds, if any.
+ */
 export async function verifyMetadata(
   dir: string,
   manifest: ChainManifest,
   signal: AbortSignal,
-): Promise<void> {
+): Promise<{ vtpm?: string }> {
   const meta = manifest.vmMetadata
-  if (!meta) return
+  if (!meta) return {}
   let result
   try {
     result = await verifyMetadataFile(join(dir, meta.file), signal)
@@ -49,6 +52,8 @@ export async function verifyMetadata(
       'XVA_INVALID',
       `${meta.file} describes VM ${result.summary.vm.uuid}, its chain manifest ${manifest.vm.uuid}: the files are not one run's`,
     )
+  const [vtpm] = result.summary.vtpms
+  return vtpm ? { vtpm: vtpm.contents } : {}
 }
 
 /** Why the point cannot make a VM, or undefined: its run must carry the VM's metadata. */

@@ -39,8 +39,8 @@ export interface XvaSummary {
   }
   vifs: { device: string; mac: string; network: string }[]
   disks: XvaDisk[]
-  /** vTPMs the file carries (with their contents). */
-  vtpms: number
+  /** The vTPMs the file carries, with their contents (base64; a secret: never logged). */
+  vtpms: { contents: string }[]
   checksum: 'xxhash' | 'sha1' | 'none'
   /** Bytes of the uncompressed tar stream. */
   tarBytes: number
@@ -385,7 +385,9 @@ export class XvaVerifier {
       },
       vifs,
       disks,
-      vtpms: header.objects.filter((o) => o.class === 'VTPM').length,
+      vtpms: header.objects
+        .filter((o) => o.class === 'VTPM')
+        .map((o) => ({ contents: String(o.snapshot?.["vTPM'_content"] ?? '') })),
       xapiVersion: `${String(header.version.xapi_major ?? '')}.${String(header.version.xapi_minor ?? '')}`,
     }
   }

@@ -100,4 +100,25 @@ describe('a VM made again from its incremental chain', () => {
     expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
     expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis + 2)
   })
+
+  it('onto the existing VM: its disks and its vTPM as at the point, the vTPM changed since put back', async () => {
+    const w = await threeRuns()
+    const [vtpm] = await w.xapi.call<string[]>('VM.get_VTPMs', w.vm)
+    await w.xapi.call('VM.clean_shutdown', w.vm)
+    await w.xapi.call('VTPM.set_contents', vtpm, Buffer.from('resealed since').toString('base64'))
+    await w.xapi.call('VM.start', w.vm, false, false)
+    await guestWrites(w.sim, w.xapi, w.vm, 'since', 0.5)
+    w.putBack(1)
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(restore.text).toMatch(/Debian: its vTPM holds what it held at the backup/)
+    expect(restore.text).toMatch(
+      /Debian: 2 disk\(s\) rebuilt from run \S+ \(a full and 1 incremental run\(s\)\)/,
+    )
+    expect(await w.xapi.vmByName('Debian')).toBe(w.vm)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(w.points[1]!.hashes)
+    expect(await w.xapi.call('VM.get_VTPMs', w.vm)).toEqual([vtpm])
+    expect(await w.xapi.call('VTPM.get_contents', vtpm)).toBe(TPM)
+    expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
+  })
 })

@@ -17,6 +17,7 @@ export const FAULT_KINDS = [
   'vhd-base-gone', // once: the base of an export_raw_vdi?base= is deleted under it (200, then UUID_INVALID inside the body)
   'vhd-truncate', // cut a format=vhd export after ARG bytes; the task fails with VDI_IO_ERROR
   'redirect-to', // the handlers' 302s name the address ARG (a proxy or a stale record sending the client elsewhere)
+  'delta-refused', // every export_raw_vdi with base= fails after the 200 as on a non-VHD image (a storage whose records do not show its image format)
   'export-no-host', // no host can see the VM's SRs (the host of its local SR is down): /export fails the task with NO_HOSTS_AVAILABLE and closes without an answer
 ] as const
 

@@ -10,7 +10,7 @@
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { crashPoint } from '../core/crash-points.js'
-import { DpxenError, messageOf } from '../core/errors.js'
+import { DpxenError, messageOf, XapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
 import { dropBases, dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
@@ -174,6 +174,12 @@ async function exportChanges(
   try {
     return { exported: await exportDisks(ctx, plan, disks, names, parent), parent }
   } catch (error) {
+    const refused = parent && !ctx.signal.aborted ? deltaRefusedBy(error) : undefined
+    if (refused) {
+      for (const name of [...disks.map((d) => names.disk(d.userdevice)), names.metadata])
+        await fsp.rm(join(ctx.config.backupDir, name), { force: true })
+      throw new DeltaRefused(refused, error)
+    }
     if (!parent || ctx.signal.aborted || (await exists(ctx.host, 'VM', parent.ref))) throw error
     ctx.log.info(
       `dpxen: ${plan.name}: the base snapshot disappeared during the run (${messageOf(error)}); exporting whole disks: a new chain`,
@@ -223,15 +229,37 @@ async function backupWhole(
   plan: VmPlan,
   fileName: string,
   why: string,
+  when = 'this run and every run while the disk stays there',
 ): Promise<VmBackupResult> {
-  ctx.log.info(
-    `dpxen: ${plan.name}: ${why}: backed up whole as an XVA (as mode online), this run and every run while the disk stays there`,
-  )
+  ctx.log.info(`dpxen: ${plan.name}: ${why}: backed up whole as an XVA (as mode online), ${when}`)
   await ctx.intend?.([fileName, manifestName(fileName)])
   const result = await backupOnline(ctx, plan, fileName)
   if (await dropBases(ctx.host, plan.uuid, plan.name, ctx.log))
     ctx.log.info(`dpxen: ${plan.name}: removed its base snapshot: a whole backup needs none`)
   return result
+}
+
+/** xapi refused to compute a delta of a disk, for a reason its records did not show. */
+class DeltaRefused extends DpxenError {
+  constructor(
+    readonly reason: string,
+    cause: unknown,
+  ) {
+    super('EXPORT_FAILED', reason, { cause })
+  }
+}
+
+/**
+ * What xapi says when it cannot make a VHD delta of the disk (after the 200): vhd-tool's "Cannot
+ * compute differences on non-VHD images", or VDI_TOO_LARGE; undefined for any other failure.
+ */
+function deltaRefusedBy(error: unknown): string | undefined {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (!(e instanceof XapiError)) continue
+    if (e.xapiCode === 'VDI_TOO_LARGE' || e.params.some((p) => /cannot compute differences/i.test(p)))
+      return [e.xapiCode, ...e.params.filter((p) => p !== '')].join(' ')
+  }
+  return undefined
 }
 
 export async function backupIncremental(
@@ -241,6 +269,23 @@ export async function backupIncremental(
 ): Promise<VmBackupResult> {
   const cannot = deltaRefusal(plan)
   if (cannot) return backupWhole(ctx, plan, fileName, cannot)
+  try {
+    return await backupChained(ctx, plan, fileName)
+  } catch (error) {
+    if (!(error instanceof DeltaRefused) || ctx.signal.aborted) throw error
+    // Seen only now: this run's files and snapshot are gone, its base kept; backed up whole.
+    return backupWhole(
+      ctx,
+      plan,
+      fileName,
+      `the host could not compute a delta of its disks (${error.reason}), which its records did not show`,
+      'this run; the next run tries a new chain',
+    )
+  }
+}
+
+/** A run of the VM's chain: a full or the deltas since its base, with the VM's metadata. */
+async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: string): Promise<VmBackupResult> {
   const refusal = snapshotRefusal(plan)
   if (refusal) throw new DpxenError('SNAPSHOT_UNSUPPORTED', refusal)
   const release = await reserveSpace(ctx, plan)

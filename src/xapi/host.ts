@@ -262,23 +262,31 @@ export class Host {
     if (signal.aborted) return new DpxenError('ABORTED', 'interrupted', { cause: error })
     if (error instanceof DpxenError && error.code === 'XVA_INVALID') {
       // A cut-off stream usually means the host failed; its task says why.
-      const hostError = (await this.#taskFailure(task, 2000))?.join(' ')
+      const failure = await this.#taskFailure(task, 2000)
       return new DpxenError(
         'EXPORT_FAILED',
-        hostError
-          ? `the export stopped after ${received} bytes: ${hostError}`
+        failure
+          ? `the export stopped after ${received} bytes: ${failure.join(' ')}`
           : `the export${error.message.startsWith('not a valid VHD') ? '' : 'ed XVA'} is invalid: ${error.message}`,
-        { cause: error },
+        { cause: hostCause(failure, error) },
       )
     }
     // A local failure (the disk) is the cause, whatever the host then says about the closed
     // connection; otherwise the host's task says why the stream ended.
     const code = error instanceof DpxenError ? error.code : undefined
-    const hostError = code === 'LOCAL_IO' ? undefined : (await this.#taskFailure(task, 2000))?.join(' ')
+    const failure = code === 'LOCAL_IO' ? undefined : await this.#taskFailure(task, 2000)
     return new DpxenError(
       code === 'LOCAL_IO' || code === 'TRANSFER_STALLED' ? code : 'EXPORT_FAILED',
-      `the export stopped after ${received} bytes: ${hostError ?? messageOf(error)}`,
-      { cause: error },
+      `the export stopped after ${received} bytes: ${failure?.join(' ') ?? messageOf(error)}`,
+      { cause: hostCause(failure, error) },
     )
   }
+}
+
+/** The host task's failure as the cause (callers read its code), the local error behind it. */
+function hostCause(failure: string[] | undefined, error: unknown): unknown {
+  if (!failure) return error
+  const xapi = new XapiError(failure, 'export')
+  xapi.cause = error
+  return xapi
 }

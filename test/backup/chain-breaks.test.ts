@@ -189,4 +189,31 @@ describe('chain breaks', () => {
     )
     expect(deltaRefusal(plan({ virtualSize: 2040 * 1024 * MiB }))).toBeUndefined()
   })
+
+  it('a delta the host refuses for a reason its records did not show: that run backed up whole, in a line, and it restores; the next run a new chain', async () => {
+    const w = await oneVmWorld('hidden', 'Local')
+    const vm = await w.xapi.vmByName('hidden')
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    w.sim.faults.add('delta-refused')
+    await guestWrites(w.sim, w.xapi, vm, 'one', 0.25)
+    const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+    const pre = await run(runPreExec, [w.config])
+    expect(pre.code, pre.text).toBe(0)
+    expect(pre.text).toMatch(
+      /hidden: the host could not compute a delta of its disks \(INTERNAL_ERROR Cannot compute differences on non-VHD images\), which its records did not show: backed up whole as an XVA \(as mode online\), this run; the next run tries a new chain/,
+    )
+    const files = readdirSync(w.backupDir).filter((n) => !n.startsWith('.'))
+    expect(files.filter((f) => !f.endsWith('.xva') && !f.endsWith('.manifest.json'))).toEqual([])
+    expect(files).toHaveLength(2)
+    // Only the XVA's own snapshot was made and removed: no delta's snapshot is left.
+    expect(await snapshots(w.xapi)).toEqual([])
+    await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(hashes)
+    w.sim.faults.clear('delta-refused')
+    const next = await run(runPreExec, [w.config])
+    expect(next.text).toMatch(/hidden: full run \(no base snapshot/)
+  })
 })

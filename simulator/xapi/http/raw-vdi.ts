@@ -120,7 +120,7 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
   let base: Rec | undefined
   if (baseParam !== undefined) {
     // vhd_tool_wrapper.ml send: a delta needs a VHD behind the exported disk.
-    if (!vhdBacked(sim, vdi))
+    if (!vhdBacked(sim, vdi) || sim.faults.get('delta-refused'))
       throw Object.assign(new XapiFailure('INTERNAL_ERROR', 'Cannot compute differences on non-VHD images'), {
         inBody: true,
       })

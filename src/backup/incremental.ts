@@ -34,29 +34,39 @@ import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
 import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
 
 /**
- * With followDataProtectorLevel, what the session's level (MODE) asks of this run: a reason
- * for a full, 'incremental' (a delta, whatever fullEvery says), or undefined (no level given:
- * fullEvery decides). A level-N incremental (incremental1…) holds, in Data Protector, the
- * changes since the last backup of a lower level, so its restore brings back that backup and
- * itself only: a delta against the previous run could be missing from it. dpxen keeps one base
- * per VM, so such a run is exported whole: larger, but its restore always holds the point.
+ * With followDataProtectorLevel, what the session's level (MODE) asks of this run: a Full (a new
+ * chain), an Incremental (a delta against the VM's last run, whatever fullEvery says), or an
+ * Incremental N (a delta against its last run of a lower level, as Data Protector's own restore
+ * chain of that session holds: the last backup of a lower level and the session); undefined when
+ * no level is given (fullEvery decides).
  */
-function levelAsks(ctx: VmBackupContext): string | undefined {
+type Asked = { kind: 'full'; why: string } | { kind: 'incremental' } | { kind: 'leveled'; n: number }
+
+function levelAsks(ctx: VmBackupContext): Asked | undefined {
   const level = ctx.config.followDataProtectorLevel ? ctx.dataProtectorLevel?.trim() : undefined
   if (!level) return undefined
-  if (/^full$/i.test(level)) return "Data Protector's session is a Full (MODE=full)"
-  if (/^incremental$/i.test(level)) return 'incremental'
-  const n = /^incremental(\d)$/i.exec(level)?.[1]
-  if (n)
-    return `Data Protector's session is an Incremental ${n} (MODE=${level}), whose restore holds only the last backup of a lower level and itself: exported whole, so that it holds the point`
-  return `Data Protector's backup level "${level.slice(0, 40)}" (MODE) is not one dpxen knows: exported whole`
+  if (/^full$/i.test(level)) return { kind: 'full', why: "Data Protector's session is a Full (MODE=full)" }
+  if (/^incremental$/i.test(level)) return { kind: 'incremental' }
+  const n = /^incremental([1-9])$/i.exec(level)?.[1]
+  if (n) return { kind: 'leveled', n: Number(n) }
+  return {
+    kind: 'full',
+    why: `Data Protector's backup level "${level.slice(0, 40)}" (MODE) is not one dpxen knows: exported whole`,
+  }
 }
 
 /** Why this run starts a new chain, or undefined for an incremental run. */
-function whyFull(ctx: VmBackupContext, plan: VmPlan, base: Base | undefined): string | undefined {
-  if (!base) return 'no base snapshot on the host (first run, or it was removed)'
-  const asked = levelAsks(ctx)
-  if (asked && asked !== 'incremental') return asked
+function whyFull(
+  ctx: VmBackupContext,
+  plan: VmPlan,
+  base: Base | undefined,
+  asked: Asked | undefined,
+): string | undefined {
+  if (!base)
+    return asked?.kind === 'leveled'
+      ? `no base snapshot of a level below ${asked.n} on the host (Data Protector's Incremental ${asked.n} holds the changes since its last backup of a lower level)`
+      : 'no base snapshot on the host (first run, or it was removed)'
+  if (asked?.kind === 'full') return asked.why
   if (!asked && base.position + 1 >= ctx.config.fullEvery)
     return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
   const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
@@ -73,6 +83,38 @@ function whyFull(ctx: VmBackupContext, plan: VmPlan, base: Base | undefined): st
       return `disk ${d.userdevice} is another disk than at run ${base.run} (replaced)`
   }
   return undefined
+}
+
+/**
+ * The Data Protector level the run's base is kept at, as Data Protector runs the session: a Full
+ * 0, an Incremental 1, an Incremental N one above its base's level when that is lower (an
+ * Incremental 3 after a Full and an Incremental 1 runs as an Incremental 2), N with no base.
+ */
+function runLevel(
+  asked: Asked | undefined,
+  delta: Base | undefined,
+  full: boolean,
+): { level: number; leveled: boolean } {
+  if (asked?.kind === 'leveled')
+    return { level: delta ? Math.min(asked.n, delta.level + 1) : asked.n, leveled: true }
+  return { level: asked?.kind === 'full' || (!asked && full) ? 0 : 1, leveled: false }
+}
+
+/** The session line of a run: a full and why, or a delta against which run. */
+function runLine(
+  plan: VmPlan,
+  full: string | undefined,
+  base: Base | undefined,
+  asked: Asked | undefined,
+): string {
+  if (full) return `dpxen: ${plan.name}: full run (${full})`
+  const why =
+    asked?.kind === 'incremental'
+      ? " (Data Protector's session is an Incremental)"
+      : asked?.kind === 'leveled'
+        ? ` (Data Protector's session is an Incremental ${asked.n}: against its last run of a lower level)`
+        : ''
+  return `dpxen: ${plan.name}: incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}${why}`
 }
 
 interface Exported {
@@ -292,12 +334,12 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
   try {
     const started = new Date()
     await dropUnsettled(ctx.host, plan.uuid, plan.name, ctx.log)
-    const base = await findBase(ctx.host, plan.uuid)
-    const run = runNameAfter(started, base?.run)
-    const full = whyFull(ctx, plan, base)
-    ctx.log.info(
-      `dpxen: ${plan.name}: ${full ? `full run (${full})` : `incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}${levelAsks(ctx) ? " (Data Protector's session is an Incremental)" : ''}`}`,
-    )
+    const asked = levelAsks(ctx)
+    const base = await findBase(ctx.host, plan.uuid, asked?.kind === 'leveled' ? asked.n : undefined)
+    // The run's name follows the newest run of the VM, whichever base a delta is against.
+    const run = runNameAfter(started, (await findBase(ctx.host, plan.uuid))?.run)
+    const full = whyFull(ctx, plan, base, asked)
+    ctx.log.info(runLine(plan, full, base, asked))
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')
     const snap = await makeSnapshot(ctx.host, plan.ref, plan.name, ctx.runId, ctx.log)
@@ -320,6 +362,7 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
         chain,
         position,
         runId: ctx.runId,
+        ...runLevel(asked, parent, full !== undefined || parent === undefined),
       })
       kept = true
       return {

@@ -3,7 +3,9 @@
 // written (its run tags taken off, so no sweep removes it), as a pending base: only when the
 // post-exec learns that Data Protector backed the files up (SMEXIT 0) does it become the base
 // and the older base go. Otherwise it is dropped and the older base stays: a delta is never
-// computed against a run whose files nobody kept.
+// computed against a run whose files nobody kept. Data Protector's leveled Incrementals
+// (Incremental N: the changes since the last backup of a lower level) keep one base per level
+// below them: a Full and daily Incremental 1 keep two.
 import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { Host } from '../xapi/host.js'
@@ -12,6 +14,8 @@ import {
   BASE_PREFIX,
   OC_BACKUP_RUN,
   OC_BASE_CHAIN,
+  OC_BASE_LEVEL,
+  OC_BASE_LEVELED,
   OC_BASE_OF,
   OC_BASE_PENDING,
   OC_BASE_POSITION,
@@ -24,6 +28,8 @@ export interface Base {
   run: string
   chain: string
   position: number
+  /** The Data Protector level of its run (OC_BASE_LEVEL). */
+  level: number
   /** The base's disk at each position (userdevice → VDI ref). */
   disks: Map<string, string>
   /** Each of those disks' size, and the VM disk it is a snapshot of (VDI ref). */
@@ -54,10 +60,15 @@ async function keptOf(host: Host, vmUuid: string): Promise<{ bases: Kept[]; pend
 
 type Records = Record<string, Record<string, unknown>>
 
-/** The VM's base snapshot, if one is kept (the newest if several were left). */
-export async function findBase(host: Host, vmUuid: string): Promise<Base | undefined> {
+const levelOf = (k: Kept): number => Number(k.oc[OC_BASE_LEVEL] ?? 0)
+
+/**
+ * The VM's base snapshot, if one is kept: the newest, or with `below` the newest of a level
+ * below it (what an Incremental `below` is a delta against).
+ */
+export async function findBase(host: Host, vmUuid: string, below?: number): Promise<Base | undefined> {
   const { bases } = await keptOf(host, vmUuid)
-  const found = bases.at(-1)
+  const found = bases.filter((k) => below === undefined || levelOf(k) < below).at(-1)
   if (!found) return undefined
   const disks = new Map((await vmDisks(host, found.ref)).map((d) => [d.userdevice, d.vdi]))
   const sizes = new Map<string, number>()
@@ -73,6 +84,7 @@ export async function findBase(host: Host, vmUuid: string): Promise<Base | undef
     run: found.oc[OC_BASE_RUN] ?? '',
     chain: found.oc[OC_BASE_CHAIN] ?? '',
     position: Number(found.oc[OC_BASE_POSITION] ?? 0),
+    level: levelOf(found),
     disks,
   }
 }
@@ -103,7 +115,10 @@ export async function settleBases(
     const mine = pending.filter((k) => k.oc[OC_BASE_PENDING] === run.runId)
     const newest = mine.at(-1)!
     const confirm = run.backedUp && run.ok.has(uuid)
-    const drop = confirm ? [...bases, ...mine.slice(0, -1)] : mine
+    // A leveled run replaces the bases of its level and above; any other run, every base.
+    const leveled = newest.oc[OC_BASE_LEVELED] === 'true'
+    const replaced = bases.filter((k) => !leveled || levelOf(k) >= levelOf(newest))
+    const drop = confirm ? [...replaced, ...mine.slice(0, -1)] : mine
     if (confirm) await host.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
     for (const k of drop) await destroyKept(host, k.ref, name, log)
     const since = bases.at(-1)?.oc[OC_BASE_RUN]
@@ -128,7 +143,16 @@ async function destroyKept(host: Host, ref: string, name: string, log: Logger): 
 export async function keepAsBase(
   host: Host,
   snap: string,
-  info: { vmUuid: string; vmName: string; run: string; chain: string; position: number; runId: string },
+  info: {
+    vmUuid: string
+    vmName: string
+    run: string
+    chain: string
+    position: number
+    runId: string
+    level: number
+    leveled: boolean
+  },
 ): Promise<void> {
   // Pending first: from the moment it says whose base it is, the post-exec knows to settle it.
   for (const [key, value] of [
@@ -137,6 +161,8 @@ export async function keepAsBase(
     [OC_BASE_RUN, info.run],
     [OC_BASE_CHAIN, info.chain],
     [OC_BASE_POSITION, String(info.position)],
+    [OC_BASE_LEVEL, String(info.level)],
+    [OC_BASE_LEVELED, String(info.leveled)],
   ] as const) {
     await host.call('VM.remove_from_other_config', snap, key)
     await host.call('VM.add_to_other_config', snap, key, value)

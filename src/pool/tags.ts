@@ -27,6 +27,14 @@ export const OC_BASE_RUN = 'dpxen:base-run'
 export const OC_BASE_CHAIN = 'dpxen:base-chain'
 export const OC_BASE_POSITION = 'dpxen:base-position'
 /**
+ * The Data Protector level of the run a base is of (0 a Full, N an Incremental N, 1 a plain
+ * Incremental), and whether it was a leveled one: a leveled run keeps the bases of lower levels
+ * (an Incremental N is a delta against the last run of a lower level); any other run replaces
+ * every base the VM had.
+ */
+export const OC_BASE_LEVEL = 'dpxen:base-level'
+export const OC_BASE_LEVELED = 'dpxen:base-leveled'
+/**
  * other_config key on a run's snapshot kept as the next base before Data Protector has backed up
  * the run's files: the post-exec confirms it (SMEXIT 0) or drops it.
  */

@@ -13,7 +13,7 @@ import { crashPoint } from '../core/crash-points.js'
 import { DpxenError, messageOf, XapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
-import { dropBases, dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
+import { descendsFrom, dropBases, dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
 import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
@@ -61,12 +61,14 @@ function whyFull(
   plan: VmPlan,
   base: Base | undefined,
   asked: Asked | undefined,
+  reverted: boolean,
 ): string | undefined {
   if (!base)
     return asked?.kind === 'leveled'
       ? `no base snapshot of a level below ${asked.n} on the host (Data Protector's Incremental ${asked.n} holds the changes since its last backup of a lower level)`
       : 'no base snapshot on the host (first run, or it was removed)'
   if (asked?.kind === 'full') return asked.why
+  if (reverted) return `the VM was reverted to a snapshot taken before run ${base.run}`
   if (!asked && base.position + 1 >= ctx.config.fullEvery)
     return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
   const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
@@ -338,7 +340,8 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
     const base = await findBase(ctx.host, plan.uuid, asked?.kind === 'leveled' ? asked.n : undefined)
     // The run's name follows the newest run of the VM, whichever base a delta is against.
     const run = runNameAfter(started, (await findBase(ctx.host, plan.uuid))?.run)
-    const full = whyFull(ctx, plan, base, asked)
+    const reverted = base !== undefined && !(await descendsFrom(ctx.host, plan.ref, base.ref))
+    const full = whyFull(ctx, plan, base, asked, reverted)
     ctx.log.info(runLine(plan, full, base, asked))
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')

@@ -90,6 +90,23 @@ export async function findBase(host: Host, vmUuid: string, below?: number): Prom
 }
 
 /**
+ * Whether the VM still descends from the base: xapi makes each snapshot its VM's parent, makes a
+ * snapshot reverted to the VM's parent again, and gives a destroyed VM's children its parent
+ * (xapi_vm_clone.ml, xapi_vm_snapshot.ml, xapi_vm.ml). A VM reverted to a snapshot older than the
+ * base has the base among its ancestors no more, and a delta against the base would not be the
+ * VM's changes.
+ */
+export async function descendsFrom(host: Host, vm: string, base: string): Promise<boolean> {
+  let at = await host.call<string>('VM.get_parent', vm)
+  for (let depth = 0; depth < 1000 && at !== 'OpaqueRef:NULL'; depth++) {
+    if (at === base) return true
+    if (!(await exists(host, 'VM', at))) return false
+    at = await host.call<string>('VM.get_parent', at)
+  }
+  return false
+}
+
+/**
  * After Data Protector's session: each base the run `runId` left pending becomes its VM's base
  * when the session backed the files up and the VM's backup succeeded (the older bases go), and
  * goes otherwise (the base stays). Covers every VM the run touched, also one whose backup died

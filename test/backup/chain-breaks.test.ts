@@ -216,4 +216,43 @@ describe('chain breaks', () => {
     const next = await run(runPreExec, [w.config])
     expect(next.text).toMatch(/hidden: full run \(no base snapshot/)
   })
+
+  it('a VM reverted to a snapshot older than the base: a new chain, said in a line (xapi repoints the base to the new disk, so only the VM tree tells); that run restores', async () => {
+    const w = await oneVmWorld('reverted', 'Local')
+    const vm = await w.xapi.vmByName('reverted')
+    const before = await w.xapi.call<string>('VM.snapshot', vm, 'before the upgrade')
+    for (const seed of ['one', 'two']) {
+      await guestWrites(w.sim, w.xapi, vm, seed, 0.25)
+      expect((await run(runPreExec, [w.config])).code).toBe(0)
+      expect((await run(runPostExec, [w.config])).code).toBe(0)
+    }
+    await w.xapi.call('VM.revert', before)
+    // As xapi: the disk is a clone of the snapshot's, and the base's disk a snapshot of it now.
+    const disk = await diskAt(w.xapi, vm, '0')
+    const [base] = (await snapshots(w.xapi)).filter((r) => String(r.name_label).startsWith('dpxen base'))
+    const baseDisk = await diskAt(
+      w.xapi,
+      await w.xapi.call<string>('VM.get_by_uuid', String(base!.uuid)),
+      '0',
+    )
+    expect(await w.xapi.call('VDI.get_snapshot_of', baseDisk)).toBe(disk)
+    await w.xapi.call('VM.start', vm, false, false)
+    await guestWrites(w.sim, w.xapi, vm, 'after', 0.1)
+    const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+    const pre = await run(runPreExec, [w.config])
+    expect(pre.code, pre.text).toBe(0)
+    expect(pre.text).toMatch(/reverted: full run \(the VM was reverted to a snapshot taken before run \S+\)/)
+    const kept = tempDir()
+    for (const f of readdirSync(w.backupDir).filter((n) => !n.startsWith('.')))
+      copyFileSync(join(w.backupDir, f), join(kept, f))
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    // The next run is a delta again, and the new chain restores.
+    expect((await run(runPreExec, [w.config])).text).toMatch(/reverted: incremental run 1 of chain/)
+    expect((await run(runPostExec, [w.config])).code).toBe(0)
+    await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
+    for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(hashes)
+  })
 })

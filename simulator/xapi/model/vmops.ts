@@ -283,8 +283,56 @@ export async function snapshotVm(
     ignoreVdis,
   )
   sim.db.link('VM', vmRef, 'snapshots', snap, true)
+  // xapi_vm_clone.ml: the snapshot takes the VM's place in its tree; the VM is its child.
+  sim.db.update('VM', snap, { parent: sim.db.require('VM', vmRef).parent })
+  sim.db.update('VM', vmRef, { parent: snap })
   await churn(sim, vmRef, snap)
   return snap
+}
+
+/**
+ * VM.revert (xapi_vm_snapshot.ml revert): the VM halted (a disk-only snapshot), each of its disks
+ * that the snapshot has a snapshot of destroyed and replaced by a clone of that snapshot (the
+ * SMAPIv1 path: VDI.revert is not supported there), every snapshot of an old disk now a snapshot
+ * of its clone, the VM's parent the snapshot.
+ */
+export async function revertVm(sim: SimContext, snapRef: string): Promise<void> {
+  const snap = assertVmOp(sim, snapRef, 'revert')
+  const vmRef = String(snap.snapshot_of)
+  const vm = sim.db.require('VM', vmRef)
+  if (vm.power_state !== 'Halted') setPowerState(sim, vmRef, 'Halted')
+  for (const vbdRef of snap.VBDs as string[]) {
+    const vbd = sim.db.get('VBD', vbdRef)
+    const from = vbd && vbd.type === 'Disk' ? sim.db.get('VDI', vbd.VDI) : undefined
+    if (!vbd || !from) continue
+    const old = String(from.snapshot_of)
+    const clone = await copyVdi(sim, String(vbd.VDI), String(from.SR), {})
+    for (const [ref, other] of sim.db.all('VDI')) {
+      if (other.snapshot_of !== old || ref === clone) continue
+      sim.db.update('VDI', ref, { snapshot_of: clone })
+      sim.db.link('VDI', old, 'snapshots', ref, false)
+      sim.db.link('VDI', clone, 'snapshots', ref, true)
+    }
+    const mine = (vm.VBDs as string[]).find((r) => sim.db.get('VBD', r)?.userdevice === vbd.userdevice)
+    if (mine) destroyVbd(sim, mine)
+    if (sim.db.has('VDI', old)) await destroyVdi(sim, old)
+    createVbd(sim, {
+      VM: vmRef,
+      VDI: clone,
+      device: vbd.device,
+      userdevice: vbd.userdevice,
+      bootable: vbd.bootable,
+      mode: vbd.mode,
+      type: 'Disk',
+      empty: false,
+      unpluggable: vbd.unpluggable,
+      other_config: { ...(vbd.other_config as Rec) },
+      qos_algorithm_type: vbd.qos_algorithm_type,
+      qos_algorithm_params: vbd.qos_algorithm_params,
+    })
+  }
+  sim.db.update('VM', vmRef, { parent: snapRef })
+  refreshVmOps(sim, vmRef)
 }
 
 /** Seed `churn`: after a snapshot, the guest rewrites a share of its disks (a new one each time). */
@@ -330,12 +378,19 @@ export async function cloneVm(
   return copy
 }
 
+/** xapi_vm.ml destroy: the VMs whose parent this one was take its parent. */
+function reparentChildren(sim: SimContext, vmRef: string, vm: Rec): void {
+  for (const [ref, other] of sim.db.all('VM'))
+    if (other.parent === vmRef) sim.db.update('VM', ref, { parent: vm.parent })
+}
+
 /** VM.destroy: removes the VM, its VBDs and VIFs, never its VDIs. */
 export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
   const vm = assertVmOp(sim, vmRef, 'destroy')
   for (const vbd of vm.VBDs as string[]) if (sim.db.has('VBD', vbd)) destroyVbd(sim, vbd)
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
   removeVtpms(sim, vm)
+  reparentChildren(sim, vmRef, vm)
   if (sim.db.has('VM', vm.snapshot_of)) sim.db.link('VM', String(vm.snapshot_of), 'snapshots', vmRef, false)
   sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
@@ -353,6 +408,7 @@ export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks
   }
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
   removeVtpms(sim, vm)
+  reparentChildren(sim, vmRef, vm)
   sim.db.link('host', String(vm.resident_on), 'resident_VMs', vmRef, false)
   sim.db.destroy('VM', vmRef)
 }

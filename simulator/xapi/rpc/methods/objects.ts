@@ -23,6 +23,7 @@ import {
   cloneVm,
   destroyVm,
   possibleHosts,
+  revertVm,
   setPowerState,
   snapshotVm,
   startVm,
@@ -151,6 +152,10 @@ export function registerObjects(table: MethodTable): void {
     run: ({ sim }, [ref, contents]) => setVtpmContents(sim, String(ref), String(contents)),
   })
   table.set('VM.destroy', { params: [self('VM')], run: ({ sim }, [ref]) => destroyVm(sim, String(ref)) })
+  table.set('VM.revert', {
+    params: [{ name: 'snapshot', type: 'ref:VM' }],
+    run: ({ sim }, [ref]) => revertVm(sim, String(ref)),
+  })
   table.set('VM.snapshot', {
     params: [vm, { name: 'new_name', type: 'string' }, { name: 'ignore_vdis', type: 'strings', default: [] }],
     run: ({ sim }, [ref, name, ignore]) => snapshotVm(sim, String(ref), String(name), ignore as string[]),

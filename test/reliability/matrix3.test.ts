@@ -96,6 +96,38 @@ describe('reliability, third matrix: data that was lost', () => {
     }
   })
 
+  it('a disk added between runs: the next run is a full naming the position, and that point restores with the new disk', async () => {
+    const w = await world()
+    await w.backUp()
+    const sr = await w.xapi.call<string>(
+      'VDI.get_SR',
+      await w.xapi.call<string>('VBD.get_VDI', await w.vbdAt('0')),
+    )
+    const vdi = await w.xapi.call<string>('VDI.create', {
+      name_label: 'added',
+      name_description: '',
+      SR: sr,
+      virtual_size: String(4 * 1024 * 1024),
+      type: 'user',
+      sharable: false,
+      read_only: false,
+      other_config: {},
+      xenstore_data: {},
+      sm_config: {},
+      tags: [],
+    })
+    await w.xapi.call('VBD.plug', await attachDisk(w.xapi, w.vm, vdi, '2'))
+    await guestWrites(w.sim, w.xapi, w.vm, 'with-a-third-disk', 0.5)
+    const now = await diskHashes(w.sim.url, w.xapi, w.vm)
+    expect(now).toHaveLength(3)
+    expect(await w.backUp()).toMatch(/Debian: full run \(the base has no disk at position\(s\) 2\)/)
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 1)
+    w.putBack()
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
+  })
+
   it('the clock stepped back two hours between runs: the restore takes the newer run, by the chain', async () => {
     const w = await world()
     vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-02T10:00:00Z') })

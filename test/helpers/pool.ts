@@ -120,3 +120,25 @@ export async function addVtpm(xapi: TestClient, vm: string, contents: string): P
   if (running) await xapi.call('VM.start', vm, false, false)
   return vtpm
 }
+
+/** An empty disk of `bytes` on the SR, as an administrator makes one (VDI.create). */
+export async function newDisk(
+  xapi: TestClient,
+  sr: string,
+  bytes: number,
+  name = 'new disk',
+): Promise<string> {
+  return xapi.call<string>('VDI.create', {
+    name_label: name,
+    name_description: '',
+    SR: sr,
+    virtual_size: String(bytes),
+    type: 'user',
+    sharable: false,
+    read_only: false,
+    other_config: {},
+    xenstore_data: {},
+    sm_config: {},
+    tags: [],
+  })
+}

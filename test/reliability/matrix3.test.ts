@@ -10,7 +10,7 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import { startVm } from '../../simulator/xapi/model/vmops.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir } from '../helpers/hooks.js'
-import { attachDisk, diskHashes, guestWrites } from '../helpers/pool.js'
+import { attachDisk, diskHashes, guestWrites, newDisk } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
 
 async function world(extra: Record<string, unknown> = {}) {
@@ -75,19 +75,7 @@ describe('reliability, third matrix: data that was lost', () => {
       'VDI.get_SR',
       await w.xapi.call<string>('VBD.get_VDI', await w.vbdAt('0')),
     )
-    const vdi = await w.xapi.call<string>('VDI.create', {
-      name_label: 'bigger',
-      name_description: '',
-      SR: sr,
-      virtual_size: String(16 * 1024 * 1024),
-      type: 'user',
-      sharable: false,
-      read_only: false,
-      other_config: {},
-      xenstore_data: {},
-      sm_config: {},
-      tags: [],
-    })
+    const vdi = await newDisk(w.xapi, sr, 16 * 1024 * 1024, 'bigger')
     const vbd = await attachDisk(w.xapi, w.vm, vdi, '1')
     await w.xapi.call('VBD.plug', vbd)
     for (let i = 0; i < 2; i++) {
@@ -103,19 +91,7 @@ describe('reliability, third matrix: data that was lost', () => {
       'VDI.get_SR',
       await w.xapi.call<string>('VBD.get_VDI', await w.vbdAt('0')),
     )
-    const vdi = await w.xapi.call<string>('VDI.create', {
-      name_label: 'added',
-      name_description: '',
-      SR: sr,
-      virtual_size: String(4 * 1024 * 1024),
-      type: 'user',
-      sharable: false,
-      read_only: false,
-      other_config: {},
-      xenstore_data: {},
-      sm_config: {},
-      tags: [],
-    })
+    const vdi = await newDisk(w.xapi, sr, 4 * 1024 * 1024, 'added')
     await w.xapi.call('VBD.plug', await attachDisk(w.xapi, w.vm, vdi, '2'))
     await guestWrites(w.sim, w.xapi, w.vm, 'with-a-third-disk', 0.5)
     const now = await diskHashes(w.sim.url, w.xapi, w.vm)

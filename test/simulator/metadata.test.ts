@@ -5,6 +5,7 @@ import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { demoSim, singleHost } from '../helpers/sim.js'
 import { entries, upload } from '../helpers/xva.js'
+import { newDisk } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 
 singleHost()
@@ -75,19 +76,7 @@ describe('xapi-sim metadata export and import', () => {
     await xapi.call('VM.destroy', vm)
     expect(await xapi.call<string[]>('VTPM.get_all')).toEqual([])
     const sr = (await xapi.call<string[]>('SR.get_by_name_label', 'sr'))[0]!
-    const fresh = await xapi.call<string>('VDI.create', {
-      name_label: 'rebuilt',
-      name_description: '',
-      SR: sr,
-      virtual_size: String(4 * 1024 * 1024),
-      type: 'user',
-      sharable: false,
-      read_only: false,
-      other_config: {},
-      xenstore_data: {},
-      sm_config: {},
-      tags: [],
-    })
+    const fresh = await newDisk(xapi, sr, 4 * 1024 * 1024, 'rebuilt')
     const freshUuid = await xapi.call<string>('VDI.get_uuid', fresh)
 
     // No map and no VDI at the old location: xapi's own refusal, nothing made.

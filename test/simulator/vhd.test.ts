@@ -207,4 +207,22 @@ describe('xapi-sim VHD transfers', () => {
     const snapDisk = readFileSync(sim.context.disks.path(await xapi.call<string>('VDI.get_uuid', base)))
     expect(snapDisk.equals(readFileSync(sim.context.disks.path(disk.uuid)))).toBe(false)
   })
+
+  it('a disk over 2040 GiB (sparse): format=vhd answers 200, then the task fails VDI_TOO_LARGE as export_raw_vdi.ml does', async () => {
+    const { sim, xapi } = await demoSim({
+      demo: false,
+      seed: {
+        srs: [{ name: 'L', type: 'ext', default: true, size: '8TiB' }],
+        vms: [{ name: 'huge', disks: [{ sr: 'L', size: '2041GiB' }] }],
+      },
+    })
+    const disk = await firstDisk(xapi, 'huge')
+    expect(disk.size).toBe(2041 * 1024 ** 3)
+    const task = await xapi.call<string>('task.create', 'vhd', '')
+    const res = await get(
+      `${sim.url}/export_raw_vdi?session_id=${xapi.session}&task_id=${task}&vdi=${disk.vdi}&format=vhd`,
+    )
+    expect(res.status).toBe(200)
+    expect(await xapi.call('task.get_error_info', task)).toEqual(['VDI_TOO_LARGE', disk.vdi, '2190433320960'])
+  })
 })

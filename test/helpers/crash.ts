@@ -46,6 +46,8 @@ async function runTo(bin: string, config: string, point: number, env: Record<str
     killed: result.signal === 'SIGKILL',
     passed: existsSync(count) ? Number(readFileSync(count, 'utf8')) : 0,
     stderr: result.stderr,
+    /** The end of what it printed, for a message when it ended where it should not. */
+    tail: `${result.stdout.slice(-1500)}\n${result.stderr.slice(-500)}`,
     code: result.exitCode,
   }
 }
@@ -74,8 +76,11 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
         const { xapi, backupDir, config } = await backupWorld({ progressInterval: 60, ...s.values })
         // A restore runs outside the backup's session: its files stay in the folder throughout.
         const env: Record<string, string> = s.prepare ? {} : { SESSIONID: 'crash-test' }
-        if (s.prepare) expect((await runTo(hook(s.prepare), config, 0, env)).code).toBe(0)
-        if (s.settle) expect((await runTo(hook(s.settle), config, 0, env)).code).toBe(0)
+        for (const h of [s.prepare, s.settle]) {
+          if (!h) continue
+          const once = await runTo(hook(h), config, 0, env)
+          expect(once.code, `${h}: ${once.tail}`).toBe(0)
+        }
         const staged = existsSync(backupDir)
           ? readdirSync(backupDir)
               .filter((f) => f !== '.dpxen-lock')
@@ -93,6 +98,8 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
         expect(await poolShape(xapi)).toEqual(before)
         expect(whole.passed).toBeGreaterThan(10)
         const broken: string[] = []
+        // A run that ended before its crash point: how it ended, for the message below.
+        let ended = ''
         // Until a run passes every point: their number may vary a little (a retried call).
         let point = 1
         for (; ; point++) {
@@ -110,13 +117,16 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
             broken.push(
               `point ${point} (before ${at}): pool ${JSON.stringify(after)}, staging [${left.join(', ')}]`,
             )
-          if (!crashed.killed) break
+          if (!crashed.killed) {
+            ended = `the run for point ${point} ended with exit code ${crashed.code}: ${crashed.tail}`
+            break
+          }
         }
         const points = point - 1
         console.log(`${s.name}: ${points} crash points`)
         // Every point the whole run passed was tried: a hook that stops early (a build under way,
         // a refusal) would otherwise pass with none.
-        expect(points).toBeGreaterThanOrEqual(whole.passed - 3)
+        expect(points, ended).toBeGreaterThanOrEqual(whole.passed - 3)
         expect(broken, `expected pool ${JSON.stringify(before)}, staging [${staged.join(', ')}]`).toEqual([])
       }, 600_000)
     }

@@ -68,7 +68,6 @@ function whyFull(
       ? `no base snapshot of a level below ${asked.n} on the host (Data Protector's Incremental ${asked.n} holds the changes since its last backup of a lower level)`
       : 'no base snapshot on the host (first run, or it was removed)'
   if (asked?.kind === 'full') return asked.why
-  if (reverted) return `the VM was reverted to a snapshot taken before run ${base.run}`
   if (!asked && base.position + 1 >= ctx.config.fullEvery)
     return `the chain has ${base.position + 1} run(s) (fullEvery ${ctx.config.fullEvery})`
   const missing = plan.disks.filter((d) => !base.disks.has(d.userdevice)).map((d) => d.userdevice)
@@ -84,6 +83,8 @@ function whyFull(
     if (base.of.get(d.userdevice) !== d.vdi)
       return `disk ${d.userdevice} is another disk than at run ${base.run} (replaced)`
   }
+  // Last: a VM made again, or whose disks were replaced, has no such ancestry either.
+  if (reverted) return `the VM was reverted to a snapshot taken before run ${base.run}`
   return undefined
 }
 

@@ -67,7 +67,7 @@ describe('reliability, third matrix: data that was lost', () => {
     expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(now)
   })
 
-  it('a disk replaced by a bigger one: the next run is a full, not a failure every night', async () => {
+  it('a disk replaced by a bigger one: the next run is a full, not a failure every night, and the point after it restores', async () => {
     const w = await world()
     await w.backUp()
     await w.detach('1')
@@ -78,10 +78,18 @@ describe('reliability, third matrix: data that was lost', () => {
     const vdi = await newDisk(w.xapi, sr, 16 * 1024 * 1024, 'bigger')
     const vbd = await attachDisk(w.xapi, w.vm, vdi, '1')
     await w.xapi.call('VBD.plug', vbd)
+    let hashes: string[] = []
     for (let i = 0; i < 2; i++) {
+      await guestWrites(w.sim, w.xapi, w.vm, `after-${i}`, 0.25)
+      hashes = await diskHashes(w.sim.url, w.xapi, w.vm)
       const text = await w.backUp()
       expect(text).toMatch(i === 0 ? /Debian: full run \(disk 1 / : /Debian: incremental run 1 of chain/)
     }
+    await guestWrites(w.sim, w.xapi, w.vm, 'damage', 1)
+    w.putBack()
+    const restore = await run(runRestorePostExec, [w.config])
+    expect(restore.code, restore.text).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(hashes)
   })
 
   it('a disk added between runs: the next run is a full naming the position, and that point restores with the new disk', async () => {

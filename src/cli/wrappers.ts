@@ -92,7 +92,7 @@ export function batchWrapper(t: WrapperTarget): string {
 export function configSkeleton(options: { windows: boolean; configDir: string; backupDir: string }): string {
   const sep = options.windows ? '\\' : '/'
   return [
-    `# dpxen configuration, ${MARK} (dpxen ${VERSION}). dpxen's README describes every key.`,
+    `# dpxen configuration, ${MARK} (dpxen ${VERSION}). dpxen's docs/reference.md describes every key.`,
     '# Fill in the pool, the password file and the VMs, then run `dpxen check` as the user Data',
     '# Protector runs the scripts as (UNIX: the session owner, or root with "back up as root";',
     '# Windows: the Inet service account): it says what is missing.',

@@ -306,7 +306,7 @@ export const FIELDS = {
   }),
   followDataProtectorLevel: bool(false, {
     group: 'backup',
-    doc: "with `incremental`: Data Protector's backup level decides, where a session gives one (`MODE`): Full starts a new chain, Incremental exports the changes since the previous run whatever `fullEvery` says; Incremental1–9 run whole (see Incremental backups). Without `MODE` (run by hand), `fullEvery` decides",
+    doc: "with `incremental`: Data Protector's backup level decides, where a session gives one (`MODE`): Full starts a new chain, Incremental exports the changes since the previous run whatever `fullEvery` says; Incremental 1–9 the changes since the last run of a lower level (docs/incremental.md). Without `MODE` (run by hand), `fullEvery` decides",
   }),
   fullEvery: number(
     7,

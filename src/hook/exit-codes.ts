@@ -1,4 +1,4 @@
-// Exit codes, in one place. Documented in the README.
+// Exit codes, in one place. Documented in docs/reference.md.
 import type { DpxenErrorCode } from '../core/errors.js'
 
 export const EXIT = {

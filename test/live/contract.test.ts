@@ -1,6 +1,6 @@
 // The contract between dpxen and a XenServer / XCP-ng pool: what dpxen relies on, checked
 // against xapi-sim (in CI, over HTTP and HTTPS) or, with XEN_TEST_URL set, against a real pool
-// (`npm run test:live`; README "Testing against a real pool"). One suite, two targets, as
+// (`npm run test:live`; docs/live-testing.md). One suite, two targets, as
 // restic tests its backends.
 //
 // It touches nothing but the scratch VM named by XEN_TEST_VM (which the user gives up to the
@@ -48,7 +48,7 @@ const live = process.env.XEN_TEST_URL
 function fromEnvironment(): Target {
   const need = (name: string): string => {
     const value = process.env[name]
-    if (!value) throw new Error(`${name} is not set (see the README, "Testing against a real pool")`)
+    if (!value) throw new Error(`${name} is not set (see docs/live-testing.md)`)
     return value
   }
   const passwordFile = process.env.XEN_TEST_PASSWORD_FILE
@@ -73,7 +73,7 @@ let sim: XapiSim | undefined
 let dir: string
 let conn: Host
 
-/** A configuration for the scratch VM only; the password in a file, as the README advises. */
+/** A configuration for the scratch VM only; the password in a file, as docs/reference.md advises. */
 function config(values: Rec, name: string): string {
   const passwordFile = join(dir, 'password')
   return writeConfig(

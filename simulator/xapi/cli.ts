@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { parseFault } from './faults.js'
 import { selfSignedCertificate } from './http/self-signed.js'
-import { startXapiSim } from './server.js'
+import { DEFAULT_PASSWORD, startXapiSim } from './server.js'
 
 const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo | --seed FILE]
                       [--user U] [--password PW] [--checksum xxhash|sha1]
@@ -35,7 +35,7 @@ async function main(): Promise<number> {
         demo: { type: 'boolean', default: false },
         seed: { type: 'string' },
         user: { type: 'string', default: 'root' },
-        password: { type: 'string', default: 'xenroot' },
+        password: { type: 'string', default: DEFAULT_PASSWORD },
         checksum: { type: 'string', default: 'xxhash' },
         hosts: { type: 'string' },
         'auth-delay': { type: 'string', default: '5' },

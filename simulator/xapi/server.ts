@@ -89,6 +89,8 @@ export interface XapiSim {
   close(): Promise<void>
 }
 
+/** The root password of a simulator started without one (`--password`). */
+export const DEFAULT_PASSWORD = 'xenroot'
 const RPC_LIMIT = 300 * 1024
 const HTTP_HANDLERS: Record<string, Record<string, (call: HttpCall) => Promise<void> | void>> = {
   GET: {
@@ -208,7 +210,7 @@ async function openContext(options: XapiSimOptions, closing: AbortController) {
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'xapi-sim-'))
   const settings: SimSettings = {
     user: options.user ?? 'root',
-    password: options.password ?? 'xenroot',
+    password: options.password ?? DEFAULT_PASSWORD,
     checksum: options.checksum ?? 'xxhash',
     authFailureDelayMs: options.authFailureDelayMs ?? 5000,
     xapiMajor: 24,

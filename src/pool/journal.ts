@@ -21,6 +21,7 @@ import { destroyVdi, destroyVmAndDisks, exists } from './disks.js'
 import { startIfHalted } from './lifecycle.js'
 import { readTrustedFile, writeStagingFile } from '../staging/folder.js'
 import { JOURNAL_FILE, PARTIAL_SUFFIX } from '../staging/names.js'
+import { OC_RESTORE_TOKEN } from './tags.js'
 import type { Host } from '../xapi/host.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
 import { promises as fsp } from 'node:fs'
@@ -135,9 +136,6 @@ async function destroyUnattached(host: Host, vdis: string[], log: Logger): Promi
     await destroyVdi(host, vdi, log)
   }
 }
-
-/** Other_config key on the VDIs an incremental restore creates (JournalEntry.token). */
-export const OC_RESTORE_TOKEN = 'dpxen:restore-token'
 
 async function tokenVdis(host: Host, token: string | undefined): Promise<string[]> {
   if (!token) return []

@@ -39,5 +39,11 @@ export const OC_BASE_LEVELED = 'dpxen:base-leveled'
  * the run's files: the post-exec confirms it (SMEXIT 0) or drops it.
  */
 export const OC_BASE_PENDING = 'dpxen:base-pending'
+/**
+ * other_config key on every VDI a restore of an incremental chain creates, the value its journal
+ * entry's token (JournalEntry.token): a VDI made just before a crash, whose ref the journal never
+ * learnt, is found by it and removed.
+ */
+export const OC_RESTORE_TOKEN = 'dpxen:restore-token'
 /** Name prefix of a kept base snapshot. */
 export const BASE_PREFIX = 'dpxen base'

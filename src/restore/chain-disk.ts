@@ -3,7 +3,8 @@
 // Used by a restore onto the existing VM (chain.ts) and by one that makes the VM (rebuild.ts).
 import { join } from 'node:path'
 import { throwIfAborted } from '../core/signals.js'
-import { OC_RESTORE_TOKEN, type JournalRecord } from '../pool/journal.js'
+import type { JournalRecord } from '../pool/journal.js'
+import { OC_RESTORE_TOKEN } from '../pool/tags.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
 import { importVhd } from '../xapi/import.js'
 import type { RestoreContext } from './common.js'

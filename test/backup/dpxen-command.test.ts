@@ -7,6 +7,7 @@ import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { tempDir, writeConfig } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
@@ -19,7 +20,7 @@ describe('dpxen check / verify', () => {
       mode: 'allOnline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir: dir,
     })
     const result = await execa(DPXEN, ['check', config], { reject: false })
@@ -44,7 +45,7 @@ describe('dpxen check / verify', () => {
         mode: 'allOffline',
         url: sim.url,
         username: 'root',
-        password: 'xenroot',
+        password: SIM_PASSWORD,
         backupDir: dir,
         directIo: false,
       },
@@ -65,7 +66,7 @@ describe('dpxen check / verify', () => {
       vmName: ['vm2'],
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir,
     })
     expect((await execa(PRE_EXEC, [config])).exitCode).toBe(0)
@@ -98,7 +99,7 @@ describe('dpxen check / verify', () => {
       vmName: ['Debian', 'vm2'],
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir,
     })
     const pre = await execa(PRE_EXEC, [config], { reject: false, env: { SESSIONID: '2026/11/30-7' } })

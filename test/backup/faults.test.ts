@@ -11,6 +11,7 @@ import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 import { run, terminateWhen, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
 import { backupWorld } from '../helpers/world.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const POST_EXEC = fileURLToPath(new URL('../../dist/hooks/post-exec.js', import.meta.url))
@@ -64,7 +65,7 @@ describe('backup under faults', () => {
         vmName: ['vm2'],
         url: sim.memberUrl,
         username: 'root',
-        password: 'xenroot',
+        password: SIM_PASSWORD,
         backupDir,
       },
       'member.json',
@@ -200,7 +201,7 @@ describe('backup under faults', () => {
         vmName: ['vm2'],
         url: sim.url,
         username: 'root',
-        password: 'xenroot',
+        password: SIM_PASSWORD,
         backupDir: join(dir, 'b'),
         debug: true,
         debugDir,
@@ -213,7 +214,7 @@ describe('backup under faults', () => {
     const text = readFileSync(join(debugDir, file!), 'utf8')
     expect(text).toMatch(/call session\.login_with_password\(\["root","\*\*\*","2\.21","dpxen"\]\) ok/)
     expect(text).toMatch(/call VM\.get_all_records\(\["\*\*\*"\]\) ok in [\d.]+ ms/)
-    expect(text).not.toContain('xenroot')
+    expect(text).not.toContain(SIM_PASSWORD)
     const sessions = [...text.matchAll(/session_id=([^&\s]+)/g)].map((m) => m[1])
     for (const s of sessions) expect(s).toBe('***')
   })

@@ -10,6 +10,7 @@ import { runDpxen } from '../../src/cli/dpxen.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { records } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 async function pool() {
   const { sim, xapi } = await demoSim({
@@ -30,7 +31,7 @@ async function pool() {
   const config = (mode: string, vmName: string[]) =>
     writeConfig(
       dir,
-      { url: sim.url, username: 'root', password: 'xenroot', backupDir: join(dir, mode), mode, vmName },
+      { url: sim.url, username: 'root', password: SIM_PASSWORD, backupDir: join(dir, mode), mode, vmName },
       `${mode}.json`,
     )
   return { sim, xapi, kiosk, dongle: await xapi.vmByName('dongle'), config }

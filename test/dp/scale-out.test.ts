@@ -12,6 +12,7 @@ import { backupSpec } from '../helpers/dp.js'
 import { tempDir, writeConfig } from '../helpers/hooks.js'
 import { guestWrites, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -46,7 +47,7 @@ describe('two Data Protector clients back up one pool together', () => {
         {
           url: sim.url,
           username: 'root',
-          password: 'xenroot',
+          password: SIM_PASSWORD,
           backupDir: staging,
           mode: 'allOnline',
           includeTags: [`client-${name}`],

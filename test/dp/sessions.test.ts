@@ -12,6 +12,7 @@ import { backupSpec as spec } from '../helpers/dp.js'
 import { tempDir, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -26,7 +27,7 @@ async function setup(values: Record<string, unknown>) {
   const config = writeConfig(dir, {
     url: sim.url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     backupDir: staging,
     ...values,
   })

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream'
 import { request } from 'undici'
 import Deserializer from 'xmlrpc/lib/deserializer.js'
 import Serializer from 'xmlrpc/lib/serializer.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 export interface RawAnswer {
   status: number
@@ -44,7 +45,7 @@ export class TestClient {
     readonly session: string,
   ) {}
 
-  static async login(url: string, user = 'root', password = 'xenroot'): Promise<TestClient> {
+  static async login(url: string, user = 'root', password = SIM_PASSWORD): Promise<TestClient> {
     const answer = (await rawCall(url, 'session.login_with_password', [user, password, '1.1', 'dpxen-test']))
       .value as Envelope
     if (answer.Status !== 'Success') throw new Error(`login failed: ${answer.ErrorDescription.join(' ')}`)

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 import { tempDir, writeConfig } from './hooks.js'
 import { demoSim } from './sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 export async function backupWorld(values: Record<string, unknown>, simOptions: XapiSimOptions = {}) {
   const { sim, xapi } = await demoSim(simOptions)
@@ -11,7 +12,7 @@ export async function backupWorld(values: Record<string, unknown>, simOptions: X
   const config = writeConfig(dir, {
     url: sim.url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     backupDir,
     ...values,
   })

@@ -28,6 +28,7 @@ import { verifyFile } from '../../src/xva/verify-file.js'
 import { run, writeConfig } from '../helpers/hooks.js'
 import { startSim } from '../helpers/sim.js'
 import type { XapiSim } from '../../simulator/xapi/server.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 type Rec = Record<string, unknown>
 
@@ -132,7 +133,7 @@ beforeAll(async () => {
     target = {
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       trust: {},
       vm: 'vm2',
       sr: 'Local storage',

@@ -9,6 +9,7 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { records } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const GOOD: Record<string, unknown> = {
   mode: 'online',
@@ -136,7 +137,7 @@ describe('odd VM names', () => {
       mode: 'allOffline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir,
     })
     const result = await run(runPreExec, [config])
@@ -205,12 +206,12 @@ describe('damaged XVAs given to restore', () => {
       mode: 'allOffline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir,
     })
     writeConfig(
       dir,
-      { mode: 'offline', vmName: ['vm2'], url: sim.url, username: 'root', password: 'xenroot', backupDir },
+      { mode: 'offline', vmName: ['vm2'], url: sim.url, username: 'root', password: SIM_PASSWORD, backupDir },
       'one.json',
     )
     expect((await run(runPreExec, [join(dir, 'one.json')])).code).toBe(0)

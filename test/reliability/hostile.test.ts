@@ -21,6 +21,7 @@ import { runPreExec } from '../../src/backup/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 describe('hostile input', () => {
   it('a one-letter password: output and debug file stay readable, and show neither it nor a session ref', async () => {
@@ -62,7 +63,7 @@ describe('hostile input', () => {
       mode: 'allOnline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir: join(dir, 'staging'),
     })
     const result = await run(runPreExec, [config])
@@ -87,7 +88,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
           vmName: ['vm2'],
           url: sim.url,
           username: 'root',
-          password: 'xenroot',
+          password: SIM_PASSWORD,
           backupDir,
           ...extra,
           ...values,
@@ -378,7 +379,7 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
       vmName: ['Debian'],
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir: join(dir, 's'),
     })
     const child = execa(process.execPath, [PRE_EXEC, config], { reject: false })
@@ -413,7 +414,7 @@ describe('bounded: no file, host or answer can hang the hook or fill its memory'
       mode: 'allOnline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir: join(dir, 's'),
     })
     sim.faults.add('rpc-hang')

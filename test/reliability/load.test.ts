@@ -7,6 +7,7 @@ import { runPreExec } from '../../src/backup/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { records } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 describe('load', () => {
   it('backs up 200 VMs allOnline with concurrency 4: no session, task or snapshot left, memory flat', async () => {
@@ -31,7 +32,7 @@ describe('load', () => {
       mode: 'allOnline',
       url: sim.url,
       username: 'root',
-      password: 'xenroot',
+      password: SIM_PASSWORD,
       backupDir,
       concurrency: 4,
       progressInterval: 600,

@@ -19,6 +19,7 @@ import { vhdFooter, vhdHeader } from '../../simulator/xapi/xva/vhd.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
 import { backupWorld } from '../helpers/world.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const mkfifo = (path: string): void => void execFileSync('mkfifo', [path])
@@ -58,7 +59,7 @@ describe('reliability, third matrix: a configuration that is wrong', () => {
       expect(pre.text).toMatch(
         new RegExp(`mode"? is set twice \\(first on line ${first}\\): keep one of them`),
       )
-      expect(pre.text).not.toContain('xenroot')
+      expect(pre.text).not.toContain(SIM_PASSWORD)
     }
     for (const vm of await xapi.call<string[]>('VM.get_all'))
       if (
@@ -257,7 +258,7 @@ describe('reliability, third matrix: what is reported', () => {
         mode,
         url: sim.url,
         username: 'root',
-        password: 'xenroot',
+        password: SIM_PASSWORD,
         backupDir: join(dir, mode),
         concurrency: 16,
       })

@@ -9,6 +9,7 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { startXapiSim, type XapiSim } from '../../simulator/xapi/server.js'
 import { makeCert } from '../helpers/tls.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const sims: XapiSim[] = []
 afterEach(async () => {
@@ -30,7 +31,7 @@ async function setup(values: Record<string, unknown>) {
     vmName: ['vm2'],
     url: sim.url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     backupDir,
   }
   const config = writeConfig(dir, { ...base, ...values })

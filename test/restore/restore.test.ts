@@ -12,6 +12,7 @@ import { run, tempDir, terminateWhen, writeConfig } from '../helpers/hooks.js'
 import { damage, diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 type Rec = Record<string, unknown>
@@ -20,7 +21,7 @@ async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions
   const { sim, xapi } = await demoSim(simOptions)
   const dir = tempDir()
   const backupDir = join(dir, 'staging')
-  const base = { url: sim.url, username: 'root', password: 'xenroot', backupDir, progressInterval: 0.2 }
+  const base = { url: sim.url, username: 'root', password: SIM_PASSWORD, backupDir, progressInterval: 0.2 }
   const config = (extra: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
     writeConfig(dir, { ...base, ...values, ...extra }, name)
   return { sim, xapi, dir, backupDir, config }

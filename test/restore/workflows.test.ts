@@ -12,6 +12,7 @@ import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { damage, diskHashes, powerStates, records, vdiCount } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 type Rec = Record<string, unknown>
 
@@ -25,7 +26,7 @@ async function world(mode: string) {
   const base = {
     url: sim.url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     backupDir,
     mode,
     vmName: ['Debian'],

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { TestClient, rawCall, type Envelope } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const NOWHERE = 'OpaqueRef:11111111-2222-3333-4444-555555555555'
 
@@ -163,7 +164,7 @@ describe('XenAPI errors', () => {
   it('HOST_IS_SLAVE [master address] when logging in on a pool member', async () => {
     const { sim } = await demoSim({ hosts: 2 })
     expect(sim.memberUrl).toBeDefined()
-    const answer = (await rawCall(sim.memberUrl!, 'session.login_with_password', ['root', 'xenroot']))
+    const answer = (await rawCall(sim.memberUrl!, 'session.login_with_password', ['root', SIM_PASSWORD]))
       .value as Envelope
     expect(answer).toEqual({ Status: 'Failure', ErrorDescription: ['HOST_IS_SLAVE', '127.0.0.1'] })
     // The hosts share one port: the address names none.

@@ -11,6 +11,7 @@ import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
 import { caBundle } from '../helpers/tls.js'
 import { download, rawDisk, sha256 } from '../helpers/xva.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const fixtures = fileURLToPath(new URL('../fixtures/', import.meta.url))
 const PYTHON = '/usr/bin/python3'
@@ -45,9 +46,13 @@ describe('interoperability', () => {
     await xapi.call('session.logout')
     // The export of Debian is redirected to the member that holds its disk, over https.
     const env = { SSL_CERT_FILE: await caBundle() }
-    const { stdout } = await execa(PYTHON, [join(fixtures, 'xenapi_client.py'), sim.url, 'root', 'xenroot'], {
-      env,
-    })
+    const { stdout } = await execa(
+      PYTHON,
+      [join(fixtures, 'xenapi_client.py'), sim.url, 'root', SIM_PASSWORD],
+      {
+        env,
+      },
+    )
     const seen = JSON.parse(stdout) as Record<string, unknown>
     expect(seen.vms).toEqual(['Debian', 'legacy-win', 'vm2'])
     expect(seen.snapshot_is_template).toBe(true)
@@ -63,7 +68,7 @@ describe('interoperability', () => {
     const { sim, xapi: mine } = await demoSim()
     const xapi = createClient({
       url: sim.url,
-      auth: { user: 'root', password: 'xenroot' },
+      auth: { user: 'root', password: SIM_PASSWORD },
       allowUnauthorized: true,
     })
     try {

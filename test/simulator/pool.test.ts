@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest'
 import type { XapiSim } from '../../simulator/xapi/server.js'
 import { TestClient, rawCall, type Envelope } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 /** One raw request: the status and headers the host answered with (the body is left). */
 function head(url: string, method = 'GET'): Promise<{ status: number; headers: Record<string, unknown> }> {
@@ -49,7 +50,7 @@ describe('xapi-sim: a pool of three hosts', () => {
   it('members answer HOST_IS_SLAVE with the master address; each host serves the certificate the pool records', async () => {
     const { sim, xapi } = await pool()
     for (const url of sim.hostUrls.slice(1)) {
-      const answer = (await rawCall(url, 'session.login_with_password', ['root', 'xenroot']))
+      const answer = (await rawCall(url, 'session.login_with_password', ['root', SIM_PASSWORD]))
         .value as Envelope
       expect(answer).toEqual({ Status: 'Failure', ErrorDescription: ['HOST_IS_SLAVE', '127.0.0.1'] })
     }
@@ -126,7 +127,7 @@ describe('xapi-sim: a pool of three hosts', () => {
     const { sim, xapi } = await pool()
     const [, second] = await xapi.call<string[]>('host.get_all')
     await xapi.call('pool.designate_new_master', second)
-    const answer = (await rawCall(sim.url, 'session.login_with_password', ['root', 'xenroot']))
+    const answer = (await rawCall(sim.url, 'session.login_with_password', ['root', SIM_PASSWORD]))
       .value as Envelope
     expect(answer).toEqual({ Status: 'Failure', ErrorDescription: ['HOST_IS_SLAVE', '127.0.0.2'] })
     const again = await TestClient.login(sim.hostUrls[1]!)

@@ -3,11 +3,12 @@ import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { rawCall } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 describe('XML-RPC wire format', () => {
   it('answers with a Status/Value struct, no whitespace, content-type exactly text/xml', async () => {
     const { sim } = await demoSim()
-    const answer = await rawCall(sim.url, 'session.login_with_password', ['root', 'xenroot'])
+    const answer = await rawCall(sim.url, 'session.login_with_password', ['root', SIM_PASSWORD])
     expect(answer.status).toBe(200)
     expect(answer.headers['content-type']).toBe('text/xml')
     expect(answer.headers['access-control-allow-origin']).toBe('*')
@@ -42,7 +43,7 @@ describe('XML-RPC wire format', () => {
 
   it.each(['/', '/RPC2', '/xmlrpc', '/some/other/path'])('serves XML-RPC on POST %s', async (path) => {
     const { sim } = await demoSim()
-    const answer = await rawCall(sim.url, 'session.login_with_password', ['root', 'xenroot'], path)
+    const answer = await rawCall(sim.url, 'session.login_with_password', ['root', SIM_PASSWORD], path)
     expect((answer.value as { Status: string }).Status).toBe('Success')
   })
 
@@ -53,7 +54,7 @@ describe('XML-RPC wire format', () => {
       body: JSON.stringify({
         jsonrpc: '2.0',
         method: 'session.login_with_password',
-        params: ['root', 'xenroot'],
+        params: ['root', SIM_PASSWORD],
         id: 0,
       }),
       headers: { 'content-type': 'application/json' },

@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { runDpxen } from '../../src/cli/dpxen.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const servers: Server[] = []
 afterEach(async () => {
@@ -32,7 +33,7 @@ async function check(url: string) {
     mode: 'allOnline',
     url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     backupDir: `${dir}/b`,
   })
   return run(runDpxen, ['check', config])
@@ -73,6 +74,6 @@ describe('answers that are not from a XenAPI host', () => {
     expect(result.lines.at(-1)).toMatch(
       /answered HTTP 401 to session.login_with_password \(is this a XenServer/,
     )
-    expect(result.text).not.toContain('xenroot')
+    expect(result.text).not.toContain(SIM_PASSWORD)
   })
 })

@@ -4,6 +4,7 @@ import { createLogger } from '../../src/core/log.js'
 import { createDispatcher, Trust } from '../../src/xapi/connection.js'
 import { XapiSession, xmlRpcTransport } from '../../src/xapi/session.js'
 import { demoSim } from '../helpers/sim.js'
+import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const dispatchers: { close(): Promise<void> }[] = []
 afterEach(async () => {
@@ -16,7 +17,7 @@ async function open(url: string): Promise<XapiSession> {
   return XapiSession.open({
     url,
     username: 'root',
-    password: 'xenroot',
+    password: SIM_PASSWORD,
     transport: xmlRpcTransport(dispatcher),
     log: createLogger({ out: () => undefined, name: 'test' }),
   })

@@ -82,6 +82,8 @@ export async function runRestore(
   try {
     const conn = await connect(config, log, ctx.signal)
     try {
+      // What an interrupted restore in this folder left is settled once, before anything else.
+      for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
       const code = chains.length ? await restoreChains(run, conn, chains) : EXIT.OK
       if (files.length === 0) return code
       return Math.max(code, await restoreFiles(run, conn, files, others))
@@ -102,7 +104,6 @@ async function restoreChains(
   const { ctx, config, log } = run
   const wanted = (name: string, uuid: string): boolean =>
     config.allVms || config.vmName.some((n) => n === name || n === uuid)
-  for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
   const { points, problems } = chainPoints(found)
   for (const p of problems) if (wanted(p.vmName, '')) run.fail(p.vmName, p.reason)
   const view = await readPool(conn)
@@ -203,7 +204,6 @@ function noFiles(config: Config, log: Logger, others: string[]): number {
 
 async function restoreFiles(run: Run, conn: Host, files: string[], others: string[]): Promise<number> {
   const { ctx, config, log } = run
-  for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
   const view = await readPool(conn)
   const target = resolveSr(view, config)
   const verified = await verifyAll(run, files)

@@ -8,20 +8,13 @@
 // ran. On any failure before the swap the new VDIs go and the VM is as it was.
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import { critical } from '../core/critical.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
-import {
-  destroyUnusedVdis,
-  RollbackFailed,
-  replaceVbds,
-  vbdRecord,
-  vmDisks,
-  type VmDisk,
-} from '../pool/disks.js'
+import { destroyUnusedVdis, RollbackFailed, vmDisks, type VmDisk } from '../pool/disks.js'
 import { JournalRecord } from '../pool/journal.js'
 import { findVm } from '../pool/find.js'
 import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
+import { swapDisks } from '../pool/swap.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
 import { verifyVhdFile } from '../xva/verify-file.js'
 import { rebuildDisk, type ChainPoint } from './chain-disk.js'
@@ -183,24 +176,13 @@ async function swapIn(
     { ref: vm, name: point.vmName, running: at.running },
     { ...stop, why: 'could not be started again', startAgain: () => flags.settled },
     async () => {
-      ctx.onStatus?.('replacing the disks')
-      await journal.update({
-        phase: 'swapping',
-        oldDisks: Object.fromEntries(
-          old.map((d) => [d.userdevice, { vdi: d.vdi, vbd: vbdRecord(vm, d.vdi, d) }]),
-        ),
-        newDisks: Object.fromEntries(created),
-      })
       try {
-        await critical(`the disk swap of ${point.vmName}`, () =>
-          replaceVbds(ctx, vm, point.vmName, old, fresh, created),
-        )
+        await swapDisks(ctx, { vm, name: point.vmName, old, fresh, vdiFor: created, journal })
       } catch (error) {
         if (error instanceof RollbackFailed) flags.settled = false
         throw error
       }
       flags.swapped = true
-      await journal.update({ phase: 'finishing' })
       if (at.vtpm !== undefined) await putBackVtpm(ctx, vm, point.vmName, at.vtpm)
     },
   )

@@ -6,19 +6,12 @@
 // if putting the old disks back fails, the journal stays for the next run to settle and the VM
 // stays halted (it may lack a disk).
 import { DpxenError } from '../core/errors.js'
-import { critical } from '../core/critical.js'
 import { throwIfAborted } from '../core/signals.js'
-import {
-  destroyUnusedVdis,
-  removeOurVm,
-  replaceVbds,
-  RollbackFailed,
-  vbdRecord,
-  vmDisks,
-} from '../pool/disks.js'
+import { destroyUnusedVdis, removeOurVm, RollbackFailed, vmDisks } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
 import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
+import { swapDisks } from '../pool/swap.js'
 import {
   importItem,
   moveToOwnSrs,
@@ -71,7 +64,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
       },
       async () => {
         try {
-          return await swapDisks(ctx, item, vm, targets, journal)
+          return await importAndSwap(ctx, item, vm, targets, journal)
         } catch (error) {
           if (error instanceof RollbackFailed) settled = false
           throw error
@@ -84,7 +77,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
   }
 }
 
-async function swapDisks(
+async function importAndSwap(
   ctx: RestoreContext,
   item: RestoreItem,
   vm: string,
@@ -98,27 +91,23 @@ async function swapDisks(
     const newDisks = await verifyImported(ctx, item, imported)
     const vdiFor = await moveToOwnSrs(ctx, newDisks, targets, copies)
     throwIfAborted(ctx.signal)
-    ctx.onStatus?.('replacing the disks')
     const old = await vmDisks(ctx.host, vm)
-    await journal.update({
-      phase: 'swapping',
-      copies,
-      oldDisks: Object.fromEntries(
-        old.map((d) => [d.userdevice, { vdi: d.vdi, vbd: vbdRecord(vm, d.vdi, d) }]),
-      ),
-      newDisks: Object.fromEntries(newDisks.map((d) => [d.userdevice, vdiFor.get(d.userdevice)!])),
-    })
     try {
-      await critical(`the disk swap of ${item.vmName}`, () =>
-        replaceVbds(ctx, vm, item.vmName, old, newDisks, vdiFor),
-      )
+      await swapDisks(ctx, {
+        vm,
+        name: item.vmName,
+        old,
+        fresh: newDisks,
+        vdiFor,
+        journal,
+        extra: { copies },
+      })
     } catch (error) {
       // The journal needs the import and the copies to settle a swap it could not undo.
       if (error instanceof RollbackFailed) keep = true
       throw error
     }
     keep = true
-    await journal.update({ phase: 'finishing' })
     const [vtpm] = item.verified.summary.vtpms
     if (vtpm) await putBackVtpm(ctx, vm, item.vmName, vtpm.contents)
     // The imported record goes; its disks stay, now the VM's (copies made the originals spare).

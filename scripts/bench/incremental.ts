@@ -116,7 +116,10 @@ export async function benchIncremental(
     const fullManifest = names.filter((n) => n.endsWith('.chain.json'))[0]!
     const prefix = fullManifest.slice(0, -'.chain.json'.length)
     const fullFiles = names.filter(
-      (n) => n === fullManifest || (n.startsWith(`${prefix}_`) && n.endsWith('.vhd')),
+      (n) =>
+        n === fullManifest ||
+        n === `${prefix}.metadata.tar` ||
+        (n.startsWith(`${prefix}_`) && n.endsWith('.vhd')),
     )
     const restoreWith = async (files: string[]): Promise<{ seconds: number; bytes: number }> => {
       rmSync(staging, { recursive: true, force: true })

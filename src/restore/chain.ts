@@ -8,7 +8,7 @@
 // ran. On any failure before the swap the new VDIs go and the VM is as it was.
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import { DpxenError, messageOf } from '../core/errors.js'
+import { DpxenError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { destroyUnusedVdis, RollbackFailed, vmDisks, type VmDisk } from '../pool/disks.js'
 import { JournalRecord } from '../pool/journal.js'
@@ -19,7 +19,7 @@ import type { ChainDisk, ChainManifest } from '../staging/chain.js'
 import { verifyVhdFile } from '../xva/verify-file.js'
 import { rebuildDisk, type ChainPoint } from './chain-disk.js'
 import { putBackVtpm, type RestoreContext, type RestoreOutcome } from './common.js'
-import { rebuildVm, verifyMetadata } from './rebuild.js'
+import { chainFileFault, rebuildVm, verifyMetadata } from './rebuild.js'
 
 export type { ChainPoint }
 
@@ -101,8 +101,7 @@ export async function verifyChain(dir: string, point: ChainPoint, signal: AbortS
       try {
         result = await verifyVhdFile(join(dir, disk.file), signal)
       } catch (error) {
-        if (error instanceof DpxenError && error.code === 'ABORTED') throw error
-        throw new DpxenError('XVA_INVALID', `${disk.file} (run ${manifest.run}): ${messageOf(error)}`)
+        throw chainFileFault(disk.file, manifest.run, error)
       }
       if (result.bytes !== disk.bytes || result.xxh64 !== disk.xxh64)
         throw new DpxenError(

@@ -8,7 +8,7 @@
 // one the VM and the disks to remove, and nothing of the pool's was touched.
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import { DpxenError } from '../core/errors.js'
+import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { destroyUnusedVdis, removeOurVm, vmDisks } from '../pool/disks.js'
 import { JournalRecord } from '../pool/journal.js'
@@ -20,6 +20,20 @@ import { rebuildDisk, type ChainPoint } from './chain-disk.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
 import { copyName } from './copy.js'
 import { checkSr } from './target.js'
+
+/**
+ * Why a chain's file could not be read, as the session line says it: a file Data Protector did
+ * not put back is named as missing, with what to restore; an abort stays an abort.
+ */
+export function chainFileFault(file: string, run: string, error: unknown): DpxenError {
+  if (error instanceof DpxenError && error.code === 'ABORTED') return error
+  if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+    return new DpxenError(
+      'XVA_INVALID',
+      `${file} (run ${run}) is not in backupDir: restore that run's whole session with Data Protector (every file of the VM); nothing was restored`,
+    )
+  return new DpxenError('XVA_INVALID', `${file} (run ${run}): ${messageOf(error)}`)
+}
 
 /**
  * The point's metadata file, checked against its manifest and the VM it must describe; the
@@ -36,11 +50,7 @@ export async function verifyMetadata(
   try {
     result = await verifyMetadataFile(join(dir, meta.file), signal)
   } catch (error) {
-    if (error instanceof DpxenError && error.code === 'ABORTED') throw error
-    throw new DpxenError(
-      'XVA_INVALID',
-      `${meta.file} (run ${manifest.run}): ${error instanceof Error ? error.message : String(error)}`,
-    )
+    throw chainFileFault(meta.file, manifest.run, error)
   }
   if (result.bytes !== meta.bytes || result.xxh64 !== meta.xxh64)
     throw new DpxenError(

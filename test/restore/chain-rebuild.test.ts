@@ -1,6 +1,6 @@
 // A VM made again from its incremental chain: the run's VM metadata (saved with every run) over
 // the disks rebuilt from the chain. Real hooks in process against the three-host xapi-sim.
-import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { runPostExec } from '../../src/backup/post.js'
@@ -121,4 +121,26 @@ describe('a VM made again from its incremental chain', () => {
     expect(await w.xapi.call('VTPM.get_contents', vtpm)).toBe(TPM)
     expect(await w.xapi.call('VM.get_power_state', w.vm)).toBe('Running')
   })
+
+  it.each(['.metadata.tar', '.vhd'])(
+    'a file of the point that Data Protector did not put back (%s): one line naming it and what to restore, the pool unchanged',
+    async (suffix) => {
+      const w = await threeRuns()
+      const before = await diskHashes(w.sim.url, w.xapi, w.vm)
+      const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
+      w.putBack(1)
+      const lost = readdirSync(w.backupDir).find(
+        (n) => n.includes(`_${w.points[1]!.run}`) && n.endsWith(suffix),
+      )!
+      rmSync(join(w.backupDir, lost))
+      const restore = await run(runRestorePostExec, [w.config])
+      expect(restore.code).not.toBe(0)
+      expect(restore.text).toContain(
+        `Debian: FAILED: ${lost} (run ${w.points[1]!.run}) is not in backupDir: restore that run's whole session with Data Protector`,
+      )
+      expect(restore.text).not.toMatch(/ENOENT|\n\s+at /)
+      expect(await diskHashes(w.sim.url, w.xapi, w.vm)).toEqual(before)
+      expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    },
+  )
 })

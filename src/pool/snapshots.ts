@@ -123,8 +123,10 @@ export async function sweepSnapshots(
   for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
     if (!vm.is_a_snapshot) continue
-    // Tagged, or not yet: a run killed between the snapshot and its tags left only the name.
-    const named = oc[OC_BACKUP_RUN] === undefined ? snapshotOwner(String(vm.name_label)) : undefined
+    // Tagged, or not yet, or half: a run killed between the snapshot and its tags left only the
+    // name, and another dpxen tagging its snapshot right now has some tags and not yet the
+    // others. What a tag does not say yet, the name says (a missing owner is not a gone one).
+    const named = snapshotOwner(String(vm.name_label))
     if (oc[OC_BACKUP_RUN] === undefined && !named) continue
     const created = Date.parse(oc[OC_CREATED] ?? named?.created ?? '')
     if (!leftOver(oc, created, options.runId, oc[OC_OWNER] ?? named?.owner)) continue

@@ -314,6 +314,26 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
     expect((await snapshots(xapi)).map((s) => s.name_label)).toEqual(['dpxen backup Debian busy'])
   })
 
+  it.each([[[]], [['dpxen:backup-run']], [['dpxen:backup-run', 'dpxen:created']]])(
+    'leaves the snapshot of another dpxen caught while it tags it (tagged %j so far)',
+    async (tags) => {
+      const { xapi, config } = await setup({ mode: 'online', vmName: ['vm2'] })
+      // Named as makeSnapshot names it, by this (living) process, and only partly tagged.
+      const name = `dpxen backup Debian ${new Date().toISOString()} (${(await import('node:os')).hostname()}:${process.pid})`
+      const snap = await xapi.call<string>('VM.snapshot', await xapi.vmByName('Debian'), name)
+      for (const tag of tags)
+        await xapi.call(
+          'VM.add_to_other_config',
+          snap,
+          tag,
+          tag === 'dpxen:created' ? new Date().toISOString() : 'other-run',
+        )
+      const pre = await run(runPreExec, [config])
+      expect(pre.code, pre.text).toBe(0)
+      expect((await snapshots(xapi)).map((s) => s.name_label)).toEqual([name])
+    },
+  )
+
   it('never deletes outside what it wrote, even through a symlink in the state file', async () => {
     const { backupDir, dir, config } = await setup({ mode: 'online', vmName: ['vm2'] })
     await run(runPreExec, [config])

@@ -39,8 +39,25 @@ import { setupCommand } from './setup.js'
 const USAGE =
   'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva'
 
+/** What each command does, for `dpxen COMMAND --help` (restore and setup have their own). */
+const HELP: Record<string, string> = {
+  check:
+    'usage: dpxen check [CONFIG]\n  checks the configuration, the certificate and every host of the pool, and what the mode would back up; changes nothing',
+  list: 'usage: dpxen list [DIR | CONFIG]\n  what a folder of backups holds and restores to; changes nothing',
+  recover:
+    'usage: dpxen recover [CONFIG]\n  finishes or undoes what a killed backup or restore left (snapshots, stopped VMs, half-made disks)',
+  verify:
+    "usage: dpxen verify FILE.xva\n  checks an XVA's layout and every checksum, and its manifest's; changes nothing",
+}
+
 export async function runDpxen(ctx: HookContext): Promise<number> {
   const [command, ...rest] = ctx.args
+  const help =
+    command !== undefined && Object.hasOwn(HELP, command) && rest.some((a) => a === '--help' || a === '-h')
+  if (help) {
+    ctx.out(HELP[command]!)
+    return EXIT.OK
+  }
   if (command === 'check') return check({ ...ctx, args: rest })
   if (command === 'recover') return recover({ ...ctx, args: rest })
   if (command === 'list') return list({ ...ctx, args: rest })

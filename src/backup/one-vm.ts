@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import type { HookContext } from '../hook/context.js'
-import { startHook, vmArgument } from '../hook/start.js'
+import { startHook, vmArgument, type Run } from '../hook/start.js'
 import { prepareStaging } from '../staging/folder.js'
 import { safeName } from '../staging/names.js'
 
@@ -30,8 +30,11 @@ export async function prepareParent(config: Config, vm: string | undefined): Pro
  * How the backup hooks start: `[--vm NAME] [CONFIG]` read, the configuration loaded (for one
  * VM when --vm is given), the logger opened.
  */
-export async function startBackupHook(given: HookContext, name: 'pre-exec' | 'post-exec') {
+export async function startBackupHook(
+  given: HookContext,
+  name: 'pre-exec' | 'post-exec',
+): Promise<Run & { vm?: string }> {
   const { ctx, vm } = vmArgument(given)
-  const { config, log } = await startHook(ctx, name)
-  return { ctx, vm, log, config: forOneVm(config, vm) }
+  const run = await startHook(ctx, name)
+  return { ...run, ...(vm !== undefined ? { vm } : {}), config: forOneVm(run.config, vm) }
 }

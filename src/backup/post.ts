@@ -3,17 +3,13 @@
 // the recorded outcome: non-zero when any VM failed, so the session ends "Completed with errors".
 import { existsSync } from 'node:fs'
 import type { HookContext } from '../hook/context.js'
-import type { Config } from '../config/schema.js'
-import type { Logger } from '../core/log.js'
 import { EXIT } from '../hook/exit-codes.js'
 import { messageOf } from '../core/errors.js'
-import { recoverRestores } from '../pool/journal.js'
+import { settleLeftovers } from '../pool/recover.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
-import { askedForHelp, isPreview } from '../hook/start.js'
+import { askedForHelp, type Run } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
-import { restartStopped } from '../pool/lifecycle.js'
-import { sweepSnapshots } from '../pool/snapshots.js'
 import { settleBases } from '../pool/base.js'
 import { holdStaging } from '../staging/folder.js'
 import { readState } from './state.js'
@@ -21,36 +17,27 @@ import { STATE_FILE } from '../staging/names.js'
 
 export async function runPostExec(given: HookContext): Promise<number> {
   if (askedForHelp(given, 'dpxen-post-exec')) return EXIT.OK
-  const { ctx, vm, config, log } = await startBackupHook(given, 'post-exec')
-  if (isPreview(ctx.env)) {
+  const hook = await startBackupHook(given, 'post-exec')
+  const { vm, config, log } = hook
+  if (hook.session.preview) {
     log.info('dpxen: preview: the post-exec changes nothing')
     return EXIT.OK
   }
-  if (ctx.env.SMEXIT !== undefined) log.debug(`Data Protector session exit code SMEXIT=${ctx.env.SMEXIT}`)
   if (!existsSync(config.backupDir)) {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to clean up (the pre-exec did not run?)`)
     return EXIT.OK
   }
   await prepareParent(config, vm)
-  const lock = await holdStaging(config, 'post-exec', { env: ctx.env, signal: ctx.signal, log })
+  const lock = await holdStaging(config, 'post-exec', hook)
   try {
-    return await collect(ctx, config, log)
+    return await collect(hook)
   } finally {
     await lock.release()
   }
 }
 
-/**
- * Whether Data Protector backed up every file: SMEXIT 0 (session post-exec) or BDACC 0 (object
- * post-exec); without either (run by hand), yes.
- */
-function sessionBackedUp(env: NodeJS.ProcessEnv): boolean {
-  if (env.SMEXIT !== undefined) return env.SMEXIT === '0'
-  if (env.BDACC !== undefined) return env.BDACC === '0'
-  return true
-}
-
-async function collect(ctx: HookContext, config: Config, log: Logger): Promise<number> {
+async function collect(hook: Run): Promise<number> {
+  const { config, log } = hook
   const state = await readState(config.backupDir)
   let removed = 0
   if (state) {
@@ -63,23 +50,22 @@ async function collect(ctx: HookContext, config: Config, log: Logger): Promise<n
 
   let code: number = EXIT.OK
   try {
-    const conn = await connect(config, log, ctx.signal)
+    const conn = await connect(config, log, hook.signal)
     try {
-      for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
-      if (state) await restartStopped(conn, log, state.stopped ?? [])
+      // A run Data Protector kept becomes the VMs' bases before the sweep, which would take this
+      // run's snapshots for leftovers.
       if (state && config.incremental) {
-        const backedUp = sessionBackedUp(ctx.env) && state.finishedAt !== undefined
+        const backedUp = hook.session.backedUp && state.finishedAt !== undefined
         const ok = new Map(state.vms.filter((v) => v.ok).map((v) => [v.uuid, v.name]))
         const settled = await settleBases(conn, { runId: state.runId, ok, backedUp }, log)
         for (const line of settled) log.info(`dpxen: ${line}`)
       }
-      const swept = await sweepSnapshots(conn, log, {
-        ...(state ? { runId: state.runId } : {}),
-        ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
+      const left = await settleLeftovers(conn, log, {
+        dir: config.backupDir,
+        ...(state ? { stopped: state.stopped ?? [], runId: state.runId } : {}),
+        ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
       })
-      for (const name of swept.destroyed) log.info(`dpxen: removed the leftover snapshot "${name}"`)
-      for (const line of swept.failed) log.info(`dpxen: a leftover snapshot could not be removed: ${line}`)
-      if (swept.failed.length) code = EXIT.VM_FAILED
+      if (left.failed) code = EXIT.VM_FAILED
     } finally {
       await conn.close()
     }

@@ -3,54 +3,45 @@
 // file for the post-exec. Partial failures keep the exit code 0 (Data Protector still backs up
 // the good VMs) unless failSessionOnError is set; nothing exported is an error.
 import { promises as fsp } from 'node:fs'
-import { performance } from 'node:perf_hooks'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
 import type { Config } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { formatBytes, formatRate } from '../core/format.js'
 import { type Logger } from '../core/log.js'
-import { startTicker, type Active } from '../core/progress.js'
-import { recoverRestores } from '../pool/journal.js'
+import { eachTracked, type Active } from '../core/progress.js'
+import { settleLeftovers } from '../pool/recover.js'
 import { allowListeners } from '../core/signals.js'
 import { connect } from '../xapi/connect.js'
 import type { Host } from '../xapi/host.js'
-import { askedForHelp, isPreview } from '../hook/start.js'
+import { askedForHelp, type Run } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
-import { restartStopped } from '../pool/lifecycle.js'
-import { readPool, type PoolView } from '../pool/view.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
 import { manifestName } from '../staging/manifest.js'
 import { dumpPoolDatabase } from './metadata.js'
+import { readPool } from '../pool/view.js'
 import { xvaNames } from '../staging/names.js'
 import { selectVms, type VmPlan } from './select.js'
-import { sweepSnapshots } from '../pool/snapshots.js'
 import { holdStaging } from '../staging/folder.js'
 import { newState, readState, writeState, type RunState } from './state.js'
 import { JOURNAL_FILE, LOCK_FILE, STATE_FILE } from '../staging/names.js'
 import { BACKUP_ENGINES, type VmBackupContext } from './vm.js'
 import { backupIncremental } from './incremental.js'
 
-/** Runs `work` over the items with at most `limit` at once. */
-async function eachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]!)
-  })
-  await Promise.all(workers)
-}
-
-/** Removes what an earlier run left in backupDir: the files its state lists, partial files. */
-async function cleanStaging(config: Config, log: Logger, host: Host): Promise<void> {
+/**
+ * Removes what an earlier run left in backupDir: the files its state lists, partial files.
+ * Returns the VMs that run stopped, for settleLeftovers to start again.
+ */
+async function cleanStaging(config: Config, log: Logger): Promise<{ uuid: string; name: string }[]> {
   const old = await readState(config.backupDir)
   if (old) {
-    await restartStopped(host, log, old.stopped ?? [])
     for (const file of old.files) await removeOurFile(config.backupDir, file)
     await removeOurFile(config.backupDir, STATE_FILE)
     log.info(`dpxen: removed the files of an earlier run (${old.startedAt}) that no post-exec cleaned up`)
   }
   for (const partial of await removeStalePartials(config.backupDir))
     log.info(`dpxen: removed the partial file ${partial} of an interrupted run`)
+  return old?.stopped ?? []
 }
 
 /**
@@ -78,8 +69,9 @@ async function checkForeign(config: Config, log: Logger): Promise<void> {
   )
 }
 
-async function preview(ctx: HookContext, config: Config, log: Logger): Promise<number> {
-  const conn = await connect(config, log, ctx.signal)
+async function preview(hook: Run): Promise<number> {
+  const { config, log } = hook
+  const conn = await connect(config, log, hook.signal)
   try {
     const { plans, problems, skipped } = selectVms(await readPool(conn), config)
     log.info(
@@ -99,15 +91,16 @@ async function preview(ctx: HookContext, config: Config, log: Logger): Promise<n
 
 export async function runPreExec(given: HookContext): Promise<number> {
   if (askedForHelp(given, 'dpxen-pre-exec')) return EXIT.OK
-  const { ctx, vm, config, log } = await startBackupHook(given, 'pre-exec')
-  if (isPreview(ctx.env)) return preview(ctx, config, log)
+  const hook = await startBackupHook(given, 'pre-exec')
+  const { vm, config, log } = hook
+  if (hook.session.preview) return preview(hook)
   await prepareParent(config, vm)
-  const lock = await holdStaging(config, 'pre-exec', { env: ctx.env, signal: ctx.signal, log })
+  const lock = await holdStaging(config, 'pre-exec', hook)
   let staged = false
   try {
-    const conn = await connect(config, log, ctx.signal)
+    const conn = await connect(config, log, hook.signal)
     try {
-      const code = await backupAll(ctx, config, log, conn)
+      const code = await backupAll(hook, conn)
       // The files wait for Data Protector's backup and this session's post-exec.
       await lock.stage()
       staged = true
@@ -120,11 +113,18 @@ export async function runPreExec(given: HookContext): Promise<number> {
   }
 }
 
-async function backupAll(ctx: HookContext, config: Config, log: Logger, host: Host): Promise<number> {
-  await cleanStaging(config, log, host)
-  for (const line of await recoverRestores(host, config.backupDir, log)) log.info(line)
+async function backupAll(hook: Run, host: Host): Promise<number> {
+  const { config, log } = hook
+  const stopped = await cleanStaging(config, log)
+  // One read of the pool serves the sweep and the plan (VM.get_all_records of a large pool is
+  // megabytes); snapshots are never planned, so those the sweep destroys do not matter to it.
+  const { pool } = await settleLeftovers(host, log, {
+    dir: config.backupDir,
+    stopped,
+    readPool: true,
+    ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
+  })
   await checkForeign(config, log)
-  const pool = await sweepAndRead(ctx, log, host)
   const { plans, problems, skipped } = selectVms(pool, config)
   for (const line of skipped) log.info(`dpxen: ${line}`)
   const state = newState(config.mode)
@@ -138,53 +138,38 @@ async function backupAll(ctx: HookContext, config: Config, log: Logger, host: Ho
     `dpxen: ${config.mode} backup of ${plans.length} VM(s) from ${config.server} to ${config.backupDir}`,
   )
 
-  const active = new Map<string, Active>()
-  const stopTicker = startTicker(log, active, config.progressInterval)
   let saving = Promise.resolve()
   const record = (update: (s: RunState) => void): Promise<void> => {
     update(state)
     saving = saving.then(() => writeState(config.backupDir, state))
     return saving
   }
-  const shared = { config, log, host, space: { reserved: 0 }, active, record, runId: state.runId }
-  allowListeners(ctx.signal, config.concurrency)
+  const shared = { config, log, host, space: { reserved: 0 }, record, runId: state.runId }
+  allowListeners(hook.signal, config.concurrency)
   try {
-    await eachLimited(plans, config.concurrency, async (plan) => {
-      if (ctx.signal.aborted) return
-      await backupOne(ctx, { ...shared, fileName: names.get(plan.uuid)! }, plan)
-    })
-    if (config.metadata && !ctx.signal.aborted) await saveDatabase(ctx, shared)
+    await eachTracked(
+      plans,
+      {
+        log,
+        interval: config.progressInterval,
+        signal: hook.signal,
+        concurrency: config.concurrency,
+        name: (plan) => plan.name,
+      },
+      (plan, entry) => backupOne(hook, { ...shared, fileName: names.get(plan.uuid)! }, plan, entry),
+    )
+    if (config.metadata && !hook.signal.aborted) await saveDatabase(hook, shared)
   } finally {
-    stopTicker()
     await record((s) => (s.finishedAt = new Date().toISOString()))
   }
-  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+  if (hook.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   return summarize(config, log, state)
 }
 
-/**
- * Removes leftover snapshots of ours and reads the pool, in one read: VM.get_all_records of a
- * large pool is megabytes. Snapshots are never planned, so those the sweep destroys do not
- * matter to the plan.
- */
-async function sweepAndRead(ctx: HookContext, log: Logger, host: Host): Promise<PoolView> {
-  const pool = await readPool(host)
-  const swept = await sweepSnapshots(host, log, {
-    vms: pool.vms,
-    vdis: pool.vdis,
-    ...(ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {}),
-  })
-  for (const name of swept.destroyed)
-    log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
-  for (const line of swept.failed)
-    log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
-  return pool
-}
-
 /** metadata: the pool database beside the XVA files; a failure is the run's error, not a VM's. */
-async function saveDatabase(ctx: HookContext, run: Omit<RunShared, 'fileName'>): Promise<void> {
+async function saveDatabase(hook: Run, run: Omit<RunShared, 'fileName'>): Promise<void> {
   try {
-    const file = await dumpPoolDatabase(run.host, run.config, run.log, ctx.signal)
+    const file = await dumpPoolDatabase(run.host, run.config, run.log, hook.signal)
     await run.record((s) => s.files.push(file))
     run.log.info(`dpxen: saved the pool database as ${file}`)
   } catch (error) {
@@ -198,16 +183,13 @@ interface RunShared {
   log: Logger
   host: Host
   space: { reserved: number }
-  active: Map<string, Active>
   record: (update: (s: RunState) => void) => Promise<void>
   fileName: string
   runId: string
 }
 
-async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promise<void> {
+async function backupOne(hook: Run, run: RunShared, plan: VmPlan, entry: Active): Promise<void> {
   const { log } = run
-  const entry: Active = { name: plan.name, status: 'starting', bytes: 0, since: performance.now() }
-  run.active.set(plan.uuid, entry)
   log.info(
     `dpxen: ${plan.name}: backup started (${run.config.mode}, ${plan.powerState}, ${plan.disks.length} disk(s), up to ${formatBytes(plan.estimate)})`,
   )
@@ -216,11 +198,11 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     log,
     config: run.config,
     runId: run.runId,
-    ...(ctx.env.SESSIONID ? { dataProtectorSession: ctx.env.SESSIONID } : {}),
-    ...(ctx.env.MODE ? { dataProtectorLevel: ctx.env.MODE } : {}),
-    signal: ctx.signal,
+    ...(hook.session.id ? { dataProtectorSession: hook.session.id } : {}),
+    ...(hook.session.level ? { dataProtectorLevel: hook.session.level } : {}),
+    signal: hook.signal,
     space: run.space,
-    ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+    ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
     onStopping: (p, stopping) =>
       run.record((s) => {
         s.stopped = (s.stopped ?? []).filter((v) => v.uuid !== p.uuid)
@@ -252,8 +234,6 @@ async function backupOne(ctx: HookContext, run: RunShared, plan: VmPlan): Promis
     await run.record((s) => s.vms.push({ name: plan.name, uuid: plan.uuid, ok: false, reason }))
     log.info(`dpxen: ${plan.name}: FAILED: ${reason}`)
     log.debug(error instanceof Error ? (error.stack ?? reason) : reason)
-  } finally {
-    run.active.delete(plan.uuid)
   }
 }
 

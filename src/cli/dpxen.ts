@@ -14,11 +14,9 @@ import { createLogger } from '../core/log.js'
 import { freeSpace } from '../staging/files.js'
 import { loadManifest, manifestName, type Manifest } from '../staging/manifest.js'
 import { startHook } from '../hook/start.js'
-import { restartStopped } from '../pool/lifecycle.js'
-import { sweepSnapshots } from '../pool/snapshots.js'
+import { settleLeftovers } from '../pool/recover.js'
 import { holdStaging } from '../staging/folder.js'
 import { readState } from '../backup/state.js'
-import { recoverRestores } from '../pool/journal.js'
 import { selectVms, snapshotRefusal } from '../backup/select.js'
 import { readPool } from '../pool/view.js'
 import { PARTIAL_SUFFIX } from '../staging/names.js'
@@ -129,38 +127,27 @@ async function check(ctx: HookContext): Promise<number> {
  * snapshots. It deletes no file in backupDir.
  */
 async function recover(ctx: HookContext): Promise<number> {
-  const { config, log } = await startHook(ctx, 'recover')
+  const hook = await startHook(ctx, 'recover')
+  const { config, log } = hook
   const there = existsSync(config.backupDir)
   if (!there)
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
-  const held = there
-    ? await holdStaging(config, 'recover', { env: ctx.env, signal: ctx.signal, log })
-    : undefined
+  const held = there ? await holdStaging(config, 'recover', hook) : undefined
   try {
-    const conn = await connect(config, log, ctx.signal)
+    const conn = await connect(config, log, hook.signal)
     try {
-      let settled = 0
-      if (held) {
-        for (const line of await recoverRestores(conn, config.backupDir, log)) {
-          log.info(line)
-          settled++
-        }
-        const state = await readState(config.backupDir)
-        if (state?.stopped?.length) {
-          await restartStopped(conn, log, state.stopped ?? [])
-          settled += state.stopped.length
-        }
-      }
-      const swept = await sweepSnapshots(conn, log, ctx.retryDelaysMs ? { delays: ctx.retryDelaysMs } : {})
-      for (const name of swept.destroyed) log.info(`dpxen: removed the leftover snapshot "${name}"`)
-      for (const line of swept.failed) log.info(`dpxen: a leftover snapshot could not be removed: ${line}`)
-      settled += swept.destroyed.length
+      const state = held ? await readState(config.backupDir) : undefined
+      const { settled, failed } = await settleLeftovers(conn, log, {
+        ...(held ? { dir: config.backupDir } : {}),
+        stopped: state?.stopped ?? [],
+        ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
+      })
       log.info(
         settled
           ? `dpxen: recovered ${settled} thing(s) an interrupted run left`
           : 'dpxen: nothing to recover',
       )
-      return swept.failed.length ? EXIT.VM_FAILED : EXIT.OK
+      return failed ? EXIT.VM_FAILED : EXIT.OK
     } finally {
       await conn.close()
     }

@@ -47,6 +47,8 @@ export async function restoreCommand(ctx: HookContext): Promise<number> {
     const value = values[option as keyof typeof values]
     if (value !== undefined && 'key' in spec) overrides[spec.key] = value
   }
-  const env = values.preview ? { ...ctx.env, PREVIEW: '1' } : ctx.env
-  return runRestore({ ...ctx, args: positionals, env }, 'restore', overrides)
+  return runRestore({ ...ctx, args: positionals }, 'restore', {
+    overrides,
+    ...(values.preview ? { preview: true } : {}),
+  })
 }

@@ -201,16 +201,20 @@ export async function restartStopped(
   host: Host,
   log: Logger,
   stopped: { uuid: string; name: string }[],
-): Promise<void> {
+): Promise<number> {
+  let started = 0
   for (const vm of stopped) {
     try {
       const ref = await host.call<string>('VM.get_by_uuid', vm.uuid)
-      if (await startIfHalted(host, ref))
+      if (await startIfHalted(host, ref)) {
         log.info(`dpxen: started ${vm.name} again, which an interrupted backup had stopped`)
+        started++
+      }
     } catch (error) {
       log.info(
         `dpxen: ${vm.name}: FAILED to start it again after an interrupted backup: ${messageOf(error)} (start it by hand)`,
       )
     }
   }
+  return started
 }

@@ -7,11 +7,11 @@ import type { Config, Method } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
 import { formatBytes, formatRate } from '../core/format.js'
 import type { Logger } from '../core/log.js'
-import { startTicker, type Active } from '../core/progress.js'
+import { eachTracked, type Active } from '../core/progress.js'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
-import { askedForHelp, isPreview, startHook } from '../hook/start.js'
-import { recoverRestores } from '../pool/journal.js'
+import { askedForHelp, startHook, type Run } from '../hook/start.js'
+import { settleLeftovers } from '../pool/recover.js'
 import { readPool } from '../pool/view.js'
 import { removeOurFile } from '../staging/files.js'
 import { holdStaging } from '../staging/folder.js'
@@ -37,11 +37,8 @@ const RESTORE_ENGINES: Record<Method, (ctx: RestoreContext, item: RestoreItem) =
 const KIND: Record<Method, string> = { snapshot: 'online', shutdown: 'offline' }
 const OTHER: Record<Method, Method> = { snapshot: 'shutdown', shutdown: 'snapshot' }
 
-/** One run's shared pieces, and its failures (one line each, as they happen). */
-interface Run {
-  ctx: HookContext
-  config: Config
-  log: Logger
+/** One restore's run, and its failures (one line each, as they happen). */
+interface RestoreRun extends Run {
   failures: string[]
   fail(name: string, reason: string): void
 }
@@ -58,21 +55,17 @@ export async function runRestorePostExec(ctx: HookContext): Promise<number> {
 export async function runRestore(
   ctx: HookContext,
   name: string,
-  overrides?: Record<string, unknown>,
+  options: { overrides?: Record<string, unknown>; preview?: boolean } = {},
 ): Promise<number> {
-  const { config, log } = await startHook(ctx, name, {
-    forRestore: true,
-    ...(overrides ? { overrides } : {}),
-  })
+  const hook = await startHook(ctx, name, { forRestore: true, ...options })
+  const { config, log } = hook
   const { files, others } = await listFiles(config)
   const chains = config.method === 'snapshot' ? await readChainManifests(config.backupDir) : []
   if (files.length === 0 && chains.length === 0) return noFiles(config, log, others)
-  const lock = await holdStaging(config, name, { env: ctx.env, signal: ctx.signal, log })
+  const lock = await holdStaging(config, name, hook)
   const failures: string[] = []
-  const run: Run = {
-    ctx,
-    config,
-    log,
+  const run: RestoreRun = {
+    ...hook,
     failures,
     fail: (name, reason) => {
       failures.push(name)
@@ -80,10 +73,13 @@ export async function runRestore(
     },
   }
   try {
-    const conn = await connect(config, log, ctx.signal)
+    const conn = await connect(config, log, run.signal)
     try {
       // What an interrupted restore in this folder left is settled once, before anything else.
-      for (const line of await recoverRestores(conn, config.backupDir, log)) log.info(line)
+      await settleLeftovers(conn, log, {
+        dir: config.backupDir,
+        ...(run.retryDelaysMs ? { retryDelaysMs: run.retryDelaysMs } : {}),
+      })
       const code = chains.length ? await restoreChains(run, conn, chains) : EXIT.OK
       if (files.length === 0) return code
       return Math.max(code, await restoreFiles(run, conn, files, others))
@@ -97,11 +93,11 @@ export async function runRestore(
 
 /** Incremental backups: each VM's newest run present, its chain verified, then rebuilt. */
 async function restoreChains(
-  run: Run,
+  run: RestoreRun,
   conn: Host,
   found: Awaited<ReturnType<typeof readChainManifests>>,
 ): Promise<number> {
-  const { ctx, config, log } = run
+  const { config, log } = run
   const wanted = (name: string, uuid: string): boolean =>
     config.allVms || config.vmName.some((n) => n === name || n === uuid)
   const { points, problems } = chainPoints(found)
@@ -111,18 +107,10 @@ async function restoreChains(
   let restored = 0
   // A line every progressInterval while chains verify and disks are written: Data Protector
   // aborts a script silent for 15 minutes.
-  const active = new Map<string, Active>()
-  const stopTicker = startTicker(log, active, config.progressInterval)
-  try {
-    for (const point of points.filter((p) => wanted(p.vmName, p.vmUuid))) {
-      if (ctx.signal.aborted) break
-      const entry: Active = {
-        name: point.vmName,
-        status: 'verifying its files',
-        bytes: 0,
-        since: performance.now(),
-      }
-      active.set(point.vmUuid, entry)
+  await eachTracked(
+    points.filter((p) => wanted(p.vmName, p.vmUuid)),
+    { ...tracking(run), name: (point) => point.vmName, status: 'verifying its files' },
+    async (point, entry) => {
       try {
         const runs = found.filter((f) => f.manifest.vm.uuid === point.vmUuid)
         if (await restorePoint(run, restoreContext(run, conn, { view, target }, entry), point, runs))
@@ -130,14 +118,10 @@ async function restoreChains(
       } catch (error) {
         if (error instanceof DpxenError && error.code === 'ABORTED') throw error
         run.fail(point.vmName, messageOf(error))
-      } finally {
-        active.delete(point.vmUuid)
       }
-    }
-  } finally {
-    stopTicker()
-  }
-  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+    },
+  )
+  if (run.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   if (run.failures.length) return EXIT.VM_FAILED
   log.info(`dpxen: ${restored} VM(s) restored from incremental backups`)
   return EXIT.OK
@@ -149,15 +133,15 @@ async function restoreChains(
  * Protector restore chain brought back with them.
  */
 async function restorePoint(
-  run: Run,
+  run: RestoreRun,
   rctx: RestoreContext,
   point: ChainPoint,
   all: ChainPoint['runs'],
 ): Promise<boolean> {
-  const { ctx, config, log } = run
+  const { config, log } = run
   const runs = point.runs.map((r) => r.manifest.run)
-  await verifyChain(config.backupDir, point, ctx.signal)
-  if (isPreview(ctx.env)) {
+  await verifyChain(config.backupDir, point, run.signal)
+  if (run.session.preview) {
     log.info(`dpxen: preview: would rebuild the disks of ${point.vmName} from runs ${runs.join(', ')}`)
     return false
   }
@@ -177,7 +161,7 @@ async function restorePoint(
 
 /** The context a VM's restore works in; its status lines go to `entry` (the progress ticker). */
 function restoreContext(
-  run: Run,
+  run: RestoreRun,
   conn: Host,
   pool: { view: RestoreContext['view']; target: TargetSr },
   entry: Active,
@@ -187,8 +171,8 @@ function restoreContext(
     log: run.log,
     config: run.config,
     ...pool,
-    signal: run.ctx.signal,
-    ...(run.ctx.retryDelaysMs ? { retryDelaysMs: run.ctx.retryDelaysMs } : {}),
+    signal: run.signal,
+    ...(run.retryDelaysMs ? { retryDelaysMs: run.retryDelaysMs } : {}),
     onStatus: (s) => (entry.status = s),
   }
 }
@@ -202,8 +186,8 @@ function noFiles(config: Config, log: Logger, others: string[]): number {
   return EXIT.VM_FAILED
 }
 
-async function restoreFiles(run: Run, conn: Host, files: string[], others: string[]): Promise<number> {
-  const { ctx, config, log } = run
+async function restoreFiles(run: RestoreRun, conn: Host, files: string[], others: string[]): Promise<number> {
+  const { config, log } = run
   const view = await readPool(conn)
   const target = resolveSr(view, config)
   const verified = await verifyAll(run, files)
@@ -211,7 +195,7 @@ async function restoreFiles(run: Run, conn: Host, files: string[], others: strin
   others.push(...verified.filter((item) => item.kind !== config.method).map((item) => item.file))
   if (mine.length === 0 && verified.length > 0) return noFiles(config, log, others)
   const chosen = choose(run, mine, others)
-  if (isPreview(ctx.env)) {
+  if (run.session.preview) {
     for (const item of chosen)
       log.info(
         `dpxen: preview: would restore ${item.vmName} from ${item.file}${config.restoreAs === 'copy' ? ' as a copy' : ''} into SR "${target.name}"`,
@@ -219,7 +203,7 @@ async function restoreFiles(run: Run, conn: Host, files: string[], others: strin
     return EXIT.OK
   }
   await restoreEach(run, conn, { view, target }, chosen)
-  if (ctx.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
+  if (run.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   const ok = chosen.length - run.failures.filter((f) => chosen.some((c) => c.vmName === f)).length
   if (run.failures.length) {
     log.info(`dpxen: restore finished with ${run.failures.length} failure(s); ${ok} VM(s) restored`)
@@ -234,39 +218,33 @@ async function restoreFiles(run: Run, conn: Host, files: string[], others: strin
  * lines go on meanwhile: a terabyte of files is long minutes of reading, and Data Protector
  * aborts a script silent for 15.
  */
-async function verifyAll(run: Run, files: string[]): Promise<RestoreItem[]> {
-  const { ctx, config, log } = run
+async function verifyAll(run: RestoreRun, files: string[]): Promise<RestoreItem[]> {
+  const { config, log } = run
   const items: RestoreItem[] = []
-  const verifying = new Map<string, Active>()
-  const stopTicker = startTicker(log, verifying, config.progressInterval)
-  try {
-    for (const file of files) {
-      if (ctx.signal.aborted) break
-      const entry: Active = { name: file, status: 'verifying', bytes: 0, since: performance.now() }
-      verifying.set(file, entry)
+  await eachTracked(
+    files,
+    { ...tracking(run), name: (file) => file, status: 'verifying' },
+    async (file, entry) => {
       try {
         const started = performance.now()
-        const item = await examine(config.backupDir, file, ctx.signal, (n) => (entry.bytes = n))
+        const item = await examine(config.backupDir, file, run.signal, (n) => (entry.bytes = n))
         const seconds = (performance.now() - started) / 1000
         log.info(
           `dpxen: ${file}: verified ${formatBytes(item.verified.bytes)} in ${seconds.toFixed(1)} s (${formatRate(item.verified.bytes, seconds)})`,
         )
         items.push(item)
       } catch (error) {
-        if (error instanceof DpxenError && error.code === 'ABORTED') break
+        // An abort ends the loop: the signal stops eachTracked before the next file.
+        if (error instanceof DpxenError && error.code === 'ABORTED') return
         run.fail(file, `${messageOf(error)}; the pool is unchanged`)
-      } finally {
-        verifying.delete(file)
       }
-    }
-  } finally {
-    stopTicker()
-  }
+    },
+  )
   return items
 }
 
 /** The items to restore: all of them (allOnline, allOffline), else one file for each vmName. */
-function choose(run: Run, items: RestoreItem[], others: string[]): RestoreItem[] {
+function choose(run: RestoreRun, items: RestoreItem[], others: string[]): RestoreItem[] {
   const { config } = run
   if (config.allVms) return items
   const kind = KIND[config.method]
@@ -307,37 +285,31 @@ async function removeRestored(config: Config, item: RestoreItem, log: Logger): P
 
 /** Restores the items one after the other, a line for each outcome and progress meanwhile. */
 async function restoreEach(
-  run: Run,
+  run: RestoreRun,
   conn: Host,
   pool: { view: RestoreContext['view']; target: TargetSr },
   items: RestoreItem[],
 ): Promise<void> {
-  const { ctx, config, log } = run
-  const active = new Map<string, Active>()
-  const stopTicker = startTicker(log, active, config.progressInterval)
-  try {
-    for (const item of items) {
-      if (ctx.signal.aborted) break
-      const entry: Active = { name: item.vmName, status: 'starting', bytes: 0, since: performance.now() }
-      active.set(item.vmUuid, entry)
-      const rctx = restoreContext(run, conn, pool, entry)
-      const how =
-        config.restoreAs === 'copy' ? 'as a copy' : config.method === 'snapshot' ? 'disks' : 'whole VM'
-      log.info(`dpxen: ${item.vmName}: restore started from ${item.file} (${how})`)
-      try {
-        const engine = config.restoreAs === 'copy' ? restoreCopy : RESTORE_ENGINES[config.method]
-        const outcome = await engine(rctx, item)
-        log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
-        if (!config.keepRestoredFiles) await removeRestored(config, item, log)
-      } catch (error) {
-        if (error instanceof DpxenError && error.code === 'ABORTED') throw error
-        run.fail(item.vmName, messageOf(error))
-        log.debug(error instanceof Error ? (error.stack ?? '') : String(error))
-      } finally {
-        active.delete(item.vmUuid)
-      }
+  const { config, log } = run
+  await eachTracked(items, { ...tracking(run), name: (item) => item.vmName }, async (item, entry) => {
+    const rctx = restoreContext(run, conn, pool, entry)
+    const how =
+      config.restoreAs === 'copy' ? 'as a copy' : config.method === 'snapshot' ? 'disks' : 'whole VM'
+    log.info(`dpxen: ${item.vmName}: restore started from ${item.file} (${how})`)
+    try {
+      const engine = config.restoreAs === 'copy' ? restoreCopy : RESTORE_ENGINES[config.method]
+      const outcome = await engine(rctx, item)
+      log.info(`dpxen: ${item.vmName}: ${outcome.summary}`)
+      if (!config.keepRestoredFiles) await removeRestored(config, item, log)
+    } catch (error) {
+      if (error instanceof DpxenError && error.code === 'ABORTED') throw error
+      run.fail(item.vmName, messageOf(error))
+      log.debug(error instanceof Error ? (error.stack ?? '') : String(error))
     }
-  } finally {
-    stopTicker()
-  }
+  })
+}
+
+/** How a restore's loops show progress: every progressInterval, stopping on the run's signal. */
+function tracking(run: RestoreRun): { log: Logger; interval: number; signal: AbortSignal } {
+  return { log: run.log, interval: run.config.progressInterval, signal: run.signal }
 }

@@ -283,12 +283,12 @@ export async function acquireStaging(
 export async function holdStaging(
   config: Pick<Config, 'backupDir' | 'lockTimeout'>,
   hook: string,
-  run: { env: NodeJS.ProcessEnv; signal: AbortSignal; log: Logger },
+  run: { session: { id?: string }; signal: AbortSignal; log: Logger },
 ): Promise<StagingLock> {
   const dir = config.backupDir
   await prepareStaging(dir)
   const { lock, tookOver } = await acquireStaging(dir, hook, {
-    session: run.env.SESSIONID,
+    session: run.session.id,
     timeoutMs: config.lockTimeout * 1000,
     signal: run.signal,
     say: (line) => run.log.info(line),

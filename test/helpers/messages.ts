@@ -1,6 +1,6 @@
 // The lines dpxen can put in a Data Protector session that ask for action, read from its sources
 // with TypeScript's own parser: every DpxenError's message (the `VM: FAILED: …` line, or a hook's
-// last line) and every warning a hook logs (`dpxen: warning: …`). Interpolations become `…`, and
+// last line) and every warning and failure a hook logs (`dpxen: warning: …`, `dpxen: …: FAILED …`). Interpolations become `…`, and
 // a message chosen by a condition counts as each of its branches. The troubleshooting page
 // (docs/troubleshooting.md) must hold each of them; test/docs.test.ts checks that it does.
 import { readdirSync, readFileSync } from 'node:fs'
@@ -69,8 +69,12 @@ export function sourceMessages(root: string): SourceMessage[] {
         node.arguments[0]
       )
         for (const text of texts(node.arguments[0]))
-          if (/^dpxen: (… ?)?(…: )?warning: /.test(text) || /^dpxen: warning/.test(text))
-            out.push({ text: normalise(text), kind: 'warning', at: at(node) })
+          if (/^dpxen: (…: )?(warning|FAILED)\b/.test(text))
+            out.push({
+              text: normalise(text),
+              kind: /FAILED/.test(text) ? 'failed' : 'warning',
+              at: at(node),
+            })
       ts.forEachChild(node, visit)
     }
     visit(source)

@@ -158,7 +158,9 @@ describe('incremental backups: faults', () => {
     w.putBack()
     rmSync(join(w.backupDir, middle!.disks[0]!.file))
     expect(await restore()).toMatch(
-      new RegExp(`Debian: FAILED: ${middle!.disks[0]!.file} \\(run ${middle!.run}\\): `),
+      new RegExp(
+        `Debian: FAILED: ${middle!.disks[0]!.file} \\(run ${middle!.run}\\) is not in backupDir: restore that run's whole session`,
+      ),
     )
     // The last delta's file is the middle one's (same disk, another run): its hash says so.
     w.putBack()

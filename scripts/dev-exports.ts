@@ -3,5 +3,5 @@
 export { fillKeyTables } from '../src/config/doc.js'
 export { newXxh64 } from '../src/core/xxh64.js'
 export { FileSink } from '../src/xva/file-sink.js'
-export { XvaIntake } from '../src/xva/intake.js'
+export { CheckedIntake } from '../src/xva/intake.js'
 export { XvaVerifier } from '../src/xva/verify.js'

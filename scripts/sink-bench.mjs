@@ -1,6 +1,6 @@
 // node scripts/sink-bench.mjs FILE.xva DIR [RUNS]: the export's receiving end without the network.
 // Reads a cached XVA in 256 KiB pieces and writes it into DIR three ways, taking turns:
-//   direct  dpxen's XvaIntake + FileSink as the export uses them (hash, verify, copy into 1 MiB
+//   direct  dpxen's CheckedIntake + XvaVerifier + FileSink as the export uses them (hash, verify, copy into 1 MiB
 //           slabs written around the page cache (O_DIRECT) by libuv's thread pool, fsync)
 //   intake  the same through the page cache (directIo: false, or no O_DIRECT)
 //   inline  the same hash and verification, the slab written synchronously by the main thread
@@ -12,7 +12,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const { XvaIntake, FileSink, XvaVerifier, newXxh64 } = await import(join(root, 'build/dev.js'))
+const { CheckedIntake, FileSink, XvaVerifier, newXxh64 } = await import(join(root, 'build/dev.js'))
 
 const [file, dir, runs = '3'] = process.argv.slice(2)
 if (!file || !dir) {
@@ -28,7 +28,11 @@ async function intake(direct) {
   const piece = Buffer.allocUnsafeSlow(PIECE)
   const sink = await FileSink.open(out, { slabSize: SLAB, slabs: 4, direct })
   let wake
-  const taking = new XvaIntake(sink, { verify: true, maxPiece: PIECE, wake: () => wake() })
+  const taking = new CheckedIntake(sink, new XvaVerifier(), {
+    maxPiece: PIECE,
+    wake: () => wake(),
+    compressed: true,
+  })
   for (let n, position = 0; (n = readSync(input, piece, 0, PIECE, position)) > 0; position += n) {
     if (!taking.push(piece.subarray(0, n))) await new Promise((resolve) => (wake = resolve))
   }

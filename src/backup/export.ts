@@ -6,13 +6,13 @@ import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { crashPoint } from '../core/crash-points.js'
-import type { Intake } from '../core/intake.js'
 import type { Logger } from '../core/log.js'
 import type { Host } from '../xapi/host.js'
 import { READ_SIZE } from '../xapi/raw-get.js'
 import { FileSink } from '../xva/file-sink.js'
-import { XvaIntake } from '../xva/intake.js'
-import type { StreamResult } from '../xva/pipe.js'
+import type { Checked, Verifier } from '../xva/check.js'
+import { CheckedIntake } from '../xva/intake.js'
+import { XvaVerifier, type XvaSummary } from '../xva/verify.js'
 import { PARTIAL_SUFFIX } from '../staging/names.js'
 
 export interface ExportRequest {
@@ -31,16 +31,20 @@ export interface ExportRequest {
   onBytes?: (bytes: number) => void
 }
 
-export interface ExportResult extends StreamResult {
+export interface ExportResult extends Checked<XvaSummary> {
+  /** Whether every chunk's checksum was compared too (the layout always is). */
+  checksumsVerified: boolean
   file: string
   seconds: number
 }
 
-/** Any streamed download into a verified file: the resource, and the intake that checks it. */
-export interface TransferRequest<R> extends Omit<ExportRequest, 'ref' | 'compression' | 'verify'> {
+/** Any streamed download into a verified file: the resource, and the verifier that checks it. */
+export interface TransferRequest<S> extends Omit<ExportRequest, 'ref' | 'compression' | 'verify'> {
   path: string
   query: Record<string, string>
-  intake: (sink: FileSink, wake: () => void) => Intake<R>
+  verifier: Verifier<S>
+  /** The stream may be gzip or zstd (an XVA export). */
+  compressed?: boolean
 }
 
 /**
@@ -53,23 +57,25 @@ const SLABS = 4
 export async function exportToFile(host: Host, log: Logger, req: ExportRequest): Promise<ExportResult> {
   const query: Record<string, string> = { ref: req.ref }
   if (req.compression !== 'none') query.use_compression = req.compression
-  return transferToFile(host, log, {
+  const result = await transferToFile(host, log, {
     ...req,
     path: '/export',
     query,
-    intake: (sink, wake) => new XvaIntake(sink, { verify: req.verify, maxPiece: READ_SIZE, wake }),
+    verifier: new XvaVerifier({ checksums: req.verify }),
+    compressed: true,
   })
+  return { ...result, checksumsVerified: req.verify }
 }
 
 /**
  * A download into `<fileName>.partial`, which takes its final name only once the intake checked
  * the whole and the host's task succeeded; removed on any failure.
  */
-export async function transferToFile<R extends { bytes: number }>(
+export async function transferToFile<S>(
   host: Host,
   log: Logger,
-  req: TransferRequest<R>,
-): Promise<R & { file: string; seconds: number }> {
+  req: TransferRequest<S>,
+): Promise<Checked<S> & { file: string; seconds: number }> {
   const finalPath = join(req.dir, req.fileName)
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
@@ -82,7 +88,12 @@ export async function transferToFile<R extends { bytes: number }>(
       open: async (wake) => {
         await fsp.rm(partialPath, { force: true })
         crashPoint(`create ${req.fileName}.partial`)
-        return req.intake(await openSink(partialPath, req.direct, log), wake)
+        const sink = await openSink(partialPath, req.direct, log)
+        return new CheckedIntake(sink, req.verifier, {
+          maxPiece: READ_SIZE,
+          wake,
+          compressed: req.compressed === true,
+        })
       },
     })
     crashPoint(`rename ${req.fileName}`)

@@ -25,10 +25,8 @@ import {
   type ChainMetadata,
 } from '../staging/chain.js'
 import { manifestName } from '../staging/manifest.js'
-import { READ_SIZE } from '../xapi/raw-get.js'
-import { CopyIntake } from '../xva/file-sink.js'
-import { VhdIntake } from '../xva/vhd.js'
-import { verifyMetadataFile } from '../xva/verify-file.js'
+import { VhdVerifier } from '../xva/vhd.js'
+import { XvaVerifier } from '../xva/verify.js'
 import { transferToFile } from './export.js'
 import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
 import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
@@ -148,7 +146,7 @@ async function exportDisks(
       direct: ctx.config.directIo,
       path: '/export_raw_vdi',
       query: { vdi: disk.vdi, format: 'vhd', ...(baseVdi ? { base: baseVdi } : {}) },
-      intake: (sink, wake) => new VhdIntake(sink, { maxPiece: READ_SIZE, wake }),
+      verifier: new VhdVerifier(),
       onBytes: (n) => ctx.onBytes?.(out.bytes + n),
     })
     if (result.summary.type !== (baseVdi ? 4 : 3))
@@ -184,7 +182,7 @@ async function exportMetadata(
   names: ReturnType<typeof chainNames>,
 ): Promise<ChainMetadata> {
   ctx.onStatus?.('exporting the VM metadata')
-  await transferToFile(ctx.host, ctx.log, {
+  const { summary, bytes, xxh64 } = await transferToFile(ctx.host, ctx.log, {
     label: `${plan.name} metadata`,
     dir: ctx.config.backupDir,
     fileName: names.metadata,
@@ -192,10 +190,9 @@ async function exportMetadata(
     direct: false,
     path: '/export_metadata',
     query: { uuid: plan.uuid, export_snapshots: 'false' },
-    intake: (sink, wake) => new CopyIntake(sink, { maxPiece: READ_SIZE, wake }),
-  })
-  const path = join(ctx.config.backupDir, names.metadata)
-  const { summary, bytes, xxh64 } = await verifyMetadataFile(path, ctx.signal).catch((error: unknown) => {
+    verifier: new XvaVerifier({ metadataOnly: true }),
+  }).catch((error: unknown) => {
+    if (!(error instanceof DpxenError && error.code === 'XVA_INVALID')) throw error
     throw new DpxenError('EXPORT_FAILED', `the metadata of ${plan.name}: ${messageOf(error)}`, {
       cause: error,
     })

@@ -3,8 +3,7 @@
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../core/log.js'
 import type { Host } from '../xapi/host.js'
-import { READ_SIZE } from '../xapi/raw-get.js'
-import { CopyIntake } from '../xva/file-sink.js'
+import { bytesOnly } from '../xva/check.js'
 import { safeName } from '../staging/names.js'
 import { transferToFile } from './export.js'
 
@@ -23,7 +22,7 @@ export async function dumpPoolDatabase(
     direct: false,
     path: '/pool/xmldbdump',
     query: {},
-    intake: (sink, wake) => new CopyIntake(sink, { maxPiece: READ_SIZE, wake }),
+    verifier: bytesOnly(),
   })
   return name
 }

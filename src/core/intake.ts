@@ -1,5 +1,6 @@
 // What receives a download (xapi/host.ts): it takes each piece as it comes off the socket, says
-// when to stop reading, and checks the whole at the end. XvaIntake and VhdIntake (xva/) are two.
+// when to stop reading, and checks the whole at the end. xva/intake.ts's CheckedIntake is the one
+// there is, over a format's Verifier.
 
 export interface Intake<R> {
   /** Bytes taken so far. */

@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { MODES, type Config, type Method } from '../config/schema.js'
 import { readManifest, type Manifest } from '../staging/manifest.js'
 import { OC_VM_NAME, OC_VM_UUID } from '../pool/tags.js'
-import type { StreamResult } from '../xva/pipe.js'
+import type { Checked } from '../xva/check.js'
+import type { XvaSummary } from '../xva/verify.js'
 import { verifyFile } from '../xva/verify-file.js'
 import { DpxenError } from '../core/errors.js'
 
@@ -20,7 +21,7 @@ export interface RestoreItem {
   vmName: string
   vmUuid: string
   manifest?: Manifest
-  verified: StreamResult
+  verified: Checked<XvaSummary>
 }
 
 /** The kind of backup a manifest says its file holds. */

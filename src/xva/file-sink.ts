@@ -15,8 +15,6 @@
 import { constants, promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { localIoError } from '../core/errors.js'
-import type { Intake } from '../core/intake.js'
-import { newXxh64, xxh64Hex } from '../core/xxh64.js'
 
 /** How long abort() waits for writes under way. */
 export const ABORT_WAIT_MS = 2000
@@ -252,63 +250,5 @@ export class FileSink {
     clearTimeout(timer)
     if (idle) return close()
     this.#onIdle = () => void close()
-  }
-}
-
-/**
- * The plainest intake: each piece counted, hashed (XXH64) and copied into the sink; reading stops
- * while the sink has no room for another piece, and `wake` resumes it. Subclasses check the
- * pieces as they pass (`inspect`).
- */
-export class CopyIntake implements Intake<{ bytes: number; xxh64: string }> {
-  readonly #sink: FileSink
-  /** The largest piece push() may be given. */
-  readonly #maxPiece: number
-  readonly #wake: () => void
-  #hash = newXxh64()
-  #bytes = 0
-  #waiting = false
-
-  constructor(sink: FileSink, options: { maxPiece: number; wake: () => void }) {
-    this.#sink = sink
-    this.#maxPiece = options.maxPiece
-    this.#wake = options.wake
-  }
-
-  get bytes(): number {
-    return this.#bytes
-  }
-
-  /** Looks at a piece before it is copied (throws to refuse the stream). */
-  protected inspect(_piece: Buffer): void {}
-
-  push(piece: Buffer): boolean {
-    this.inspect(piece)
-    this.#bytes += piece.length
-    this.#hash.update(piece)
-    this.#sink.take(piece)
-    if (this.#sink.room >= this.#maxPiece) return true
-    this.#waiting = true
-    this.#sink.onRoom(() => this.#maybeWake())
-    return false
-  }
-
-  #maybeWake(): void {
-    if (!this.#waiting) return
-    if (!this.#sink.failure && this.#sink.room < this.#maxPiece) {
-      this.#sink.onRoom(() => this.#maybeWake())
-      return
-    }
-    this.#waiting = false
-    this.#wake()
-  }
-
-  async finish(): Promise<{ bytes: number; xxh64: string }> {
-    await this.#sink.close()
-    return { bytes: this.#bytes, xxh64: xxh64Hex(this.#hash) }
-  }
-
-  async abort(): Promise<void> {
-    await this.#sink.abort()
   }
 }

@@ -7,6 +7,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { DpxenError } from '../core/errors.js'
 import { parseValue } from '../core/xml-parse.js'
 import { newXxh64, type Xxh64 } from '../core/xxh64.js'
+import type { Verifier } from './check.js'
 
 const BLOCK = 512
 const MAX_CHUNK = 1024 * 1024
@@ -137,7 +138,7 @@ function ovaDisks(objects: OvaObject[], byId: Map<string, OvaObject>): XvaDisk[]
   return disks
 }
 
-export class XvaVerifier {
+export class XvaVerifier implements Verifier<XvaSummary> {
   /** The header being collected: copied, since a pushed buffer may be reused once push returns. */
   #header = Buffer.alloc(BLOCK)
   #pendingBytes = 0

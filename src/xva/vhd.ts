@@ -4,8 +4,7 @@
 // stream ending with a copy of the first footer and nothing after it. A stream cut short, or
 // with xapi's error page written into the body, can never pass for a whole one.
 import { DpxenError } from '../core/errors.js'
-import type { Intake } from '../core/intake.js'
-import { CopyIntake } from './file-sink.js'
+import type { Verifier } from './check.js'
 
 const SECTOR = 512
 const UNUSED = 0xffffffff
@@ -73,7 +72,7 @@ function blocksInOrder(bat: Buffer, entries: number): { sector: Float64Array; in
  * are asked for in stream order by a plan (a generator given each one's bytes); each must lie
  * after the one before, so overlapping or out-of-place blocks are refused.
  */
-export class VhdVerifier {
+export class VhdVerifier implements Verifier<VhdSummary> {
   #pos = 0
   #plan: Generator<Region, void, Buffer>
   #region: Region | undefined
@@ -178,25 +177,5 @@ export class VhdVerifier {
         `it ends after ${this.#pos} bytes${this.#end === undefined ? ', before its block table' : ` of ${this.#end}`}`,
       )
     return this.#summary as VhdSummary
-  }
-}
-
-export interface VhdStreamResult {
-  summary: VhdSummary
-  bytes: number
-  xxh64: string
-}
-
-/** The receiving end of a VHD export: counted, hashed, checked, and copied into the file. */
-export class VhdIntake extends CopyIntake implements Intake<VhdStreamResult> {
-  #verifier = new VhdVerifier()
-
-  protected override inspect(piece: Buffer): void {
-    this.#verifier.push(piece)
-  }
-
-  override async finish(): Promise<VhdStreamResult> {
-    const summary = this.#verifier.finish()
-    return { summary, ...(await super.finish()) }
   }
 }

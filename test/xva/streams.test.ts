@@ -1,5 +1,4 @@
-// The two stream helpers of a transfer: the chunk reader (no joined copies, backpressure kept)
-// and the slab file writer (exact bytes at any piece size, pieces copied, errors reported).
+// The slab file writer of a transfer: exact bytes at any piece size, pieces copied, errors reported.
 import { createHash, randomBytes } from 'node:crypto'
 import {
   constants,
@@ -13,72 +12,11 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough, Readable } from 'node:stream'
 import { describe, expect, it, vi } from 'vitest'
-import { chunksOf } from '../../src/xva/chunks.js'
 import { FileSink } from '../../src/xva/file-sink.js'
 import { tempDir } from '../helpers/hooks.js'
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
-
-describe('chunksOf', () => {
-  it('hands over each chunk as it was pushed, never a joined copy', async () => {
-    const stream = new PassThrough()
-    const pushed = [randomBytes(1000), randomBytes(70_000), randomBytes(3)]
-    for (const chunk of pushed) stream.write(chunk)
-    stream.end()
-    const got: Buffer[] = []
-    for await (const chunk of chunksOf(stream)) got.push(chunk)
-    expect(got.map((c) => c.length)).toEqual([1000, 70_000, 3])
-    expect(Buffer.concat(got).equals(Buffer.concat(pushed))).toBe(true)
-  })
-
-  it('pauses the stream while a high-water mark of bytes waits, and resumes it when read', async () => {
-    let produced = 0
-    const stream = new Readable({
-      read() {
-        produced += 1024
-        this.push(produced > 64 * 1024 ? null : Buffer.alloc(1024, 1))
-      },
-    })
-    const reader = chunksOf(stream, 8 * 1024)[Symbol.asyncIterator]()
-    await reader.next()
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    // Not read on: production stopped near the mark (plus the stream's own buffer).
-    expect(produced).toBeLessThan(8 * 1024 + stream.readableHighWaterMark + 2048)
-    expect(stream.isPaused()).toBe(true)
-    let total = 1024
-    for (let next = await reader.next(); !next.done; next = await reader.next()) total += next.value.length
-    expect(total).toBe(64 * 1024)
-  })
-
-  it("rejects with the stream's error, and with a premature close", async () => {
-    const failing = new PassThrough()
-    const reading = (async () => {
-      for await (const chunk of chunksOf(failing)) void chunk
-    })()
-    failing.write(Buffer.alloc(10))
-    failing.destroy(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))
-    await expect(reading).rejects.toMatchObject({ code: 'ECONNRESET' })
-
-    const closing = new PassThrough()
-    const reading2 = (async () => {
-      for await (const chunk of chunksOf(closing)) void chunk
-    })()
-    closing.destroy()
-    await expect(reading2).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' })
-  })
-
-  it('destroys the stream when the reader stops early', async () => {
-    const stream = new PassThrough()
-    stream.write(Buffer.alloc(10))
-    for await (const chunk of chunksOf(stream)) {
-      expect(chunk.length).toBe(10)
-      break
-    }
-    expect(stream.destroyed).toBe(true)
-  })
-})
 
 describe('FileSink', () => {
   async function fill(sink: FileSink, data: Buffer, piece: number): Promise<void> {

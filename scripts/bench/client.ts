@@ -1,5 +1,6 @@
 // The bench's one XenAPI client: dpxen's own session (XML-RPC over undici), trusting the
 // simulator's certificate by its fingerprint over HTTPS, as an administrator's pin would.
+import { fromSeconds } from '../../src/core/format.js'
 import { createLogger } from '../../src/core/log.js'
 import { createDispatcher, createStreamAgents, Trust } from '../../src/xapi/connection.js'
 import { Host } from '../../src/xapi/host.js'
@@ -22,7 +23,13 @@ export async function login(url: string, fingerprint?: string): Promise<BenchCli
     transport: xmlRpcTransport(dispatcher),
     log: createLogger({ out: () => undefined, name: 'bench' }),
   })
-  const host = new Host({ session, trust, dispatcher, agents: createStreamAgents(trust), stallTimeout: 60 })
+  const host = new Host({
+    session,
+    trust,
+    dispatcher,
+    agents: createStreamAgents(trust),
+    stallTimeout: fromSeconds(60),
+  })
   return {
     session,
     host,

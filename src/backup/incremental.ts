@@ -381,7 +381,7 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
 
 async function removeSnapshot(ctx: VmBackupContext, plan: VmPlan, snap: string): Promise<void> {
   ctx.onStatus?.('removing the snapshot')
-  await destroyVmAndDisks(ctx.host, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+  await destroyVmAndDisks(ctx.host, snap, ctx.log).catch((error: unknown) => {
     throw new DpxenError(
       'VM_FAILED',
       `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,

@@ -50,7 +50,7 @@ async function collect(hook: Run): Promise<number> {
 
   let code: number = EXIT.OK
   try {
-    const conn = await connect(config, log, hook.signal)
+    const conn = await connect(config, log, hook)
     try {
       // A run Data Protector kept becomes the VMs' bases before the sweep, which would take this
       // run's snapshots for leftovers.
@@ -63,7 +63,6 @@ async function collect(hook: Run): Promise<number> {
       const left = await settleLeftovers(conn, log, {
         dir: config.backupDir,
         ...(state ? { stopped: state.stopped ?? [], runId: state.runId } : {}),
-        ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
       })
       if (left.failed) code = EXIT.VM_FAILED
     } finally {

@@ -71,7 +71,7 @@ async function checkForeign(config: Config, log: Logger): Promise<void> {
 
 async function preview(hook: Run): Promise<number> {
   const { config, log } = hook
-  const conn = await connect(config, log, hook.signal)
+  const conn = await connect(config, log, hook)
   try {
     const { plans, problems, skipped } = selectVms(await readPool(conn), config)
     log.info(
@@ -98,7 +98,7 @@ export async function runPreExec(given: HookContext): Promise<number> {
   const lock = await holdStaging(config, 'pre-exec', hook)
   let staged = false
   try {
-    const conn = await connect(config, log, hook.signal)
+    const conn = await connect(config, log, hook)
     try {
       const code = await backupAll(hook, conn)
       // The files wait for Data Protector's backup and this session's post-exec.
@@ -122,7 +122,6 @@ async function backupAll(hook: Run, host: Host): Promise<number> {
     dir: config.backupDir,
     stopped,
     readPool: true,
-    ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
   })
   await checkForeign(config, log)
   const { plans, problems, skipped } = selectVms(pool, config)
@@ -202,7 +201,6 @@ async function backupOne(hook: Run, run: RunShared, plan: VmPlan, entry: Active)
     ...(hook.session.level ? { dataProtectorLevel: hook.session.level } : {}),
     signal: hook.signal,
     space: run.space,
-    ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
     onStopping: (p, stopping) =>
       run.record((s) => {
         s.stopped = (s.stopped ?? []).filter((v) => v.uuid !== p.uuid)

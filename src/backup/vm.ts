@@ -7,7 +7,7 @@ import { throwIfAborted } from '../core/signals.js'
 import { formatBytes } from '../core/format.js'
 import type { PoolContext } from '../pool/context.js'
 import { destroyVmAndDisks } from '../pool/disks.js'
-import { powerState, whileHalted } from '../pool/lifecycle.js'
+import { powerState, stopOptions, whileHalted } from '../pool/lifecycle.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import { exportToFile, type ExportResult } from './export.js'
 import { freeSpace } from '../staging/files.js'
@@ -105,7 +105,7 @@ export async function backupOnline(
       return await exportAndDescribe(ctx, plan, snap, fileName)
     } finally {
       ctx.onStatus?.('removing the snapshot')
-      await destroyVmAndDisks(ctx.host, snap, ctx.log, ctx.retryDelaysMs).catch((error: unknown) => {
+      await destroyVmAndDisks(ctx.host, snap, ctx.log).catch((error: unknown) => {
         throw new DpxenError(
           'VM_FAILED',
           `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,
@@ -143,8 +143,7 @@ export async function backupOffline(
         ctx,
         { ref: plan.ref, name: plan.name, running },
         {
-          timeoutSeconds: ctx.config.shutdownTimeout,
-          force: ctx.config.forceShutdown,
+          ...stopOptions(ctx.config),
           why: 'was stopped for the backup and could not be started again',
         },
         async () => {

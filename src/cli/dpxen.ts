@@ -77,7 +77,7 @@ async function check(ctx: HookContext): Promise<number> {
     return EXIT.CONNECT
   }
   let problems = await checkAccess(config, log)
-  const conn = await connect(config, log, ctx.signal)
+  const conn = await connect(config, log, ctx)
   try {
     log.info(`connected to ${conn.url}`)
     problems += await checkHosts(conn, log)
@@ -134,13 +134,12 @@ async function recover(ctx: HookContext): Promise<number> {
     log.info(`dpxen: ${config.backupDir} does not exist: nothing to recover there; checking the pool`)
   const held = there ? await holdStaging(config, 'recover', hook) : undefined
   try {
-    const conn = await connect(config, log, hook.signal)
+    const conn = await connect(config, log, hook)
     try {
       const state = held ? await readState(config.backupDir) : undefined
       const { settled, failed } = await settleLeftovers(conn, log, {
         ...(held ? { dir: config.backupDir } : {}),
         stopped: state?.stopped ?? [],
-        ...(hook.retryDelaysMs ? { retryDelaysMs: hook.retryDelaysMs } : {}),
       })
       log.info(
         settled

@@ -2,6 +2,7 @@
 // Config type, the defaults, the validation and the README's key tables all come from FIELDS;
 // a new key is one entry here.
 import { isAbsolute } from 'node:path'
+import { fromSeconds, type Ms } from '../core/format.js'
 import { defaultDebugDir } from '../core/log.js'
 
 /** What a mode packs: how a VM is made still for its export, and whether vmName names the VMs. */
@@ -123,6 +124,16 @@ const number = (
     return value
   },
 })
+
+/** Seconds in the file, a duration (core/format.ts's Ms) in the Config: converted here and nowhere else. */
+const seconds = (fallback: number, limits: { min: number; max: number }, doc: Doc): Field<Ms> => {
+  const inSeconds = number(fallback, limits, doc)
+  return {
+    ...inSeconds,
+    fallback: () => fromSeconds(fallback),
+    parse: (value, env) => fromSeconds(inSeconds.parse(value, env)),
+  }
+}
 
 function choice<T extends string>(
   choices: readonly T[],
@@ -316,17 +327,17 @@ export const FIELDS = {
       doc: 'with `incremental`: a full run after this many runs of a chain (the full included)',
     },
   ),
-  shutdownTimeout: number(
+  shutdownTimeout: seconds(
     600,
     { min: 1, max: 86_400 },
     { group: 'backup', doc: 'seconds to wait for a clean shutdown (offline backup, restores)' },
   ),
-  stallTimeout: number(
+  stallTimeout: seconds(
     600,
     { min: 1, max: 86_400 },
     { group: 'connection', doc: 'seconds without a byte before a transfer fails as stalled' },
   ),
-  progressInterval: number(
+  progressInterval: seconds(
     60,
     { min: 0.05, max: 600 },
     { group: 'connection', doc: 'seconds between progress lines' },
@@ -339,7 +350,7 @@ export const FIELDS = {
     group: 'backup',
     doc: "Linux: write XVA files around the page cache (`O_DIRECT`): less CPU, and a backup does not push the client's own data out of memory; where the file system refuses it, ordinary writes. On a staging folder over a slow network share, `false` may be faster",
   }),
-  lockTimeout: number(
+  lockTimeout: seconds(
     0,
     { min: 0, max: 86_400 },
     {

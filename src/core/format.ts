@@ -14,3 +14,19 @@ export function formatBytes(bytes: number): string {
 export function formatRate(bytes: number, seconds: number): string {
   return `${(bytes / 1e6 / Math.max(seconds, 0.001)).toFixed(1)} MB/s`
 }
+
+/**
+ * A duration: milliseconds, the one unit every timeout and interval has in the code, from the
+ * configuration (where the administrator writes seconds; config/fields.ts converts them once)
+ * to the timer or the socket. The brand keeps a count of seconds from being passed as one.
+ */
+export type Ms = number & { readonly unit: 'ms' }
+
+export const ms = (milliseconds: number): Ms => milliseconds as Ms
+
+export const fromSeconds = (seconds: number): Ms => (seconds * 1000) as Ms
+
+/** A duration as a line shows it: whole seconds, at least 1 when not zero. */
+export function shownSeconds(duration: Ms): string {
+  return `${duration === 0 ? 0 : Math.max(1, Math.round(duration / 1000))} s`
+}

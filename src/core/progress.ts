@@ -1,7 +1,7 @@
 // Progress lines: what each running VM is doing, printed every interval, so Data Protector
 // (which aborts a script silent for 15 minutes) sees the script alive during long transfers.
 import { performance } from 'node:perf_hooks'
-import { formatBytes, formatRate } from './format.js'
+import { formatBytes, formatRate, type Ms } from './format.js'
 import type { Logger } from './log.js'
 
 export interface Active {
@@ -11,8 +11,8 @@ export interface Active {
   since: number
 }
 
-/** Prints what each running VM is doing, every `seconds`, so Data Protector sees the script alive. */
-export function startTicker(log: Logger, active: Map<string, Active>, seconds: number): () => void {
+/** Prints what each running VM is doing, every `interval`, so Data Protector sees the script alive. */
+export function startTicker(log: Logger, active: Map<string, Active>, interval: Ms): () => void {
   const timer = setInterval(() => {
     if (active.size === 0) return log.info('dpxen: working')
     for (const vm of active.values()) {
@@ -20,14 +20,14 @@ export function startTicker(log: Logger, active: Map<string, Active>, seconds: n
       const detail = vm.bytes ? `, ${formatBytes(vm.bytes)} so far (${formatRate(vm.bytes, elapsed)})` : ''
       log.info(`dpxen: ${vm.name}: ${vm.status}${detail}`)
     }
-  }, seconds * 1000)
+  }, interval)
   timer.unref()
   return () => clearInterval(timer)
 }
 
 /**
  * Works through `items`, `concurrency` at a time (one by default), each as an entry the ticker
- * shows every `interval` seconds while its work runs; none is begun once `signal` is aborted.
+ * shows every `interval` while its work runs; none is begun once `signal` is aborted.
  * `work` reports through its entry (status, bytes) and handles its own failures: an error it
  * throws stops the loop (the ticker stops too) and reaches the caller.
  */
@@ -35,7 +35,7 @@ export async function eachTracked<T>(
   items: readonly T[],
   options: {
     log: Logger
-    interval: number
+    interval: Ms
     signal: AbortSignal
     concurrency?: number
     /** The name its lines give the item, and its first status. */

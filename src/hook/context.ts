@@ -1,4 +1,5 @@
 // What a hook is given, so tests can run it in-process and the executables stay thin.
+import type { Ms } from '../core/format.js'
 import type { Logger } from '../core/log.js'
 
 export interface HookContext {
@@ -11,8 +12,8 @@ export interface HookContext {
   signal: AbortSignal
   /** Hands the run's logger to the caller, for the debug file. */
   useLogger(log: Logger): void
-  /** Delays between VDI_IN_USE retries (tests shorten them). */
-  retryDelaysMs?: number[]
+  /** The waits before each retry of a busy destroy (VDI_IN_USE), given to the Host; tests shorten them. */
+  retryDelays?: readonly Ms[]
 }
 
 export type Hook = (ctx: HookContext) => Promise<number>

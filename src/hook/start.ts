@@ -3,6 +3,7 @@
 import { loadConfig } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { DpxenError } from '../core/errors.js'
+import type { Ms } from '../core/format.js'
 import { createLogger, type Logger } from '../core/log.js'
 import { VERSION } from '../core/version.js'
 import type { HookContext } from './context.js'
@@ -42,8 +43,8 @@ export interface Run {
   log: Logger
   signal: AbortSignal
   session: DataProtectorSession
-  /** Delays between VDI_IN_USE retries (tests shorten them). */
-  retryDelaysMs?: number[]
+  /** The waits before each retry of a busy destroy (VDI_IN_USE): connect() gives them to the Host. */
+  retryDelays?: readonly Ms[]
 }
 
 /** Reads the configuration and opens the logger every hook starts with. */
@@ -71,7 +72,7 @@ export async function startHook(
     log,
     signal: ctx.signal,
     session,
-    ...(ctx.retryDelaysMs ? { retryDelaysMs: ctx.retryDelaysMs } : {}),
+    ...(ctx.retryDelays ? { retryDelays: ctx.retryDelays } : {}),
   }
 }
 

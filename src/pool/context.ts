@@ -8,7 +8,5 @@ export interface PoolContext {
   log: Logger
   /** Aborted on SIGTERM/SIGINT: no new side effect starts after it fires. */
   signal: AbortSignal
-  /** Delays between VDI_IN_USE retries (tests shorten them). */
-  retryDelaysMs?: number[]
   onStatus?: (status: string) => void
 }

@@ -12,7 +12,6 @@ import type { DiskSlot } from './view.js'
 type Rec = Record<string, unknown>
 
 /** Delays between VDI.destroy attempts while xapi says VDI_IN_USE (about 30 s in all). */
-export const DEFAULT_RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15000]
 
 /** A disk of a VM with everything its VBD carries, so the VBD can be made again like it. */
 export interface VmDisk extends DiskSlot {
@@ -134,13 +133,9 @@ export async function diskVdis(host: Host, vmRef: string): Promise<string[]> {
   return vdis
 }
 
-/** Destroys a VDI, retrying while xapi says it is in use. A VDI already gone is fine. */
-export async function destroyVdi(
-  host: Host,
-  vdi: string,
-  log: Logger,
-  delays = DEFAULT_RETRY_DELAYS_MS,
-): Promise<void> {
+/** Destroys a VDI, retrying while xapi says it is in use (host.retryDelays). A VDI already gone is fine. */
+export async function destroyVdi(host: Host, vdi: string, log: Logger): Promise<void> {
+  const delays = host.retryDelays
   for (let attempt = 0; ; attempt++) {
     try {
       await host.call('VDI.destroy', vdi)
@@ -155,12 +150,7 @@ export async function destroyVdi(
 }
 
 /** Destroys a VM (or snapshot) and its disks (not CDs). A VM already gone is fine. */
-export async function destroyVmAndDisks(
-  host: Host,
-  vm: string,
-  log: Logger,
-  delays = DEFAULT_RETRY_DELAYS_MS,
-): Promise<void> {
+export async function destroyVmAndDisks(host: Host, vm: string, log: Logger): Promise<void> {
   let vdis: string[]
   try {
     vdis = await diskVdis(host, vm)
@@ -171,13 +161,13 @@ export async function destroyVmAndDisks(
   await host.call('VM.destroy', vm).catch((error: unknown) => {
     if (!isXapiError(error, 'HANDLE_INVALID')) throw error
   })
-  for (const vdi of vdis) await destroyVdi(host, vdi, log, delays)
+  for (const vdi of vdis) await destroyVdi(host, vdi, log)
 }
 
 /** Removes a VM dpxen made and no longer needs; a failure is a warning naming it, not fatal. */
 export async function removeOurVm(ctx: PoolContext, vm: string, what: string): Promise<void> {
   try {
-    await destroyVmAndDisks(ctx.host, vm, ctx.log, ctx.retryDelaysMs)
+    await destroyVmAndDisks(ctx.host, vm, ctx.log)
   } catch (error) {
     ctx.log.info(
       `dpxen: warning: ${what} (${vm}) could not be removed: ${messageOf(error)} (remove it and its disks by hand)`,
@@ -195,7 +185,7 @@ export async function destroyUnusedVdis(ctx: PoolContext, vdis: string[], what: 
         ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} is still used by another VM and was kept`)
         continue
       }
-      await destroyVdi(ctx.host, vdi, ctx.log, ctx.retryDelaysMs)
+      await destroyVdi(ctx.host, vdi, ctx.log)
     } catch (error) {
       ctx.log.info(`dpxen: warning: ${what}: disk ${vdi} could not be removed: ${messageOf(error)}`)
     }

@@ -4,6 +4,8 @@
 // even after SIGTERM, because a VM dpxen stopped must run again.
 import { performance } from 'node:perf_hooks'
 import { DpxenError, XapiError, messageOf } from '../core/errors.js'
+import type { Config } from '../config/schema.js'
+import { shownSeconds, type Ms } from '../core/format.js'
 import type { Logger } from '../core/log.js'
 import { anySignal } from '../core/signals.js'
 import type { Host } from '../xapi/host.js'
@@ -33,20 +35,25 @@ export async function runningOrHalted(
   )
 }
 
+/** How a VM is stopped, as the configuration says (shutdownTimeout, forceShutdown). */
+export function stopOptions(config: Pick<Config, 'shutdownTimeout' | 'forceShutdown'>): StopOptions {
+  return { timeout: config.shutdownTimeout, force: config.forceShutdown }
+}
+
 export interface StopOptions {
-  timeoutSeconds: number
+  timeout: Ms
   /** After a clean shutdown that timed out: force the VM off (hard shutdown) instead of failing. */
   force: boolean
 }
 
 /**
- * Clean shutdown within `timeoutSeconds`; on abort, or a timeout without `force`, the task is
+ * Clean shutdown within `timeout`; on abort, or a timeout without `force`, the task is
  * cancelled and the VM left as it is. With `force` a timeout is followed by a hard shutdown.
  */
 export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: StopOptions): Promise<void> {
-  const { timeoutSeconds } = stop
+  const { timeout } = stop
   ctx.onStatus?.('shutting down')
-  const limit = AbortSignal.timeout(timeoutSeconds * 1000)
+  const limit = AbortSignal.timeout(timeout)
   const either = anySignal(limit, ctx.signal)
   try {
     await ctx.host.callAsync('VM.clean_shutdown', [vm], { signal: either.signal, cancel: true })
@@ -56,12 +63,11 @@ export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: S
         'VM_FAILED',
         `${name} could not be shut down: ${[error.xapiCode, ...error.params].join(' ')}`,
       )
-    if (limit.aborted && stop.force && !ctx.signal.aborted)
-      return await forceOff(ctx, vm, name, timeoutSeconds)
+    if (limit.aborted && stop.force && !ctx.signal.aborted) return await forceOff(ctx, vm, name, timeout)
     if (limit.aborted) {
       throw new DpxenError(
         'VM_FAILED',
-        `${name} did not shut down within ${timeoutSeconds} s (is the guest responding? raise shutdownTimeout)`,
+        `${name} did not shut down within ${shownSeconds(timeout)} (is the guest responding? raise shutdownTimeout)`,
         { cause: error },
       )
     }
@@ -72,8 +78,10 @@ export async function stopVm(ctx: PoolContext, vm: string, name: string, stop: S
 }
 
 /** The hard shutdown after a clean one timed out (forceShutdown), said in the session. */
-async function forceOff(ctx: PoolContext, vm: string, name: string, timeoutSeconds: number): Promise<void> {
-  ctx.log.info(`dpxen: ${name}: did not shut down within ${timeoutSeconds} s; forcing it off (forceShutdown)`)
+async function forceOff(ctx: PoolContext, vm: string, name: string, timeout: Ms): Promise<void> {
+  ctx.log.info(
+    `dpxen: ${name}: did not shut down within ${shownSeconds(timeout)}; forcing it off (forceShutdown)`,
+  )
   ctx.onStatus?.('forcing off')
   if ((await powerState(ctx.host, vm)) === 'Halted') return
   try {

@@ -19,8 +19,6 @@ export interface SettleOptions {
   runId?: string
   /** Read the whole pool for the sweep and return it (the pre-exec plans from the same read). */
   readPool?: boolean
-  /** Retry delays for destroys (tests shorten them). */
-  retryDelaysMs?: number[]
 }
 
 export interface Settled {
@@ -49,7 +47,6 @@ export async function settleLeftovers(host: Host, log: Logger, options: SettleOp
   const pool = options.readPool ? await readPool(host) : undefined
   const swept = await sweepSnapshots(host, log, {
     ...(options.runId !== undefined ? { runId: options.runId } : {}),
-    ...(options.retryDelaysMs ? { delays: options.retryDelaysMs } : {}),
     ...(pool ? { vms: pool.vms, vdis: pool.vdis } : {}),
   })
   for (const name of swept.destroyed)

@@ -98,7 +98,6 @@ export async function sweepSnapshots(
   log: Logger,
   options: {
     runId?: string
-    delays?: number[]
     /** The pool's VM and VDI records when the caller has just read them (saves reading them again). */
     vms?: Map<string, Record<string, unknown>>
     vdis?: Map<string, Record<string, unknown>>
@@ -119,7 +118,7 @@ export async function sweepSnapshots(
   }
   for (const [ref, vdi] of vdis)
     if (orphanDisk(vdi, options.runId))
-      await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(host, ref, log, options.delays))
+      await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(host, ref, log))
   for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
     if (!vm.is_a_snapshot) continue
@@ -130,7 +129,7 @@ export async function sweepSnapshots(
     if (oc[OC_BACKUP_RUN] === undefined && !named) continue
     const created = Date.parse(oc[OC_CREATED] ?? named?.created ?? '')
     if (!leftOver(oc, created, options.runId, oc[OC_OWNER] ?? named?.owner)) continue
-    await remove(String(vm.name_label), () => destroyVmAndDisks(host, ref, log, options.delays))
+    await remove(String(vm.name_label), () => destroyVmAndDisks(host, ref, log))
   }
   return { destroyed, failed }
 }

@@ -13,7 +13,7 @@ import { throwIfAborted } from '../core/signals.js'
 import { destroyUnusedVdis, RollbackFailed, vmDisks, type VmDisk } from '../pool/disks.js'
 import { JournalRecord } from '../pool/journal.js'
 import { findVm } from '../pool/find.js'
-import { runningOrHalted, whileHalted } from '../pool/lifecycle.js'
+import { runningOrHalted, stopOptions, whileHalted } from '../pool/lifecycle.js'
 import { swapDisks } from '../pool/swap.js'
 import type { ChainDisk, ChainManifest } from '../staging/chain.js'
 import { verifyVhdFile } from '../xva/verify-file.js'
@@ -169,11 +169,10 @@ async function swapIn(
 ): Promise<void> {
   const { vm, old, created, journal } = at
   const fresh = slotsFor(point.runs[0]!.manifest.disks, old, created)
-  const stop = { timeoutSeconds: ctx.config.shutdownTimeout, force: ctx.config.forceShutdown }
   await whileHalted(
     ctx,
     { ref: vm, name: point.vmName, running: at.running },
-    { ...stop, why: 'could not be started again', startAgain: () => flags.settled },
+    { ...stopOptions(ctx.config), why: 'could not be started again', startAgain: () => flags.settled },
     async () => {
       try {
         await swapDisks(ctx, { vm, name: point.vmName, old, fresh, vdiFor: created, journal })

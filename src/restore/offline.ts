@@ -18,7 +18,7 @@ import { destroyUnusedVdis, vmDisks } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
 import { OC_RESTORED_FROM } from '../pool/tags.js'
-import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
+import { runningOrHalted, startVm, stopOptions, whileHalted } from '../pool/lifecycle.js'
 import { importWholeVm, planTargets, type RestoreContext, type RestoreOutcome } from './common.js'
 import type { RestoreItem } from './find.js'
 
@@ -49,8 +49,7 @@ export async function restoreOffline(ctx: RestoreContext, item: RestoreItem): Pr
       ctx,
       { ref: old ?? '', name: item.vmName, running: oldState === 'Running' },
       {
-        timeoutSeconds: ctx.config.shutdownTimeout,
-        force: ctx.config.forceShutdown,
+        ...stopOptions(ctx.config),
         why: 'could not be started again',
         startAgain: () => !replaced,
       },

@@ -10,7 +10,7 @@ import { throwIfAborted } from '../core/signals.js'
 import { destroyUnusedVdis, removeOurVm, RollbackFailed, vmDisks } from '../pool/disks.js'
 import { findVm } from '../pool/find.js'
 import { JournalRecord } from '../pool/journal.js'
-import { runningOrHalted, startVm, whileHalted } from '../pool/lifecycle.js'
+import { runningOrHalted, startVm, stopOptions, whileHalted } from '../pool/lifecycle.js'
 import { swapDisks } from '../pool/swap.js'
 import {
   importItem,
@@ -57,8 +57,7 @@ export async function restoreOnline(ctx: RestoreContext, item: RestoreItem): Pro
       { ref: vm, name: item.vmName, running: state === 'Running' },
       // A swap that could not be undone leaves the VM halted: it may lack a disk.
       {
-        timeoutSeconds: ctx.config.shutdownTimeout,
-        force: ctx.config.forceShutdown,
+        ...stopOptions(ctx.config),
         why: 'could not be started again',
         startAgain: () => settled,
       },

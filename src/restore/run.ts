@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Config, Method } from '../config/schema.js'
 import { DpxenError, messageOf } from '../core/errors.js'
-import { formatBytes, formatRate } from '../core/format.js'
+import { formatBytes, formatRate, type Ms } from '../core/format.js'
 import type { Logger } from '../core/log.js'
 import { eachTracked, type Active } from '../core/progress.js'
 import type { HookContext } from '../hook/context.js'
@@ -73,12 +73,11 @@ export async function runRestore(
     },
   }
   try {
-    const conn = await connect(config, log, run.signal)
+    const conn = await connect(config, log, run)
     try {
       // What an interrupted restore in this folder left is settled once, before anything else.
       await settleLeftovers(conn, log, {
         dir: config.backupDir,
-        ...(run.retryDelaysMs ? { retryDelaysMs: run.retryDelaysMs } : {}),
       })
       const code = chains.length ? await restoreChains(run, conn, chains) : EXIT.OK
       if (files.length === 0) return code
@@ -172,7 +171,6 @@ function restoreContext(
     config: run.config,
     ...pool,
     signal: run.signal,
-    ...(run.retryDelaysMs ? { retryDelaysMs: run.retryDelaysMs } : {}),
     onStatus: (s) => (entry.status = s),
   }
 }
@@ -310,6 +308,6 @@ async function restoreEach(
 }
 
 /** How a restore's loops show progress: every progressInterval, stopping on the run's signal. */
-function tracking(run: RestoreRun): { log: Logger; interval: number; signal: AbortSignal } {
+function tracking(run: RestoreRun): { log: Logger; interval: Ms; signal: AbortSignal } {
   return { log: run.log, interval: run.config.progressInterval, signal: run.signal }
 }

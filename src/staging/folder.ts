@@ -19,6 +19,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crashPoint } from '../core/crash-points.js'
 import { DpxenError, localIoError } from '../core/errors.js'
+import { shownSeconds, type Ms } from '../core/format.js'
 import type { Config } from '../config/schema.js'
 import type { Logger } from '../core/log.js'
 import { processGone, STALE_AFTER_MS } from './owner.js'
@@ -238,7 +239,7 @@ export class StagingLock {
 }
 
 /**
- * StagingLock.acquire, waiting up to `timeoutMs` while the folder is busy: a line when the wait
+ * StagingLock.acquire, waiting up to `timeout` while the folder is busy: a line when the wait
  * begins and one a minute (Data Protector aborts a script silent for 15 minutes).
  */
 export async function acquireStaging(
@@ -246,7 +247,7 @@ export async function acquireStaging(
   hook: string,
   options: {
     session: string | undefined
-    timeoutMs: number
+    timeout: Ms
     signal: AbortSignal
     say: (line: string) => void
   },
@@ -258,17 +259,17 @@ export async function acquireStaging(
       return await StagingLock.acquire(dir, hook, options.session)
     } catch (error) {
       const waited = Date.now() - started
-      if (!(error instanceof DpxenError) || error.code !== 'STAGING_BUSY' || waited >= options.timeoutMs)
+      if (!(error instanceof DpxenError) || error.code !== 'STAGING_BUSY' || waited >= options.timeout)
         throw error
       if (lastSaid === 0 || Date.now() - lastSaid >= 60_000) {
         options.say(
-          `dpxen: ${error.message.replace(/: give each backup specification its own backupDir$/, '')}; waiting (lockTimeout ${Math.round(options.timeoutMs / 1000)} s, ${Math.round(waited / 1000)} s so far)`,
+          `dpxen: ${error.message.replace(/: give each backup specification its own backupDir$/, '')}; waiting (lockTimeout ${shownSeconds(options.timeout)}, ${Math.round(waited / 1000)} s so far)`,
         )
         lastSaid = Date.now()
       }
       if (options.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(1000, Math.max(1, options.timeoutMs - waited)))
+        const timer = setTimeout(resolve, Math.min(1000, Math.max(1, options.timeout - waited)))
         options.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
       })
     }
@@ -278,7 +279,7 @@ export async function acquireStaging(
 /**
  * What every hook does before it touches backupDir: makes sure the folder is safe (creating it
  * 0700 if missing), takes the lock for Data Protector's session (SESSIONID, waiting up to
- * lockTimeout seconds), and says whose lock it took over, if any. The caller releases (or stages) the lock it gets.
+ * lockTimeout), and says whose lock it took over, if any. The caller releases (or stages) the lock it gets.
  */
 export async function holdStaging(
   config: Pick<Config, 'backupDir' | 'lockTimeout'>,
@@ -289,7 +290,7 @@ export async function holdStaging(
   await prepareStaging(dir)
   const { lock, tookOver } = await acquireStaging(dir, hook, {
     session: run.session.id,
-    timeoutMs: config.lockTimeout * 1000,
+    timeout: config.lockTimeout,
     signal: run.signal,
     say: (line) => run.log.info(line),
   })

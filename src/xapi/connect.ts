@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js'
 import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { DpxenError, isXapiError } from '../core/errors.js'
+import type { Ms } from '../core/format.js'
 import type { Logger } from '../core/log.js'
 import { createDispatcher, createStreamAgents, Trust, type PoolHost } from './connection.js'
 import { Host } from './host.js'
@@ -90,7 +91,12 @@ async function remember(config: Config, log: Logger, hosts: PoolHost[]): Promise
  * (each trusted only by the certificate the pool recorded for it then); a member answers with
  * its master's address, and the line names the master found. dpxen never makes a host master.
  */
-export async function connect(config: Config, log: Logger, signal?: AbortSignal): Promise<Host> {
+export async function connect(
+  config: Config,
+  log: Logger,
+  run: { signal?: AbortSignal; retryDelays?: readonly Ms[] } = {},
+): Promise<Host> {
+  const { signal } = run
   const trust = new Trust(config.url, {
     ...(config.caFile ? { caFile: config.caFile } : {}),
     ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}),
@@ -119,7 +125,14 @@ export async function connect(config: Config, log: Logger, signal?: AbortSignal)
       throw error
     }
     await remember(config, log, trust.hosts)
-    return new Host({ session, trust, dispatcher, agents, stallTimeout: config.stallTimeout })
+    return new Host({
+      session,
+      trust,
+      dispatcher,
+      agents,
+      stallTimeout: config.stallTimeout,
+      ...(run.retryDelays ? { retryDelays: run.retryDelays } : {}),
+    })
   } catch (error) {
     await dispatcher.close().catch(() => undefined)
     throw error

@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { connect as netConnect, isIP, type OnReadOpts, type Socket } from 'node:net'
 import { DpxenError } from '../core/errors.js'
+import { shownSeconds, type Ms } from '../core/format.js'
 import { Agent, type Dispatcher } from './undici.js'
 
 export interface TlsPolicy {
@@ -171,10 +172,10 @@ export function createStreamAgents(trust: Trust): { http: HttpAgent; https: Http
 }
 
 /** TRANSFER_STALLED: the host sent (or, for an upload, took) nothing for `idleMs`. */
-export function stalledError(origin: string, idleMs: number, what: 'sent' | 'took' = 'sent'): DpxenError {
+export function stalledError(origin: string, idleMs: Ms, what: 'sent' | 'took' = 'sent'): DpxenError {
   return new DpxenError(
     'TRANSFER_STALLED',
-    `${origin} ${what} nothing for ${Math.max(1, Math.round(idleMs / 1000))} s (stalled; see stallTimeout)`,
+    `${origin} ${what} nothing for ${shownSeconds(idleMs)} (stalled; see stallTimeout)`,
   )
 }
 

@@ -4,6 +4,7 @@
 // the storage, with stallTimeout. Every task dpxen makes (those two, and `callAsync`) is made,
 // waited for, cancelled and destroyed in one place: `#underTask`. Every socket comes from one
 // trust policy (connection.ts). The engines never build URLs, agents or tasks themselves.
+import type { Ms } from '../core/format.js'
 import { DpxenError, XapiError, messageOf } from '../core/errors.js'
 import type { Intake } from '../core/intake.js'
 import { anySignal } from '../core/signals.js'
@@ -50,23 +51,31 @@ interface Parts {
   trust: Trust
   dispatcher: Dispatcher
   agents: UploadAgents
-  /** Seconds without a byte before a transfer counts as stalled (stallTimeout). */
-  stallTimeout: number
+  /** How long without a byte before a transfer counts as stalled (stallTimeout). */
+  stallTimeout: Ms
+  /** The waits before each retry of a destroy xapi refuses as busy (VDI_IN_USE); tests shorten them. */
+  retryDelays?: readonly Ms[]
 }
+
+/** Retries of a busy destroy: half a second, doubling, about half a minute in all. */
+const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000, 15000] as Ms[]
 
 export class Host {
   readonly #session: XapiSession
   readonly #trust: Trust
   readonly #dispatcher: Dispatcher
   readonly #agents: UploadAgents
-  readonly #idleMs: number
+  readonly #idleMs: Ms
+  /** The waits before each retry of a destroy xapi refuses as busy (VDI_IN_USE). */
+  readonly retryDelays: readonly Ms[]
 
   constructor(parts: Parts) {
     this.#session = parts.session
     this.#trust = parts.trust
     this.#dispatcher = parts.dispatcher
     this.#agents = parts.agents
-    this.#idleMs = parts.stallTimeout * 1000
+    this.#idleMs = parts.stallTimeout
+    this.retryDelays = parts.retryDelays ?? RETRY_DELAYS
   }
 
   /** The master's base URL (after it moved, the new one). */

@@ -10,6 +10,7 @@ import {
   type IncomingMessage,
 } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
+import type { Ms } from '../core/format.js'
 import { DpxenError, XapiError } from '../core/errors.js'
 import { openRegularFile } from '../core/small-file.js'
 import { connectionError, stalledError, type Trust } from './connection.js'
@@ -26,7 +27,7 @@ export interface PutOptions {
   file: string
   signal: AbortSignal
   /** Milliseconds without the host taking a byte before the upload counts as stalled. */
-  idleMs: number
+  idleMs: Ms
   /** Reads the task when a host refused, for its reason. */
   outcome: () => Promise<TaskOutcome | undefined>
 }
@@ -43,7 +44,7 @@ type Opened = { req: ClientRequest; response: Promise<IncomingMessage>; early?: 
  * reading the body of one it serves. So: a 302 or an error is learnt before any byte of the body
  * is sent; silence for CONTINUE_WAIT_MS (as curl waits) or a 200 means send.
  */
-function open(agents: UploadAgents, url: string, length: number, idleMs: number, signal: AbortSignal) {
+function open(agents: UploadAgents, url: string, length: number, idleMs: Ms, signal: AbortSignal) {
   const target = new URL(url)
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest
   const req = send(target, {

@@ -16,6 +16,7 @@
 // for them. A body framed by the connection's end can only be as complete as what the host
 // sent: the tar end marker and the host's task are checked above this layer.
 import type { Socket } from 'node:net'
+import type { Ms } from '../core/format.js'
 import { DpxenError } from '../core/errors.js'
 import { VERSION } from '../core/version.js'
 import { connectionError, stalledError, type Trust } from './connection.js'
@@ -28,7 +29,7 @@ export const READ_SIZE = 256 * 1024
 export interface RawGetOptions {
   signal?: AbortSignal
   /** Milliseconds without a byte, while one is awaited (connecting, the head, the body), before the transfer counts as stalled. */
-  idleMs: number
+  idleMs: Ms
 }
 
 /** Takes a piece of the body, valid only during the call; false pauses reading until resume(). */
@@ -79,7 +80,7 @@ function parseHead(head: string, origin: string): { status: number; headers: Rec
 /** One request and its answer on one connection. */
 class Exchange {
   readonly #origin: string
-  readonly #idleMs: number
+  readonly #idleMs: Ms
   #phase: Phase = 'head'
   #socket: Socket | undefined
   #head: Buffer = Buffer.alloc(0)
@@ -97,7 +98,7 @@ class Exchange {
 
   constructor(
     origin: string,
-    idleMs: number,
+    idleMs: Ms,
     onHead: { resolve: (r: RawResponse) => void; reject: (e: Error) => void },
   ) {
     this.#origin = origin

@@ -40,10 +40,24 @@ describe('configuration', () => {
       compression: 'none',
       debug: false,
       metadata: false,
-      shutdownTimeout: 600,
-      progressInterval: 60,
+      // Durations are written in seconds and held in milliseconds (core/format.ts's Ms).
+      shutdownTimeout: 600_000,
+      progressInterval: 60_000,
+      stallTimeout: 600_000,
+      lockTimeout: 0,
       failSessionOnError: false,
     })
+  })
+
+  it('reads a duration in seconds, fractions too, and refuses one out of range in seconds', async () => {
+    const dir = tempDir()
+    const { config } = await loadConfig({
+      path: writeConfig(dir, { ...GOOD, stallTimeout: 2.5, lockTimeout: 20, progressInterval: 0.05 }),
+    })
+    expect(config).toMatchObject({ stallTimeout: 2500, lockTimeout: 20_000, progressInterval: 50 })
+    await expect(
+      loadConfig({ path: writeConfig(tempDir(), { ...GOOD, shutdownTimeout: 86_401 }) }),
+    ).rejects.toThrow(/shutdownTimeout: must be a number from 1 to 86400, not 86401/)
   })
 
   it.each<[string, Record<string, unknown>, RegExp]>([

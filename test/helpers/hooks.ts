@@ -3,6 +3,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach } from 'vitest'
+import { ms } from '../../src/core/format.js'
 import type { Hook } from '../../src/hook/context.js'
 import { runHook } from '../../src/hook/main.js'
 import { trustFor } from './tls.js'
@@ -75,7 +76,7 @@ export async function run(
       if (options.abortWhen?.test(line)) controller.abort()
     },
     signal: controller.signal,
-    retryDelaysMs: [10, 20, 40],
+    retryDelays: [10, 20, 40].map(ms),
   })
   return { code, lines, text: lines.join('\n') }
 }

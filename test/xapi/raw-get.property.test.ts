@@ -8,6 +8,7 @@ import xxhash from 'xxhash-wasm'
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ms } from '../../src/core/format.js'
 import { Trust } from '../../src/xapi/connection.js'
 import { rawGet } from '../../src/xapi/raw-get.js'
 import { tempDir } from '../helpers/hooks.js'
@@ -139,7 +140,7 @@ type Outcome = { ok: true; data: Buffer } | { ok: false; error: unknown }
 async function fetchCase(base: string, id: number, c: Case, fingerprint?: string): Promise<Outcome> {
   try {
     const res = await rawGet(new Trust(base, fingerprint ? { fingerprint } : {}), `${base}/case/${id}`, {
-      idleMs: 10_000,
+      idleMs: ms(10_000),
     })
     const hash = create64(0n)
     const parts: Buffer[] = []

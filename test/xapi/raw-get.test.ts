@@ -3,6 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { ms } from '../../src/core/format.js'
 import { Trust } from '../../src/xapi/connection.js'
 import { rawGet } from '../../src/xapi/raw-get.js'
 
@@ -30,7 +31,7 @@ async function serve(answer: (socket: Socket, request: string) => void): Promise
   return `http://127.0.0.1:${address.port}`
 }
 
-async function collect(url: string, idleMs = 5000, signal?: AbortSignal): Promise<Buffer> {
+async function collect(url: string, idleMs = ms(5000), signal?: AbortSignal): Promise<Buffer> {
   const res = await rawGet(new Trust(url), url, { idleMs, ...(signal ? { signal } : {}) })
   const parts: Buffer[] = []
   await res.pump((piece) => {
@@ -50,7 +51,7 @@ describe('rawGet', () => {
       request = req
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\ntask-id: T1\r\n\r\n'), body]))
     })
-    const res = await rawGet(new Trust(url), `${url}/export?ref=R&session_id=S`, { idleMs: 5000 })
+    const res = await rawGet(new Trust(url), `${url}/export?ref=R&session_id=S`, { idleMs: ms(5000) })
     expect(res.status).toBe(200)
     expect(res.headers['task-id']).toBe('T1')
     const parts: Buffer[] = []
@@ -94,7 +95,7 @@ describe('rawGet', () => {
     const url = await serve((socket) =>
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\n\r\n'), body])),
     )
-    const res = await rawGet(new Trust(url), url, { idleMs: 5000 })
+    const res = await rawGet(new Trust(url), url, { idleMs: ms(5000) })
     const parts: Buffer[] = []
     let calls = 0
     let callsWhilePaused = 0
@@ -120,10 +121,10 @@ describe('rawGet', () => {
 
   it('gives up on a host that stops sending, and on an abort', async () => {
     const silent = await serve((socket) => socket.write('HTTP/1.0 200 OK\r\n\r\nsome'))
-    await expect(collect(silent, 200)).rejects.toMatchObject({ code: 'TRANSFER_STALLED' })
+    await expect(collect(silent, ms(200))).rejects.toMatchObject({ code: 'TRANSFER_STALLED' })
     const controller = new AbortController()
     setTimeout(() => controller.abort(), 100)
-    await expect(collect(silent, 5000, controller.signal)).rejects.toMatchObject({ code: 'ABORTED' })
+    await expect(collect(silent, ms(5000), controller.signal)).rejects.toMatchObject({ code: 'ABORTED' })
   })
 
   it('does not count a pause of its own consumer as the host stalling', async () => {
@@ -131,7 +132,7 @@ describe('rawGet', () => {
     const url = await serve((socket) =>
       socket.end(Buffer.concat([Buffer.from('HTTP/1.0 200 OK\r\n\r\n'), body])),
     )
-    const res = await rawGet(new Trust(url), url, { idleMs: 100 })
+    const res = await rawGet(new Trust(url), url, { idleMs: ms(100) })
     const parts: Buffer[] = []
     let paused = false
     await res.pump((piece) => {

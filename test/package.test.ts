@@ -14,7 +14,7 @@ import { runBackupSession } from '../simulator/dp/session.js'
 import { Store } from '../simulator/dp/store.js'
 import { backupSpec } from './helpers/dp.js'
 import { damage, diskHashes, powerStates, snapshots } from './helpers/pool.js'
-import { backupWorld } from './helpers/world.js'
+import { world } from './helpers/world.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
@@ -65,7 +65,7 @@ describe('the release tarball', () => {
     for (const name of Object.keys(pkg.bin)) expect(statSync(join(bin, name)).mode & 0o111).toBeTruthy()
     expect(readdirSync(join(prefix, 'lib', 'node_modules', 'dpxen'))).not.toContain('node_modules')
 
-    const { sim, xapi, dir, config } = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const { sim, xapi, dir, config } = await world({ mode: 'online', vmName: ['Debian'] })
     const vm = await xapi.vmByName('Debian')
     const hashes = await diskHashes(sim.url, xapi, vm)
     // Run as a client runs them: by their installed names, from a folder far from the checkout.
@@ -86,7 +86,7 @@ describe('the release tarball', () => {
     const dir = join(work, 'unpacked')
     mkdirSync(dir)
     await execa('tar', ['-xzf', tarball, '-C', dir])
-    const { config } = await backupWorld({ mode: 'allOnline' })
+    const { config } = await world({ mode: 'allOnline' })
     const check = await execa(process.execPath, [join(dir, 'package/dist/hooks/dpxen.js'), 'check', config], {
       cwd: dir,
       reject: false,
@@ -98,13 +98,7 @@ describe('the release tarball', () => {
   it('dpxen setup from the install: Data Protector sessions run through its wrappers', async () => {
     const prefix = join(work, 'prefix-setup')
     await installOffline(prefix)
-    const {
-      sim,
-      xapi,
-      dir,
-      backupDir: staging,
-      config,
-    } = await backupWorld({ mode: 'offline', vmName: ['vm2'] })
+    const { sim, xapi, dir, backupDir: staging, config } = await world({ mode: 'offline', vmName: ['vm2'] })
     mkdirSync(staging)
     const client = join(dir, 'client')
     await execa(join(prefix, 'bin', 'dpxen'), ['setup', '--prefix', client, '--config', config])

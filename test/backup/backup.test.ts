@@ -7,12 +7,12 @@ import { runPostExec } from '../../src/backup/post.js'
 import { runPreExec } from '../../src/backup/run.js'
 import { run, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 import { rebuiltDiskHashes } from '../helpers/xva.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 
 const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) =>
-  backupWorld({ progressInterval: 0.2, ...values }, simOptions)
+  world({ progressInterval: 0.2, ...values }, simOptions)
 
 function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : []

@@ -13,7 +13,7 @@ import { run, tempDir } from '../helpers/hooks.js'
 import { attachDisk, diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { readVhd } from '../helpers/vhd.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const MiB = 1024 * 1024
 
@@ -35,12 +35,12 @@ function oneVmWorld(name: string, sr: 'Local' | 'GFS2') {
     ],
     vms: [{ name, powerState: 'Running' as const, disks: [{ sr, size: '4MiB', fill: 0.5 }] }],
   }
-  return backupWorld({ mode: 'online', vmName: [name], incremental: true }, { seed, demo: false })
+  return world({ mode: 'online', vmName: [name], incremental: true }, { seed, demo: false })
 }
 
 describe('chain breaks', () => {
   it('a disk grown between incremental runs: a new chain, said in a line; that run restores byte for byte at the new size', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+    const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true })
     mkdirSync(w.backupDir)
     const vm = await w.xapi.vmByName('Debian')
     for (const seed of ['full', 'one']) {
@@ -95,7 +95,7 @@ describe('chain breaks', () => {
   })
 
   it('xapi-sim, as vhd-tool: a delta against a smaller base is made, with the grown disk own size', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const w = await world({ mode: 'online', vmName: ['Debian'] })
     const vm = await w.xapi.vmByName('Debian')
     const vdi = await diskAt(w.xapi, vm, '0')
     const snap = await w.xapi.call<string>('VM.snapshot', vm, 'base')

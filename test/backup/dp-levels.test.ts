@@ -12,7 +12,7 @@ import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { backupSpec } from '../helpers/dp.js'
 import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -20,7 +20,7 @@ const hook = (name: string, config: string): string =>
 
 describe("Data Protector's backup level drives the chain", () => {
   it('Full, Incremental, Incremental past fullEvery, Full, Incremental 1: each run as its level asks, the last restorable from its Data Protector restore chain', async () => {
-    const w = await backupWorld({
+    const w = await world({
       mode: 'online',
       vmName: ['Debian'],
       incremental: true,
@@ -78,7 +78,7 @@ describe("Data Protector's backup level drives the chain", () => {
   })
 
   it('without followDataProtectorLevel, MODE is ignored and fullEvery decides', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, fullEvery: 2 })
+    const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, fullEvery: 2 })
     mkdirSync(w.backupDir)
     const store = new Store(join(w.dir, 'store'))
     const spec = backupSpec(w.backupDir, {
@@ -97,7 +97,7 @@ describe("Data Protector's backup level drives the chain", () => {
   })
 
   it('leveled Incrementals: each a delta against the last run of a lower level, one base kept per level, any point one restore away', async () => {
-    const w = await backupWorld({
+    const w = await world({
       mode: 'online',
       vmName: ['Debian'],
       incremental: true,

@@ -10,14 +10,13 @@ import { runPreExec } from '../../src/backup/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
 import { run, terminateWhen, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const POST_EXEC = fileURLToPath(new URL('../../dist/hooks/post-exec.js', import.meta.url))
 
-const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) =>
-  backupWorld(values, simOptions)
+const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) => world(values, simOptions)
 
 function files(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : []

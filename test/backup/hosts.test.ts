@@ -9,12 +9,12 @@ import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import { run } from '../helpers/hooks.js'
 import { diskHashes, records } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 describe('no host can reach the VM storage', () => {
   for (const mode of ['online', 'offline'] as const) {
     it(`${mode}: the line gives xapi's reason from the task, the pool is left as it was`, async () => {
-      const w = await backupWorld({ mode, vmName: ['Debian'] })
+      const w = await world({ mode, vmName: ['Debian'] })
       w.sim.faults.add('export-no-host')
       const pre = await run(runPreExec, [w.config])
       const line = pre.lines.find((l) => l.startsWith('dpxen: Debian: FAILED: '))
@@ -33,7 +33,7 @@ describe('no host can reach the VM storage', () => {
 
 describe('a VM whose host is disabled (maintenance mode)', () => {
   it('an offline backup leaves it running and says why; the others go on', async () => {
-    const w = await backupWorld({ mode: 'offline', vmName: ['Debian', 'vm2'] })
+    const w = await world({ mode: 'offline', vmName: ['Debian', 'vm2'] })
     const debian = await w.xapi.vmByName('Debian')
     // Debian runs on the third host, which holds its first disk: no other host can run it.
     const host = await w.xapi.call<string>('VM.get_resident_on', debian)
@@ -53,7 +53,7 @@ describe('a VM whose host is disabled (maintenance mode)', () => {
   })
 
   it('xapi-sim as xapi: a halted VM cannot start on a disabled host (NO_HOSTS_AVAILABLE), a running one keeps its host in get_possible_hosts', async () => {
-    const w = await backupWorld({ mode: 'offline', vmName: ['Debian'] })
+    const w = await world({ mode: 'offline', vmName: ['Debian'] })
     const hosts = await w.xapi.call<string[]>('host.get_all')
     const debian = await w.xapi.vmByName('Debian')
     const host = await w.xapi.call<string>('VM.get_resident_on', debian)
@@ -69,7 +69,7 @@ describe('a VM whose host is disabled (maintenance mode)', () => {
   })
 
   it('a restore that would stop it leaves it running, untouched', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const w = await world({ mode: 'online', vmName: ['Debian'] })
     expect((await run(runPreExec, [w.config])).code).toBe(0)
     const debian = await w.xapi.vmByName('Debian')
     const before = await diskHashes(w.sim.url, w.xapi, debian)

@@ -13,7 +13,7 @@ import { tempDir } from '../helpers/hooks.js'
 import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { readVhd } from '../helpers/vhd.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -32,7 +32,7 @@ describe('incremental backups (dp-sim sessions)', () => {
       dir,
       backupDir: staging,
       config,
-    } = await backupWorld({
+    } = await world({
       mode: 'online',
       vmName: ['Debian'],
       incremental: true,
@@ -98,7 +98,7 @@ describe('incremental backups (dp-sim sessions)', () => {
       xapi,
       backupDir: staging,
       config,
-    } = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+    } = await world({ mode: 'online', vmName: ['Debian'], incremental: true })
     mkdirSync(staging)
     const vm = await xapi.vmByName('Debian')
     const { runHook } = await import('../../src/hook/main.js')

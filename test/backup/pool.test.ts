@@ -13,7 +13,7 @@ import { run, tempDir } from '../helpers/hooks.js'
 import { damage, diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import { TestClient } from '../helpers/rpc.js'
 import { makeCert } from '../helpers/tls.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 /** The requests for `path` host k saw. */
 const seen = (sim: XapiSim, k: number, path: string): HttpLogEntry[] =>
@@ -28,7 +28,7 @@ function redirectedUnread(sim: XapiSim, path: string): void {
 
 describe('a pool of three hosts: transfers go to the host that holds the storage', () => {
   it('offline backup and restore: /export and /import redirected to the members, the body sent once, to them', async () => {
-    const w = await backupWorld({ mode: 'offline', vmName: ['Debian', 'legacy-win'], sr: 'Local storage' })
+    const w = await world({ mode: 'offline', vmName: ['Debian', 'legacy-win'], sr: 'Local storage' })
     const vm = await w.xapi.vmByName('Debian')
     const hashes = await diskHashes(w.sim.url, w.xapi, vm)
     const pre = await run(runPreExec, [w.config])
@@ -54,7 +54,7 @@ describe('a pool of three hosts: transfers go to the host that holds the storage
   })
 
   it('incremental backup and chain restore: /export_raw_vdi and /import_raw_vdi redirected too', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true })
+    const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true })
     mkdirSync(w.backupDir)
     const kept = tempDir()
     const vm = await w.xapi.vmByName('Debian')
@@ -81,7 +81,7 @@ describe('a pool of three hosts: transfers go to the host that holds the storage
 
 describe('a pool of three hosts: trust per host', () => {
   it("a member whose certificate is not the pool's record of it is refused, named, and nothing is sent to it", async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian', 'vm2'] })
+    const w = await world({ mode: 'online', vmName: ['Debian', 'vm2'] })
     w.sim.renewCertificate(3, await makeCert(tempDir(), 'rogue', ['127.0.0.3']), false)
     const pre = await run(runPreExec, [w.config])
     const line = pre.lines.find((l) => l.startsWith('dpxen: Debian: FAILED: '))
@@ -95,14 +95,14 @@ describe('a pool of three hosts: trust per host', () => {
   })
 
   it('a certificate renewed through xapi (the pool records it) is trusted at once', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const w = await world({ mode: 'online', vmName: ['Debian'] })
     w.sim.renewCertificate(3, await makeCert(tempDir(), 'renewed', ['127.0.0.3']))
     const pre = await run(runPreExec, [w.config])
     expect(pre.text).toMatch(/Debian: done/)
   })
 
   it('a redirect to an address that is not a host of the pool is refused with a line naming it', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const w = await world({ mode: 'online', vmName: ['Debian'] })
     w.sim.faults.add('redirect-to:127.0.0.9')
     const pre = await run(runPreExec, [w.config])
     expect(pre.text).toMatch(/redirected the transfer to 127\.0\.0\.9:\d+, which is not a host of this pool/)
@@ -112,7 +112,7 @@ describe('a pool of three hosts: trust per host', () => {
 
 describe('a pool of three hosts: the master moves, a host goes down', () => {
   it('the master moves mid-backup (pool.designate_new_master): the run follows it and completes, nothing left behind', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian', 'vm2'], concurrency: 1 })
+    const w = await world({ mode: 'online', vmName: ['Debian', 'vm2'], concurrency: 1 })
     const [, second] = await w.xapi.call<string[]>('host.get_all')
     let moved: Promise<unknown> | undefined
     const pre = await run(runPreExec, [w.config], {
@@ -133,7 +133,7 @@ describe('a pool of three hosts: the master moves, a host goes down', () => {
   })
 
   it('the master moves mid-restore: the restore follows it and completes, the VM back as it was', async () => {
-    const w = await backupWorld({ mode: 'offline', vmName: ['Debian'], startAfterRestore: true })
+    const w = await world({ mode: 'offline', vmName: ['Debian'], startAfterRestore: true })
     const vm = await w.xapi.vmByName('Debian')
     const hashes = await diskHashes(w.sim.url, w.xapi, vm)
     expect((await run(runPreExec, [w.config])).code).toBe(0)
@@ -158,7 +158,7 @@ describe('a pool of three hosts: the master moves, a host goes down', () => {
   })
 
   it('the master gone: the next run finds the new master through a host it remembers, and names it', async () => {
-    const w = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const w = await world({ mode: 'online', vmName: ['Debian'] })
     expect((await run(runPreExec, [w.config])).code).toBe(0)
     expect((await run(runPostExec, [w.config])).code).toBe(0)
     const memory = `${w.backupDir}.pool-hosts.json`
@@ -184,7 +184,7 @@ describe('a pool of three hosts: the master moves, a host goes down', () => {
   })
 
   it('a host down: the VM on its local SR fails with xapi reason, the others go on', async () => {
-    const w = await backupWorld(
+    const w = await world(
       { mode: 'offline', vmName: ['on-third', 'shared'] },
       {
         seed: {

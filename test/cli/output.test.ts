@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { snapshots } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
@@ -29,7 +29,7 @@ function readOneLine(
 
 describe('standard output closed early', () => {
   it('dpxen check: ends quietly, no stack trace', async () => {
-    const { config } = await backupWorld({ mode: 'allOnline' })
+    const { config } = await world({ mode: 'allOnline' })
     const result = await readOneLine(DPXEN, ['check', config])
     expect(result.first).toMatch(/^configuration .*: OK/)
     expect(result.stderr).toBe('')
@@ -39,7 +39,7 @@ describe('standard output closed early', () => {
   })
 
   it('the pre-exec: stops as on SIGTERM, with no snapshot left behind', async () => {
-    const { xapi, config } = await backupWorld({ mode: 'allOnline', exclude: ['legacy-win'] })
+    const { xapi, config } = await world({ mode: 'allOnline', exclude: ['legacy-win'] })
     const result = await readOneLine(PRE_EXEC, [config])
     expect(result.stderr).toBe('')
     expect([0, 130]).toContain(result.code)

@@ -10,7 +10,7 @@ import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { backupSpec as spec } from '../helpers/dp.js'
 import { tempDir } from '../helpers/hooks.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
 const HOOKS = fileURLToPath(new URL('../../dist/hooks/', import.meta.url))
@@ -107,7 +107,7 @@ describe('dpxen setup (Linux)', () => {
   })
 
   it('wrappers in Data Protector sessions: a backup through them; a missing node or configuration is a session message', async () => {
-    const { dir, backupDir: staging, config } = await backupWorld({ mode: 'online', vmName: ['Debian'] })
+    const { dir, backupDir: staging, config } = await world({ mode: 'online', vmName: ['Debian'] })
     mkdirSync(staging)
     const store = new Store(join(dir, 'store'))
     const wrappers = async (name: string, ...args: string[]): Promise<string> => {

@@ -11,8 +11,7 @@ import { Store } from '../../simulator/dp/store.js'
 import { backupSpec as spec } from '../helpers/dp.js'
 import { tempDir, writeConfig } from '../helpers/hooks.js'
 import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
-import { demoSim } from '../helpers/sim.js'
-import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
+import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -20,18 +19,9 @@ const hook = (name: string, config: string): string =>
 const DP_SIM = join(dist, 'simulator/dp/cli.js')
 
 async function setup(values: Record<string, unknown>) {
-  const { sim, xapi } = await demoSim()
-  const dir = tempDir()
-  const staging = join(dir, 'staging')
-  mkdirSync(staging)
-  const config = writeConfig(dir, {
-    url: sim.url,
-    username: 'root',
-    password: SIM_PASSWORD,
-    backupDir: staging,
-    ...values,
-  })
-  return { sim, xapi, dir, staging, config, store: new Store(join(dir, 'store')) }
+  const w = await world(values)
+  mkdirSync(w.backupDir)
+  return { ...w, staging: w.backupDir, store: new Store(join(w.dir, 'store')) }
 }
 
 describe('Data Protector sessions with dpxen (dp-sim)', () => {

@@ -14,7 +14,7 @@ import { Store } from '../../simulator/dp/store.js'
 import { backupSpec } from '../helpers/dp.js'
 import { diskHashes, guestWrites, loseVm, macs } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -35,7 +35,7 @@ async function grow(xapi: TestClient, vm: string, bytes: number): Promise<void> 
 
 describe('three weeks of Data Protector sessions, then the VM lost', () => {
   it('Full on Sundays, Incrementals between, a disk grown on Wednesday; the VM rebuilt from one restore of a Friday session', async () => {
-    const w = await backupWorld({
+    const w = await world({
       mode: 'online',
       vmName: ['Debian'],
       incremental: true,

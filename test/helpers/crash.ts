@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest'
 import { tempDir } from './hooks.js'
 import { records } from './pool.js'
 import type { TestClient } from './rpc.js'
-import { backupWorld } from './world.js'
+import { world } from './world.js'
 
 const hook = (name: string): string => fileURLToPath(new URL(`../../dist/hooks/${name}.js`, import.meta.url))
 type Rec = Record<string, unknown>
@@ -73,7 +73,7 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
   describe(title, () => {
     for (const s of scenarios) {
       it(`${s.name}: killed before each XenAPI call and file step, the next hook puts everything right`, async () => {
-        const { xapi, backupDir, config } = await backupWorld({ progressInterval: 60, ...s.values })
+        const { xapi, backupDir, config } = await world({ progressInterval: 60, ...s.values })
         // A restore runs outside the backup's session: its files stay in the folder throughout.
         const env: Record<string, string> = s.prepare ? {} : { SESSIONID: 'crash-test' }
         for (const h of [s.prepare, s.settle]) {

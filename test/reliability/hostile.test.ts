@@ -21,6 +21,7 @@ import { runPreExec } from '../../src/backup/run.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { powerStates, snapshots } from '../helpers/pool.js'
 import { demoSim } from '../helpers/sim.js'
+import { world } from '../helpers/world.js'
 import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 describe('hostile input', () => {
@@ -76,31 +77,17 @@ describe('hostile input', () => {
 })
 
 describe('a staging folder that cannot be turned against root, shared by one run at a time', () => {
-  async function world(extra: Record<string, unknown> = {}) {
-    const { sim, xapi } = await demoSim()
-    const dir = tempDir()
-    const backupDir = join(dir, 'staging')
-    const config = (values: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
-      writeConfig(
-        dir,
-        {
-          mode: 'online',
-          vmName: ['vm2'],
-          url: sim.url,
-          username: 'root',
-          password: SIM_PASSWORD,
-          backupDir,
-          ...extra,
-          ...values,
-        },
-        name,
-      )
-    return { sim, xapi, dir, backupDir, config }
+  async function stagingWorld(extra: Record<string, unknown> = {}) {
+    const w = await world({ mode: 'online', vmName: ['vm2'], ...extra })
+    return {
+      ...w,
+      config: (values: Record<string, unknown> = {}, name = 'dpxen.json') => w.configFor(values, name),
+    }
   }
   const asRoot = process.getuid?.() === 0
 
   it.runIf(asRoot)('refuses a backupDir another user made, one writable by others, and a link', async () => {
-    const { dir, backupDir, config } = await world()
+    const { dir, backupDir, config } = await stagingWorld()
     mkdirSync(backupDir, { mode: 0o700 })
     chownSync(backupDir, 1000, 1000)
     const theirs = await run(runPreExec, [config()])
@@ -123,7 +110,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   })
 
   it('writes through no link planted in the folder: state, manifest and lock files are made exclusively', async () => {
-    const { dir, backupDir, config } = await world()
+    const { dir, backupDir, config } = await stagingWorld()
     mkdirSync(backupDir, { mode: 0o700 })
     const victim = join(dir, 'victim')
     writeFileSync(victim, 'precious')
@@ -151,7 +138,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   it.runIf(asRoot)(
     'trusts no state file another user made: a forged "stopped" entry starts nothing',
     async () => {
-      const { xapi, backupDir, config } = await world()
+      const { xapi, backupDir, config } = await stagingWorld()
       mkdirSync(backupDir, { mode: 0o700 })
       const uuid = await xapi.call<string>('VM.get_uuid', await xapi.vmByName('vm2'))
       const forged = join(backupDir, '.dpxen-state.json')
@@ -176,7 +163,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   )
 
   it('a missing backupDir under a file is one clear line and exit 7, not an internal error', async () => {
-    const { dir, config } = await world()
+    const { dir, config } = await stagingWorld()
     writeFileSync(join(dir, 'file'), '')
     const result = await run(runPreExec, [config({ backupDir: join(dir, 'file', 'staging') })])
     expect(result.code).toBe(7)
@@ -184,7 +171,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   })
 
   it('two sessions on one folder: the second pre-exec and post-exec leave the first one alone', async () => {
-    const { sim, xapi, backupDir, config } = await world()
+    const { sim, xapi, backupDir, config } = await stagingWorld()
     const cfg = config()
     sim.faults.add('export-stall:2')
     const a = run(runPreExec, [cfg], { env: { SESSIONID: '2026/11/30-1' } })
@@ -212,7 +199,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   })
 
   it('with lockTimeout, the second session waits for the post-exec of the first, then runs', async () => {
-    const { backupDir, config } = await world({ lockTimeout: 20 })
+    const { backupDir, config } = await stagingWorld({ lockTimeout: 20 })
     const cfg = config()
     expect((await run(runPreExec, [cfg], { env: { SESSIONID: 's1' } })).code).toBe(0)
     const second = run(runPreExec, [cfg], { env: { SESSIONID: 's2' } })
@@ -229,7 +216,7 @@ describe('a staging folder that cannot be turned against root, shared by one run
   })
 
   it('a lock whose process is gone is taken over, with a line saying whose it was', async () => {
-    const { backupDir, config } = await world()
+    const { backupDir, config } = await stagingWorld()
     mkdirSync(backupDir, { mode: 0o700 })
     const dead = 2 ** 22 + 12345
     writeFileSync(

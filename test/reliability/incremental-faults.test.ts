@@ -21,14 +21,14 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
 import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 
 /** A pool, an incremental configuration, and a way to run backups whose files are kept aside. */
-async function world(extra: Record<string, unknown> = {}) {
-  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
+async function chainWorld(extra: Record<string, unknown> = {}) {
+  const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
   mkdirSync(w.backupDir)
   const kept = tempDir()
   const vm = await w.xapi.vmByName('Debian')
@@ -59,7 +59,7 @@ async function world(extra: Record<string, unknown> = {}) {
 
 describe('incremental backups: faults', () => {
   it('the base snapshot removed between runs: the next run is a full, a new chain', async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp()).code).toBe(0)
     // An administrator deletes the base snapshot (and its disks) in XenCenter.
     for (const snap of await w.xapi.call<string[]>('VM.get_all')) {
@@ -80,7 +80,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('the base deleted under the delta export: this run becomes a full, a new chain', async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     w.sim.faults.add('vhd-base-gone')
@@ -96,7 +96,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a delta export cut short: the VM fails, no file is left, the base stays; the next run is a delta against it', async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
@@ -115,7 +115,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a session that did not back up the files (SMEXIT 12): the run is not a base; the next delta is against the run before', async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp({ SMEXIT: '0' })).post).toMatch(
       /Debian: run \S+ is the base of the next incremental run/,
     )
@@ -141,7 +141,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a chain with a missing, damaged or misplaced file is refused; the pool is not touched', async () => {
-    const w = await world()
+    const w = await chainWorld()
     for (const seed of ['', 'one', 'two']) {
       if (seed) await guestWrites(w.sim, w.xapi, w.vm, seed, 0.5)
       expect((await w.backUp()).code).toBe(0)
@@ -176,7 +176,7 @@ describe('incremental backups: faults', () => {
   })
 
   it("SIGTERM during a delta export: exit 130, the run's snapshot and files gone, the base kept", async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
@@ -189,7 +189,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a host that pauses mid-transfer (delta export, then chain import): both go on, with progress lines, and the disks come back', async () => {
-    const w = await world({ progressInterval: 0.2 })
+    const w = await chainWorld({ progressInterval: 0.2 })
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     w.sim.faults.add('export-stall:1')
@@ -208,7 +208,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('SIGTERM during a chain restore: exit 130, the rebuilt disks removed, the VM as it was', async () => {
-    const w = await world()
+    const w = await chainWorld()
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     expect((await w.backUp()).code).toBe(0)

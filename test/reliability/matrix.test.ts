@@ -13,6 +13,7 @@ import { run, tempDir, writeConfig, type HookRun } from '../helpers/hooks.js'
 import { powerStates, records } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
+import { world } from '../helpers/world.js'
 
 const PASSWORD = 'Pa55-word-never-printed'
 
@@ -25,29 +26,13 @@ interface World {
   config: (extra?: Record<string, unknown>) => string
 }
 
-async function world(mode: string, stateDir?: string): Promise<World> {
-  const { sim, xapi } = await demoSim({ password: PASSWORD, ...(stateDir ? { stateDir } : {}) })
-  const dir = tempDir()
-  const backupDir = join(dir, 'staging')
-  const debugDir = join(dir, 'debug')
-  let n = 0
-  const config = (extra: Record<string, unknown> = {}): string =>
-    writeConfig(
-      dir,
-      {
-        mode,
-        vmName: ['Debian'],
-        url: sim.url,
-        username: 'root',
-        password: PASSWORD,
-        backupDir,
-        debug: true,
-        debugDir,
-        ...extra,
-      },
-      `c${n++}.json`,
-    )
-  return { sim, xapi, dir, backupDir, debugDir, config }
+async function matrixWorld(mode: string, stateDir?: string): Promise<World> {
+  const w = await world(
+    { mode, vmName: ['Debian'], debug: true },
+    { password: PASSWORD, ...(stateDir ? { stateDir } : {}) },
+  )
+  const debugDir = join(w.dir, 'debug')
+  return { ...w, debugDir, config: (extra = {}) => w.configFor({ debugDir, ...extra }) }
 }
 
 interface Snapshot {
@@ -168,7 +153,7 @@ const backupCases: Case[] = [
 
 describe('fault matrix: backups', () => {
   it.each(backupCases)('%s (%s)', async (_what, mode, inject, expected) => {
-    const w = await world(mode)
+    const w = await matrixWorld(mode)
     const before = await pool(w.xapi)
     await inject(w)
     const config = _what === 'bad credentials' ? w.config({ password: 'wrong' }) : w.config()
@@ -198,7 +183,7 @@ describe('fault matrix: backups', () => {
   it('the staging folder full (ENOSPC) mid-export: that VM fails clearly, nothing is left', async (ctx) => {
     const { execa } = await import('execa')
     const { mkdirSync, writeFileSync } = await import('node:fs')
-    const w = await world('online')
+    const w = await matrixWorld('online')
     mkdirSync(w.backupDir)
     const mounted = await execa('mount', ['-t', 'tmpfs', '-o', 'size=12m,mode=0700', 'tmpfs', w.backupDir], {
       reject: false,
@@ -254,7 +239,7 @@ describe('fault matrix: backups', () => {
   it('the simulator killed mid-transfer: the VM fails; the next run removes the snapshot and restarts what it stopped', async () => {
     for (const mode of ['online', 'offline']) {
       const stateDir = join(tempDir(), 'pool')
-      const w = await world(mode, stateDir)
+      const w = await matrixWorld(mode, stateDir)
       const before = await pool(w.xapi)
       w.sim.faults.add('export-stall:30')
       const config = w.config()
@@ -404,7 +389,7 @@ async function noDefault(w: World): Promise<void> {
 
 describe('fault matrix: restores', () => {
   it.each(restoreCases)('%s (%s)', async (what, mode, inject, expected) => {
-    const w = await world(mode)
+    const w = await matrixWorld(mode)
     expect((await run(runPreExec, [w.config()])).code).toBe(0)
     // After the injection: a case may set the pool up (another VM in the backup's place).
     await inject(w)

@@ -18,7 +18,7 @@ import { VhdVerifier } from '../../src/xva/vhd.js'
 import { vhdFooter, vhdHeader } from '../../simulator/xapi/xva/vhd.js'
 import { run, tempDir, writeConfig } from '../helpers/hooks.js'
 import { demoSim } from '../helpers/sim.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
@@ -26,7 +26,7 @@ const mkfifo = (path: string): void => void execFileSync('mkfifo', [path])
 
 /** A VM backed up (incremental or not) with its files kept, and put back as Data Protector would. */
 async function stagedWorld(values: Record<string, unknown>) {
-  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], ...values })
+  const w = await world({ mode: 'online', vmName: ['Debian'], ...values })
   mkdirSync(w.backupDir)
   const pre = await run(runPreExec, [w.config])
   expect(pre.code, pre.text).toBe(0)

@@ -11,10 +11,10 @@ import { startVm } from '../../simulator/xapi/model/vmops.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir } from '../helpers/hooks.js'
 import { attachDisk, diskHashes, guestWrites, newDisk } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
-async function world(extra: Record<string, unknown> = {}) {
-  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
+async function chainWorld(extra: Record<string, unknown> = {}) {
+  const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
   mkdirSync(w.backupDir)
   const kept = tempDir()
   const vm = await w.xapi.vmByName('Debian')
@@ -53,7 +53,7 @@ afterEach(() => {
 
 describe('reliability, third matrix: data that was lost', () => {
   it('a disk detached between runs: the next run is a full, and that point restores', async () => {
-    const w = await world()
+    const w = await chainWorld()
     await w.backUp()
     await w.detach('1')
     const text = await w.backUp()
@@ -68,7 +68,7 @@ describe('reliability, third matrix: data that was lost', () => {
   })
 
   it('a disk replaced by a bigger one: the next run is a full, not a failure every night, and the point after it restores', async () => {
-    const w = await world()
+    const w = await chainWorld()
     await w.backUp()
     await w.detach('1')
     const sr = await w.xapi.call<string>(
@@ -93,7 +93,7 @@ describe('reliability, third matrix: data that was lost', () => {
   })
 
   it('a disk added between runs: the next run is a full naming the position, and that point restores with the new disk', async () => {
-    const w = await world()
+    const w = await chainWorld()
     await w.backUp()
     const sr = await w.xapi.call<string>(
       'VDI.get_SR',
@@ -113,7 +113,7 @@ describe('reliability, third matrix: data that was lost', () => {
   })
 
   it('the clock stepped back two hours between runs: the restore takes the newer run, by the chain', async () => {
-    const w = await world()
+    const w = await chainWorld()
     vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-02T10:00:00Z') })
     await w.backUp()
     await guestWrites(w.sim, w.xapi, w.vm, 'newer', 0.5)
@@ -133,7 +133,7 @@ describe('reliability, third matrix: data that was lost', () => {
   })
 
   it('a frozen clock: two runs get distinct ids, the second later than its parent', async () => {
-    const w = await world()
+    const w = await chainWorld()
     vi.useFakeTimers({ toFake: ['Date'], now: new Date('2026-12-02T10:00:00Z') })
     await w.backUp()
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
@@ -150,7 +150,7 @@ describe('reliability, third matrix: data that was lost', () => {
 
 describe('reliability, third matrix: the pool left changed', () => {
   it('a chain manifest whose virtualSize disagrees with the VHD footer is refused before anything changes', async () => {
-    const w = await world()
+    const w = await chainWorld()
     await w.backUp()
     const name = readdirSync(w.kept).find((n) => n.endsWith('.chain.json'))!
     const manifest = JSON.parse(readFileSync(join(w.kept, name), 'utf8')) as ChainManifest
@@ -170,7 +170,7 @@ describe('reliability, third matrix: the pool left changed', () => {
   })
 
   it('a VM someone starts while it is stopped for an offline backup: the export failure is said, not a false start failure', async () => {
-    const w = await backupWorld({ mode: 'offline', vmName: ['Debian'] })
+    const w = await world({ mode: 'offline', vmName: ['Debian'] })
     const vm = await w.xapi.vmByName('Debian')
     const db = w.sim.context.db
     // Someone starts it the moment it halts: before dpxen's export can lock it.

@@ -10,13 +10,13 @@ import { runRestorePostExec } from '../../src/restore/run.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir } from '../helpers/hooks.js'
 import { addVtpm, diskHashes, guestWrites, loseVm, macs } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const TPM = Buffer.from('the sealed BitLocker key of a Windows 11 guest').toString('base64')
 
 /** Three runs (a full and two incrementals), each run's files kept apart, and the point at run 1. */
 async function threeRuns(extra: Record<string, unknown> = {}) {
-  const w = await backupWorld({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
+  const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
   mkdirSync(w.backupDir)
   const vm = await w.xapi.vmByName('Debian')
   await addVtpm(w.xapi, vm, TPM)

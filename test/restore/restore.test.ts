@@ -8,23 +8,20 @@ import { runPreExec } from '../../src/backup/run.js'
 import { runDpxen } from '../../src/cli/dpxen.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
-import { run, tempDir, terminateWhen, writeConfig } from '../helpers/hooks.js'
+import { run, terminateWhen } from '../helpers/hooks.js'
 import { damage, diskHashes, powerStates, records, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
-import { demoSim } from '../helpers/sim.js'
-import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
+import { world } from '../helpers/world.js'
 
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 type Rec = Record<string, unknown>
 
 async function setup(values: Record<string, unknown>, simOptions: XapiSimOptions = {}) {
-  const { sim, xapi } = await demoSim(simOptions)
-  const dir = tempDir()
-  const backupDir = join(dir, 'staging')
-  const base = { url: sim.url, username: 'root', password: SIM_PASSWORD, backupDir, progressInterval: 0.2 }
-  const config = (extra: Record<string, unknown> = {}, name = 'dpxen.json'): string =>
-    writeConfig(dir, { ...base, ...values, ...extra }, name)
-  return { sim, xapi, dir, backupDir, config }
+  const w = await world({ progressInterval: 0.2, ...values }, simOptions)
+  return {
+    ...w,
+    config: (extra: Record<string, unknown> = {}, name = 'dpxen.json') => w.configFor(extra, name),
+  }
 }
 
 async function vbdLayout(xapi: TestClient, vm: string): Promise<string[]> {

@@ -6,13 +6,13 @@ import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import { run } from '../helpers/hooks.js'
 import { addVtpm, diskHashes, guestWrites, loseVm, macs } from '../helpers/pool.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 const TPM = Buffer.from('sealed at backup time').toString('base64')
 const LATER = Buffer.from('resealed since').toString('base64')
 
 async function backedUp(mode: 'online' | 'offline') {
-  const w = await backupWorld({
+  const w = await world({
     mode,
     vmName: ['Debian'],
     keepRestoredFiles: false,

@@ -1,41 +1,26 @@
 // Restores the way administrators restore: as a copy beside the original, into another pool
 // where a VM of the same name is someone else's, and again over a VM an earlier restore made.
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa } from 'execa'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
 import { runPostExec } from '../../src/backup/post.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
-import { run, tempDir, writeConfig } from '../helpers/hooks.js'
+import { run } from '../helpers/hooks.js'
 import { damage, diskHashes, powerStates, records, vdiCount } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
-import { DEFAULT_PASSWORD as SIM_PASSWORD } from '../../simulator/xapi/server.js'
+import { world } from '../helpers/world.js'
 
 type Rec = Record<string, unknown>
 
 const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
 
-async function world(mode: string) {
-  const { sim, xapi } = await demoSim()
-  const dir = tempDir()
-  const backupDir = join(dir, 'staging')
-  // The same files serve several restores here.
-  const base = {
-    url: sim.url,
-    username: 'root',
-    password: SIM_PASSWORD,
-    backupDir,
-    mode,
-    vmName: ['Debian'],
-    keepRestoredFiles: true,
-  }
-  let n = 0
-  const config = (extra: Record<string, unknown> = {}): string =>
-    writeConfig(dir, { ...base, ...extra }, `dpxen-${n++}.json`)
-  return { sim, xapi, backupDir, config }
+/** The same files serve several restores here. */
+async function workflowWorld(mode: string) {
+  const w = await world({ mode, vmName: ['Debian'], keepRestoredFiles: true })
+  return { ...w, config: w.configFor }
 }
 
 async function macs(xapi: TestClient, vm: string): Promise<string[]> {
@@ -63,7 +48,7 @@ describe('restore workflows', () => {
   it.each(['online', 'offline'])(
     'restoreAs copy (%s backup): a new VM beside the original, new uuid and MACs; the original byte-identical and running',
     async (mode) => {
-      const { sim, xapi, config } = await world(mode)
+      const { sim, xapi, config } = await workflowWorld(mode)
       const original = await xapi.vmByName('Debian')
       const path = config()
       expect((await run(runPreExec, [path])).code).toBe(0)
@@ -99,7 +84,7 @@ describe('restore workflows', () => {
   it.each(['online', 'offline'])(
     'another pool (%s backup): its VM of the same name is refused and untouched, restored with matchByName, copied with restoreAs copy',
     async (mode) => {
-      const first = await world(mode)
+      const first = await workflowWorld(mode)
       expect((await run(runPreExec, [first.config()])).code).toBe(0)
       const backedUp = await diskHashes(first.sim.url, first.xapi, await first.xapi.vmByName('Debian'))
       const { sim, xapi } = await demoSim()
@@ -131,7 +116,7 @@ describe('restore workflows', () => {
   )
 
   it('offline: a second restore of the same backup finds the VM the first one put in place (new uuid)', async () => {
-    const { sim, xapi, config } = await world('offline')
+    const { sim, xapi, config } = await workflowWorld('offline')
     const path = config()
     expect((await run(runPreExec, [path])).code).toBe(0)
     const hashes = await diskHashes(sim.url, xapi, await xapi.vmByName('Debian'))
@@ -144,7 +129,7 @@ describe('restore workflows', () => {
   })
 
   it('dpxen restore runs the restore by hand, its options over the configuration, which it does not change', async () => {
-    const { sim, xapi, config } = await world('online')
+    const { sim, xapi, config } = await workflowWorld('online')
     const path = config()
     expect((await run(runPreExec, [path])).code).toBe(0)
     const text = readFileSync(path, 'utf8')
@@ -170,7 +155,7 @@ describe('restore workflows', () => {
   })
 
   it("a configuration's restore section applies to restores only; a typo in it stops every hook", async () => {
-    const { xapi, config } = await world('online')
+    const { xapi, config } = await workflowWorld('online')
     const path = config({ restore: { restoreAs: 'copy', copyName: '{name} from the section' } })
     const backup = await run(runPreExec, [path])
     expect(backup.code, backup.text).toBe(0)

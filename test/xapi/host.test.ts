@@ -11,7 +11,7 @@ import type { Intake } from '../../src/core/intake.js'
 import { createLogger } from '../../src/core/log.js'
 import { connect } from '../../src/xapi/connect.js'
 import type { Host } from '../../src/xapi/host.js'
-import { backupWorld } from '../helpers/world.js'
+import { world } from '../helpers/world.js'
 
 let open: Host[] = []
 afterEach(async () => {
@@ -19,8 +19,8 @@ afterEach(async () => {
   open = []
 })
 
-async function world() {
-  const w = await backupWorld({ mode: 'offline', vmName: ['Debian'] })
+async function hostWorld() {
+  const w = await world({ mode: 'offline', vmName: ['Debian'] })
   const loaded = await loadConfig({ path: w.config, env: {}, cwd: w.dir })
   const host = await connect(loaded.config, createLogger({ out: () => undefined, name: 'host-test' }))
   open.push(host)
@@ -50,7 +50,7 @@ function memoryIntake(refuseAfter = Infinity): Intake<Buffer> & { pieces: Buffer
 
 describe('Host', () => {
   it('download: the whole body once the task succeeded, from the member that holds the disk; no task left', async () => {
-    const w = await world()
+    const w = await hostWorld()
     const vm = await w.xapi.vmByName('Debian')
     await w.xapi.call('VM.hard_shutdown', vm)
     const before = w.tasks()
@@ -69,7 +69,7 @@ describe('Host', () => {
   })
 
   it("download: an intake that refuses the stream: its error is the caller's, the task cancelled and destroyed", async () => {
-    const w = await world()
+    const w = await hostWorld()
     const vm = await w.xapi.vmByName('Debian')
     await w.xapi.call('VM.hard_shutdown', vm)
     const before = w.tasks()
@@ -92,7 +92,7 @@ describe('Host', () => {
   })
 
   it('upload: aborted once its task exists: ABORTED, nothing imported, the task cancelled and destroyed', async () => {
-    const w = await world()
+    const w = await hostWorld()
     const file = join(w.dir, 'junk.xva')
     writeFileSync(file, Buffer.alloc(1024 * 1024, 7))
     const vms = w.sim.context.db.count('VM')
@@ -122,7 +122,7 @@ describe('Host', () => {
   })
 
   it("callAsync: a failed task gives xapi's error with its parameters, and the task is destroyed", async () => {
-    const w = await world()
+    const w = await hostWorld()
     const vm = await w.xapi.vmByName('Debian')
     const before = w.tasks()
     const failed = await w.host.callAsync('VM.start', [vm, false, false]).catch((e: unknown) => e)

@@ -94,6 +94,56 @@ async function trustOnFirstUse(config: string): Promise<boolean> {
   return second.exitCode === 0
 }
 
+/** The demo's configuration, with the password in a file of its own as an administrator would keep it. */
+function writeDemoConfig(work: string, url: string, staging: string): string {
+  const passwordFile = join(work, 'password')
+  writeFileSync(passwordFile, 'xenroot\n', { mode: 0o600 })
+  const config = join(work, 'dpxen.json')
+  const values = {
+    mode: 'online',
+    url,
+    username: 'root',
+    passwordFile,
+    vmName: ['Debian', 'vm2'],
+    backupDir: staging,
+    restoreMissingVm: true,
+  }
+  writeFileSync(config, JSON.stringify(values, null, 2))
+  chmodSync(config, 0o600)
+  return config
+}
+
+/** Debian's disks overwritten with garbage, vm2 deleted with its disks. */
+async function damage(sim: XapiSim): Promise<void> {
+  for (const d of disks(sim, 'Debian')) {
+    await sim.context.disks.writable(String(d.vdi.uuid))
+    truncateSync(d.file, 0)
+    truncateSync(d.file, Number(d.vdi.virtual_size))
+    writeFileSync(d.file, Buffer.alloc(65536, 0x42), { flag: 'r+' })
+  }
+  const vm2 = sim.context.db.all('VM').find(([, v]) => v.name_label === 'vm2')![0]
+  const { destroyVmWithDevices } = await import('../xapi/model/vmops.js')
+  await destroyVmWithDevices(sim.context, vm2, true)
+}
+
+/** Says, disk by disk, whether each VM's disks hash as they did at the backup; whether all do. */
+function compare(vms: string[], before: Map<string, string[]>, after: Map<string, string[]>): boolean {
+  let ok = true
+  for (const name of vms) {
+    const b = before.get(name)!
+    const a = after.get(name)!
+    b.forEach((hash, i) => {
+      const same = a[i] === hash
+      ok &&= same
+      say(
+        `    ${name.padEnd(7)} disk ${i}: ${hash.slice(0, 16)}… ${same ? '=' : '≠'} ${(a[i] ?? 'missing').slice(0, 16)}…  ${same ? 'OK' : 'DIFFERENT'}`,
+      )
+    })
+    ok &&= a.length === b.length
+  }
+  return ok
+}
+
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
   // Three hosts, each its own certificate, as each XenServer host makes one.
@@ -107,26 +157,7 @@ async function main(): Promise<number> {
   })
   try {
     const staging = join(work, 'staging')
-    const passwordFile = join(work, 'password')
-    writeFileSync(passwordFile, 'xenroot\n', { mode: 0o600 })
-    const config = join(work, 'dpxen.json')
-    writeFileSync(
-      config,
-      JSON.stringify(
-        {
-          mode: 'online',
-          url: sim.url,
-          username: 'root',
-          passwordFile,
-          vmName: ['Debian', 'vm2'],
-          backupDir: staging,
-          restoreMissingVm: true,
-        },
-        null,
-        2,
-      ),
-    )
-    chmodSync(config, 0o600)
+    const config = writeDemoConfig(work, sim.url, staging)
     const store = new Store(join(work, 'dp-store'))
     const vms = ['Debian', 'vm2']
 
@@ -162,16 +193,7 @@ async function main(): Promise<number> {
     say()
 
     say("2. Damage: Debian's disks are overwritten with garbage, vm2 is deleted with its disks")
-    for (const d of disks(sim, 'Debian')) {
-      await sim.context.disks.writable(String(d.vdi.uuid))
-      truncateSync(d.file, 0)
-      truncateSync(d.file, Number(d.vdi.virtual_size))
-      writeFileSync(d.file, Buffer.alloc(65536, 0x42), { flag: 'r+' })
-    }
-    const { db } = sim.context
-    const vm2 = db.all('VM').find(([, v]) => v.name_label === 'vm2')![0]
-    const { destroyVmWithDevices } = await import('../xapi/model/vmops.js')
-    await destroyVmWithDevices(sim.context, vm2, true)
+    await damage(sim)
     const damaged = await fingerprints(sim, vms)
     say(
       `    Debian's disks now differ from the backup: ${before.get('Debian')!.every((h, i) => h !== damaged.get('Debian')![i])}; vm2 exists: ${disks(sim, 'vm2').length > 0}`,
@@ -192,20 +214,8 @@ async function main(): Promise<number> {
 
     const after = await fingerprints(sim, vms)
     say('4. Proof: disk SHA-256 at backup time and now')
-    let ok = restore.status === 'Completed'
-    for (const name of vms) {
-      const b = before.get(name)!
-      const a = after.get(name)!
-      b.forEach((hash, i) => {
-        const same = a[i] === hash
-        ok &&= same
-        say(
-          `    ${name.padEnd(7)} disk ${i}: ${hash.slice(0, 16)}… ${same ? '=' : '≠'} ${(a[i] ?? 'missing').slice(0, 16)}…  ${same ? 'OK' : 'DIFFERENT'}`,
-        )
-      })
-      ok &&= a.length === b.length
-    }
-    const leftovers = db.all('VM').filter(([, v]) => v.is_a_snapshot).length
+    const ok = restore.status === 'Completed' && compare(vms, before, after)
+    const leftovers = sim.context.db.all('VM').filter(([, v]) => v.is_a_snapshot).length
     say(`    snapshots left in the pool: ${leftovers}`)
     say()
     say(

@@ -143,35 +143,66 @@ async function backupTree(
   return object
 }
 
-/** Runs the backup session and stores it; returns the record. */
-export async function runBackupSession(spec: BackupSpec, options: SessionOptions): Promise<SessionRecord> {
-  const { store } = options
-  const preview = options.preview === true
-  const { id, dir } = store.begin()
-  const started = new Date()
-  const t0 = performance.now()
-  const messages = new Messages(options.onMessage)
-  const env: NodeJS.ProcessEnv = {
-    ...(options.env ?? process.env),
-    DATALIST: spec.name,
-    MODE: options.level ?? 'full',
-    OWNER: spec.owner,
-    PREVIEW: preview ? '1' : '0',
-    RESTARTED: '0',
-    SESSIONID: id,
-    SESSIONKEY: randomUUID(),
+/** What a script run said: whether it succeeded, or why not. */
+interface ScriptOutcome {
+  ok: boolean
+  timedOut: boolean
+  aborted: boolean
+}
+
+/**
+ * One backup session under way: its id and folder, its environment (what Data Protector gives
+ * every script), its messages and the objects backed up so far. runBackupSession drives it:
+ * the session pre-exec, each object (its own scripts around it), the session post-exec, finish.
+ */
+class BackupSession {
+  readonly id: string
+  readonly dir: string
+  readonly started = new Date()
+  readonly t0 = performance.now()
+  readonly messages: Messages
+  readonly env: NodeJS.ProcessEnv
+  readonly preview: boolean
+  readonly objects: CatalogObject[] = []
+  status: SessionStatus = 'Completed'
+  /** Objects that failed, and that completed with errors, as their backup ended (before their post-exec). */
+  failed = 0
+  incomplete = 0
+
+  constructor(
+    readonly spec: BackupSpec,
+    readonly options: SessionOptions,
+  ) {
+    const { id, dir } = options.store.begin()
+    this.id = id
+    this.dir = dir
+    this.preview = options.preview === true
+    this.messages = new Messages(options.onMessage)
+    this.env = {
+      ...(options.env ?? process.env),
+      DATALIST: spec.name,
+      MODE: options.level ?? 'full',
+      OWNER: spec.owner,
+      PREVIEW: this.preview ? '1' : '0',
+      RESTARTED: '0',
+      SESSIONID: id,
+      SESSIONKEY: randomUUID(),
+    }
   }
-  const script = async (
-    what: string,
-    command: string,
-    extra: NodeJS.ProcessEnv = {},
-  ): Promise<{ ok: boolean; timedOut: boolean; aborted: boolean }> => {
+
+  get aborted(): boolean {
+    return this.options.signal?.aborted === true
+  }
+
+  /** Runs one of the specification's scripts with the session's environment, its lines logged. */
+  async script(what: string, command: string, extra: NodeJS.ProcessEnv = {}): Promise<ScriptOutcome> {
+    const { messages, spec } = this
     messages.add('BSM', `[Normal] Starting ${what} command "${command}"`)
     const result = await runScript(command, {
-      env: { ...env, ...extra },
+      env: { ...this.env, ...extra },
       inactivityTimeout: spec.inactivityTimeout,
       onLine: (line) => messages.add(what, line),
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
     })
     if (result.problem === 'timeout')
       messages.add(
@@ -186,72 +217,20 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
       aborted: result.problem === 'aborted',
     }
   }
-  messages.add(
-    'BSM',
-    `[Normal] Backup session ${id} started for specification "${spec.name}"${preview ? ' (preview)' : ''}`,
-  )
-  const objects: CatalogObject[] = []
-  let status: SessionStatus = 'Completed'
-  const runSessionScripts = !preview || spec.execScriptOnPreview
-  const finish = (): SessionRecord => {
-    const report = sessionReport(objects, t0)
-    const { files, bytes, seconds } = report
-    const record: SessionRecord = {
-      id,
-      type: preview ? 'preview' : 'backup',
-      spec: spec.name,
-      status,
-      exitCode: EXIT_CODES[status],
-      started: started.toISOString(),
-      finished: new Date().toISOString(),
-      messages: messages.list,
-      objects,
-      report,
-    }
-    messages.add(
-      'BSM',
-      `[Normal] Session ${id} finished: ${status} (${objects.length} object(s), ${files} file(s), ${bytes} bytes, ${seconds.toFixed(1)} s)`,
-    )
-    record.messages = messages.list
-    store.commit(dir, record)
-    return record
-  }
 
-  if (runSessionScripts && spec.preExec) {
-    const pre = await script('pre-exec', spec.preExec)
-    if (!pre.ok) {
-      status = pre.aborted || options.signal?.aborted ? 'Aborted' : pre.timedOut ? 'Aborted' : 'Failed'
-      messages.add(
-        'BSM',
-        '[Critical] The pre-exec command failed: the session is aborted, nothing is backed up',
-      )
-      return finish()
-    }
-  }
-  let failedObjects = 0
-  let incomplete = 0
-  for (const [index, tree] of spec.trees.entries()) {
-    if (options.signal?.aborted) break
-    const label = `${spec.client}:${tree} '${tree}'`
+  /** One object (a tree): its pre-exec, its backup (or preview), its post-exec. */
+  async object(index: number, tree: string): Promise<CatalogObject> {
+    const { spec, messages } = this
     const own = spec.objectScripts?.[tree] ?? {}
     const objectPreExec = own.preExec ?? spec.objectPreExec
     const objectPostExec = own.postExec ?? spec.objectPostExec
-    if (objectPreExec) {
-      const pre = await script('object pre-exec', objectPreExec)
-      if (!pre.ok) {
-        objects.push({
-          client: spec.client,
-          tree,
-          status: 'Aborted',
-          files: [],
-          errors: ['object pre-exec failed'],
-        })
-        failedObjects++
-        continue
-      }
+    if (objectPreExec && !(await this.script('object pre-exec', objectPreExec)).ok) {
+      this.failed++
+      return { client: spec.client, tree, status: 'Aborted', files: [], errors: ['object pre-exec failed'] }
     }
+    const label = `${spec.client}:${tree} '${tree}'`
     let object: CatalogObject
-    if (preview) {
+    if (this.preview) {
       object = { client: spec.client, tree, status: 'Completed', files: [], errors: [] }
       let count = 0
       try {
@@ -261,31 +240,97 @@ export async function runBackupSession(spec: BackupSpec, options: SessionOptions
       }
       messages.add('VBDA', `[Normal] Preview of ${label}: ${count} file(s) would be backed up`)
     } else {
-      const at = reference(store, spec.client, tree, env.MODE!, started.toISOString())
+      const at = reference(this.options.store, spec.client, tree, this.env.MODE!, this.started.toISOString())
       const kind =
         at.level === 0 ? 'Full' : `Incremental ${at.level} based on session ${at.reference!.session}`
       messages.add('VBDA', `[Normal] Starting backup of ${label} (${kind})`)
       if (at.note) messages.add('VBDA', `[Normal] ${label}: ${at.note}`)
-      object = await backupTree(tree, spec.client, join(dir, 'data'), index, messages, at, options.signal)
+      object = await backupTree(
+        tree,
+        spec.client,
+        join(this.dir, 'data'),
+        index,
+        messages,
+        at,
+        this.options.signal,
+      )
       messages.add('VBDA', `[Normal] Completed backup of ${label}: ${object.files.length} file(s)`)
     }
-    if (object.status === 'Aborted') failedObjects++
-    if (object.status === 'Completed/Errors') incomplete++
+    if (object.status === 'Aborted') this.failed++
+    if (object.status === 'Completed/Errors') this.incomplete++
     if (objectPostExec) {
-      const post = await script('object post-exec', objectPostExec, {
+      const post = await this.script('object post-exec', objectPostExec, {
         BDACC: object.status === 'Aborted' ? '1' : '0',
       })
       if (!post.ok) object.status = 'Aborted'
     }
-    objects.push(object)
+    return object
   }
-  if (options.signal?.aborted) status = 'Aborted'
-  else if (failedObjects === spec.trees.length) status = 'Failed'
-  else if (failedObjects > 0) status = 'Completed with failures'
-  else if (incomplete > 0) status = 'Completed with errors'
-  if (runSessionScripts && spec.postExec && !options.signal?.aborted) {
-    const post = await script('post-exec', spec.postExec, { SMEXIT: String(EXIT_CODES[status]) })
-    if (!post.ok && status === 'Completed') status = 'Completed with errors'
+
+  /** The session's outcome from its objects, as Data Protector rates it. */
+  rate(): void {
+    if (this.aborted) this.status = 'Aborted'
+    else if (this.failed === this.spec.trees.length) this.status = 'Failed'
+    else if (this.failed > 0) this.status = 'Completed with failures'
+    else if (this.incomplete > 0) this.status = 'Completed with errors'
   }
-  return finish()
+
+  /** The record, its closing message, stored. */
+  finish(): SessionRecord {
+    const { id, objects, status, messages } = this
+    const report = sessionReport(objects, this.t0)
+    const { files, bytes, seconds } = report
+    messages.add(
+      'BSM',
+      `[Normal] Session ${id} finished: ${status} (${objects.length} object(s), ${files} file(s), ${bytes} bytes, ${seconds.toFixed(1)} s)`,
+    )
+    const record: SessionRecord = {
+      id,
+      type: this.preview ? 'preview' : 'backup',
+      spec: this.spec.name,
+      status,
+      exitCode: EXIT_CODES[status],
+      started: this.started.toISOString(),
+      finished: new Date().toISOString(),
+      messages: messages.list,
+      objects,
+      report,
+    }
+    this.options.store.commit(this.dir, record)
+    return record
+  }
+}
+
+/** Runs the backup session and stores it; returns the record. */
+export async function runBackupSession(spec: BackupSpec, options: SessionOptions): Promise<SessionRecord> {
+  const session = new BackupSession(spec, options)
+  const { messages } = session
+  messages.add(
+    'BSM',
+    `[Normal] Backup session ${session.id} started for specification "${spec.name}"${session.preview ? ' (preview)' : ''}`,
+  )
+  const runSessionScripts = !session.preview || spec.execScriptOnPreview
+  if (runSessionScripts && spec.preExec) {
+    const pre = await session.script('pre-exec', spec.preExec)
+    if (!pre.ok) {
+      session.status = pre.aborted || session.aborted || pre.timedOut ? 'Aborted' : 'Failed'
+      messages.add(
+        'BSM',
+        '[Critical] The pre-exec command failed: the session is aborted, nothing is backed up',
+      )
+      return session.finish()
+    }
+  }
+  for (const [index, tree] of spec.trees.entries()) {
+    if (session.aborted) break
+    session.objects.push(await session.object(index, tree))
+  }
+  session.rate()
+  if (runSessionScripts && spec.postExec && !session.aborted) {
+    const post = await session.script('post-exec', spec.postExec, {
+      SMEXIT: String(EXIT_CODES[session.status]),
+    })
+    if (!post.ok && session.status === 'Completed') session.status = 'Completed with errors'
+  }
+  return session.finish()
 }

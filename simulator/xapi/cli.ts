@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // xapi-sim: a XenServer / XCP-ng simulator speaking real XML-RPC and XVA over HTTP.
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseFault } from './faults.js'
 import { selfSignedCertificate } from './http/self-signed.js'
 import { DEFAULT_PASSWORD, startXapiSim } from './server.js'
@@ -14,56 +14,45 @@ const USAGE = `usage: xapi-sim serve [--host H] [--port P] [--state DIR] [--demo
              --demo makes three unless told
   --tls: serve https with a self-signed certificate made at start for each host, as a new host does`
 
-async function main(): Promise<number> {
-  const [command, ...rest] = process.argv.slice(2)
-  if (command === '--help' || command === '-h') {
-    console.log(USAGE)
-    return 0
-  }
-  if (command !== 'serve') {
-    console.error(command === undefined ? USAGE : `xapi-sim: unknown command "${command}"\n${USAGE}`)
-    return 2
-  }
-  let values
-  try {
-    values = parseArgs({
-      args: rest,
-      options: {
-        host: { type: 'string', default: '127.0.0.1' },
-        port: { type: 'string', default: '0' },
-        state: { type: 'string' },
-        demo: { type: 'boolean', default: false },
-        seed: { type: 'string' },
-        user: { type: 'string', default: 'root' },
-        password: { type: 'string', default: DEFAULT_PASSWORD },
-        checksum: { type: 'string', default: 'xxhash' },
-        hosts: { type: 'string' },
-        'auth-delay': { type: 'string', default: '5' },
-        fault: { type: 'string', multiple: true, default: [] },
-        tls: { type: 'boolean', default: false },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-      },
-    }).values
-    if (values.checksum !== 'xxhash' && values.checksum !== 'sha1')
-      throw new Error('--checksum must be xxhash or sha1')
-    if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
-    for (const spec of values.fault) parseFault(spec)
-    if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
-    // --demo is a pool of three hosts unless told otherwise (or given a --host of its own).
-    values.hosts ??= values.demo && values.host === '127.0.0.1' ? '3' : '1'
-    if (!/^([1-9]|1[0-6])$/.test(values.hosts))
-      throw new Error(`--hosts must be 1 to 16, not "${values.hosts}"`)
-    if (values.hosts !== '1' && values.host !== '127.0.0.1')
-      throw new Error('--hosts: a pool of several hosts listens at 127.0.0.1 … 127.0.0.N (leave --host out)')
-    if (Boolean(values['tls-cert']) !== Boolean(values['tls-key']))
-      throw new Error('--tls-cert and --tls-key go together')
-    if (values.tls && values['tls-cert']) throw new Error('--tls and --tls-cert exclude each other')
-  } catch (error) {
-    console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
-    return 2
-  }
-  const count = Number(values.hosts)
+const OPTIONS = {
+  host: { type: 'string', default: '127.0.0.1' },
+  port: { type: 'string', default: '0' },
+  state: { type: 'string' },
+  demo: { type: 'boolean', default: false },
+  seed: { type: 'string' },
+  user: { type: 'string', default: 'root' },
+  password: { type: 'string', default: DEFAULT_PASSWORD },
+  checksum: { type: 'string', default: 'xxhash' },
+  hosts: { type: 'string' },
+  'auth-delay': { type: 'string', default: '5' },
+  fault: { type: 'string', multiple: true, default: [] as string[] },
+  tls: { type: 'boolean', default: false },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+} satisfies ParseArgsConfig['options']
+
+/** serve's options, checked; throws with the line to print. */
+function serveOptions(args: string[]) {
+  const { values } = parseArgs({ args, options: OPTIONS })
+  if (values.checksum !== 'xxhash' && values.checksum !== 'sha1')
+    throw new Error('--checksum must be xxhash or sha1')
+  if (values.demo && values.seed) throw new Error('--demo and --seed exclude each other')
+  for (const spec of values.fault) parseFault(spec)
+  if (!/^\d+$/.test(values.port)) throw new Error(`--port must be a number, not "${values.port}"`)
+  // --demo is a pool of three hosts unless told otherwise (or given a --host of its own).
+  const hosts = values.hosts ?? (values.demo && values.host === '127.0.0.1' ? '3' : '1')
+  if (!/^([1-9]|1[0-6])$/.test(hosts)) throw new Error(`--hosts must be 1 to 16, not "${hosts}"`)
+  if (hosts !== '1' && values.host !== '127.0.0.1')
+    throw new Error('--hosts: a pool of several hosts listens at 127.0.0.1 … 127.0.0.N (leave --host out)')
+  if (Boolean(values['tls-cert']) !== Boolean(values['tls-key']))
+    throw new Error('--tls-cert and --tls-key go together')
+  if (values.tls && values['tls-cert']) throw new Error('--tls and --tls-cert exclude each other')
+  return { ...values, hosts: Number(hosts), checksum: values.checksum as 'xxhash' | 'sha1' }
+}
+
+/** Starts the pool the options describe, and says where it listens (and its fingerprints with --tls). */
+async function serve(values: ReturnType<typeof serveOptions>) {
+  const count = values.hosts
   // Members redirect to https, as xapi does: a pool of several hosts always has certificates.
   const made =
     values.tls || (count > 1 && !values['tls-cert'])
@@ -83,7 +72,7 @@ async function main(): Promise<number> {
     ...(values.seed ? { seed: values.seed } : {}),
     user: values.user,
     password: values.password,
-    checksum: values.checksum as 'xxhash' | 'sha1',
+    checksum: values.checksum,
     faults: values.fault,
     hosts: count,
     authFailureDelayMs: Number(values['auth-delay']) * 1000,
@@ -100,6 +89,27 @@ async function main(): Promise<number> {
     if (made && values.tls)
       console.log(`xapi-sim member certificate SHA-256 fingerprint ${made[i + 1]!.fingerprint}`)
   }
+  return sim
+}
+
+async function main(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2)
+  if (command === '--help' || command === '-h') {
+    console.log(USAGE)
+    return 0
+  }
+  if (command !== 'serve') {
+    console.error(command === undefined ? USAGE : `xapi-sim: unknown command "${command}"\n${USAGE}`)
+    return 2
+  }
+  let values
+  try {
+    values = serveOptions(rest)
+  } catch (error) {
+    console.error(`xapi-sim: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
+    return 2
+  }
+  const sim = await serve(values)
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve)
     process.once('SIGINT', resolve)

@@ -1,6 +1,7 @@
 // session, system, task and event.
 import { setTimeout as sleep } from 'node:timers/promises'
 import { recordToWire, type DbEvent } from '../../model/db.js'
+import type { SimContext } from '../../model/context.js'
 import { XapiFailure } from '../../model/errors.js'
 import { masterOf } from '../../model/hosts.js'
 import type { MethodTable } from '../dispatch.js'
@@ -48,7 +49,8 @@ function eventToWire(event: DbEvent): Wire {
   return out
 }
 
-export function registerCore(table: MethodTable): void {
+/** Sessions: login (following HOST_IS_SLAVE), logout, and the method list. */
+function registerSessions(table: MethodTable): void {
   table.set('session.login_with_password', {
     noSession: true,
     noAsync: true,
@@ -88,7 +90,10 @@ export function registerCore(table: MethodTable): void {
     params: [],
     run: () => [...table.keys()].sort(),
   })
+}
 
+/** Tasks made, cancelled and destroyed by the client. */
+function registerTasks(table: MethodTable): void {
   table.set('task.create', {
     noAsync: true,
     params: [
@@ -128,7 +133,10 @@ export function registerCore(table: MethodTable): void {
       }
     },
   })
+}
 
+/** Events: the current id, an injected one, and event.from's wait. */
+function registerEvents(table: MethodTable): void {
   table.set('event.get_current_id', {
     noAsync: true,
     params: [],
@@ -157,36 +165,57 @@ export function registerCore(table: MethodTable): void {
       { name: 'timeout', type: 'float' },
     ],
     async run({ sim }, [classes, token, timeout]) {
-      const matches = subscriptionMatcher(classes as string[])
-      const from = parseToken(String(token))
-      if (from < 0) {
-        // An empty token returns every current object as an "add".
-        const events: Wire[] = []
-        for (const cls of Object.keys(SCHEMA)) {
-          for (const [ref, rec] of sim.db.all(cls)) {
-            if (matches({ cls, ref }))
-              events.push(eventToWire({ id: 0, cls, operation: 'add', ref, snapshot: rec }))
-          }
-        }
-        return { events, valid_ref_counts: {}, token: formatToken(sim.db.lastEventId) }
-      }
-      const deadline = Date.now() + Math.max(0, Number(timeout)) * 1000
-      for (;;) {
-        const { events, lost } = sim.db.eventsSince(from)
-        if (lost) throw new XapiFailure('EVENTS_LOST')
-        const wanted = events.filter((e) => matches(e))
-        const now = Date.now()
-        if (wanted.length > 0 || now >= deadline || sim.closing.aborted) {
-          const counts: Record<string, Wire> = {}
-          for (const e of wanted) counts[e.cls.toLowerCase()] = new I4(sim.db.count(e.cls))
-          return {
-            events: wanted.map(eventToWire),
-            valid_ref_counts: counts,
-            token: formatToken(events.at(-1)?.id ?? from),
-          }
-        }
-        await sim.db.waitForChange(deadline - now, sim.closing)
-      }
+      return eventsFrom(
+        sim,
+        subscriptionMatcher(classes as string[]),
+        parseToken(String(token)),
+        Number(timeout),
+      )
     },
   })
+}
+
+/**
+ * event.from: the events after `from` that match, waiting up to `timeout` seconds for one; an
+ * empty token (from < 0) returns every current object as an "add".
+ */
+async function eventsFrom(
+  sim: SimContext,
+  matches: ReturnType<typeof subscriptionMatcher>,
+  from: number,
+  timeout: number,
+): Promise<Wire> {
+  if (from < 0) {
+    const events: Wire[] = []
+    for (const cls of Object.keys(SCHEMA)) {
+      for (const [ref, rec] of sim.db.all(cls)) {
+        if (matches({ cls, ref }))
+          events.push(eventToWire({ id: 0, cls, operation: 'add', ref, snapshot: rec }))
+      }
+    }
+    return { events, valid_ref_counts: {}, token: formatToken(sim.db.lastEventId) }
+  }
+  const deadline = Date.now() + Math.max(0, timeout) * 1000
+  for (;;) {
+    const { events, lost } = sim.db.eventsSince(from)
+    if (lost) throw new XapiFailure('EVENTS_LOST')
+    const wanted = events.filter((e) => matches(e))
+    const now = Date.now()
+    if (wanted.length > 0 || now >= deadline || sim.closing.aborted) {
+      const counts: Record<string, Wire> = {}
+      for (const e of wanted) counts[e.cls.toLowerCase()] = new I4(sim.db.count(e.cls))
+      return {
+        events: wanted.map(eventToWire),
+        valid_ref_counts: counts,
+        token: formatToken(events.at(-1)?.id ?? from),
+      }
+    }
+    await sim.db.waitForChange(deadline - now, sim.closing)
+  }
+}
+
+export function registerCore(table: MethodTable): void {
+  registerSessions(table)
+  registerTasks(table)
+  registerEvents(table)
 }

@@ -74,7 +74,8 @@ async function guestTakesItsTime(sim: SimContext, task: string, ms: number): Pro
   }
 }
 
-export function registerObjects(table: MethodTable): void {
+/** Power operations, where a VM may run, and the hosts' and the pool's own (maintenance, a new master). */
+function registerPower(table: MethodTable): void {
   const powerOp = (
     name: string,
     target: 'Halted' | 'Running' | 'Suspended',
@@ -130,6 +131,10 @@ export function registerObjects(table: MethodTable): void {
   powerOp('resume', 'Running', startArgs)
   powerOp('clean_reboot', 'Running')
   powerOp('hard_reboot', 'Running')
+}
+
+/** vTPMs, made and removed while their VM is halted. */
+function registerVtpms(table: MethodTable): void {
   // VTPM (xapi_vtpm.ml). get_contents and set_contents are _R_LOCAL_ROOT_ONLY: the simulator's
   // one user logs in as root with a password, which xapi makes a local superuser session.
   table.set('VTPM.create', {
@@ -151,6 +156,10 @@ export function registerObjects(table: MethodTable): void {
     params: [self('VTPM'), { name: 'contents', type: 'string' }],
     run: ({ sim }, [ref, contents]) => setVtpmContents(sim, String(ref), String(contents)),
   })
+}
+
+/** A VM destroyed, reverted, snapshotted, cloned or copied, and made a template. */
+function registerVmCopies(table: MethodTable): void {
   table.set('VM.destroy', { params: [self('VM')], run: ({ sim }, [ref]) => destroyVm(sim, String(ref)) })
   table.set('VM.revert', {
     params: [{ name: 'snapshot', type: 'ref:VM' }],
@@ -200,7 +209,10 @@ export function registerObjects(table: MethodTable): void {
       refreshVmOps(sim, String(ref))
     },
   })
+}
 
+/** Disks made, reset on boot, destroyed and resized. */
+function registerVdis(table: MethodTable): void {
   table.set('VDI.create', {
     params: [{ name: 'args', type: 'record' }],
     async run({ sim }, [record]) {
@@ -234,6 +246,10 @@ export function registerObjects(table: MethodTable): void {
     ],
     run: ({ sim }, [ref, size]) => resizeVdi(sim, String(ref), Number(size)),
   })
+}
+
+/** Disks snapshotted, cloned and copied. */
+function registerVdiCopies(table: MethodTable): void {
   table.set('VDI.snapshot', {
     params: [
       { name: 'vdi', type: 'ref:VDI' },
@@ -260,7 +276,10 @@ export function registerObjects(table: MethodTable): void {
     ],
     run: ({ sim }, [ref, sr]) => copyVdi(sim, String(ref), String(sr), {}),
   })
+}
 
+/** VBDs and VIFs, and an SR scan. */
+function registerDevices(table: MethodTable): void {
   table.set('VBD.create', {
     params: [{ name: 'args', type: 'record' }],
     run({ sim }, [record]) {
@@ -305,4 +324,13 @@ export function registerObjects(table: MethodTable): void {
   table.set('VIF.destroy', { params: [self('VIF')], run: ({ sim }, [ref]) => destroyVif(sim, String(ref)) })
 
   table.set('SR.scan', { params: [{ name: 'sr', type: 'ref:SR' }], run: () => undefined })
+}
+
+export function registerObjects(table: MethodTable): void {
+  registerPower(table)
+  registerVtpms(table)
+  registerVmCopies(table)
+  registerVdis(table)
+  registerVdiCopies(table)
+  registerDevices(table)
 }

@@ -24,7 +24,7 @@ import { selfSignedCertificate } from '../xapi/http/self-signed.js'
 import { startXapiSim, type XapiSim } from '../xapi/server.js'
 import { runRestoreSession } from './restore.js'
 import { runBackupSession } from './session.js'
-import { Store, type Message } from './store.js'
+import { Store, type Message, type SessionRecord } from './store.js'
 
 type Rec = Record<string, unknown>
 const hooks = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'hooks')
@@ -144,6 +144,38 @@ function compare(vms: string[], before: Map<string, string[]>, after: Map<string
   return ok
 }
 
+/** What the demo is about to do. */
+function introduce(url: string, vms: string[], staging: string): void {
+  say('dpxen demo: a Data Protector backup and restore of XenServer VMs, all simulated')
+  say(`  pool:    xapi-sim, three hosts, master at ${url} (VMs Debian, running, 2 disks, the first on`)
+  say(
+    "           the third host's local storage: its transfers are redirected there; vm2, halted; legacy-win)",
+  )
+  say(`  dpxen:   online backup of ${vms.join(' and ')} into ${staging}`)
+  say()
+}
+
+/** Step 1: Data Protector's backup session, the hooks as its pre- and post-exec. */
+async function backupStep(store: Store, staging: string, config: string): Promise<SessionRecord> {
+  say('1. Backup session (pre-exec: dpxen-pre-exec, object: the staging folder, post-exec: dpxen-post-exec)')
+  // The post-exec would empty the staging folder; the files live on in the session store.
+  const backup = await runBackupSession(
+    {
+      name: 'xen-online',
+      client: 'localhost',
+      trees: [staging],
+      preExec: command('pre-exec.js', config),
+      postExec: command('post-exec.js', config),
+      owner: 'root.sys@localhost',
+      inactivityTimeout: 900,
+      execScriptOnPreview: false,
+    },
+    { store, onMessage: show },
+  )
+  say(`    result: ${backup.status}, ${backup.report.files} file(s), ${backup.report.bytes} bytes`)
+  return backup
+}
+
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
   // Three hosts, each its own certificate, as each XenServer host makes one.
@@ -161,34 +193,11 @@ async function main(): Promise<number> {
     const store = new Store(join(work, 'dp-store'))
     const vms = ['Debian', 'vm2']
 
-    say('dpxen demo: a Data Protector backup and restore of XenServer VMs, all simulated')
-    say(`  pool:    xapi-sim, three hosts, master at ${sim.url} (VMs Debian, running, 2 disks, the first on`)
-    say(
-      "           the third host's local storage: its transfers are redirected there; vm2, halted; legacy-win)",
-    )
-    say(`  dpxen:   online backup of ${vms.join(' and ')} into ${staging}`)
-    say()
+    introduce(sim.url, vms, staging)
     if (!(await trustOnFirstUse(config))) return 1
     const before = await fingerprints(sim, vms)
 
-    say(
-      '1. Backup session (pre-exec: dpxen-pre-exec, object: the staging folder, post-exec: dpxen-post-exec)',
-    )
-    // The post-exec would empty the staging folder; the files live on in the session store.
-    const backup = await runBackupSession(
-      {
-        name: 'xen-online',
-        client: 'localhost',
-        trees: [staging],
-        preExec: command('pre-exec.js', config),
-        postExec: command('post-exec.js', config),
-        owner: 'root.sys@localhost',
-        inactivityTimeout: 900,
-        execScriptOnPreview: false,
-      },
-      { store, onMessage: show },
-    )
-    say(`    result: ${backup.status}, ${backup.report.files} file(s), ${backup.report.bytes} bytes`)
+    const backup = await backupStep(store, staging, config)
     if (backup.status !== 'Completed') return 1
     say()
 

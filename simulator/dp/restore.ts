@@ -71,6 +71,83 @@ function chainFiles(
   return { files, ...(broken ? { broken } : {}) }
 }
 
+/** One object of the backup session: its files (its restore chain's newest copies) put back. */
+async function restoreObject(
+  options: RestoreOptions,
+  sourceId: string,
+  object: CatalogObject,
+  messages: Messages,
+): Promise<CatalogObject> {
+  const out: CatalogObject = {
+    client: object.client,
+    tree: object.tree,
+    status: 'Completed',
+    files: [],
+    errors: [],
+  }
+  const { files, broken } = chainFiles(options, sourceId, object, messages)
+  if (broken) out.errors.push(broken)
+  for (const { file, sessionDir } of files) {
+    if (options.signal?.aborted || !selected(file.path, options.trees)) continue
+    const target = options.into ? join(options.into, relative(object.tree, file.path)) : file.path
+    try {
+      if (await restoreFile(options, file, join(sessionDir, file.stored), target))
+        out.files.push({ ...file, path: target })
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code ?? String(error)
+      out.errors.push(`${target}: ${reason}`)
+      messages.add('VRDA', `[Major] Cannot restore ${target}: ${reason}`)
+    }
+  }
+  if (out.errors.length) out.status = 'Completed/Errors'
+  messages.add('VRDA', `[Normal] Restored ${out.files.length} file(s) of ${object.client}:${object.tree}`)
+  return out
+}
+
+/**
+ * One file written as the Disk Agent writes it: under a temporary name, its mode and time set,
+ * then renamed; false when the conflict rule keeps the file there.
+ */
+async function restoreFile(
+  options: RestoreOptions,
+  file: CatalogFile,
+  stored: string,
+  target: string,
+): Promise<boolean> {
+  const existing = await fsp.stat(target).catch(() => undefined)
+  if (existing && options.conflict === 'no-overwrite') return false
+  if (existing && options.conflict === 'keep-most-recent' && existing.mtimeMs > file.mtimeMs) return false
+  await fsp.mkdir(dirname(target), { recursive: true })
+  const temp = `${target}.dp-restore`
+  await pipeline(createReadStream(stored), createWriteStream(temp, { mode: file.mode }))
+  await fsp.utimes(temp, new Date(), new Date(file.mtimeMs))
+  await fsp.rename(temp, target)
+  return true
+}
+
+/** A restore session's pre- or post-exec, its lines in the session; whether it succeeded. */
+async function runSessionScript(
+  options: RestoreOptions,
+  env: NodeJS.ProcessEnv,
+  messages: Messages,
+  what: string,
+  command: string,
+): Promise<boolean> {
+  messages.add('RSM', `[Normal] Starting ${what} command "${command}"`)
+  const result = await runScript(command, {
+    env,
+    inactivityTimeout: options.inactivityTimeout ?? 900,
+    onLine: (l) => messages.add(what, l),
+    ...(options.signal ? { signal: options.signal } : {}),
+  })
+  if (result.code !== 0 || result.problem)
+    messages.add(
+      'RSM',
+      `[Critical] The ${what} command failed${result.problem ? ` (${result.problem})` : ` with exit code ${result.code}`}`,
+    )
+  return result.code === 0 && !result.problem
+}
+
 export async function runRestoreSession(options: RestoreOptions): Promise<SessionRecord> {
   const source = options.store.get(options.session)
   if (source.type !== 'backup')
@@ -81,23 +158,8 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
   const messages = new Messages(options.onMessage)
   let status: SessionStatus = 'Completed'
   const restored: CatalogObject[] = []
-  const timeout = options.inactivityTimeout ?? 900
-  const env = { ...(options.env ?? process.env), SESSIONID: id }
-  const script = async (what: string, command: string): Promise<boolean> => {
-    messages.add('RSM', `[Normal] Starting ${what} command "${command}"`)
-    const result = await runScript(command, {
-      env,
-      inactivityTimeout: timeout,
-      onLine: (l) => messages.add(what, l),
-      ...(options.signal ? { signal: options.signal } : {}),
-    })
-    if (result.code !== 0 || result.problem)
-      messages.add(
-        'RSM',
-        `[Critical] The ${what} command failed${result.problem ? ` (${result.problem})` : ` with exit code ${result.code}`}`,
-      )
-    return result.code === 0 && !result.problem
-  }
+  const script = (what: string, command: string): Promise<boolean> =>
+    runSessionScript(options, { ...(options.env ?? process.env), SESSIONID: id }, messages, what, command)
   messages.add('RSM', `[Normal] Restore session ${id} started from backup session ${source.id}`)
   const finish = (): SessionRecord => {
     const report = sessionReport(restored, t0)
@@ -121,44 +183,8 @@ export async function runRestoreSession(options: RestoreOptions): Promise<Sessio
     status = 'Failed'
     return finish()
   }
-  for (const object of source.objects) {
-    const out: CatalogObject = {
-      client: object.client,
-      tree: object.tree,
-      status: 'Completed',
-      files: [],
-      errors: [],
-    }
-    const { files, broken } = chainFiles(options, source.id, object, messages)
-    if (broken) out.errors.push(broken)
-    for (const { file, sessionDir } of files) {
-      if (options.signal?.aborted || !selected(file.path, options.trees)) continue
-      const target = options.into ? join(options.into, relative(object.tree, file.path)) : file.path
-      try {
-        const existing = await fsp.stat(target).catch(() => undefined)
-        if (existing && options.conflict === 'no-overwrite') continue
-        if (existing && options.conflict === 'keep-most-recent' && existing.mtimeMs > file.mtimeMs) continue
-        await fsp.mkdir(dirname(target), { recursive: true })
-        const temp = `${target}.dp-restore`
-        await pipeline(
-          createReadStream(join(sessionDir, file.stored)),
-          createWriteStream(temp, { mode: file.mode }),
-        )
-        await fsp.utimes(temp, new Date(), new Date(file.mtimeMs))
-        await fsp.rename(temp, target)
-        out.files.push({ ...file, path: target })
-      } catch (error) {
-        out.errors.push(`${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
-        messages.add(
-          'VRDA',
-          `[Major] Cannot restore ${target}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
-        )
-      }
-    }
-    if (out.errors.length) out.status = 'Completed/Errors'
-    messages.add('VRDA', `[Normal] Restored ${out.files.length} file(s) of ${object.client}:${object.tree}`)
-    restored.push(out)
-  }
+  for (const object of source.objects)
+    restored.push(await restoreObject(options, source.id, object, messages))
   if (options.signal?.aborted) status = 'Aborted'
   else if (restored.some((o) => o.errors.length)) status = 'Completed with errors'
   if (

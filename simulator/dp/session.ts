@@ -2,8 +2,8 @@
 // backed up as a filesystem object (with object pre/post-exec), session post-exec with SMEXIT;
 // the final status and an exit code like omnib's.
 import { createHash, randomUUID } from 'node:crypto'
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs'
-import { join, relative } from 'node:path'
+import { createReadStream, createWriteStream, promises as fsp, type Stats } from 'node:fs'
+import { dirname, join, relative } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pipeline } from 'node:stream/promises'
 import { Transform } from 'node:stream'
@@ -81,6 +81,14 @@ async function* walk(dir: string): AsyncGenerator<string> {
   }
 }
 
+/** One file as the Disk Agent backs it up: copied under the session's data folder, hashed. */
+async function backupFile(path: string, stat: Stats, stored: string, dataDir: string): Promise<CatalogFile> {
+  const target = join(dataDir, '..', stored)
+  await ensureDir(dirname(target))
+  const { sha256, size } = await storeFile(path, target)
+  return { path, stored, size, mtimeMs: stat.mtimeMs, mode: stat.mode & 0o777, sha256 }
+}
+
 async function backupTree(
   tree: string,
   client: string,
@@ -112,23 +120,11 @@ async function backupTree(
       try {
         const stat = await fsp.stat(path)
         object.present!.push(path)
-        if (stat.mtimeMs <= since) continue
-        await ensureDir(join(objectDir, rel, '..'))
-        const { sha256, size } = await storeFile(path, join(dataDir, '..', stored))
-        object.files.push({
-          path,
-          stored,
-          size,
-          mtimeMs: stat.mtimeMs,
-          mode: stat.mode & 0o777,
-          sha256,
-        } satisfies CatalogFile)
+        if (stat.mtimeMs > since) object.files.push(await backupFile(path, stat, stored, dataDir))
       } catch (error) {
-        object.errors.push(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
-        messages.add(
-          'VBDA',
-          `[Minor] Cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
-        )
+        const reason = (error as NodeJS.ErrnoException).code ?? String(error)
+        object.errors.push(`${path}: ${reason}`)
+        messages.add('VBDA', `[Minor] Cannot read ${path}: ${reason}`)
       }
     }
   } catch (error) {

@@ -235,14 +235,9 @@ async function openContext(options: XapiSimOptions, closing: AbortController) {
 
 type Stats = { calls: number; byMethod: Record<string, number>; firstCallAt: number | undefined }
 
-/** Starts the simulator. */
-export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSim> {
-  const closing = new AbortController()
-  const { sim, stateDir, ownDir } = await openContext(options, closing)
-  const { db } = sim
-  const table = buildTable()
-  const stats: Stats = { calls: 0, byMethod: {}, firstCallAt: undefined }
-  const hosts = db.all('host').map(([ref, rec]) => ({ ref, address: String(rec.address) }))
+/** Every host of the pool listening on one port, each at its address with its certificate. */
+async function listenAll(sim: SimContext, table: MethodTable, stats: Stats, options: XapiSimOptions) {
+  const hosts = sim.db.all('host').map(([ref, rec]) => ({ ref, address: String(rec.address) }))
   const pairs = hosts.map((_, i) => (Array.isArray(options.tls) ? options.tls[i] : options.tls))
   const listeners: HostListener[] = []
   let port = options.port ?? 0
@@ -259,7 +254,17 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
     const address = hosts.length === 1 ? (options.host ?? hosts[0]!.address) : hosts[i]!.address
     return `${scheme}://${address.includes(':') ? `[${address}]` : address}:${port}`
   }
-  const hostUrls = hosts.map((_, i) => urlOf(i))
+  return { hosts, listeners, hostUrls: hosts.map((_, i) => urlOf(i)), port }
+}
+
+/** Starts the simulator. */
+export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSim> {
+  const closing = new AbortController()
+  const { sim, stateDir, ownDir } = await openContext(options, closing)
+  const { db } = sim
+  const table = buildTable()
+  const stats: Stats = { calls: 0, byMethod: {}, firstCallAt: undefined }
+  const { hosts, listeners, hostUrls, port } = await listenAll(sim, table, stats, options)
   return {
     url: hostUrls[0]!,
     hostUrls,

@@ -17,6 +17,7 @@ import {
   redirected,
   serverHeader,
   writeRawHead,
+  type Authed,
   type HttpCall,
 } from './common.js'
 import { setProgress, watchCancel } from '../model/tasks.js'
@@ -32,28 +33,62 @@ function compressor(mode: string | undefined): Transform | undefined {
   return undefined
 }
 
+/**
+ * The export's faults on the way to the client: `export-truncate` fails the task once its bytes
+ * are sent, `export-lose-tail` makes the whole and sends only its head; `sent()` says how much went.
+ */
+function clientSink(call: HttpCall, signal: AbortSignal) {
+  const { sim, req } = call
+  const socket = req.socket
+  const truncate = sim.faults.get('export-truncate')
+  const loseTail = sim.faults.get('export-lose-tail')
+  const limit = truncate || loseTail ? parseSize((truncate ?? loseTail)!.arg ?? '0') : Infinity
+  let sent = 0
+  const sink = async (stream: AsyncIterable<Buffer>): Promise<void> => {
+    for await (const chunk of stream) {
+      const room = limit - sent
+      // The rest is made (the task succeeds) and never reaches the client.
+      if (loseTail && room <= 0) continue
+      const piece = chunk.length > room ? chunk.subarray(0, room) : chunk
+      sent += piece.length
+      if (piece.length && !socket.write(piece)) await once(socket, 'drain', { signal })
+      if (truncate && sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
+    }
+  }
+  return { sink, cutShort: () => sent >= limit }
+}
+
+/**
+ * What export.ml's handler does before the body: no host for the VM's SRs (the fault
+ * export-no-host), a redirect to the host that sees them, the VM locked for the export. The VM
+ * and its unlock, or undefined when the answer is already given.
+ */
+function startExport(call: HttpCall, auth: Authed): { vmRef: string; unlock: () => void } | undefined {
+  const { sim, req } = call
+  if (sim.faults.get('export-no-host')) {
+    // choose_host raises NO_HOSTS_AVAILABLE []; the handler fails the caller's task and returns
+    // without writing a byte, and the connection closes.
+    finish(call, auth, { error: new XapiFailure('NO_HOSTS_AVAILABLE') })
+    req.socket.end()
+    return undefined
+  }
+  try {
+    const vmRef = lookup(sim, 'VM', param(call, 'ref') ?? param(call, 'uuid'))
+    if (redirected(call, auth, srsOfVm(sim, vmRef), 'fail-task-and-close')) return undefined
+    return { vmRef, unlock: lockVm(sim, vmRef, 'export', auth.task) }
+  } catch (error) {
+    failBeforeBody(call, auth, 500, asFailure(error))
+    return undefined
+  }
+}
+
 export async function handleExport(call: HttpCall): Promise<void> {
   const { sim, req } = call
   const auth = authenticate(call, 'Export of VM')
   if (!auth) return
-  if (sim.faults.get('export-no-host')) {
-    // export.ml handler: when no host can see the VM's SRs, choose_host raises
-    // NO_HOSTS_AVAILABLE []; the handler fails the caller's task and returns without writing a
-    // byte, and the connection closes.
-    finish(call, auth, { error: new XapiFailure('NO_HOSTS_AVAILABLE') })
-    req.socket.end()
-    return
-  }
-  let vmRef: string
-  let unlock: () => void
-  try {
-    vmRef = lookup(sim, 'VM', param(call, 'ref') ?? param(call, 'uuid'))
-    if (redirected(call, auth, srsOfVm(sim, vmRef), 'fail-task-and-close')) return
-    unlock = lockVm(sim, vmRef, 'export', auth.task)
-  } catch (error) {
-    failBeforeBody(call, auth, 500, asFailure(error))
-    return
-  }
+  const started = startExport(call, auth)
+  if (!started) return
+  const { vmRef, unlock } = started
   const socket = req.socket
   const aborter = new AbortController()
   const onClose = (): void => aborter.abort(new XapiFailure('VDI_IO_ERROR', 'Client closed the connection'))
@@ -61,9 +96,6 @@ export async function handleExport(call: HttpCall): Promise<void> {
   const stopWatching = watchCancel(sim, auth.task, () =>
     aborter.abort(new XapiFailure('TASK_CANCELLED', auth.task)),
   )
-  const truncate = sim.faults.get('export-truncate')
-  const loseTail = sim.faults.get('export-lose-tail')
-  const limit = truncate || loseTail ? parseSize((truncate ?? loseTail)!.arg ?? '0') : Infinity
   const stall = sim.faults.get('export-stall')
   writeRawHead(socket, 'HTTP/1.0 200 OK', {
     Connection: 'close',
@@ -73,7 +105,7 @@ export async function handleExport(call: HttpCall): Promise<void> {
     'task-id': auth.task,
     Server: serverHeader(sim),
   })
-  let sent = 0
+  const { sink, cutShort } = clientSink(call, aborter.signal)
   const stopFollowing = abortOnClose(sim, aborter)
   try {
     const zip = compressor(param(call, 'use_compression'))
@@ -83,21 +115,10 @@ export async function handleExport(call: HttpCall): Promise<void> {
       stallMs: stall ? Number(stall.arg) * 1000 : 0,
       signal: aborter.signal,
       onProgress: (done, total) => setProgress(sim, auth.task, total ? Math.min(0.99, done / total) : 0),
-      // The sink below has written each chunk, and waited for the drain, before it pulls the
-      // next: a 1 MiB write always fills the socket past its high-water mark.
+      // The sink has written each chunk, and waited for the drain, before it pulls the next: a
+      // 1 MiB write always fills the socket past its high-water mark.
       reuseBuffers: !zip && socket.writableHighWaterMark < CHUNK,
     })
-    const sink = async (stream: AsyncIterable<Buffer>): Promise<void> => {
-      for await (const chunk of stream) {
-        const room = limit - sent
-        // The rest is made (the task succeeds) and never reaches the client.
-        if (loseTail && room <= 0) continue
-        const piece = chunk.length > room ? chunk.subarray(0, room) : chunk
-        sent += piece.length
-        if (piece.length && !socket.write(piece)) await once(socket, 'drain', { signal: aborter.signal })
-        if (truncate && sent >= limit) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
-      }
-    }
     if (zip) await pipeline(Readable.from(xva, { objectMode: false }), zip, sink, { signal: aborter.signal })
     else await sink(xva)
     unlock()
@@ -113,7 +134,7 @@ export async function handleExport(call: HttpCall): Promise<void> {
     finish(call, auth, { error: reason })
     socket.off('close', onClose)
     // A failure mid-stream just closes the connection: the client must read the task.
-    if (sent >= limit) socket.end()
+    if (cutShort()) socket.end()
     else socket.destroy()
   }
 }

@@ -13,6 +13,7 @@ import {
   redirected,
   serverHeader,
   writeRawHead,
+  type Authed,
   type HttpCall,
 } from './common.js'
 import { NULL_REF } from '../model/schema.js'
@@ -31,27 +32,30 @@ export function targetSr(call: HttpCall): string {
   return defaultSr
 }
 
-export async function handleImport(call: HttpCall): Promise<void> {
+/**
+ * What import.ml's handler checks before it answers 200: the SR (or the pool's default), a
+ * redirect to the host that sees it, a body of known length, an SR that takes VMs. The SR, or
+ * undefined when the answer is already given.
+ */
+function importTarget(call: HttpCall, auth: Authed): string | undefined {
   const { sim, req } = call
-  const auth = authenticate(call, 'VM import')
-  if (!auth) return
   let srRef: string
   try {
     srRef = targetSr(call)
   } catch (error) {
     failBeforeBody(call, auth, 500, asFailure(error))
-    return
+    return undefined
   }
-  if (redirected(call, auth, [srRef], 'answer-500')) return
+  if (redirected(call, auth, [srRef], 'answer-500')) return undefined
   if (req.headers['transfer-encoding']) {
     failBeforeBody(call, auth, 403, new XapiFailure('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED'))
-    return
+    return undefined
   }
   // Stricter than xapi, which would read to EOF: a body must say how long it is.
   const length = Number(req.headers['content-length'])
   if (req.headers['content-length'] === undefined || !Number.isSafeInteger(length)) {
     failBeforeBody(call, auth, 411, new XapiFailure('IMPORT_ERROR', 'Content-Length required'))
-    return
+    return undefined
   }
   try {
     const sr = sim.db.require('SR', srRef)
@@ -59,8 +63,17 @@ export async function handleImport(call: HttpCall): Promise<void> {
   } catch (error) {
     const failure = error instanceof XapiFailure ? error : new XapiFailure('INTERNAL_ERROR', String(error))
     failBeforeBody(call, auth, failure.code === 'SR_OPERATION_NOT_SUPPORTED' ? 400 : 500, failure)
-    return
+    return undefined
   }
+  return srRef
+}
+
+export async function handleImport(call: HttpCall): Promise<void> {
+  const { sim, req } = call
+  const auth = authenticate(call, 'VM import')
+  if (!auth) return
+  const srRef = importTarget(call, auth)
+  if (srRef === undefined) return
   const socket = req.socket
   writeRawHead(socket, 'HTTP/1.1 200 OK', {
     Connection: 'close',

@@ -22,6 +22,7 @@ import {
   redirected,
   serverHeader,
   writeRawHead,
+  type Authed,
   type HttpCall,
 } from './common.js'
 import { SCHEMA } from '../model/schema.js'
@@ -104,6 +105,26 @@ function vhdBacked(sim: HttpCall['sim'], vdi: Rec): boolean {
   return String(sim.db.get('SR', vdi.SR)?.type ?? '') !== 'gfs2'
 }
 
+/**
+ * The base a delta is made against (`base=`), checked after the 200 as xapi checks it: the disk
+ * behind a VHD (vhd_tool_wrapper.ml send), the base there. Each refusal goes into the body.
+ */
+async function deltaBase(call: HttpCall, vdi: Rec, baseParam: string): Promise<Rec> {
+  const { sim } = call
+  if (!vhdBacked(sim, vdi) || sim.faults.get('delta-refused'))
+    throw Object.assign(new XapiFailure('INTERNAL_ERROR', 'Cannot compute differences on non-VHD images'), {
+      inBody: true,
+    })
+  // No size check, as vhd-tool makes none: a delta against a smaller base (a disk grown since)
+  // is made, with the exported disk's own size.
+  try {
+    if (sim.faults.take('vhd-base-gone')) await removeBase(sim, vdiOfReq(sim, baseParam))
+    return sim.db.require('VDI', vdiOfReq(sim, baseParam))
+  } catch (error) {
+    throw Object.assign(asFailure(error), { inBody: true })
+  }
+}
+
 /** format=vhd: the whole disk (dynamic), or the blocks that differ from `base` (differencing). */
 async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> {
   const { sim } = call
@@ -117,23 +138,7 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
         inBody: true,
       },
     )
-  let base: Rec | undefined
-  if (baseParam !== undefined) {
-    // vhd_tool_wrapper.ml send: a delta needs a VHD behind the exported disk.
-    if (!vhdBacked(sim, vdi) || sim.faults.get('delta-refused'))
-      throw Object.assign(new XapiFailure('INTERNAL_ERROR', 'Cannot compute differences on non-VHD images'), {
-        inBody: true,
-      })
-    // After the 200, as xapi: a base that cannot be found fails the task, its page in the body.
-    try {
-      if (sim.faults.take('vhd-base-gone')) await removeBase(sim, vdiOfReq(sim, baseParam))
-      base = sim.db.require('VDI', vdiOfReq(sim, baseParam))
-    } catch (error) {
-      throw Object.assign(asFailure(error), { inBody: true })
-    }
-    // No size check, as vhd-tool makes none: a delta against a smaller base (a disk grown
-    // since) is made, with the exported disk's own size.
-  }
+  const base = baseParam === undefined ? undefined : await deltaBase(call, vdi, baseParam)
   const disk = await fsp.open(sim.disks.path(String(vdi.uuid)), 'r')
   const baseDisk = base ? await fsp.open(sim.disks.path(String(base.uuid)), 'r') : undefined
   const controller = new AbortController()
@@ -172,17 +177,21 @@ async function sendVhd(call: HttpCall, vdi: Rec, socket: Socket): Promise<void> 
   }
 }
 
-export async function handleImportRaw(call: HttpCall): Promise<void> {
+/**
+ * What import_raw_vdi.ml checks before it answers 200: the disk's host (a redirect), the
+ * encoding, VHD only into a disk, a known length that fits, a disk not attached. The disk and the
+ * body's length, or undefined when the answer is already given.
+ */
+function importChecks(
+  call: HttpCall,
+  auth: Authed,
+): { asked: ReturnType<typeof rawVdi>; length: number } | undefined {
   const { sim, req } = call
-  const auth = authenticate(call, 'VDI import')
-  if (!auth) return
-  let asked: ReturnType<typeof rawVdi>
-  let length: number
   try {
     const named = param(call, 'vdi')
     if (named !== undefined) {
       const { SR } = sim.db.require('VDI', vdiOfReq(sim, named))
-      if (redirected(call, auth, [String(SR)], 'fail-task-400')) return
+      if (redirected(call, auth, [String(SR)], 'fail-task-400')) return undefined
     }
     if (req.headers['transfer-encoding'])
       throw new XapiFailure('INTERNAL_ERROR', `Cannot handle encoding: ${req.headers['transfer-encoding']}`)
@@ -193,22 +202,32 @@ export async function handleImportRaw(call: HttpCall): Promise<void> {
         400,
         new XapiFailure('INTERNAL_ERROR', 'Importing a VHD directly into an SR not supported'),
       )
-      return
+      return undefined
     }
-    asked = rawVdi(call)
+    const asked = rawVdi(call)
     if (asked.format === 'vhd' && param(call, 'chunked') !== undefined)
       throw new XapiFailure('INTERNAL_ERROR', 'Cannot handle chunked VHD')
     const vdi = sim.db.require('VDI', asked.ref)
-    length = Number(req.headers['content-length'])
+    const length = Number(req.headers['content-length'])
     if (!Number.isSafeInteger(length)) throw new XapiFailure('INTERNAL_ERROR', 'Content-Length required')
     if (asked.format === 'raw' && length > Number(vdi.virtual_size))
       throw new XapiFailure('VDI_IO_ERROR', 'Data larger than the VDI')
     if ((vdi.VBDs as string[]).some((v) => sim.db.get('VBD', v)?.currently_attached))
       throw new XapiFailure('VDI_IN_USE', asked.ref, 'import')
+    return { asked, length }
   } catch (error) {
     failBeforeBody(call, auth, 404, asFailure(error))
-    return
+    return undefined
   }
+}
+
+export async function handleImportRaw(call: HttpCall): Promise<void> {
+  const { sim, req } = call
+  const auth = authenticate(call, 'VDI import')
+  if (!auth) return
+  const checked = importChecks(call, auth)
+  if (!checked) return
+  const { asked, length } = checked
   const vdi = sim.db.require('VDI', asked.ref)
   const socket = req.socket
   writeRawHead(socket, 'HTTP/1.1 200 OK', {

@@ -151,44 +151,52 @@ function findSr(sim: SimContext, name: string): string {
   return found[0]
 }
 
+/** A seeded disk: made on its SR, filled, plugged at its position (the first boots). */
+async function seedDisk(
+  sim: SimContext,
+  vmName: string,
+  vm: string,
+  disk: NonNullable<SeedVm['disks']>[number],
+  position: number,
+): Promise<void> {
+  const size = parseSize(String(disk.size))
+  const vdi = await createVdi(
+    sim,
+    {
+      name_label: disk.name ?? `${vmName} ${position === 0 ? 'root' : `disk ${position}`}`,
+      name_description: '',
+      SR: findSr(sim, disk.sr),
+      virtual_size: size,
+      type: 'system',
+      sharable: false,
+      read_only: false,
+      other_config: {},
+    },
+    true,
+  )
+  const uuid = String(sim.db.require('VDI', vdi).uuid)
+  if (disk.fill) await sim.disks.fill(uuid, size, disk.fill, `${vmName}/${position}`)
+  if (disk.churn) sim.disks.churn.set(uuid, disk.churn)
+  createVbd(sim, {
+    VM: vm,
+    VDI: vdi,
+    userdevice: String(position),
+    bootable: disk.bootable ?? position === 0,
+    mode: 'RW',
+    type: 'Disk',
+    empty: false,
+    other_config: { owner: 'true' },
+    qos_algorithm_type: '',
+    qos_algorithm_params: {},
+    device: `xvd${String.fromCharCode(97 + position)}`,
+  })
+}
+
 export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
   const vm = sim.db.create('VM', newVmRecord({ name_label: spec.name, tags: spec.tags ?? [] }))
   const seed = String((sim.db.require('VM', vm).other_config as Record<string, string>).mac_seed)
-  let position = 0
-  for (const disk of spec.disks ?? []) {
-    const size = parseSize(String(disk.size))
-    const vdi = await createVdi(
-      sim,
-      {
-        name_label: disk.name ?? `${spec.name} ${position === 0 ? 'root' : `disk ${position}`}`,
-        name_description: '',
-        SR: findSr(sim, disk.sr),
-        virtual_size: size,
-        type: 'system',
-        sharable: false,
-        read_only: false,
-        other_config: {},
-      },
-      true,
-    )
-    const uuid = String(sim.db.require('VDI', vdi).uuid)
-    if (disk.fill) await sim.disks.fill(uuid, size, disk.fill, `${spec.name}/${position}`)
-    if (disk.churn) sim.disks.churn.set(uuid, disk.churn)
-    createVbd(sim, {
-      VM: vm,
-      VDI: vdi,
-      userdevice: String(position),
-      bootable: disk.bootable ?? position === 0,
-      mode: 'RW',
-      type: 'Disk',
-      empty: false,
-      other_config: { owner: 'true' },
-      qos_algorithm_type: '',
-      qos_algorithm_params: {},
-      device: `xvd${String.fromCharCode(97 + position)}`,
-    })
-    position++
-  }
+  for (const [position, disk] of (spec.disks ?? []).entries())
+    await seedDisk(sim, spec.name, vm, disk, position)
   createVbd(sim, {
     VM: vm,
     VDI: NULL_REF,

@@ -68,23 +68,46 @@ async function openArchive(body: Readable, stallMs: number, signal: AbortSignal)
   return new ByteReader(decompressor, { owned: true, upstream: raw })
 }
 
-/** Reads an XVA from `body` into the pool; returns the refs of the VMs created. */
-export async function importXva(sim: SimContext, body: Readable, options: ImportOptions): Promise<string[]> {
-  const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
+/** ova.xml read: its version accepted (checkVersion), its objects. */
+async function readOva(sim: SimContext, data: Buffer): Promise<OvaObject[]> {
+  const header = (await parseValueFragment(data.toString('utf8')).catch((e: unknown) => {
+    throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
+  })) as { version?: Rec; objects?: { class?: unknown; id?: unknown; snapshot?: unknown }[] }
+  checkVersion(sim, header.version)
+  if (!Array.isArray(header.objects)) throw new XapiFailure('IMPORT_ERROR', 'ova.xml has no objects')
+  return header.objects.map((o) => ({
+    cls: String(o.class),
+    id: String(o.id),
+    snapshot: (o.snapshot ?? {}) as Rec,
+  }))
+}
+
+/** A VM the import made, the import's operation on it ended. */
+function endImportOp(sim: SimContext, vm: string, task: string): void {
+  const ops = { ...(sim.db.require('VM', vm).current_operations as Rec) }
+  delete ops[task]
+  sim.db.update('VM', vm, { current_operations: ops })
+  refreshVmOps(sim, vm)
+}
+
+/**
+ * The archive's entries one by one (`nextEntry`), and `guard`, which ends any wait when the body
+ * breaks or the client goes: an entry stream being read when the archive breaks is not always
+ * ended by the parser.
+ */
+function archiveEntries(sim: SimContext, body: Readable, signal: AbortSignal) {
   let archive: ByteReader | undefined
   const stall = sim.faults.get('import-stall')
-  const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, options.signal).then((reader) => {
+  const feeding = openArchive(body, stall ? Number(stall.arg) * 1000 : 0, signal).then((reader) => {
     archive = reader
     return readTar(reader, MAX_OVA_XML)[Symbol.asyncIterator]()
   })
   feeding.catch(() => undefined)
-  // A broken body or a client gone must end every wait: an entry stream being read when the
-  // archive breaks is not always ended by the parser.
   const broken = new Promise<never>((_resolve, reject) => {
     feeding.catch(reject)
     const gone = (): void => reject(new XapiFailure('IMPORT_ERROR_PREMATURE_EOF'))
-    if (options.signal.aborted) gone()
-    else options.signal.addEventListener('abort', gone, { once: true })
+    if (signal.aborted) gone()
+    else signal.addEventListener('abort', gone, { once: true })
   })
   broken.catch(() => undefined)
   const guard = <T>(work: Promise<T>): Promise<T> => Promise.race([work, broken])
@@ -93,21 +116,19 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     const next = await guard(entries.next())
     return next.done ? undefined : next.value
   }
+  return { nextEntry, guard, feeding, close: () => archive?.close() }
+}
+
+/** Reads an XVA from `body` into the pool; returns the refs of the VMs created. */
+export async function importXva(sim: SimContext, body: Readable, options: ImportOptions): Promise<string[]> {
+  const created = { vms: [] as string[], vdis: [] as string[], networks: [] as string[] }
+  const { nextEntry, guard, feeding, close } = archiveEntries(sim, body, options.signal)
   try {
     const ova = await nextEntry()
     if (!ova) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
     if (ova.header.name !== 'ova.xml')
       throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', 'ova.xml', ova.header.name)
-    const header = (await parseValueFragment(ova.data.toString('utf8')).catch((e: unknown) => {
-      throw new XapiFailure('IMPORT_ERROR', `ova.xml: ${e instanceof Error ? e.message : String(e)}`)
-    })) as { version?: Rec; objects?: { class?: unknown; id?: unknown; snapshot?: unknown }[] }
-    checkVersion(sim, header.version)
-    if (!Array.isArray(header.objects)) throw new XapiFailure('IMPORT_ERROR', 'ova.xml has no objects')
-    const objects: OvaObject[] = header.objects.map((o) => ({
-      cls: String(o.class),
-      id: String(o.id),
-      snapshot: (o.snapshot ?? {}) as Rec,
-    }))
+    const objects = await readOva(sim, ova.data)
     const plan = options.metadata ? [] : planDisks(objects)
     if (options.restore) assertCanRestore(sim, objects, options.force)
 
@@ -130,18 +151,12 @@ export async function importXva(sim: SimContext, body: Readable, options: Import
     if (trailing) throw new XapiFailure('IMPORT_ERROR_UNEXPECTED_FILE', '', trailing.header.name)
     await feeding
     if (sim.faults.get('import-fail')) throw new XapiFailure('VDI_IO_ERROR', 'Device I/O errors')
-    for (const vm of created.vms) {
-      const rec = sim.db.require('VM', vm)
-      const ops = { ...(rec.current_operations as Rec) }
-      delete ops[options.task]
-      sim.db.update('VM', vm, { current_operations: ops })
-      refreshVmOps(sim, vm)
-    }
+    for (const vm of created.vms) endImportOp(sim, vm, options.task)
     // The result lists the VMs made, snapshots only when nothing else was imported.
     const vms = created.vms.filter((vm) => !sim.db.require('VM', vm).is_a_snapshot)
     return vms.length ? vms : created.vms
   } catch (error) {
-    archive?.close()
+    close()
     if (!options.force) {
       for (const vm of created.vms) await destroyVmWithDevices(sim, vm, false)
       for (const vdi of created.vdis)
@@ -459,6 +474,20 @@ function importVtpm(at: Importing, s: Rec): void {
   })
 }
 
+/** The checksum entry after chunk `name` (.xxhash or .checksum), matching its data unless forced. */
+function checkChunkSum(sumEntry: Entry | undefined, name: string, data: Buffer, force: boolean): void {
+  if (!sumEntry) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
+  const kind =
+    sumEntry.header.name === `${name}.xxhash`
+      ? 'xxhash'
+      : sumEntry.header.name === `${name}.checksum`
+        ? 'sha1'
+        : undefined
+  if (!kind) throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
+  if (sumEntry.data.toString('ascii') !== checksumOf(kind, data) && !force)
+    throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
+}
+
 /** Reads one disk's entries: `<id>/<n>` data then its checksum entry, names strictly increasing. */
 async function receiveDisk(
   sim: SimContext,
@@ -497,20 +526,7 @@ async function receiveDisk(
       offset += gap * firstChunkLength
       if (offset + data.length > disk.size)
         throw new XapiFailure('IMPORT_ERROR', `chunk ${name} goes past the end of the disk`)
-      const sumEntry = await nextEntry()
-      if (!sumEntry) throw new XapiFailure('IMPORT_ERROR_PREMATURE_EOF')
-      const kind =
-        sumEntry.header.name === `${name}.xxhash`
-          ? 'xxhash'
-          : sumEntry.header.name === `${name}.checksum`
-            ? 'sha1'
-            : undefined
-      if (!kind) {
-        throw new XapiFailure('IMPORT_ERROR', `Found unsupported checksum file: ${sumEntry.header.name}`)
-      }
-      const sum = sumEntry.data.toString('ascii')
-      if (sum !== checksumOf(kind, data) && !options.force)
-        throw new XapiFailure('IMPORT_ERROR_SOME_CHECKSUMS_FAILED')
+      checkChunkSum(await nextEntry(), name, data, options.force)
       if (data.length) {
         await writer.write(data, offset)
         sim.disks.touch(uuid, offset, data.length)

@@ -46,6 +46,45 @@ interface ExportPlan {
   disks: { id: string; uuid: string; size: number }[]
 }
 
+/** One object of ova.xml: its record with every ref renamed to its archive id (or NULL). */
+function wireObject(
+  sim: SimContext,
+  cls: string,
+  ref: string,
+  ids: Map<string, string>,
+  keepPowerState: boolean,
+): Wire {
+  if (cls === 'VTPM') return vtpmObject(sim, ref, ids)
+  const rewrite = (value: unknown): unknown => {
+    if (typeof value === 'string' && value.startsWith('OpaqueRef:')) return ids.get(value) ?? 'OpaqueRef:NULL'
+    if (Array.isArray(value)) {
+      return value
+        .filter((v) => typeof v !== 'string' || !v.startsWith('OpaqueRef:') || ids.has(v))
+        .map(rewrite)
+    }
+    return value
+  }
+  const rec: Rec = {}
+  for (const [field, value] of Object.entries(sim.db.require(cls, ref))) rec[field] = rewrite(value)
+  rec.allowed_operations = []
+  rec.current_operations = {}
+  if (cls === 'VM') {
+    Object.assign(rec, {
+      power_state: keepPowerState ? rec.power_state : 'Halted',
+      is_a_snapshot: false,
+      snapshot_of: 'OpaqueRef:NULL',
+      snapshot_time: new Date(0),
+      parent: 'OpaqueRef:NULL',
+      resident_on: 'OpaqueRef:NULL',
+      snapshots: [],
+      children: [],
+    })
+  }
+  if (cls === 'VBD' || cls === 'VIF') rec.currently_attached = false
+  if (cls === 'SR') rec.PBDs = []
+  return { class: cls, id: ids.get(ref)!, snapshot: recordToWire(cls, rec) }
+}
+
 /**
  * Builds ova.xml for a VM and lists the disks to stream, with refs rewritten to Ref:N ids. An
  * XVA says Halted; /export_metadata keeps the power state (export.ml preserve_power_state).
@@ -85,37 +124,7 @@ export function planExport(sim: SimContext, vmRef: string, keepPowerState = fals
   }
   disks.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
 
-  const rewrite = (value: unknown): unknown => {
-    if (typeof value === 'string' && value.startsWith('OpaqueRef:')) return ids.get(value) ?? 'OpaqueRef:NULL'
-    if (Array.isArray(value)) {
-      return value
-        .filter((v) => typeof v !== 'string' || !v.startsWith('OpaqueRef:') || ids.has(v))
-        .map(rewrite)
-    }
-    return value
-  }
-  const wireObjects: Wire[] = objects.map(({ cls, ref }) => {
-    if (cls === 'VTPM') return vtpmObject(sim, ref, ids)
-    const rec: Rec = {}
-    for (const [field, value] of Object.entries(sim.db.require(cls, ref))) rec[field] = rewrite(value)
-    rec.allowed_operations = []
-    rec.current_operations = {}
-    if (cls === 'VM') {
-      Object.assign(rec, {
-        power_state: keepPowerState ? rec.power_state : 'Halted',
-        is_a_snapshot: false,
-        snapshot_of: 'OpaqueRef:NULL',
-        snapshot_time: new Date(0),
-        parent: 'OpaqueRef:NULL',
-        resident_on: 'OpaqueRef:NULL',
-        snapshots: [],
-        children: [],
-      })
-    }
-    if (cls === 'VBD' || cls === 'VIF') rec.currently_attached = false
-    if (cls === 'SR') rec.PBDs = []
-    return { class: cls, id: ids.get(ref)!, snapshot: recordToWire(cls, rec) }
-  })
+  const wireObjects = objects.map(({ cls, ref }) => wireObject(sim, cls, ref, ids, keepPowerState))
   const { xapiMajor, xapiMinor } = sim.settings
   const header: Wire = {
     version: {

@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/schema.js'
 import type { HookContext } from '../hook/context.js'
-import { startHook, vmArgument, type Run } from '../hook/start.js'
+import { beginHook, type Run } from '../hook/start.js'
 import { prepareStaging } from '../staging/folder.js'
 import { safeName } from '../staging/names.js'
 
@@ -27,14 +27,13 @@ export async function prepareParent(config: Config, vm: string | undefined): Pro
 }
 
 /**
- * How the backup hooks start: `[--vm NAME] [CONFIG]` read, the configuration loaded (for one
- * VM when --vm is given), the logger opened.
+ * How the backup hooks start (beginHook), the configuration narrowed to one VM when --vm names
+ * one; undefined when --help was answered.
  */
 export async function startBackupHook(
   given: HookContext,
   name: 'pre-exec' | 'post-exec',
-): Promise<Run & { vm?: string }> {
-  const { ctx, vm } = vmArgument(given)
-  const run = await startHook(ctx, name)
-  return { ...run, ...(vm !== undefined ? { vm } : {}), config: forOneVm(run.config, vm) }
+): Promise<(Run & { vm?: string }) | undefined> {
+  const run = await beginHook(given, name)
+  return run && { ...run, config: forOneVm(run.config, run.vm) }
 }

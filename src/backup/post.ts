@@ -8,7 +8,7 @@ import { messageOf } from '../core/errors.js'
 import { settleLeftovers } from '../pool/recover.js'
 import { connect } from '../xapi/connect.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
-import { askedForHelp, type Run } from '../hook/start.js'
+import type { Run } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
 import { settleBases } from '../pool/base.js'
 import { holdStaging } from '../staging/folder.js'
@@ -16,8 +16,8 @@ import { readState } from './state.js'
 import { STATE_FILE } from '../staging/names.js'
 
 export async function runPostExec(given: HookContext): Promise<number> {
-  if (askedForHelp(given, 'dpxen-post-exec')) return EXIT.OK
   const hook = await startBackupHook(given, 'post-exec')
+  if (!hook) return EXIT.OK
   const { vm, config, log } = hook
   if (hook.session.preview) {
     log.info('dpxen: preview: the post-exec changes nothing')

@@ -14,7 +14,7 @@ import { settleLeftovers } from '../pool/recover.js'
 import { allowListeners } from '../core/signals.js'
 import { connect } from '../xapi/connect.js'
 import type { Host } from '../xapi/host.js'
-import { askedForHelp, type Run } from '../hook/start.js'
+import type { Run } from '../hook/start.js'
 import { prepareParent, startBackupHook } from './one-vm.js'
 import { removeOurFile, removeStalePartials } from '../staging/files.js'
 import { manifestName } from '../staging/manifest.js'
@@ -90,8 +90,8 @@ async function preview(hook: Run): Promise<number> {
 }
 
 export async function runPreExec(given: HookContext): Promise<number> {
-  if (askedForHelp(given, 'dpxen-pre-exec')) return EXIT.OK
   const hook = await startBackupHook(given, 'pre-exec')
+  if (!hook) return EXIT.OK
   const { vm, config, log } = hook
   if (hook.session.preview) return preview(hook)
   await prepareParent(config, vm)

@@ -76,23 +76,41 @@ export async function startHook(
   }
 }
 
+/** The hooks Data Protector runs: their executables, and whether they take `--vm NAME`. */
+const HOOKS = {
+  'pre-exec': { executable: 'dpxen-pre-exec', vm: true },
+  'post-exec': { executable: 'dpxen-post-exec', vm: true },
+  'restore-post-exec': { executable: 'dpxen-restore-post-exec', vm: false },
+} as const
+export type HookName = keyof typeof HOOKS
+
 /**
- * A backup hook's arguments: `[--vm NAME] [CONFIG]`. With --vm the hook works on that one VM
- * (a Data Protector object of its own); the rest of the context is unchanged.
+ * How a hook starts, the one place its command line is read: `--help` answered (then
+ * undefined: nothing else to do), `[--vm NAME] [CONFIG]`, then startHook. The engines take the
+ * Run, with the VM --vm named, and never see argv or the environment.
  */
-export function vmArgument(ctx: HookContext): { ctx: HookContext; vm?: string } {
-  const [first, second, ...rest] = ctx.args
-  if (first !== '--vm') return { ctx }
-  if (second === undefined || second === '')
-    throw new DpxenError('USAGE', '--vm needs the name or uuid of a VM (usage: --vm NAME [CONFIG])')
-  return { ctx: { ...ctx, args: rest }, vm: second }
+export async function beginHook(
+  ctx: HookContext,
+  name: HookName,
+  options: { forRestore?: boolean } = {},
+): Promise<(Run & { vm?: string }) | undefined> {
+  const { executable, vm: takesVm } = HOOKS[name]
+  if (ctx.args[0] === '--help' || ctx.args[0] === '-h') {
+    ctx.out(
+      `usage: ${executable}${takesVm ? ' [--vm NAME]' : ''} [CONFIG]   (without CONFIG: DPXEN_CONFIG, a search from the working directory, then the Data Protector client folder)`,
+    )
+    return undefined
+  }
+  const { rest, vm } = takesVm ? vmArgument(ctx.args) : { rest: ctx.args }
+  const run = await startHook({ ...ctx, args: rest }, name, options)
+  return vm !== undefined ? { ...run, vm } : run
 }
 
-/** Answers --help / -h with the hook's usage line; returns whether it did. */
-export function askedForHelp(ctx: HookContext, hook: string): boolean {
-  if (ctx.args[0] !== '--help' && ctx.args[0] !== '-h') return false
-  ctx.out(
-    `usage: ${hook}${hook === 'dpxen-restore-post-exec' ? '' : ' [--vm NAME]'} [CONFIG]   (without CONFIG: DPXEN_CONFIG, a search from the working directory, then the Data Protector client folder)`,
-  )
-  return true
+/** A backup hook's arguments: `[--vm NAME] [CONFIG]`; with --vm the hook works on that one VM. */
+function vmArgument(args: string[]): { rest: string[]; vm?: string } {
+  const [first, second, ...rest] = args
+  if (first !== '--vm') return { rest: args }
+  if (second === undefined || second === '')
+    throw new DpxenError('USAGE', '--vm needs the name or uuid of a VM (usage: --vm NAME [CONFIG])')
+  return { rest, vm: second }
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../core/log.js'
 import { eachTracked, type Active } from '../core/progress.js'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
-import { askedForHelp, startHook, type Run } from '../hook/start.js'
+import { beginHook, startHook, type Run } from '../hook/start.js'
 import { settleLeftovers } from '../pool/recover.js'
 import { readPool } from '../pool/view.js'
 import { removeOurFile } from '../staging/files.js'
@@ -44,8 +44,8 @@ interface RestoreRun extends Run {
 }
 
 export async function runRestorePostExec(ctx: HookContext): Promise<number> {
-  if (askedForHelp(ctx, 'dpxen-restore-post-exec')) return EXIT.OK
-  return runRestore(ctx, 'restore-post-exec')
+  const hook = await beginHook(ctx, 'restore-post-exec', { forRestore: true })
+  return hook ? restoreWith(hook, 'restore-post-exec') : EXIT.OK
 }
 
 /**
@@ -57,7 +57,11 @@ export async function runRestore(
   name: string,
   options: { overrides?: Record<string, unknown>; preview?: boolean } = {},
 ): Promise<number> {
-  const hook = await startHook(ctx, name, { forRestore: true, ...options })
+  return restoreWith(await startHook(ctx, name, { forRestore: true, ...options }), name)
+}
+
+/** The restore, once its run has started: the files found and checked, then each restored. */
+async function restoreWith(hook: Run, name: string): Promise<number> {
   const { config, log } = hook
   const { files, others } = await listFiles(config)
   const chains = config.method === 'snapshot' ? await readChainManifests(config.backupDir) : []

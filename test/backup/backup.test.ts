@@ -10,6 +10,7 @@ import { diskHashes, powerStates, snapshots } from '../helpers/pool.js'
 import { world } from '../helpers/world.js'
 import { rebuiltDiskHashes } from '../helpers/xva.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
+import { OC_BACKUP_RUN, OC_CREATED, OC_OWNER } from '../../src/pool/tags.js'
 
 const setup = (values: Record<string, unknown>, simOptions: XapiSimOptions = {}) =>
   world({ progressInterval: 0.2, ...values }, simOptions)
@@ -272,12 +273,12 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       await xapi.vmByName('Debian'),
       'dpxen backup Debian old',
     )
-    await xapi.call('VM.add_to_other_config', snap, 'dpxen:backup-run', 'old-run')
-    await xapi.call('VM.add_to_other_config', snap, 'dpxen:created', new Date().toISOString())
+    await xapi.call('VM.add_to_other_config', snap, OC_BACKUP_RUN, 'old-run')
+    await xapi.call('VM.add_to_other_config', snap, OC_CREATED, new Date().toISOString())
     await xapi.call(
       'VM.add_to_other_config',
       snap,
-      'dpxen:owner',
+      OC_OWNER,
       `${(await import('node:os')).hostname()}:999999`,
     )
     // A snapshot somebody else made stays.
@@ -302,19 +303,19 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
       await xapi.vmByName('Debian'),
       'dpxen backup Debian busy',
     )
-    await xapi.call('VM.add_to_other_config', snap, 'dpxen:backup-run', 'other-run')
-    await xapi.call('VM.add_to_other_config', snap, 'dpxen:created', new Date().toISOString())
+    await xapi.call('VM.add_to_other_config', snap, OC_BACKUP_RUN, 'other-run')
+    await xapi.call('VM.add_to_other_config', snap, OC_CREATED, new Date().toISOString())
     await xapi.call(
       'VM.add_to_other_config',
       snap,
-      'dpxen:owner',
+      OC_OWNER,
       `${(await import('node:os')).hostname()}:${process.pid}`,
     )
     await run(runPreExec, [config])
     expect((await snapshots(xapi)).map((s) => s.name_label)).toEqual(['dpxen backup Debian busy'])
   })
 
-  it.each([[[]], [['dpxen:backup-run']], [['dpxen:backup-run', 'dpxen:created']]])(
+  it.each([[[]], [[OC_BACKUP_RUN]], [[OC_BACKUP_RUN, OC_CREATED]]])(
     'leaves the snapshot of another dpxen caught while it tags it (tagged %j so far)',
     async (tags) => {
       const { xapi, config } = await setup({ mode: 'online', vmName: ['vm2'] })
@@ -326,7 +327,7 @@ describe('backup (dpxen-pre-exec, dpxen-post-exec)', () => {
           'VM.add_to_other_config',
           snap,
           tag,
-          tag === 'dpxen:created' ? new Date().toISOString() : 'other-run',
+          tag === OC_CREATED ? new Date().toISOString() : 'other-run',
         )
       const pre = await run(runPreExec, [config])
       expect(pre.code, pre.text).toBe(0)

@@ -14,6 +14,7 @@ import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { readVhd } from '../helpers/vhd.js'
 import { world } from '../helpers/world.js'
+import { OC_BASE_OF } from '../../src/pool/tags.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
 const hook = (name: string, config: string): string =>
@@ -21,7 +22,7 @@ const hook = (name: string, config: string): string =>
 
 async function bases(xapi: TestClient): Promise<Record<string, unknown>[]> {
   const all = await xapi.call<Record<string, Record<string, unknown>>>('VM.get_all_records')
-  return Object.values(all).filter((r) => (r.other_config as Record<string, string>)['dpxen:base-of'])
+  return Object.values(all).filter((r) => (r.other_config as Record<string, string>)[OC_BASE_OF])
 }
 
 describe('incremental backups (dp-sim sessions)', () => {

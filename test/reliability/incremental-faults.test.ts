@@ -22,6 +22,7 @@ import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
 import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import { world } from '../helpers/world.js'
+import { OC_BASE_RUN } from '../../src/pool/tags.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
@@ -50,7 +51,7 @@ async function chainWorld(extra: Record<string, unknown> = {}) {
       .sort()
       .map((n) => JSON.parse(readFileSync(join(kept, n), 'utf8')) as ChainManifest)
   const base = async (): Promise<string[]> =>
-    (await snapshots(w.xapi)).map((s) => String((s.other_config as Record<string, string>)['dpxen:base-run']))
+    (await snapshots(w.xapi)).map((s) => String((s.other_config as Record<string, string>)[OC_BASE_RUN]))
   const putBack = (): void => {
     for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
   }

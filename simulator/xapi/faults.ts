@@ -19,6 +19,8 @@ export const FAULT_KINDS = [
   'redirect-to', // the handlers' 302s name the address ARG (a proxy or a stale record sending the client elsewhere)
   'delta-refused', // every export_raw_vdi with base= fails after the 200 as on a non-VHD image (a storage whose records do not show its image format)
   'export-no-host', // no host can see the VM's SRs (the host of its local SR is down): /export fails the task with NO_HOSTS_AVAILABLE and closes without an answer
+  'cbt-unlicensed', // the pool has no CBT licence: VDI.enable_cbt fails with LICENCE_RESTRICTION [CBT]
+  'cbt-reset', // once: the next snapshot of a disk with CBT finds its log gone, CBT turned off under it (SM's _disable_cbt_on_error, a storage migration)
 ] as const
 
 export type FaultKind = (typeof FAULT_KINDS)[number]

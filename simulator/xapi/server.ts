@@ -29,6 +29,7 @@ import { rawStatus, type HttpCall } from './http/common.js'
 import { registerCore } from './rpc/methods/core.js'
 import { registerGeneric } from './rpc/methods/generic.js'
 import { registerObjects } from './rpc/methods/objects.js'
+import { registerCbt } from './rpc/methods/cbt.js'
 import { DEMO_SEED, applySeed, createBase, readSeed, type Seed } from './model/pool.js'
 import { dispatch, type MethodTable } from './rpc/dispatch.js'
 import { parseMethodCall, printFailure, printResponse, printSuccess, type Wire } from './model/xmlrpc.js'
@@ -111,6 +112,7 @@ function buildTable(): MethodTable {
   registerGeneric(table)
   registerCore(table)
   registerObjects(table)
+  registerCbt(table)
   return table
 }
 

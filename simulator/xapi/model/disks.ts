@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { mkdirSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
+import { CbtLogs } from './cbt.js'
 
 export const CHUNK = 1024 * 1024
 const ZERO = Buffer.alloc(CHUNK)
@@ -23,6 +24,8 @@ export class DiskStore {
    */
   #generations = new Map<string, Map<number, number>>()
   #clock = 0
+  /** Changed block tracking's logs (VDI.enable_cbt), fed by the same writes. */
+  readonly cbt = new CbtLogs()
   /** Seed `churn`: the share of a disk's chunks its guest rewrites after each snapshot. */
   readonly churn = new Map<string, number>()
   constructor(stateDir: string) {
@@ -36,6 +39,7 @@ export class DiskStore {
 
   /** Records a write of `length` bytes at `offset` of the disk. */
   touch(uuid: string, offset: number, length: number): void {
+    this.cbt.touch(uuid, offset, length)
     const map = this.#generations.get(uuid)
     if (!map || length <= 0) return
     const generation = ++this.#clock
@@ -72,6 +76,12 @@ export class DiskStore {
   }
 
   async remove(uuid: string): Promise<void> {
+    this.cbt.remove(uuid)
+    await this.removeData(uuid)
+  }
+
+  /** The disk's data gone, its CBT log kept (VDI.data_destroy). */
+  async removeData(uuid: string): Promise<void> {
     this.churn.delete(uuid)
     this.#generations.delete(uuid)
     await fsp.rm(this.path(uuid), { force: true })
@@ -105,6 +115,7 @@ export class DiskStore {
 
   /** Grows (or cuts) a disk to `size` bytes; its blocks keep their change generations. */
   async resize(uuid: string, size: number): Promise<void> {
+    this.cbt.resize(uuid, size)
     await this.writable(uuid)
     const handle = await fsp.open(this.path(uuid), 'r+')
     try {

@@ -1,6 +1,7 @@
 // Storage operations shared by the XenAPI methods, VM snapshots and imports: VDIs, VBDs, VIFs.
 import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
+import { assertCbtState } from './cbt.js'
 import {
   attachVdiToSr,
   macFor,
@@ -80,6 +81,7 @@ export async function resizeVdi(sim: SimContext, ref: string, size: number): Pro
   const vdi = sim.db.require('VDI', ref)
   const attached = (vdi.VBDs as string[]).some((vbd) => sim.db.get('VBD', vbd)?.currently_attached)
   if (attached) throw new XapiFailure('VDI_IN_USE', ref, 'resize')
+  assertCbtState(sim, ref, 'resize')
   const sr = sim.db.get('SR', vdi.SR)
   if (!sr || !srCapabilities(String(sr.type)).vdiOps.includes('resize'))
     throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
@@ -127,9 +129,14 @@ export async function copyVdi(sim: SimContext, ref: string, srRef: string, extra
 
 /** VDI.snapshot: needs the SR to support snapshots (SR_OPERATION_NOT_SUPPORTED otherwise). */
 export async function snapshotVdi(sim: SimContext, ref: string, time: Date): Promise<string> {
-  const vdi = sim.db.require('VDI', ref)
+  let vdi = sim.db.require('VDI', ref)
   if (!(vdi.allowed_operations as string[]).includes('snapshot')) {
     throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
+  }
+  assertCbtState(sim, ref, 'snapshot')
+  if (vdi.cbt_enabled && sim.faults.take('cbt-reset')) {
+    sim.disks.cbt.disable(String(vdi.uuid))
+    vdi = sim.db.update('VDI', ref, { cbt_enabled: false })
   }
   const snap = await copyVdi(sim, ref, String(vdi.SR), {
     is_a_snapshot: true,
@@ -137,6 +144,11 @@ export async function snapshotVdi(sim: SimContext, ref: string, time: Date): Pro
     snapshot_time: time,
   })
   sim.db.link('VDI', ref, 'snapshots', snap, true)
+  // SM's _cbt_snapshot: the snapshot takes the disk's log; both keep cbt_enabled.
+  if (vdi.cbt_enabled) {
+    sim.disks.cbt.snapshot(String(vdi.uuid), String(sim.db.require('VDI', snap).uuid))
+    sim.db.update('VDI', snap, { cbt_enabled: true })
+  }
   return snap
 }
 

@@ -31,6 +31,7 @@ import {
 import type { Rec } from '../../model/db.js'
 import { createVtpm, destroyVtpm, setVtpmContents } from '../../model/vtpm.js'
 import type { SimContext } from '../../model/context.js'
+import { assertCbtState } from '../../model/cbt.js'
 
 const vm: ParamSpec = { name: 'vm', type: 'ref:VM' }
 const self = (cls: string): ParamSpec => ({ name: 'self', type: `ref:${cls}` })
@@ -230,6 +231,7 @@ function registerVdis(table: MethodTable): void {
       // An unknown value fails xapi's unmarshalling (its exact error was not verified).
       if (value !== 'persist' && value !== 'reset')
         throw new XapiFailure('INTERNAL_ERROR', `Rpc.Runtime_error("on_boot_mode", "${String(value)}")`)
+      assertCbtState(sim, String(ref), 'set_on_boot')
       const vdi = sim.db.require('VDI', ref)
       const sm = { ...(vdi.sm_config as Record<string, string>) }
       if (value === 'reset') sm.on_boot = 'reset'
@@ -266,6 +268,7 @@ function registerVdiCopies(table: MethodTable): void {
       const vdi = sim.db.require('VDI', ref)
       if (!(vdi.allowed_operations as string[]).includes('clone'))
         throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', String(vdi.SR))
+      assertCbtState(sim, String(ref), 'clone')
       return copyVdi(sim, String(ref), String(vdi.SR), {})
     },
   })
@@ -274,7 +277,10 @@ function registerVdiCopies(table: MethodTable): void {
       { name: 'vdi', type: 'ref:VDI' },
       { name: 'sr', type: 'ref:SR' },
     ],
-    run: ({ sim }, [ref, sr]) => copyVdi(sim, String(ref), String(sr), {}),
+    run({ sim }, [ref, sr]) {
+      assertCbtState(sim, String(ref), 'copy')
+      return copyVdi(sim, String(ref), String(sr), {})
+    },
   })
 }
 

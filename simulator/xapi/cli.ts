@@ -89,6 +89,7 @@ async function serve(values: ReturnType<typeof serveOptions>) {
     if (made && values.tls)
       console.log(`xapi-sim member certificate SHA-256 fingerprint ${made[i + 1]!.fingerprint}`)
   }
+  console.log(`xapi-sim NBD servers on port ${sim.context.nbd.port} of every host`)
   return sim
 }
 

@@ -20,6 +20,8 @@ export const FAULT_KINDS = [
   'delta-refused', // every export_raw_vdi with base= fails after the 200 as on a non-VHD image (a storage whose records do not show its image format)
   'export-no-host', // no host can see the VM's SRs (the host of its local SR is down): /export fails the task with NO_HOSTS_AVAILABLE and closes without an answer
   'cbt-unlicensed', // the pool has no CBT licence: VDI.enable_cbt fails with LICENCE_RESTRICTION [CBT]
+  'nbd-refused', // every NBD connection is closed at once (a firewall, xapi-nbd not running)
+  'nbd-cut', // an NBD connection is dropped after ARG bytes of data (a network cut mid-read)
   'cbt-reset', // once: the next snapshot of a disk with CBT finds its log gone, CBT turned off under it (SM's _disable_cbt_on_error, a storage migration)
 ] as const
 
@@ -58,7 +60,7 @@ export function parseFault(spec: string): Fault {
   if (!FAULT_KINDS.includes(kind as FaultKind)) {
     throw new Error(`unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')})`)
   }
-  if (kind === 'export-truncate' || kind === 'export-lose-tail') parseSize(arg ?? '')
+  if (kind === 'export-truncate' || kind === 'export-lose-tail' || kind === 'nbd-cut') parseSize(arg ?? '')
   if (kind === 'call-fail' && !/^[A-Za-z_]+\.[A-Za-z_]+@[1-9]\d*$/.test(arg ?? ''))
     throw new Error(
       'call-fail needs METHOD@N, e.g. call-fail:VBD.create@2 (the 2nd VBD.create and later fail)',

@@ -12,6 +12,8 @@ import { createServer as createTlsServer, type Server as HttpsServer } from 'nod
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { closeServer, listenOn } from './listen.js'
+import { NbdListener } from './nbd.js'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SimContext, SimSettings } from './model/context.js'
@@ -29,7 +31,7 @@ import { rawStatus, type HttpCall } from './http/common.js'
 import { registerCore } from './rpc/methods/core.js'
 import { registerGeneric } from './rpc/methods/generic.js'
 import { registerObjects } from './rpc/methods/objects.js'
-import { registerCbt } from './rpc/methods/cbt.js'
+import { registerCbt, registerNbd } from './rpc/methods/cbt.js'
 import { DEMO_SEED, applySeed, createBase, readSeed, type Seed } from './model/pool.js'
 import { dispatch, type MethodTable } from './rpc/dispatch.js'
 import { parseMethodCall, printFailure, printResponse, printSuccess, type Wire } from './model/xmlrpc.js'
@@ -113,6 +115,7 @@ function buildTable(): MethodTable {
   registerCore(table)
   registerObjects(table)
   registerCbt(table)
+  registerNbd(table)
   return table
 }
 
@@ -205,6 +208,7 @@ function recordCertificate(sim: SimContext, host: string, pem: string | Buffer):
     purpose: [],
   })
   sim.db.update('host', host, { certificates: [ref] })
+  sim.certificates.set(host, String(pem))
 }
 
 async function openContext(options: XapiSimOptions, closing: AbortController) {
@@ -222,10 +226,19 @@ async function openContext(options: XapiSimOptions, closing: AbortController) {
   const disks = new DiskStore(stateDir)
   const faults = new Faults(options.faults ?? [])
   const loaded = db.load()
+  const shared = {
+    db,
+    disks,
+    faults,
+    settings,
+    closing: closing.signal,
+    nbd: { port: 0 },
+    certificates: new Map<string, string>(),
+  }
   const base = loaded
     ? { poolRef: db.all('pool')[0]![0], hostRef: db.all('host')[0]![0] }
-    : createBase({ db, disks, faults, settings, closing: closing.signal }, hostAddresses(options))
-  const sim: SimContext = { db, disks, faults, settings, closing: closing.signal, ...base }
+    : createBase(shared, hostAddresses(options))
+  const sim: SimContext = { ...shared, ...base }
   if (!loaded) {
     if (options.demo) await applySeed(sim, DEMO_SEED)
     if (options.seed)
@@ -247,8 +260,11 @@ async function listenAll(sim: SimContext, table: MethodTable, stats: Stats, opti
     const pair = pairs[i]
     if (pair) recordCertificate(sim, host.ref, pair.cert)
     const listener = new HostListener(sim, table, stats, host.ref, pair)
-    await listener.listen(port, i === 0 && hosts.length === 1 ? (options.host ?? host.address) : host.address)
+    const address = i === 0 && hosts.length === 1 ? (options.host ?? host.address) : host.address
+    await listener.listen(port, address)
     port = listener.port
+    await listener.nbd.listen(sim.nbd.port, address)
+    sim.nbd.port = listener.nbd.port
     listeners.push(listener)
   }
   const scheme = options.scheme ?? (pairs[0] ? 'https' : 'http')
@@ -287,7 +303,9 @@ export async function startXapiSim(options: XapiSimOptions = {}): Promise<XapiSi
       const listener = listeners[k - 1]
       if (!listener) throw new Error(`no host ${k}`)
       db.update('host_metrics', String(db.require('host', listener.host).metrics), { live: !down })
-      await (down ? listener.close() : listener.listen(port, hosts[k - 1]!.address))
+      if (down) return listener.close()
+      await listener.listen(port, hosts[k - 1]!.address)
+      await listener.nbd.listen(sim.nbd.port, hosts[k - 1]!.address)
     },
     renewCertificate(k, pair, recorded = true) {
       const listener = listeners[k - 1]
@@ -326,6 +344,8 @@ class HostListener {
   readonly #http: Server
   readonly #https: HttpsServer | undefined
   port = 0
+  /** The host's NBD server, on a port of its own (nbd.ts). */
+  readonly nbd: NbdListener
 
   constructor(
     readonly sim: SimContext,
@@ -337,6 +357,7 @@ class HostListener {
     const handler: RequestListener = (req, res) => this.#serve(req, res)
     this.#http = createServer({ keepAliveTimeout: 5000 }, handler)
     this.#https = pair ? createTlsServer({ ...pair, keepAliveTimeout: 5000 }, handler) : undefined
+    this.nbd = new NbdListener(sim, host, pair)
     for (const server of [this.#http, this.#https]) {
       // xapi has no Expect: 100-continue handling; clients that ask for it wait, then send anyway.
       server?.on('checkContinue', (req, res) => server.emit('request', req, res))
@@ -346,6 +367,7 @@ class HostListener {
   renew(pair: TlsPair): void {
     if (!this.#https) throw new Error('this host serves no TLS')
     this.#https.setSecureContext(pair)
+    this.nbd.renew(pair)
   }
 
   #serve(req: IncomingMessage, res: ServerResponse): void {
@@ -411,25 +433,11 @@ class HostListener {
     this.#front = undefined
     const closed = front ? closeServer(front) : Promise.resolve()
     for (const socket of this.#sockets) socket.destroy()
-    await closed
+    await Promise.all([closed, this.nbd.close()])
   }
 }
 
 /** What a member answers XML-RPC with: HOST_IS_SLAVE and the master's address. */
 function memberAnswer(sim: SimContext): string {
   return String(sim.db.require('host', masterOf(sim)).address)
-}
-
-function listenOn(server: NetServer, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
-}
-
-function closeServer(server: NetServer): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()))
 }

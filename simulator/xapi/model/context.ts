@@ -25,4 +25,8 @@ export interface SimContext {
   hostRef: string
   /** Aborted when the simulator closes, so long waits (event.from, stalls) end. */
   closing: AbortSignal
+  /** The port every host's NBD server listens on (xapi's is 10809; the simulator's is chosen at start). */
+  nbd: { port: number }
+  /** Each host's server certificate (PEM), as Host.get_server_certificate answers it. */
+  certificates: Map<string, string>
 }

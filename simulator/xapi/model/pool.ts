@@ -104,12 +104,28 @@ export function createBase(
   const hosts = addresses.map((address, i) => createHost(sim, i + 1, address))
   const hostRef = hosts[0]!
   const poolRef = db.create('pool', { name_label: 'sim-pool', master: hostRef, default_SR: NULL_REF })
-  db.create('network', {
+  const network = db.create('network', {
     name_label: 'Pool-wide network associated with eth0',
     bridge: 'xenbr0',
     MTU: 1500,
     managed: true,
+    purpose: [],
   })
+  // Each host's management interface on it, with the host's address.
+  for (const host of hosts) {
+    const pif = db.create('PIF', {
+      device: 'eth0',
+      network,
+      host,
+      IP: String(db.require('host', host).address),
+      IPv6: [],
+      netmask: '255.0.0.0',
+      management: true,
+      currently_attached: true,
+    })
+    db.link('network', network, 'PIFs', pif, true)
+    db.link('host', host, 'PIFs', pif, true)
+  }
   return { poolRef, hostRef }
 }
 

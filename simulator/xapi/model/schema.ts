@@ -81,6 +81,7 @@ export const SCHEMA: Record<string, ClassSchema> = {
       tags: 'S',
       metrics: 's',
       certificates: 'S',
+      PIFs: 'S',
     },
     writable: ['name_label', 'name_description', 'other_config', 'tags'],
   },
@@ -302,8 +303,25 @@ export const SCHEMA: Record<string, ClassSchema> = {
       PIFs: 'S',
       tags: 'S',
       managed: 'b',
+      /** nbd / insecure_nbd: where xapi's NBD server answers (network.add_purpose). */
+      purpose: 'S',
     },
     writable: ['name_label', 'name_description', 'other_config', 'tags', 'MTU'],
+  },
+  // A host's interface on a network, with its address (xapi's PIF, reduced to what get_nbd_info reads).
+  PIF: {
+    fields: {
+      ...common,
+      device: 's',
+      network: 's',
+      host: 's',
+      IP: 's',
+      IPv6: 'S',
+      netmask: 's',
+      management: 'b',
+      currently_attached: 'b',
+    },
+    writable: ['other_config'],
   },
   VM: {
     fields: {

@@ -88,8 +88,9 @@ describe('Host', () => {
     expect((failed as DpxenError).code).toBe('LOCAL_IO')
     expect((failed as DpxenError).message).toMatch(/the disk is full \(test\)/)
     // Cancelled and destroyed without waiting: xapi removes a destroyed task once its handler
-    // has stopped, which on a loaded machine is a moment after the call returns.
-    await vi.waitFor(() => expect(w.tasks()).toEqual(before))
+    // has stopped (its GC, xapi-sim at once), which on a loaded machine is a moment after the
+    // call returns.
+    await vi.waitFor(() => expect(w.tasks()).toEqual(before), { timeout: 5000 })
     expect(w.sim.context.db.all('task').filter(([, t]) => t.status === 'pending')).toEqual([])
   })
 

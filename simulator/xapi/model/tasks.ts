@@ -35,6 +35,10 @@ export function finishTask(
     result: outcome.result ?? '',
     error_info: outcome.error ? outcome.error.description : [],
   })
+  // Destroyed while it ran (task.destroy marks it): xapi's database GC removes it once it has
+  // completed (db_gc_util.ml timeout_tasks); the simulator does at once.
+  if (Object.values((rec.current_operations as Record<string, string>) ?? {}).includes('destroy'))
+    sim.db.destroy('task', task)
 }
 
 export function setProgress(sim: SimContext, task: string, progress: number): void {

@@ -126,7 +126,7 @@ function registerTasks(table: MethodTable): void {
           sim.db.link('session', ref, 'tasks', String(task), false)
       }
       if (rec.status === 'pending' || rec.status === 'cancelling') {
-        // xapi only marks a running task; it is removed once it completes.
+        // xapi only marks a running task; its GC removes it once it completes (finishTask).
         sim.db.update('task', String(task), { current_operations: { [String(task)]: 'destroy' } })
       } else {
         sim.db.destroy('task', String(task))

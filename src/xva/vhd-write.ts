@@ -88,7 +88,9 @@ function header(entries: number, parentUuid: string | undefined): Buffer {
 /** The bytes the VHD of `plan` takes. */
 export function vhdLength(plan: Pick<VhdPlan, 'size' | 'blocks'>): number {
   const entries = Math.ceil(plan.size / VHD_BLOCK)
-  return TABLE_AT + Math.ceil((entries * 4) / SECTOR) * SECTOR + plan.blocks.length * (SECTOR + VHD_BLOCK) + SECTOR
+  return (
+    TABLE_AT + Math.ceil((entries * 4) / SECTOR) * SECTOR + plan.blocks.length * (SECTOR + VHD_BLOCK) + SECTOR
+  )
 }
 
 /**

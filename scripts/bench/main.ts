@@ -10,8 +10,10 @@ import { benchIncremental, type IncrementalRow } from './incremental.js'
 import { benchConcurrency, benchPlanning } from './pool.js'
 import { benchTransfers, type ExportRow, type ImportRow } from './transfer.js'
 import { benchVhd, vhdChild, type VhdRow } from './vhd.js'
+import { benchNbd, nbdChild, type NbdRow } from './nbd.js'
 
 if (vhdChild()) process.exit(0)
+if (await nbdChild()) process.exit(0)
 const options = await readOptions()
 const machine = await Machine.start(options)
 const work = mkdtempSync(join(options.dir, 'dpxen-bench-'))
@@ -33,6 +35,7 @@ const results = {
   concurrency: [] as Awaited<ReturnType<typeof benchConcurrency>>,
   incremental: undefined as IncrementalRow | undefined,
   vhdVerifier: [] as VhdRow[],
+  nbd: [] as NbdRow[],
   ...({} as Partial<Awaited<ReturnType<typeof benchPlanning>>>),
 }
 try {
@@ -44,6 +47,8 @@ try {
   if (options.parts.has('concurrency')) results.concurrency = await benchConcurrency(machine, options, work)
   if (options.parts.has('planning')) Object.assign(results, await benchPlanning(machine, options, work))
   if (options.parts.has('vhd')) results.vhdVerifier = benchVhd()
+  for (const size of options.parts.has('nbd') ? options.sizes : [])
+    results.nbd.push(...(await benchNbd(machine, options, work, size)))
   if (options.parts.has('incremental'))
     results.incremental = await benchIncremental(machine, options, work, options.incrementalGiB)
 } finally {

@@ -288,9 +288,14 @@ async function sendData(socket: Socket, disk: FileHandle, offset: number, length
     allowance -= n
     at += n
     if (!socket.write(piece) && !socket.destroyed)
-      await new Promise((resolve) => {
-        socket.once('drain', resolve)
-        socket.once('close', resolve)
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          socket.off('drain', done)
+          socket.off('close', done)
+          resolve()
+        }
+        socket.once('drain', done)
+        socket.once('close', done)
       })
   }
   return allowance

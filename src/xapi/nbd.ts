@@ -299,3 +299,48 @@ async function openExport(
   })
   return { size: Number(info.readBigUInt64BE(0)), flags: info.readUInt16BE(8) }
 }
+
+/**
+ * Reads `blocks` (ascending, each `blockSize` bytes of an export of `size` bytes) for a writer
+ * that asks for them in that order, over several connections at once (one read in flight on
+ * each, block k on connection k mod N): while the writer takes one block, the next N are on
+ * their way. Memory: N + 1 blocks. The returned function gives block `b` into `into`.
+ */
+export function readAhead(
+  connections: NbdConnection[],
+  blocks: number[],
+  options: { blockSize: number; size: number; signal: AbortSignal },
+): (block: number, into: Buffer) => Promise<void> {
+  const { blockSize, size, signal } = options
+  const pending = new Map<number, Promise<Buffer>>()
+  const lanes = connections.map(() => Promise.resolve())
+  let next = 0
+  const start = (): void => {
+    while (next < blocks.length && pending.size < connections.length) {
+      const k = next++
+      const block = blocks[k]!
+      const lane = k % connections.length
+      const length = Math.min(blockSize, size - block * blockSize)
+      const read = lanes[lane]!.then(async () => {
+        const data = Buffer.alloc(length)
+        await connections[lane]!.read(block * blockSize, length, data, signal)
+        return data
+      })
+      read.catch(() => undefined) // a failure reaches the writer when it asks for the block
+      lanes[lane] = read.then(
+        () => undefined,
+        () => undefined,
+      )
+      pending.set(block, read)
+    }
+  }
+  return async (block, into) => {
+    start()
+    const read = pending.get(block)
+    if (!read) throw new RangeError(`block ${block} was not asked for in order`)
+    const data = await read
+    pending.delete(block)
+    start()
+    data.copy(into)
+  }
+}

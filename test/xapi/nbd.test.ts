@@ -9,7 +9,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ms } from '../../src/core/format.js'
-import { NbdConnection, type NbdTarget } from '../../src/xapi/nbd.js'
+import { NbdConnection, readAhead, type NbdTarget } from '../../src/xapi/nbd.js'
 import { tempDir } from '../helpers/hooks.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
@@ -234,6 +234,30 @@ describe('NBD client', () => {
     expect((await readAll(plain, 3 * MiB)).equals(readFileSync(file))).toBe(true)
     const tls = await connect(await qemuNbd(file, await qemuPki()))
     expect((await readAll(tls)).equals(readFileSync(file))).toBe(true)
+  })
+
+  it('readAhead: three connections at once give every block in order, byte for byte; a cut one fails the read', async () => {
+    const { sim, target, file } = await simTarget('0')
+    const disk = readFileSync(file)
+    const connections = [await connect(target), await connect(target), await connect(target)]
+    const blockSize = 1024 * 1024
+    const blocks = Array.from({ length: Math.ceil(disk.length / blockSize) }, (_, i) => i)
+    const read = readAhead(connections, blocks, { blockSize, size: disk.length, signal })
+    const out = Buffer.alloc(disk.length)
+    for (const b of blocks) {
+      const into = Buffer.alloc(blockSize)
+      await read(b, into)
+      into.copy(out, b * blockSize, 0, Math.min(blockSize, disk.length - b * blockSize))
+    }
+    expect(out.equals(disk)).toBe(true)
+    sim.faults.add('nbd-cut:1MiB')
+    const cut = [await connect(target), await connect(target)]
+    const failing = readAhead(cut, blocks, { blockSize, size: disk.length, signal })
+    await expect(
+      (async () => {
+        for (const b of blocks) await failing(b, Buffer.alloc(blockSize))
+      })(),
+    ).rejects.toMatchObject({ code: 'TRANSFER_CLOSED' })
   })
 
   it('property test over TLS: 300 seeded reads of any aligned offset and length are exactly the disk', async () => {

@@ -71,36 +71,51 @@ export async function exportToFile(host: Host, log: Logger, req: ExportRequest):
  * A download into `<fileName>.partial`, which takes its final name only once the intake checked
  * the whole and the host's task succeeded; removed on any failure.
  */
-export async function transferToFile<S>(
+export function transferToFile<S>(
   host: Host,
   log: Logger,
   req: TransferRequest<S>,
 ): Promise<Checked<S> & { file: string; seconds: number }> {
+  return intoFile(log, req, (open) =>
+    host.download(req.path, req.query, {
+      label: req.label,
+      signal: req.signal,
+      ...(req.onBytes ? { onBytes: req.onBytes } : {}),
+      open: async (wake) =>
+        new CheckedIntake(await open(), req.verifier, {
+          maxPiece: READ_SIZE,
+          wake,
+          compressed: req.compressed === true,
+        }),
+    }),
+  )
+}
+
+/**
+ * The one way a file of a backup is made: `fill` is given `open`, which creates
+ * `<fileName>.partial` (exclusive, the owner's only); the file takes its final name only once
+ * `fill` resolved (the whole checked), and is removed on any failure.
+ */
+export async function intoFile<R extends { bytes: number }>(
+  log: Logger,
+  req: { label: string; dir: string; fileName: string; direct: boolean },
+  fill: (open: () => Promise<FileSink>) => Promise<R>,
+): Promise<R & { file: string; seconds: number }> {
   const finalPath = join(req.dir, req.fileName)
   const partialPath = finalPath + PARTIAL_SUFFIX
   const started = performance.now()
   let named = false
   try {
-    const result = await host.download(req.path, req.query, {
-      label: req.label,
-      signal: req.signal,
-      ...(req.onBytes ? { onBytes: req.onBytes } : {}),
-      open: async (wake) => {
-        await fsp.rm(partialPath, { force: true })
-        crashPoint(`create ${req.fileName}.partial`)
-        const sink = await openSink(partialPath, req.direct, log)
-        return new CheckedIntake(sink, req.verifier, {
-          maxPiece: READ_SIZE,
-          wake,
-          compressed: req.compressed === true,
-        })
-      },
+    const result = await fill(async () => {
+      await fsp.rm(partialPath, { force: true })
+      crashPoint(`create ${req.fileName}.partial`)
+      return openSink(partialPath, req.direct, log)
     })
     crashPoint(`rename ${req.fileName}`)
     await fsp.rename(partialPath, finalPath)
     named = true
     const seconds = (performance.now() - started) / 1000
-    log.debug(`exported ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
+    log.debug(`wrote ${req.label} to ${finalPath}: ${result.bytes} bytes in ${seconds.toFixed(2)} s`)
     return { ...result, file: finalPath, seconds }
   } finally {
     if (!named) await fsp.rm(partialPath, { force: true }).catch(() => undefined)

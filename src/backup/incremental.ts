@@ -13,7 +13,7 @@ import { crashPoint } from '../core/crash-points.js'
 import { DpxenError, messageOf, XapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
-import { descendsFrom, dropBases, dropUnsettled, findBase, keepAsBase, type Base } from '../pool/base.js'
+import { descendsFrom, dropBases, dropUnsettled, findBase, type Base } from '../pool/base.js'
 import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
@@ -27,6 +27,7 @@ import {
 import { manifestName } from '../staging/manifest.js'
 import { VhdVerifier } from '../xva/vhd.js'
 import { XvaVerifier } from '../xva/verify.js'
+import { CbtUnusable, cbtForRun, exportCbtDelta, keepRunAsBase } from './cbt.js'
 import { transferToFile } from './export.js'
 import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
 import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
@@ -123,13 +124,17 @@ interface Exported {
   bytes: number
 }
 
-/** Exports each disk of the snapshot: whole, or the changes since `parent`'s disk. */
+/**
+ * Exports each disk of the snapshot: whole, or the changes since `parent`'s disk (with `cbt`,
+ * read over NBD from the blocks changed block tracking names; else the host's VHD delta).
+ */
 async function exportDisks(
   ctx: VmBackupContext,
   plan: VmPlan,
   disks: VmDisk[],
   names: ReturnType<typeof chainNames>,
   parent: Base | undefined,
+  cbt: boolean,
 ): Promise<Exported> {
   const out: Exported = { disks: [], bytes: 0 }
   for (const disk of disks) {
@@ -138,6 +143,17 @@ async function exportDisks(
     const baseVdi = parent?.disks.get(disk.userdevice)
     const own = plan.disks.find((d) => d.userdevice === disk.userdevice)
     const file = names.disk(disk.userdevice)
+    const where = {
+      srName: own?.srName ?? '',
+      ...(own ? { vmVdi: await ctx.host.call<string>('VDI.get_uuid', own.vdi) } : {}),
+    }
+    if (cbt && baseVdi) {
+      ctx.onStatus?.(`reading the changed blocks of disk ${disk.userdevice} over NBD`)
+      const delta = await exportCbtDelta(ctx, plan, disk, baseVdi, file, (n) => ctx.onBytes?.(out.bytes + n))
+      out.bytes += delta.bytes
+      out.disks.push({ ...delta, ...where })
+      continue
+    }
     const result = await transferToFile(ctx.host, ctx.log, {
       label: `${plan.name} disk ${disk.userdevice}`,
       dir: ctx.config.backupDir,
@@ -164,8 +180,7 @@ async function exportDisks(
       blocks: result.summary.blocks,
       snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
       ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
-      srName: plan.disks.find((d) => d.userdevice === disk.userdevice)?.srName ?? '',
-      ...(own ? { vmVdi: await ctx.host.call<string>('VDI.get_uuid', own.vdi) } : {}),
+      ...where,
     })
   }
   return out
@@ -212,24 +227,59 @@ async function exportChanges(
   disks: VmDisk[],
   names: ReturnType<typeof chainNames>,
   parent: Base | undefined,
-): Promise<{ exported: Exported; parent: Base | undefined }> {
+  cbt: boolean,
+): Promise<{ exported: Exported; parent: Base | undefined; nbd: boolean }> {
+  const removeFiles = async (): Promise<void> => {
+    for (const disk of disks)
+      await fsp.rm(join(ctx.config.backupDir, names.disk(disk.userdevice)), { force: true })
+  }
   try {
-    return { exported: await exportDisks(ctx, plan, disks, names, parent), parent }
+    return { exported: await exportDisks(ctx, plan, disks, names, parent, cbt), parent, nbd: true }
   } catch (error) {
+    if (error instanceof CbtUnusable && parent && !ctx.signal.aborted) {
+      await removeFiles()
+      // A base with its data still gives a VHD delta; one kept as tracking metadata alone does not.
+      if (!parent.metadataOnly) {
+        ctx.log.info(
+          `dpxen: ${plan.name}: warning: ${error.reason}: this run's deltas come from the host's VHD export instead`,
+        )
+        return {
+          exported: await exportDisks(ctx, plan, disks, names, parent, false),
+          parent,
+          nbd: !error.nbd,
+        }
+      }
+      ctx.log.info(`dpxen: ${plan.name}: warning: ${error.reason}: exporting whole disks: a new chain`)
+      return {
+        exported: await exportDisks(ctx, plan, disks, names, undefined, false),
+        parent: undefined,
+        nbd: !error.nbd,
+      }
+    }
     const refused = parent && !ctx.signal.aborted ? deltaRefusedBy(error) : undefined
     if (refused) {
       for (const name of [...disks.map((d) => names.disk(d.userdevice)), names.metadata])
         await fsp.rm(join(ctx.config.backupDir, name), { force: true })
       throw new DeltaRefused(refused, error)
     }
-    if (!parent || ctx.signal.aborted || (await exists(ctx.host, 'VM', parent.ref))) throw error
+    if (!parent || ctx.signal.aborted || (await baseExists(ctx, parent))) throw error
     ctx.log.info(
       `dpxen: ${plan.name}: the base snapshot disappeared during the run (${messageOf(error)}); exporting whole disks: a new chain`,
     )
-    for (const disk of disks)
-      await fsp.rm(join(ctx.config.backupDir, names.disk(disk.userdevice)), { force: true })
-    return { exported: await exportDisks(ctx, plan, disks, names, undefined), parent: undefined }
+    await removeFiles()
+    return {
+      exported: await exportDisks(ctx, plan, disks, names, undefined, false),
+      parent: undefined,
+      nbd: true,
+    }
   }
+}
+
+/** Whether the base is still on the host: its snapshot VM, or (kept as disks alone) its disks. */
+async function baseExists(ctx: VmBackupContext, base: Base): Promise<boolean> {
+  if (base.ref) return exists(ctx.host, 'VM', base.ref)
+  for (const vdi of base.disks.values()) if (!(await exists(ctx.host, 'VDI', vdi))) return false
+  return true
 }
 
 /** What the run's chain manifest says: the run, its place in the chain, and each disk's file. */
@@ -338,8 +388,14 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
     const base = await findBase(ctx.host, plan.uuid, asked?.kind === 'leveled' ? asked.n : undefined)
     // The run's name follows the newest run of the VM, whichever base a delta is against.
     const run = runNameAfter(started, (await findBase(ctx.host, plan.uuid))?.run)
-    const reverted = base !== undefined && !(await descendsFrom(ctx.host, plan.ref, base.ref))
-    const full = whyFull(ctx, plan, base, asked, reverted)
+    // A base kept as its disks alone has no VM record in the VM's ancestry: CBT's own chain
+    // refuses a reverted VM's disks (list_changed_blocks: unrelated), and the run falls back.
+    const reverted = base?.ref !== undefined && !(await descendsFrom(ctx.host, plan.ref, base.ref))
+    const cbt = await cbtForRun(ctx, plan)
+    const full =
+      base?.metadataOnly && !cbt
+        ? `the base keeps no data (changed block tracking) and this run cannot use changed block tracking`
+        : whyFull(ctx, plan, base, asked, reverted)
     ctx.log.info(runLine(plan, full, base, asked))
     throwIfAborted(ctx.signal)
     ctx.onStatus?.('snapshotting')
@@ -350,13 +406,14 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
       const disks = await vmDisks(ctx.host, snap)
       await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.metadata, names.manifest])
       const vmMetadata = await exportMetadata(ctx, plan, names)
-      const { exported, parent } = await exportChanges(ctx, plan, disks, names, full ? undefined : base)
+      const changes = await exportChanges(ctx, plan, disks, names, full ? undefined : base, cbt)
+      const { exported, parent } = changes
       const at = { run, started, base, parent, disks: exported.disks, vmMetadata }
       const manifest = chainManifest(ctx, plan, at)
       await writeChainManifest(ctx.config.backupDir, names.manifest, manifest)
       crashPoint(`keep the base of ${plan.name}`)
       const { chain, position } = manifest
-      await keepAsBase(ctx.host, snap, {
+      const info = {
         vmUuid: plan.uuid,
         vmName: plan.name,
         run,
@@ -364,7 +421,8 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
         position,
         runId: ctx.runId,
         ...runLevel(asked, parent, full !== undefined || parent === undefined),
-      })
+      }
+      await keepRunAsBase(ctx, plan, { snap, disks, info, cbt, nbdRead: changes.nbd })
       kept = true
       return {
         files: [...exported.disks.map((d) => d.file), names.metadata, names.manifest],

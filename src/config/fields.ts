@@ -315,6 +315,15 @@ export const FIELDS = {
     group: 'backup',
     doc: 'online modes: after a full run, export only the blocks each disk changed since the previous run (VHD deltas against a snapshot kept on the host as the base); see Incremental backups',
   }),
+  cbt: bool(false, {
+    group: 'backup',
+    doc: 'with `incremental`: changed block tracking: the changed blocks of each disk are read over NBD, and between runs the base keeps no data on the SR (its disks hold only the tracking metadata); needs a network with the `nbd` purpose, else the run says so and keeps a base with data; see Incremental backups',
+  }),
+  nbdConnections: number(
+    2,
+    { min: 1, max: 8, integer: true },
+    { group: 'backup', doc: 'with `cbt`: NBD connections per disk read at once' },
+  ),
   followDataProtectorLevel: bool(false, {
     group: 'backup',
     doc: "with `incremental`: Data Protector's backup level decides, where a session gives one (`MODE`): Full starts a new chain, Incremental exports the changes since the previous run whatever `fullEvery` says; Incremental 1–9 the changes since the last run of a lower level (docs/incremental.md). Without `MODE` (run by hand), `fullEvery` decides",

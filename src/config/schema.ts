@@ -169,6 +169,8 @@ function checkTogether(values: Partial<Values>, forRestore: boolean, problems: s
     problems.push(
       `incremental: works with online and allOnline (mode ${mode} shuts VMs down and exports them whole)`,
     )
+  if (values.cbt && !values.incremental && !forRestore)
+    problems.push('cbt: works with incremental backups (set incremental: true, or leave cbt out)')
   if ((values.caFile || values.fingerprint) && values.url?.protocol === 'http:')
     problems.push('caFile/fingerprint: only apply to an https:// url')
 }

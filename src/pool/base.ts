@@ -6,10 +6,14 @@
 // computed against a run whose files nobody kept. Data Protector's leveled Incrementals
 // (Incremental N: the changes since the last backup of a lower level) keep one base per level
 // below them: a Full and daily Incremental 1 keep two.
+// With changed block tracking (cbt) a base is its disks alone: the snapshot's VM record is
+// destroyed and its disks' data too (VDI.data_destroy), leaving the tracking metadata the next
+// run's list_changed_blocks needs; the base's tags then live on each of its disks.
+import { crashPoint } from '../core/crash-points.js'
 import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { Host } from '../xapi/host.js'
-import { destroyVmAndDisks, diskVdis, exists, vmDisks } from './disks.js'
+import { destroyVdi, destroyVmAndDisks, diskVdis, exists, vmDisks } from './disks.js'
 import {
   BASE_PREFIX,
   OC_BACKUP_RUN,
@@ -20,11 +24,13 @@ import {
   OC_BASE_PENDING,
   OC_BASE_POSITION,
   OC_BASE_RUN,
+  OC_BASE_USERDEVICE,
   OC_OWNER,
 } from './tags.js'
 
 export interface Base {
-  ref: string
+  /** The snapshot VM; undefined for a base kept as its disks alone (cbt). */
+  ref: string | undefined
   run: string
   chain: string
   position: number
@@ -35,23 +41,53 @@ export interface Base {
   /** Each of those disks' size, and the VM disk it is a snapshot of (VDI ref). */
   sizes: Map<string, number>
   of: Map<string, string>
+  /** Kept as its disks' tracking metadata alone (cbt): no data to compute a VHD delta from. */
+  metadataOnly: boolean
 }
 
 interface Kept {
-  ref: string
+  /** The snapshot VM; undefined when the base is its disks alone. */
+  ref: string | undefined
   oc: Record<string, string>
+  /** A base kept as its disks alone: position → VDI ref. */
+  vdis?: Map<string, string>
 }
 
-/** The VM's kept snapshots, oldest run first: confirmed bases and pending ones. */
+/**
+ * The VM's kept bases, oldest run first: confirmed and pending ones. A base is a snapshot VM, or
+ * (cbt) the disks tagged with its run; disks whose run still has its VM record belong to that.
+ */
 async function keptOf(host: Host, vmUuid: string): Promise<{ bases: Kept[]; pending: Kept[] }> {
   const vms = await host.call<Records>('VM.get_all_records')
-  const all = Object.entries(vms)
+  const snapshots: Kept[] = Object.entries(vms)
     .filter(
       ([, r]) =>
         r.is_a_snapshot === true && (r.other_config as Record<string, string>)?.[OC_BASE_OF] === vmUuid,
     )
     .map(([ref, r]) => ({ ref, oc: r.other_config as Record<string, string> }))
-    .sort((a, b) => (a.oc[OC_BASE_RUN] ?? '').localeCompare(b.oc[OC_BASE_RUN] ?? ''))
+  const runs = new Set(snapshots.map((k) => k.oc[OC_BASE_RUN]))
+  const groups = new Map<string, Kept>()
+  for (const [ref, r] of Object.entries(await host.call<Records>('VDI.get_all_records'))) {
+    const oc = (r.other_config ?? {}) as Record<string, string>
+    const run = oc[OC_BASE_RUN]
+    // Still plugged into the run's snapshot: a run killed while tagging them; the sweep removes
+    // that snapshot with its disks.
+    const plugged = ((r.VBDs as string[] | undefined) ?? []).length > 0
+    if (
+      oc[OC_BASE_OF] !== vmUuid ||
+      run === undefined ||
+      oc[OC_BASE_USERDEVICE] === undefined ||
+      runs.has(run) ||
+      plugged
+    )
+      continue
+    const group = groups.get(run) ?? { ref: undefined, oc, vdis: new Map<string, string>() }
+    group.vdis!.set(oc[OC_BASE_USERDEVICE], ref)
+    groups.set(run, group)
+  }
+  const all = [...snapshots, ...groups.values()].sort((a, b) =>
+    (a.oc[OC_BASE_RUN] ?? '').localeCompare(b.oc[OC_BASE_RUN] ?? ''),
+  )
   return {
     bases: all.filter((k) => !k.oc[OC_BASE_PENDING]),
     pending: all.filter((k) => k.oc[OC_BASE_PENDING]),
@@ -70,7 +106,12 @@ export async function findBase(host: Host, vmUuid: string, below?: number): Prom
   const { bases } = await keptOf(host, vmUuid)
   const found = bases.filter((k) => below === undefined || levelOf(k) < below).at(-1)
   if (!found) return undefined
-  const disks = new Map((await vmDisks(host, found.ref)).map((d) => [d.userdevice, d.vdi]))
+  const disks = found.vdis ?? new Map((await vmDisks(host, found.ref!)).map((d) => [d.userdevice, d.vdi]))
+  // A run killed between its snapshot's record and its disks' data (keepAsCbtBase): finished now.
+  if (found.vdis)
+    for (const vdi of found.vdis.values())
+      if ((await host.call<string>('VDI.get_type', vdi)) !== 'cbt_metadata')
+        await host.call('VDI.data_destroy', vdi)
   const sizes = new Map<string, number>()
   const of = new Map<string, string>()
   for (const [position, vdi] of disks) {
@@ -86,6 +127,7 @@ export async function findBase(host: Host, vmUuid: string, below?: number): Prom
     position: Number(found.oc[OC_BASE_POSITION] ?? 0),
     level: levelOf(found),
     disks,
+    metadataOnly: found.vdis !== undefined,
   }
 }
 
@@ -117,9 +159,13 @@ export async function settleBases(
   run: { runId: string; ok: Map<string, string>; backedUp: boolean },
   log: Logger,
 ): Promise<string[]> {
-  const vms = await host.call<Records>('VM.get_all_records')
+  // The run's pending bases: snapshot VMs, or (cbt) disks alone.
+  const records = [
+    ...Object.values(await host.call<Records>('VM.get_all_records')),
+    ...Object.values(await host.call<Records>('VDI.get_all_records')),
+  ]
   const touched = new Set(
-    Object.values(vms)
+    records
       .map((r) => r.other_config as Record<string, string> | undefined)
       .filter((oc) => oc?.[OC_BASE_PENDING] === run.runId)
       .map((oc) => oc![OC_BASE_OF]!)
@@ -130,14 +176,16 @@ export async function settleBases(
     const name = run.ok.get(uuid) ?? uuid
     const { bases, pending } = await keptOf(host, uuid)
     const mine = pending.filter((k) => k.oc[OC_BASE_PENDING] === run.runId)
-    const newest = mine.at(-1)!
+    const newest = mine.at(-1)
+    // Tagged half-way by a run killed there: no base to settle; the sweep removes its snapshot.
+    if (!newest) continue
     const confirm = run.backedUp && run.ok.has(uuid)
     // A leveled run replaces the bases of its level and above; any other run, every base.
     const leveled = newest.oc[OC_BASE_LEVELED] === 'true'
     const replaced = bases.filter((k) => !leveled || levelOf(k) >= levelOf(newest))
     const drop = confirm ? [...replaced, ...mine.slice(0, -1)] : mine
-    if (confirm) await host.call('VM.remove_from_other_config', newest.ref, OC_BASE_PENDING)
-    for (const k of drop) await destroyKept(host, k.ref, name, log)
+    if (confirm) await untag(host, newest, OC_BASE_PENDING)
+    for (const k of drop) await destroyKept(host, k, name, log)
     const since = bases.at(-1)?.oc[OC_BASE_RUN]
     lines.push(
       confirm
@@ -148,9 +196,18 @@ export async function settleBases(
   return lines
 }
 
-async function destroyKept(host: Host, ref: string, name: string, log: Logger): Promise<void> {
+/** Takes a tag off a base: its VM record, or each of its disks. */
+async function untag(host: Host, kept: Kept, key: string): Promise<void> {
+  if (kept.ref) await host.call('VM.remove_from_other_config', kept.ref, key)
+  for (const vdi of kept.vdis?.values() ?? []) await host.call('VDI.remove_from_other_config', vdi, key)
+}
+
+async function destroyKept(host: Host, kept: Kept, name: string, log: Logger): Promise<void> {
   try {
-    if (await exists(host, 'VM', ref)) await destroyVmAndDisks(host, ref, log)
+    if (kept.ref && (await exists(host, 'VM', kept.ref))) await destroyVmAndDisks(host, kept.ref, log)
+    // Disks alone: SM merges each one's tracking log into the next, so the chain stays whole.
+    for (const vdi of kept.vdis?.values() ?? [])
+      if (await exists(host, 'VDI', vdi)) await destroyVdi(host, vdi, log)
   } catch (error) {
     log.info(`dpxen: warning: ${name}: a base snapshot could not be removed: ${messageOf(error)}`)
   }
@@ -198,11 +255,53 @@ export async function keepAsBase(
 /** Removes every base of the VM, settled or pending (it is no longer backed up in a chain); how many. */
 export async function dropBases(host: Host, vmUuid: string, name: string, log: Logger): Promise<number> {
   const { bases, pending } = await keptOf(host, vmUuid)
-  for (const k of [...bases, ...pending]) await destroyKept(host, k.ref, name, log)
+  for (const k of [...bases, ...pending]) await destroyKept(host, k, name, log)
   return bases.length + pending.length
 }
 
 /** Removes pending bases a post-exec never settled (their files' fate is unknown). */
 export async function dropUnsettled(host: Host, vmUuid: string, name: string, log: Logger): Promise<void> {
-  for (const k of (await keptOf(host, vmUuid)).pending) await destroyKept(host, k.ref, name, log)
+  for (const k of (await keptOf(host, vmUuid)).pending) await destroyKept(host, k, name, log)
+}
+
+/**
+ * Makes a run's snapshot the VM's base as changed block tracking keeps it (cbt): each disk tagged
+ * as the base (pending first) and named for it, the snapshot's VM record destroyed (its disks
+ * stay), then each disk's data destroyed: what is left is the tracking metadata the next run's
+ * list_changed_blocks needs, and no data on the SR. A kill between the steps leaves either a
+ * snapshot the next sweep removes (its run tags still on it) or disks findBase finishes.
+ */
+export async function keepAsCbtBase(
+  host: Host,
+  snap: string,
+  info: Parameters<typeof keepAsBase>[2],
+): Promise<void> {
+  const disks = await vmDisks(host, snap)
+  for (const d of disks) {
+    for (const [key, value] of [
+      [OC_BASE_PENDING, info.runId],
+      [OC_BASE_OF, info.vmUuid],
+      [OC_BASE_RUN, info.run],
+      [OC_BASE_CHAIN, info.chain],
+      [OC_BASE_POSITION, String(info.position)],
+      [OC_BASE_LEVEL, String(info.level)],
+      [OC_BASE_LEVELED, String(info.leveled)],
+      [OC_BASE_USERDEVICE, d.userdevice],
+    ] as const) {
+      await host.call('VDI.remove_from_other_config', d.vdi, key)
+      await host.call('VDI.add_to_other_config', d.vdi, key, value)
+    }
+    await host.call(
+      'VDI.set_name_label',
+      d.vdi,
+      `${BASE_PREFIX} ${info.vmName} ${info.run} disk ${d.userdevice}`,
+    )
+    for (const key of [OC_BACKUP_RUN, OC_OWNER]) await host.call('VDI.remove_from_other_config', d.vdi, key)
+  }
+  crashPoint(`destroy the record of ${info.vmName}'s base`)
+  await host.call('VM.destroy', snap)
+  for (const d of disks) {
+    crashPoint(`destroy the data of ${info.vmName}'s base disk ${d.userdevice}`)
+    await host.call('VDI.data_destroy', d.vdi)
+  }
 }

@@ -8,6 +8,7 @@ import { destroyVdi, destroyVmAndDisks, diskVdis } from './disks.js'
 import {
   OC_BACKUP_RUN,
   OC_BASE_OF,
+  OC_BASE_RUN,
   OC_CREATED,
   OC_OWNER,
   OC_VM_NAME,
@@ -84,7 +85,8 @@ function leftOver(
 function orphanDisk(vdi: Record<string, unknown>, runId: string | undefined): boolean {
   const oc = (vdi.other_config ?? {}) as Record<string, string>
   if (!vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length) return false
-  if (oc[OC_BASE_OF] !== undefined) return true
+  // A removed base's disk; not a base kept as its disks alone (cbt), whose disks carry its run.
+  if (oc[OC_BASE_OF] !== undefined) return oc[OC_BASE_RUN] === undefined
   return oc[OC_BACKUP_RUN] !== undefined && leftOver(oc, Date.parse(String(vdi.snapshot_time ?? '')), runId)
 }
 

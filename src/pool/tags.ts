@@ -27,6 +27,11 @@ export const OC_BASE_RUN = 'dpxen:base-run'
 export const OC_BASE_CHAIN = 'dpxen:base-chain'
 export const OC_BASE_POSITION = 'dpxen:base-position'
 /**
+ * On each disk of a base that changed block tracking keeps without data (cbt): the disk's
+ * position in the VM, since no VM record holds its VBDs any more.
+ */
+export const OC_BASE_USERDEVICE = 'dpxen:base-userdevice'
+/**
  * The Data Protector level of the run a base is of (0 a Full, N an Incremental N, 1 a plain
  * Incremental), and whether it was a leveled one: a leveled run keeps the bases of lower levels
  * (an Incremental N is a delta against the last run of a lower level); any other run replaces

@@ -28,7 +28,12 @@ async function poolShape(xapi: TestClient): Promise<Rec> {
     const name = String(vm.name_label).replace(/^(dpxen base .*) \d{8}T\d+Z$/, '$1')
     shape[`${kind} ${name}`] = `${String(vm.power_state)}, ${disks} disk(s)`
   }
-  shape.vdis = (await xapi.call<string[]>('VDI.get_all')).length
+  const vdis = Object.values(await records(xapi, 'VDI'))
+  shape.vdis = vdis.length
+  // A base kept as tracking metadata alone (cbt) must never be left holding data, nor lose it.
+  shape['snapshot disks holding data'] = vdis.filter(
+    (v) => v.is_a_snapshot && v.type !== 'cbt_metadata',
+  ).length
   // In name order: an offline restore replaces the VM's record, which moves it in the table.
   return Object.fromEntries(Object.entries(shape).sort(([a], [b]) => a.localeCompare(b)))
 }
@@ -66,6 +71,8 @@ export interface Scenario {
   next: string | string[]
   /** Done to the pool before each run of `crash` (a VM lost, for a restore that makes it again). */
   before?: (xapi: TestClient) => Promise<void>
+  /** Done to the pool once, before anything runs (a network given the nbd purpose). */
+  setup?: (xapi: TestClient) => Promise<void>
 }
 
 /** One test per scenario: the hook killed at each of its crash points in turn. */
@@ -74,6 +81,7 @@ export function crashSuite(title: string, scenarios: Scenario[]): void {
     for (const s of scenarios) {
       it(`${s.name}: killed before each XenAPI call and file step, the next hook puts everything right`, async () => {
         const { xapi, backupDir, config } = await world({ progressInterval: 60, ...s.values })
+        await s.setup?.(xapi)
         // A restore runs outside the backup's session: its files stay in the folder throughout.
         const env: Record<string, string> = s.prepare ? {} : { SESSIONID: 'crash-test' }
         for (const h of [s.prepare, s.settle]) {

@@ -62,6 +62,10 @@ export function sourceMessages(root: string): SourceMessage[] {
           for (const text of texts(message))
             out.push({ text: normalise(text), kind: code.text, at: at(node) })
       }
+      // CBT's reasons for falling back (backup/cbt.ts), each printed within a warning line.
+      if (ts.isNewExpression(node) && node.expression.getText() === 'CbtUnusable' && node.arguments?.[0])
+        for (const text of texts(node.arguments[0]))
+          out.push({ text: normalise(text), kind: 'cbt', at: at(node) })
       if (
         ts.isCallExpression(node) &&
         ts.isPropertyAccessExpression(node.expression) &&

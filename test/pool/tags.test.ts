@@ -16,6 +16,7 @@ const WIRE: Record<string, string> = {
   OC_BASE_RUN: 'dpxen:base-run',
   OC_BASE_CHAIN: 'dpxen:base-chain',
   OC_BASE_POSITION: 'dpxen:base-position',
+  OC_BASE_USERDEVICE: 'dpxen:base-userdevice',
   OC_BASE_LEVEL: 'dpxen:base-level',
   OC_BASE_LEVELED: 'dpxen:base-leveled',
   OC_BASE_PENDING: 'dpxen:base-pending',

@@ -27,6 +27,17 @@ const scenarios: Scenario[] = [
     next: 'post-exec',
   },
   {
+    name: 'incremental backup with changed block tracking (a delta run over NBD, its base kept without data)',
+    values: { mode: 'online', vmName: ['Debian'], incremental: true, cbt: true },
+    setup: async (xapi) => {
+      await xapi.call('network.add_purpose', (await xapi.call<string[]>('network.get_all'))[0], 'nbd')
+    },
+    prepare: 'pre-exec',
+    settle: 'post-exec',
+    crash: 'pre-exec',
+    next: 'post-exec',
+  },
+  {
     name: "incremental post-exec (a delta run's base settled, the old one removed)",
     values: { mode: 'online', vmName: ['Debian'], incremental: true },
     prepare: 'pre-exec',

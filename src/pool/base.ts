@@ -213,23 +213,23 @@ async function destroyKept(host: Host, kept: Kept, name: string, log: Logger): P
   }
 }
 
-/** Makes a run's snapshot the VM's base: renamed, its run tags replaced by the base's. */
-export async function keepAsBase(
-  host: Host,
-  snap: string,
-  info: {
-    vmUuid: string
-    vmName: string
-    run: string
-    chain: string
-    position: number
-    runId: string
-    level: number
-    leveled: boolean
-  },
-): Promise<void> {
-  // Pending first: from the moment it says whose base it is, the post-exec knows to settle it.
-  for (const [key, value] of [
+type BaseInfo = {
+  vmUuid: string
+  vmName: string
+  run: string
+  chain: string
+  position: number
+  runId: string
+  level: number
+  leveled: boolean
+}
+
+/**
+ * The tags that make a base, pending first: from the moment it says whose base it is, the
+ * post-exec knows to settle it.
+ */
+function baseTags(info: BaseInfo): (readonly [string, string])[] {
+  return [
     [OC_BASE_PENDING, info.runId],
     [OC_BASE_OF, info.vmUuid],
     [OC_BASE_RUN, info.run],
@@ -237,7 +237,12 @@ export async function keepAsBase(
     [OC_BASE_POSITION, String(info.position)],
     [OC_BASE_LEVEL, String(info.level)],
     [OC_BASE_LEVELED, String(info.leveled)],
-  ] as const) {
+  ]
+}
+
+/** Makes a run's snapshot the VM's base: renamed, its run tags replaced by the base's. */
+export async function keepAsBase(host: Host, snap: string, info: BaseInfo): Promise<void> {
+  for (const [key, value] of baseTags(info)) {
     await host.call('VM.remove_from_other_config', snap, key)
     await host.call('VM.add_to_other_config', snap, key, value)
   }
@@ -278,16 +283,7 @@ export async function keepAsCbtBase(
 ): Promise<void> {
   const disks = await vmDisks(host, snap)
   for (const d of disks) {
-    for (const [key, value] of [
-      [OC_BASE_PENDING, info.runId],
-      [OC_BASE_OF, info.vmUuid],
-      [OC_BASE_RUN, info.run],
-      [OC_BASE_CHAIN, info.chain],
-      [OC_BASE_POSITION, String(info.position)],
-      [OC_BASE_LEVEL, String(info.level)],
-      [OC_BASE_LEVELED, String(info.leveled)],
-      [OC_BASE_USERDEVICE, d.userdevice],
-    ] as const) {
+    for (const [key, value] of [...baseTags(info), [OC_BASE_USERDEVICE, d.userdevice] as const]) {
       await host.call('VDI.remove_from_other_config', d.vdi, key)
       await host.call('VDI.add_to_other_config', d.vdi, key, value)
     }

@@ -21,7 +21,7 @@ import { selectVms, snapshotRefusal } from '../backup/select.js'
 import { readPool } from '../pool/view.js'
 import { PARTIAL_SUFFIX } from '../staging/names.js'
 import { fingerprintLine, probeCertificate } from '../xapi/certificate.js'
-import { checkHosts } from './hosts.js'
+import { checkHosts, checkNbd } from './hosts.js'
 import { connect } from '../xapi/connect.js'
 import { FileSink } from '../xva/file-sink.js'
 import { verifyFile } from '../xva/verify-file.js'
@@ -81,6 +81,7 @@ async function check(ctx: HookContext): Promise<number> {
   try {
     log.info(`connected to ${conn.url}`)
     problems += await checkHosts(conn, log)
+    if (config.cbt) problems += await checkNbd(conn, log)
     const view = await readPool(conn)
     const { plans, problems: missing, skipped } = selectVms(view, config)
     for (const line of skipped) log.info(`skip    ${line}`)

@@ -4,6 +4,7 @@
 import type { Logger } from '../core/log.js'
 import { probeCertificate } from '../xapi/certificate.js'
 import type { Host } from '../xapi/host.js'
+import { NBD_HOW } from '../backup/cbt.js'
 
 interface HostState {
   name_label: string
@@ -53,4 +54,27 @@ export async function checkHosts(pool: Host, log: Logger): Promise<number> {
     } else log.info(`ok      ${line}, certificate ${cert.fingerprint} as the pool records it`)
   }
   return problems
+}
+
+/**
+ * With `cbt`: whether the pool serves disks over NBD (a network with the nbd or insecure_nbd
+ * purpose, not both); a line either way, 1 when it does not (the runs would keep their bases'
+ * data), 0 when it does.
+ */
+export async function checkNbd(pool: Host, log: Logger): Promise<number> {
+  const networks =
+    await pool.call<Record<string, { name_label: string; purpose?: string[] }>>('network.get_all_records')
+  const serving = Object.values(networks).flatMap((n) =>
+    (n.purpose ?? []).filter((p) => p === 'nbd' || p === 'insecure_nbd').map((p) => `${n.name_label} (${p})`),
+  )
+  if (serving.length === 1) {
+    log.info(`ok      NBD for changed block tracking: ${serving[0]}`)
+    return 0
+  }
+  log.info(
+    serving.length
+      ? `PROBLEM NBD: ${serving.join(', ')}: a pool with both nbd and insecure_nbd refuses every NBD connection; remove one`
+      : `PROBLEM no network of the pool has the nbd purpose: cbt keeps each base's data on the SR until one has (${NBD_HOW})`,
+  )
+  return 1
 }

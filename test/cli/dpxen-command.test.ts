@@ -57,6 +57,33 @@ describe('dpxen check / verify', () => {
     expect(ready.stdout.trim().split('\n').at(-1)).toBe('ready')
   })
 
+  it('check with cbt: a problem until a network has the nbd purpose, then ready', async () => {
+    const { sim, xapi } = await demoSim()
+    const dir = tempDir()
+    const config = writeConfig(dir, {
+      mode: 'online',
+      vmName: ['Debian'],
+      incremental: true,
+      cbt: true,
+      url: sim.url,
+      username: 'root',
+      password: SIM_PASSWORD,
+      backupDir: dir,
+    })
+    const before = await execa(DPXEN, ['check', config], { reject: false })
+    expect(before.stdout).toMatch(
+      /^PROBLEM no network of the pool has the nbd purpose: cbt keeps each base's data on the SR until one has \(give the storage network the nbd purpose \(xe network-param-add/m,
+    )
+    expect(before.stdout.trim().split('\n').at(-1)).toBe('not ready: 1 problem(s)')
+    const network = (await xapi.call<string[]>('network.get_all'))[0]
+    await xapi.call('network.add_purpose', network, 'nbd')
+    const after = await execa(DPXEN, ['check', config], { reject: false })
+    expect(after.stdout).toMatch(
+      /^ok {6}NBD for changed block tracking: Pool-wide network associated with eth0 \(nbd\)$/m,
+    )
+    expect(after.stdout.trim().split('\n').at(-1)).toBe('ready')
+  })
+
   it('verify accepts a backup and its manifest, and refuses a damaged copy with exit 6', async () => {
     const { sim } = await demoSim()
     const dir = tempDir()

@@ -3,12 +3,15 @@
 // full alone and one of the full and all its deltas. The targets of the incremental issue are
 // checked and printed: an incremental writes at most 1.5x the changed bytes plus metadata,
 // takes at most a tenth of a full's time, and the chain restore runs at 0.9x or more of the full
-// restore's throughput.
+// restore's throughput. With `cbt`, the same runs read the changed blocks over NBD (changed
+// block tracking), and the SR space the base holds between runs is reported beside: the target
+// is no data at all (its disks keep their tracking metadata alone).
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { startBigVm } from './transfer.js'
 import { login } from './client.js'
 import { median, writeJson, type Machine } from './machine.js'
+import { OC_BASE_OF } from '../../src/pool/tags.js'
 import type { Options } from './options.js'
 
 export interface IncrementalRow {
@@ -31,6 +34,10 @@ export interface IncrementalRow {
     chainBytes: number
   }
   targets: { bytes: boolean; time: boolean; restore: boolean }
+  /** Changed block tracking: the deltas read over NBD. */
+  cbt: boolean
+  /** Bytes the base's disks hold on the SR after each run's post-exec (physical_utilisation). */
+  baseBytes: number[]
 }
 
 const DELTAS = 7
@@ -45,14 +52,24 @@ function keep(staging: string, kept: string): number {
   return bytes
 }
 
+/** What the VM's base holds on the SR: its disks' physical_utilisation. */
+async function baseBytes(client: Awaited<ReturnType<typeof login>>): Promise<number> {
+  const vdis = await client.session.call<Record<string, Record<string, unknown>>>('VDI.get_all_records')
+  return Object.values(vdis)
+    .filter((v) => (v.other_config as Record<string, string>)[OC_BASE_OF])
+    .reduce((sum, v) => sum + Number(v.physical_utilisation), 0)
+}
+
 export async function benchIncremental(
   m: Machine,
   options: Options,
   work: string,
   size: number,
+  cbt = false,
 ): Promise<IncrementalRow> {
   const share = 0.02
-  const dir = join(work, `incremental-${size}g`)
+  const label = cbt ? 'incremental (cbt)' : 'incremental'
+  const dir = join(work, `incremental-${cbt ? 'cbt-' : ''}${size}g`)
   const staging = join(dir, 'staging')
   const kept = join(dir, 'kept')
   mkdirSync(kept, { recursive: true })
@@ -70,10 +87,16 @@ export async function benchIncremental(
       backupDir: staging,
       incremental: true,
       fullEvery: 100,
+      ...(cbt ? { cbt: true } : {}),
       keepRestoredFiles: true,
       ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
     })
     const client = await login(sim.url, options.tls?.fingerprint)
+    if (cbt) {
+      const network = (await client.session.call<string[]>('network.get_all'))[0]!
+      await client.session.call('network.add_purpose', network, options.tls ? 'nbd' : 'insecure_nbd')
+    }
+    const held: number[] = []
     const vm = (await client.session.call<string[]>('VM.get_by_name_label', 'big'))[0]!
     const vbd = (await client.session.call<string[]>('VM.get_VBDs', vm))[0]!
     const vdiUuid = await client.session.call<string>(
@@ -86,7 +109,8 @@ export async function benchIncremental(
     const full = await m.hook('pre-exec.js', config)
     const fullBytes = keep(staging, kept)
     await m.untimedHook('post-exec.js', config)
-    console.log(`incremental ${size} GiB: full run ${fullBytes} bytes in ${full.seconds.toFixed(1)} s`)
+    held.push(await baseBytes(client))
+    console.log(`${label} ${size} GiB: full run ${fullBytes} bytes in ${full.seconds.toFixed(1)} s`)
 
     const row: IncrementalRow['incremental'] = {
       changedBytes: 0,
@@ -103,11 +127,12 @@ export async function benchIncremental(
       row.seconds.push(run.seconds)
       row.bytes.push(keep(staging, kept))
       await m.untimedHook('post-exec.js', config)
+      held.push(await baseBytes(client))
     }
     row.medianBytes = median(row.bytes)
     row.medianSeconds = median(row.seconds)
     console.log(
-      `incremental ${size} GiB, ${(share * 100).toFixed(0)} % changed (${row.changedBytes} bytes): ${row.medianBytes} bytes in ${row.medianSeconds.toFixed(2)} s (median of ${DELTAS}); ${(row.medianBytes / row.changedBytes).toFixed(3)}x the changed bytes, ${(row.medianSeconds / full.seconds).toFixed(3)} of the full's time`,
+      `${label} ${size} GiB, ${(share * 100).toFixed(0)} % changed (${row.changedBytes} bytes): ${row.medianBytes} bytes in ${row.medianSeconds.toFixed(2)} s (median of ${DELTAS}); ${(row.medianBytes / row.changedBytes).toFixed(3)}x the changed bytes, ${(row.medianSeconds / full.seconds).toFixed(3)} of the full's time`,
     )
 
     // A restore of the full alone, then of the full and every delta (the files put back as Data
@@ -144,7 +169,7 @@ export async function benchIncremental(
       chainMBps: chain.bytes / 1e6 / chain.seconds,
     }
     console.log(
-      `incremental ${size} GiB restore: the full alone ${restore.fullMBps.toFixed(0)} MB/s (${alone.seconds.toFixed(1)} s), the full and ${DELTAS} deltas ${restore.chainMBps.toFixed(0)} MB/s (${chain.seconds.toFixed(1)} s, ${chain.bytes} bytes): ${(restore.chainMBps / restore.fullMBps).toFixed(2)}x`,
+      `${label} ${size} GiB restore: the full alone ${restore.fullMBps.toFixed(0)} MB/s (${alone.seconds.toFixed(1)} s), the full and ${DELTAS} deltas ${restore.chainMBps.toFixed(0)} MB/s (${chain.seconds.toFixed(1)} s, ${chain.bytes} bytes): ${(restore.chainMBps / restore.fullMBps).toFixed(2)}x`,
     )
     const metadata = 64 * 1024
     const targets = {
@@ -153,7 +178,10 @@ export async function benchIncremental(
       restore: restore.chainMBps >= 0.9 * restore.fullMBps,
     }
     console.log(
-      `incremental targets: bytes ${targets.bytes ? 'met' : 'MISSED'}, time ${targets.time ? 'met' : 'MISSED'}, chain restore ${targets.restore ? 'met' : 'MISSED'}`,
+      `${label} ${size} GiB: the base holds ${median(held)} bytes on the SR between runs (median of ${held.length})`,
+    )
+    console.log(
+      `${label} targets: bytes ${targets.bytes ? 'met' : 'MISSED'}, time ${targets.time ? 'met' : 'MISSED'}, chain restore ${targets.restore ? 'met' : 'MISSED'}`,
     )
     return {
       sizeGiB: size,
@@ -163,6 +191,8 @@ export async function benchIncremental(
       incremental: row,
       restore,
       targets,
+      cbt,
+      baseBytes: held,
     }
   } finally {
     await sim.close()

@@ -34,6 +34,7 @@ const results = {
   import: [] as ImportRow[],
   concurrency: [] as Awaited<ReturnType<typeof benchConcurrency>>,
   incremental: undefined as IncrementalRow | undefined,
+  incrementalCbt: undefined as IncrementalRow | undefined,
   vhdVerifier: [] as VhdRow[],
   nbd: [] as NbdRow[],
   ...({} as Partial<Awaited<ReturnType<typeof benchPlanning>>>),
@@ -49,8 +50,10 @@ try {
   if (options.parts.has('vhd')) results.vhdVerifier = benchVhd()
   for (const size of options.parts.has('nbd') ? options.sizes : [])
     results.nbd.push(...(await benchNbd(machine, options, work, size)))
-  if (options.parts.has('incremental'))
+  if (options.parts.has('incremental')) {
     results.incremental = await benchIncremental(machine, options, work, options.incrementalGiB)
+    results.incrementalCbt = await benchIncremental(machine, options, work, options.incrementalGiB, true)
+  }
 } finally {
   rmSync(work, { recursive: true, force: true })
 }

@@ -12,8 +12,9 @@
 //   a READ not aligned to 512 bytes gets EINVAL, a WRITE EPERM, DISC ends the connection; a read
 //   is sent in 512 KiB pieces after its reply header.
 // Faults: nbd-refused (every connection closed at once), nbd-cut:SIZE (a connection dropped
-// after SIZE bytes of data).
+// after SIZE bytes of data), nbd-stall:SECONDS (each read stops that long after its header).
 import { open, type FileHandle } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createServer, type Server, type Socket } from 'node:net'
 import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls'
 import type { AddressInfo } from 'node:net'
@@ -259,12 +260,24 @@ export class NbdListener {
         continue
       }
       simpleReply(socket, handle, 0)
+      const stall = this.sim.faults.get('nbd-stall')
+      // A host slow to send: the read waits, and ends when the client goes.
+      if (stall) await stalled(socket, Number(stall.arg) * 1000, this.sim.closing)
       // Past the end, Block.read fails after the header: xapi-nbd drops the connection.
       if (offset + length > size) return void socket.destroy()
       allowance = await sendData(socket, disk, offset, length, allowance)
       if (allowance < 0) return void socket.destroy()
     }
   }
+}
+
+/** Waits `ms`, or until the client closes the connection or the simulator stops. */
+async function stalled(socket: Socket, ms: number, closing: AbortSignal): Promise<void> {
+  const gone = new AbortController()
+  const onClose = (): void => gone.abort()
+  socket.once('close', onClose)
+  await sleep(ms, undefined, { signal: AbortSignal.any([gone.signal, closing]) }).catch(() => undefined)
+  socket.off('close', onClose)
 }
 
 function simpleReply(socket: Socket, handle: Buffer, error: number): void {

@@ -10,7 +10,7 @@ import { DpxenError, XapiError, isXapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { keepAsBase, keepAsCbtBase } from '../pool/base.js'
 import type { VmDisk } from '../pool/disks.js'
-import type { ChainDisk } from '../staging/chain.js'
+import { chainDisk, type ChainDisk } from '../staging/chain.js'
 import { NbdConnection, readAhead, type NbdTarget } from '../xapi/nbd.js'
 import { READ_SIZE } from '../xapi/raw-get.js'
 import { CheckedIntake } from '../xva/intake.js'
@@ -74,8 +74,8 @@ export async function nbdTargets(ctx: VmBackupContext, vdi: string): Promise<Nbd
     'VDI.get_nbd_info',
     vdi,
   )
-  const tls = (await ctx.host.call<Record<string, Record<string, unknown>>>('network.get_all_records')) ?? {}
-  const secure = Object.values(tls).some((n) => (n.purpose as string[] | undefined)?.includes('nbd'))
+  const networks = await ctx.host.call<Record<string, Record<string, unknown>>>('network.get_all_records')
+  const secure = Object.values(networks).some((n) => (n.purpose as string[] | undefined)?.includes('nbd'))
   return infos.map((i) => ({
     address: i.address,
     port: Number(i.port),
@@ -140,8 +140,9 @@ export async function exportCbtDelta(
   disk: VmDisk,
   baseVdi: string,
   file: string,
+  where: Pick<ChainDisk, 'srName' | 'vmVdi'>,
   onBytes: (bytes: number) => void,
-): Promise<Omit<ChainDisk, 'srName' | 'vmVdi'>> {
+): Promise<ChainDisk> {
   const size = Number(await ctx.host.call<string>('VDI.get_virtual_size', disk.vdi))
   const blocks = await changedBlocks(ctx, disk, baseVdi, size)
   const targets = await nbdTargets(ctx, disk.vdi)
@@ -174,16 +175,7 @@ export async function exportCbtDelta(
         )
       },
     )
-    return {
-      userdevice: disk.userdevice,
-      file,
-      bytes: result.bytes,
-      xxh64: result.xxh64,
-      virtualSize: result.summary.virtualSize,
-      blocks: result.summary.blocks,
-      snapshotVdi: uuid,
-      baseVdi: parentUuid,
-    }
+    return chainDisk(disk.userdevice, file, result, { snapshotVdi: uuid, baseVdi: parentUuid, ...where })
   } finally {
     await Promise.all(connections.map((c) => c.close()))
   }

@@ -17,6 +17,7 @@ import { descendsFrom, dropBases, dropUnsettled, findBase, type Base } from '../
 import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
+  chainDisk,
   chainNames,
   runNameAfter,
   writeChainManifest,
@@ -149,9 +150,11 @@ async function exportDisks(
     }
     if (cbt && baseVdi) {
       ctx.onStatus?.(`reading the changed blocks of disk ${disk.userdevice} over NBD`)
-      const delta = await exportCbtDelta(ctx, plan, disk, baseVdi, file, (n) => ctx.onBytes?.(out.bytes + n))
+      const delta = await exportCbtDelta(ctx, plan, disk, baseVdi, file, where, (n) =>
+        ctx.onBytes?.(out.bytes + n),
+      )
       out.bytes += delta.bytes
-      out.disks.push({ ...delta, ...where })
+      out.disks.push(delta)
       continue
     }
     const result = await transferToFile(ctx.host, ctx.log, {
@@ -171,17 +174,13 @@ async function exportDisks(
         `disk ${disk.userdevice} of ${plan.name}: the host sent a ${result.summary.type === 3 ? 'whole disk' : 'delta'} where a ${baseVdi ? 'delta' : 'whole disk'} was asked for`,
       )
     out.bytes += result.bytes
-    out.disks.push({
-      userdevice: disk.userdevice,
-      file,
-      bytes: result.bytes,
-      xxh64: result.xxh64,
-      virtualSize: result.summary.virtualSize,
-      blocks: result.summary.blocks,
-      snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
-      ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
-      ...where,
-    })
+    out.disks.push(
+      chainDisk(disk.userdevice, file, result, {
+        snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
+        ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
+        ...where,
+      }),
+    )
   }
   return out
 }

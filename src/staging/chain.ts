@@ -26,6 +26,24 @@ export interface ChainDisk {
   vmVdi?: string
 }
 
+/** A disk's entry in a chain manifest: its checked VHD file, and the disks it came from. */
+export function chainDisk(
+  userdevice: string,
+  file: string,
+  vhd: { bytes: number; xxh64: string; summary: { virtualSize: number; blocks: number } },
+  from: Pick<ChainDisk, 'snapshotVdi' | 'baseVdi' | 'srName' | 'vmVdi'>,
+): ChainDisk {
+  return {
+    userdevice,
+    file,
+    bytes: vhd.bytes,
+    xxh64: vhd.xxh64,
+    virtualSize: vhd.summary.virtualSize,
+    blocks: vhd.summary.blocks,
+    ...from,
+  }
+}
+
 /** The VM's records at the run (xapi's /export_metadata), from which a lost VM is made again. */
 export interface ChainMetadata {
   file: string

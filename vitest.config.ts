@@ -21,6 +21,7 @@ const endToEnd = [
   'test/live/contract.test.ts',
   'test/transport.test.ts',
   'test/backup/incremental.test.ts',
+  'test/backup/cbt.test.ts',
   'test/reliability/incremental-faults.test.ts',
   'test/reliability/matrix3.test.ts',
   'test/package.test.ts',

@@ -9,6 +9,7 @@
 import { DpxenError, XapiError, isXapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { keepAsBase, keepAsCbtBase } from '../pool/base.js'
+import { exists } from '../pool/disks.js'
 import type { VmDisk } from '../pool/disks.js'
 import { chainDisk, type ChainDisk } from '../staging/chain.js'
 import { NbdConnection, readAhead, type NbdTarget } from '../xapi/nbd.js'
@@ -99,7 +100,8 @@ async function changedBlocks(
     const bitmap = await ctx.host.call<string>('VDI.list_changed_blocks', baseVdi, disk.vdi)
     return blocksOfBitmap(Buffer.from(bitmap, 'base64'), size)
   } catch (error) {
-    if (!isXapiError(error)) throw error
+    // A base deleted during the run is no CBT failure: the run goes on as a new chain, as with VHD deltas.
+    if (!isXapiError(error) || !(await exists(ctx.host, 'VDI', baseVdi))) throw error
     throw new CbtUnusable(
       `changed block tracking cannot compare disk ${disk.userdevice} with the base (${[error.xapiCode, ...error.params.filter((p) => p !== '')].join(' ')}): reset by a storage migration, or turned off and on again`,
       false,

@@ -2,7 +2,8 @@
 // delta export, a delta export cut short, a chain with a missing, damaged or misplaced file,
 // and SIGTERM during a delta export and during a chain restore. Whatever happens: no snapshot
 // but the one base, no partial file, and the VM's disks untouched by a restore that is refused
-// or stopped.
+// or stopped. Each case runs on both delta paths: the host's VHD export, and changed block
+// tracking (cbt) with the changed blocks read over TLS NBD, its base kept as disks without data.
 import {
   copyFileSync,
   existsSync,
@@ -22,15 +23,39 @@ import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
 import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
 import { world } from '../helpers/world.js'
-import { OC_BASE_RUN } from '../../src/pool/tags.js'
+import { OC_BASE_OF, OC_BASE_RUN } from '../../src/pool/tags.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
 
+type Rec = Record<string, unknown>
+
+/** How each delta path is reached, and how the host fails it. */
+const PATHS = [
+  {
+    path: 'vhd',
+    cbt: false,
+    cut: 'vhd-truncate:3MiB',
+    stall: (s: number) => `export-stall:${s}`,
+    baseGone: 'vhd-base-gone',
+    reading: /Debian: exporting disk \d/,
+  },
+  {
+    path: 'cbt',
+    cbt: true,
+    cut: 'nbd-cut:3MiB',
+    stall: (s: number) => `nbd-stall:${s}`,
+    baseGone: 'cbt-base-gone',
+    reading: /Debian: reading the changed blocks of disk \d over NBD/,
+  },
+] as const
+type DeltaPath = (typeof PATHS)[number]
+
 /** A pool, an incremental configuration, and a way to run backups whose files are kept aside. */
-async function chainWorld(extra: Record<string, unknown> = {}) {
-  const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, ...extra })
+async function chainWorld(p: DeltaPath, extra: Record<string, unknown> = {}) {
+  const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, cbt: p.cbt, ...extra })
   mkdirSync(w.backupDir)
+  if (p.cbt) await w.xapi.call('network.add_purpose', (await w.xapi.call<string[]>('network.get_all'))[0], 'nbd')
   const kept = tempDir()
   const vm = await w.xapi.vmByName('Debian')
   /** One backup as Data Protector runs it: pre-exec, the files kept, post-exec. */
@@ -50,29 +75,33 @@ async function chainWorld(extra: Record<string, unknown> = {}) {
       .filter((n) => n.endsWith('.chain.json'))
       .sort()
       .map((n) => JSON.parse(readFileSync(join(kept, n), 'utf8')) as ChainManifest)
-  const base = async (): Promise<string[]> =>
-    (await snapshots(w.xapi)).map((s) => String((s.other_config as Record<string, string>)[OC_BASE_RUN]))
+  /** The runs kept as bases: snapshot VMs, or (cbt) disks alone tagged with their run. */
+  const base = async (): Promise<string[]> => {
+    const vdis = Object.values(await w.xapi.call<Record<string, Rec>>('VDI.get_all_records')).filter(
+      (r) => (r.other_config as Record<string, string>)[OC_BASE_OF] && !(r.VBDs as string[]).length,
+    )
+    const runs = [...(await snapshots(w.xapi)), ...vdis].map((r) =>
+      String((r.other_config as Record<string, string>)[OC_BASE_RUN]),
+    )
+    return [...new Set(runs)]
+  }
   const putBack = (): void => {
     for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
   }
   return { ...w, kept, vm, backUp, manifests, base, putBack }
 }
 
-describe('incremental backups: faults', () => {
+describe.each(PATHS)('incremental backups: faults ($path deltas)', (p) => {
   it('the base snapshot removed between runs: the next run is a full, a new chain', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     expect((await w.backUp()).code).toBe(0)
     // An administrator deletes the base snapshot (and its disks) in XenCenter.
-    for (const snap of await w.xapi.call<string[]>('VM.get_all')) {
-      if (!(await w.xapi.call('VM.get_is_a_snapshot', snap))) continue
-      const vdis: string[] = []
-      for (const vbd of await w.xapi.call<string[]>('VM.get_VBDs', snap))
-        if ((await w.xapi.call('VBD.get_type', vbd)) === 'Disk')
-          vdis.push(await w.xapi.call<string>('VBD.get_VDI', vbd))
-      await w.xapi.call('VM.destroy', snap)
-      for (const vdi of vdis) await w.xapi.call('VDI.destroy', vdi)
-    }
+    for (const snap of await w.xapi.call<string[]>('VM.get_all'))
+      if (await w.xapi.call('VM.get_is_a_snapshot', snap)) await w.xapi.call('VM.destroy', snap)
+    for (const vdi of await w.xapi.call<string[]>('VDI.get_all'))
+      if (await w.xapi.call('VDI.get_is_a_snapshot', vdi)) await w.xapi.call('VDI.destroy', vdi)
     expect(await snapshots(w.xapi)).toEqual([])
+    expect(await w.base()).toEqual([])
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     const second = await w.backUp()
     expect(second.text).toMatch(/Debian: full run \(no base snapshot on the host/)
@@ -81,10 +110,10 @@ describe('incremental backups: faults', () => {
   })
 
   it('the base deleted under the delta export: this run becomes a full, a new chain', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
-    w.sim.faults.add('vhd-base-gone')
+    w.sim.faults.add(p.baseGone)
     const second = await w.backUp()
     expect(second.code, second.text).toBe(0)
     expect(second.text).toMatch(
@@ -97,11 +126,11 @@ describe('incremental backups: faults', () => {
   })
 
   it('a delta export cut short: the VM fails, no file is left, the base stays; the next run is a delta against it', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
-    w.sim.faults.add('vhd-truncate:3MiB')
+    w.sim.faults.add(p.cut)
     const cut = await run(runPreExec, [w.config])
     expect(cut.code).toBe(5)
     expect(cut.text).toMatch(/Debian: FAILED: /)
@@ -116,7 +145,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a session that did not back up the files (SMEXIT 12): the run is not a base; the next delta is against the run before', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     expect((await w.backUp({ SMEXIT: '0' })).post).toMatch(
       /Debian: run \S+ is the base of the next incremental run/,
     )
@@ -142,7 +171,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('a chain with a missing, damaged or misplaced file is refused; the pool is not touched', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     for (const seed of ['', 'one', 'two']) {
       if (seed) await guestWrites(w.sim, w.xapi, w.vm, seed, 0.5)
       expect((await w.backUp()).code).toBe(0)
@@ -177,26 +206,33 @@ describe('incremental backups: faults', () => {
   })
 
   it("SIGTERM during a delta export: exit 130, the run's snapshot and files gone, the base kept", async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p, { progressInterval: 0.2 })
     expect((await w.backUp()).code).toBe(0)
     const [first] = w.manifests()
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
-    w.sim.faults.add('export-stall:30')
-    const { result, stopMs } = await terminateWhen(PRE_EXEC, [w.config], /incremental run 1 of chain/, 300)
-    expect(result.exitCode).toBe(130)
+    w.sim.faults.add(p.stall(30))
+    const { result, stopMs } = await terminateWhen(PRE_EXEC, [w.config], p.reading, 200)
+    expect(result.exitCode, `${result.signal} ${result.stdout}\n${result.stderr}`).toBe(130)
     expect(stopMs).toBeLessThan(10_000)
+    expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
     expect(await w.base()).toEqual([first!.run])
-    expect(readdirSync(w.backupDir).filter((n) => n.endsWith('.partial'))).toEqual([])
+    expect(await snapshots(w.xapi)).toHaveLength(p.cbt ? 0 : 1)
+    // Nothing partial is left, nor a disk file of the run (the next hook removes what it finished).
+    expect(readdirSync(w.backupDir).filter((n) => n.endsWith('.partial') || n.endsWith('.vhd'))).toEqual([])
+    // The next run goes on from the kept base, with a delta.
+    w.sim.faults.clear()
+    expect((await w.backUp()).code).toBe(0)
+    expect(w.manifests()[1]!.parentRun).toBe(first!.run)
   })
 
   it('a host that pauses mid-transfer (delta export, then chain import): both go on, with progress lines, and the disks come back', async () => {
-    const w = await chainWorld({ progressInterval: 0.2 })
+    const w = await chainWorld(p, { progressInterval: 0.2 })
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
-    w.sim.faults.add('export-stall:1')
+    w.sim.faults.add(p.stall(1))
     const delta = await w.backUp()
     expect(delta.code, delta.text).toBe(0)
-    expect(delta.text).toMatch(/Debian: exporting disk \d/)
+    expect(delta.text).toMatch(p.reading)
     const now = await diskHashes(w.sim.url, w.xapi, w.vm)
     w.sim.faults.clear()
     await guestWrites(w.sim, w.xapi, w.vm, 'damage', 0.5)
@@ -209,7 +245,7 @@ describe('incremental backups: faults', () => {
   })
 
   it('SIGTERM during a chain restore: exit 130, the rebuilt disks removed, the VM as it was', async () => {
-    const w = await chainWorld()
+    const w = await chainWorld(p)
     expect((await w.backUp()).code).toBe(0)
     await guestWrites(w.sim, w.xapi, w.vm, 'one', 0.5)
     expect((await w.backUp()).code).toBe(0)

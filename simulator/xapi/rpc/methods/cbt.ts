@@ -2,6 +2,7 @@
 // data_destroy and list_changed_blocks (model/cbt-ops.ts); network purposes, VDI.get_nbd_info
 // and host.get_server_certificate (model/nbd-info.ts).
 import { dataDestroy, listChangedBlocks, setCbt } from '../../model/cbt-ops.js'
+import { destroyVdi } from '../../model/storage.js'
 import { addPurpose, nbdInfo, removePurpose } from '../../model/nbd-info.js'
 import type { MethodTable, ParamSpec } from '../dispatch.js'
 
@@ -16,7 +17,11 @@ export function registerCbt(table: MethodTable): void {
       { name: 'vdi_from', type: 'ref:VDI' },
       { name: 'vdi_to', type: 'ref:VDI' },
     ],
-    run: ({ sim }, [from, to]) => listChangedBlocks(sim, String(from), String(to)),
+    run: async ({ sim }, [from, to]) => {
+      // Fault cbt-base-gone: the base deleted (by someone, in XenCenter) as the run asks.
+      if (sim.faults.take('cbt-base-gone')) await destroyVdi(sim, String(from))
+      return listChangedBlocks(sim, String(from), String(to))
+    },
   })
 }
 

@@ -12,7 +12,7 @@ import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { OC_BASE_OF } from '../../src/pool/tags.js'
 import { backupSpec } from '../helpers/dp.js'
-import { diskHashes, guestWrites } from '../helpers/pool.js'
+import { diskHashes, guestWrites, serveNbd } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { world } from '../helpers/world.js'
 
@@ -36,8 +36,7 @@ async function kept(xapi: TestClient) {
 async function cbtWorld(purpose: 'nbd' | 'insecure_nbd' | undefined, extra: Record<string, unknown> = {}) {
   const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, cbt: true, ...extra })
   mkdirSync(w.backupDir)
-  if (purpose)
-    await w.xapi.call('network.add_purpose', (await w.xapi.call<string[]>('network.get_all'))[0], purpose)
+  if (purpose) await serveNbd(w.xapi, purpose)
   const store = new Store(join(w.dir, 'store'))
   const vm = await w.xapi.vmByName('Debian')
   const session = async () => {

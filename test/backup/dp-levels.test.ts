@@ -11,7 +11,7 @@ import { runRestoreSession } from '../../simulator/dp/restore.js'
 import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { backupSpec } from '../helpers/dp.js'
-import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
+import { baseRuns, diskHashes, guestWrites, serveNbd, snapshots } from '../helpers/pool.js'
 import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
@@ -96,69 +96,89 @@ describe("Data Protector's backup level drives the chain", () => {
     expect(lines[2]).toMatch(/full run \(the chain has 2 run\(s\) \(fullEvery 2\)\)/)
   })
 
-  it('leveled Incrementals: each a delta against the last run of a lower level, one base kept per level, any point one restore away', async () => {
-    const w = await world({
-      mode: 'online',
-      vmName: ['Debian'],
-      incremental: true,
-      followDataProtectorLevel: true,
-    })
-    mkdirSync(w.backupDir)
-    const store = new Store(join(w.dir, 'store'))
-    const vm = await w.xapi.vmByName('Debian')
-    const spec = backupSpec(w.backupDir, {
-      preExec: hook('pre-exec.js', w.config),
-      postExec: hook('post-exec.js', w.config),
-    })
-    const runs: { id: string; run: string; hashes: string[] }[] = []
-    const against = (i: number): string => runs[i]!.run
-    // Full, Incr1, Incr2, Incr1, Incr3 (which runs as an Incr2: no Incr2 since the last Incr1).
-    const schedule: [string, (() => RegExp) | RegExp, number][] = [
-      ['full', /Debian: full run \(no base snapshot/, 1],
-      [
-        'incremental1',
-        () =>
-          new RegExp(
-            `incremental run 1 of chain \\S+, against run ${against(0)} \\(Data Protector's session is an Incremental 1`,
-          ),
-        2,
-      ],
-      [
-        'incremental2',
-        () =>
-          new RegExp(
-            `incremental run 2 of chain \\S+, against run ${against(1)} \\(Data Protector's session is an Incremental 2`,
-          ),
-        3,
-      ],
-      ['incremental1', () => new RegExp(`incremental run 1 of chain \\S+, against run ${against(0)} \\(`), 2],
-      ['incremental3', () => new RegExp(`incremental run 2 of chain \\S+, against run ${against(3)} \\(`), 3],
-    ]
-    for (const [i, [level, line, bases]] of schedule.entries()) {
-      if (i > 0) await guestWrites(w.sim, w.xapi, vm, `day-${i}`, 0.2)
-      const hashes = await diskHashes(w.sim.url, w.xapi, vm)
-      const backup = await runBackupSession(spec, { store, level })
-      const text = backup.messages.map((m) => m.text).join('\n')
-      expect(backup.status, text).toBe('Completed')
-      expect(text).toMatch(typeof line === 'function' ? line() : line)
-      const run = /Debian: run (\S+) is the base of the next incremental run/.exec(text)![1]!
-      runs.push({ id: backup.id, run, hashes })
-      // Bases kept: one per level below the newest, and the newest.
-      expect(await snapshots(w.xapi), `after ${level}`).toHaveLength(bases)
-    }
-    // Data Protector's restore of the last session brings back the Full, the second Incr1 and it.
-    await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
-    const restore = await runRestoreSession({
-      store,
-      session: runs[4]!.id,
-      trees: [],
-      conflict: 'overwrite',
-      postExec: hook('restore-post-exec.js', w.config),
-    })
-    const text = restore.messages.map((m) => m.text).join('\n')
-    expect(restore.status, text).toBe('Completed')
-    expect(text).toContain(`sessions ${runs[0]!.id}, ${runs[3]!.id}, ${runs[4]!.id}`)
-    expect(text).toMatch(/Debian: 2 disk\(s\) rebuilt from run \S+ \(a full and 2 incremental run\(s\)\)/)
-    expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(runs[4]!.hashes)
-  })
+  it.each([
+    { path: 'VHD deltas', cbt: false },
+    { path: 'CBT over NBD, bases without data', cbt: true },
+  ])(
+    'leveled Incrementals ($path): each a delta against the last run of a lower level, one base kept per level, any point one restore away',
+    async ({ cbt }) => {
+      const w = await world({
+        mode: 'online',
+        vmName: ['Debian'],
+        incremental: true,
+        followDataProtectorLevel: true,
+        cbt,
+      })
+      mkdirSync(w.backupDir)
+      if (cbt) await serveNbd(w.xapi)
+      const store = new Store(join(w.dir, 'store'))
+      const vm = await w.xapi.vmByName('Debian')
+      const spec = backupSpec(w.backupDir, {
+        preExec: hook('pre-exec.js', w.config),
+        postExec: hook('post-exec.js', w.config),
+      })
+      const runs: { id: string; run: string; hashes: string[] }[] = []
+      const against = (i: number): string => runs[i]!.run
+      // Full, Incr1, Incr2, Incr1, Incr3 (which runs as an Incr2: no Incr2 since the last Incr1).
+      const schedule: [string, (() => RegExp) | RegExp, number][] = [
+        ['full', /Debian: full run \(no base snapshot/, 1],
+        [
+          'incremental1',
+          () =>
+            new RegExp(
+              `incremental run 1 of chain \\S+, against run ${against(0)} \\(Data Protector's session is an Incremental 1`,
+            ),
+          2,
+        ],
+        [
+          'incremental2',
+          () =>
+            new RegExp(
+              `incremental run 2 of chain \\S+, against run ${against(1)} \\(Data Protector's session is an Incremental 2`,
+            ),
+          3,
+        ],
+        [
+          'incremental1',
+          () => new RegExp(`incremental run 1 of chain \\S+, against run ${against(0)} \\(`),
+          2,
+        ],
+        [
+          'incremental3',
+          () => new RegExp(`incremental run 2 of chain \\S+, against run ${against(3)} \\(`),
+          3,
+        ],
+      ]
+      for (const [i, [level, line, bases]] of schedule.entries()) {
+        if (i > 0) await guestWrites(w.sim, w.xapi, vm, `day-${i}`, 0.2)
+        const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+        const backup = await runBackupSession(spec, { store, level })
+        const text = backup.messages.map((m) => m.text).join('\n')
+        expect(backup.status, text).toBe('Completed')
+        expect(text).toMatch(typeof line === 'function' ? line() : line)
+        const run = /Debian: run (\S+) is the base of the next incremental run/.exec(text)![1]!
+        runs.push({ id: backup.id, run, hashes })
+        // Bases kept: one per level below the newest, and the newest.
+        expect(await baseRuns(w.xapi), `after ${level}`).toHaveLength(bases)
+        if (cbt) {
+          expect(text).not.toMatch(/warning|instead|a new chain/)
+          expect(await snapshots(w.xapi), `after ${level}`).toEqual([])
+        }
+      }
+      // Data Protector's restore of the last session brings back the Full, the second Incr1 and it.
+      await guestWrites(w.sim, w.xapi, vm, 'damage', 1)
+      const restore = await runRestoreSession({
+        store,
+        session: runs[4]!.id,
+        trees: [],
+        conflict: 'overwrite',
+        postExec: hook('restore-post-exec.js', w.config),
+      })
+      const text = restore.messages.map((m) => m.text).join('\n')
+      expect(restore.status, text).toBe('Completed')
+      expect(text).toContain(`sessions ${runs[0]!.id}, ${runs[3]!.id}, ${runs[4]!.id}`)
+      expect(text).toMatch(/Debian: 2 disk\(s\) rebuilt from run \S+ \(a full and 2 incremental run\(s\)\)/)
+      expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(runs[4]!.hashes)
+    },
+  )
 })

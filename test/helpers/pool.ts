@@ -2,6 +2,7 @@ import type { XapiSim } from '../../simulator/xapi/server.js'
 // Pool assertions shared by the backup and restore tests.
 import type { TestClient } from './rpc.js'
 import { expect } from 'vitest'
+import { OC_BASE_OF, OC_BASE_RUN } from '../../src/pool/tags.js'
 import { rawDisk, sha256, upload } from './xva.js'
 
 type Rec = Record<string, unknown>
@@ -13,6 +14,25 @@ export async function records(xapi: TestClient, cls: string): Promise<Record<str
 /** Snapshots in the pool (any VM with is_a_snapshot). */
 export async function snapshots(xapi: TestClient): Promise<Rec[]> {
   return Object.values(await records(xapi, 'VM')).filter((vm) => vm.is_a_snapshot)
+}
+
+/**
+ * The runs dpxen keeps as incremental bases, oldest first as the pool lists them: snapshot VMs,
+ * and (cbt) disks kept alone, tagged with their run.
+ */
+export async function baseRuns(xapi: TestClient): Promise<string[]> {
+  const vdis = Object.values(await records(xapi, 'VDI')).filter(
+    (r) => (r.other_config as Record<string, string>)[OC_BASE_OF] && !(r.VBDs as string[]).length,
+  )
+  const runs = [...(await snapshots(xapi)), ...vdis].map((r) =>
+    String((r.other_config as Record<string, string>)[OC_BASE_RUN]),
+  )
+  return [...new Set(runs)]
+}
+
+/** Gives the pool's first network the nbd purpose (TLS NBD), as cbt runs need. */
+export async function serveNbd(xapi: TestClient, purpose: 'nbd' | 'insecure_nbd' = 'nbd'): Promise<void> {
+  await xapi.call('network.add_purpose', (await xapi.call<string[]>('network.get_all'))[0], purpose)
 }
 
 /** name -> power state of every VM that is not a template or the control domain. */

@@ -21,14 +21,11 @@ import { runPreExec } from '../../src/backup/run.js'
 import { runRestorePostExec } from '../../src/restore/run.js'
 import type { ChainManifest } from '../../src/staging/chain.js'
 import { run, tempDir, terminateWhen } from '../helpers/hooks.js'
-import { diskHashes, guestWrites, snapshots } from '../helpers/pool.js'
+import { baseRuns, diskHashes, guestWrites, serveNbd, snapshots } from '../helpers/pool.js'
 import { world } from '../helpers/world.js'
-import { OC_BASE_OF, OC_BASE_RUN } from '../../src/pool/tags.js'
 
 const PRE_EXEC = fileURLToPath(new URL('../../dist/hooks/pre-exec.js', import.meta.url))
 const RESTORE = fileURLToPath(new URL('../../dist/hooks/restore-post-exec.js', import.meta.url))
-
-type Rec = Record<string, unknown>
 
 /** How each delta path is reached, and how the host fails it. */
 const PATHS = [
@@ -55,7 +52,7 @@ type DeltaPath = (typeof PATHS)[number]
 async function chainWorld(p: DeltaPath, extra: Record<string, unknown> = {}) {
   const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, cbt: p.cbt, ...extra })
   mkdirSync(w.backupDir)
-  if (p.cbt) await w.xapi.call('network.add_purpose', (await w.xapi.call<string[]>('network.get_all'))[0], 'nbd')
+  if (p.cbt) await serveNbd(w.xapi)
   const kept = tempDir()
   const vm = await w.xapi.vmByName('Debian')
   /** One backup as Data Protector runs it: pre-exec, the files kept, post-exec. */
@@ -75,16 +72,7 @@ async function chainWorld(p: DeltaPath, extra: Record<string, unknown> = {}) {
       .filter((n) => n.endsWith('.chain.json'))
       .sort()
       .map((n) => JSON.parse(readFileSync(join(kept, n), 'utf8')) as ChainManifest)
-  /** The runs kept as bases: snapshot VMs, or (cbt) disks alone tagged with their run. */
-  const base = async (): Promise<string[]> => {
-    const vdis = Object.values(await w.xapi.call<Record<string, Rec>>('VDI.get_all_records')).filter(
-      (r) => (r.other_config as Record<string, string>)[OC_BASE_OF] && !(r.VBDs as string[]).length,
-    )
-    const runs = [...(await snapshots(w.xapi)), ...vdis].map((r) =>
-      String((r.other_config as Record<string, string>)[OC_BASE_RUN]),
-    )
-    return [...new Set(runs)]
-  }
+  const base = (): Promise<string[]> => baseRuns(w.xapi)
   const putBack = (): void => {
     for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
   }

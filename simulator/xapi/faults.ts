@@ -23,6 +23,7 @@ export const FAULT_KINDS = [
   'nbd-refused', // every NBD connection is closed at once (a firewall, xapi-nbd not running)
   'nbd-cut', // an NBD connection is dropped after ARG bytes of data (a network cut mid-read)
   'nbd-stall', // every NBD read stops for ARG seconds after its reply header (a host that hangs mid-read)
+  'nbd-hang', // the storage under every NBD read hangs for ARG seconds after its reply header: the read outlives a client that goes, the disk attached to dom0 (VDI.destroy: VDI_IN_USE) until it ends
   'cbt-base-gone', // once: the base (vdi_from) of the next VDI.list_changed_blocks is destroyed just before it answers (HANDLE_INVALID), as when someone deletes it during the run
   'cbt-reset', // once: the next snapshot of a disk with CBT finds its log gone, CBT turned off under it (SM's _disable_cbt_on_error, a storage migration)
 ] as const
@@ -68,7 +69,7 @@ export function parseFault(spec: string): Fault {
       'call-fail needs METHOD@N, e.g. call-fail:VBD.create@2 (the 2nd VBD.create and later fail)',
     )
   if (
-    (kind === 'export-stall' || kind === 'import-stall' || kind === 'shutdown-slow') &&
+    ['export-stall', 'import-stall', 'shutdown-slow', 'nbd-stall', 'nbd-hang'].includes(kind!) &&
     !(Number(arg) >= 0)
   ) {
     throw new Error(`${kind} needs seconds, e.g. ${kind}:30`)

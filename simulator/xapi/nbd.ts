@@ -12,7 +12,9 @@
 //   a READ not aligned to 512 bytes gets EINVAL, a WRITE EPERM, DISC ends the connection; a read
 //   is sent in 512 KiB pieces after its reply header.
 // Faults: nbd-refused (every connection closed at once), nbd-cut:SIZE (a connection dropped
-// after SIZE bytes of data), nbd-stall:SECONDS (each read stops that long after its header).
+// after SIZE bytes of data), nbd-stall:SECONDS (each read stops that long after its header, or
+// until the client goes), nbd-hang:SECONDS (each read's storage hangs that long, client or not:
+// the disk stays attached to dom0 meanwhile).
 import { open, type FileHandle } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createServer, type Server, type Socket } from 'node:net'
@@ -263,6 +265,11 @@ export class NbdListener {
       const stall = this.sim.faults.get('nbd-stall')
       // A host slow to send: the read waits, and ends when the client goes.
       if (stall) await stalled(socket, Number(stall.arg) * 1000, this.sim.closing)
+      // Storage that hangs under the read: blocked in the kernel, it ends when the storage answers.
+      const hang = this.sim.faults.get('nbd-hang')
+      if (hang)
+        await sleep(Number(hang.arg) * 1000, undefined, { signal: this.sim.closing }).catch(() => undefined)
+      if (socket.destroyed) return
       // Past the end, Block.read fails after the header: xapi-nbd drops the connection.
       if (offset + length > size) return void socket.destroy()
       allowance = await sendData(socket, disk, offset, length, allowance)

@@ -14,7 +14,7 @@ import { DpxenError, messageOf, XapiError } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
 import { descendsFrom, dropBases, dropUnsettled, findBase, type Base } from '../pool/base.js'
-import { destroyVmAndDisks, exists, vmDisks, type VmDisk } from '../pool/disks.js'
+import { exists, vmDisks, type VmDisk } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
   chainDisk,
@@ -31,7 +31,13 @@ import { XvaVerifier } from '../xva/verify.js'
 import { CbtUnusable, cbtForRun, exportCbtDelta, keepRunAsBase } from './cbt.js'
 import { transferToFile } from './export.js'
 import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
-import { backupOnline, reserveSpace, type VmBackupContext, type VmBackupResult } from './vm.js'
+import {
+  backupOnline,
+  removeSnapshot,
+  reserveSpace,
+  type VmBackupContext,
+  type VmBackupResult,
+} from './vm.js'
 
 /**
  * With followDataProtectorLevel, what the session's level (MODE) asks of this run: a Full (a new
@@ -434,15 +440,4 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
   } finally {
     release()
   }
-}
-
-async function removeSnapshot(ctx: VmBackupContext, plan: VmPlan, snap: string): Promise<void> {
-  ctx.onStatus?.('removing the snapshot')
-  await destroyVmAndDisks(ctx.host, snap, ctx.log).catch((error: unknown) => {
-    throw new DpxenError(
-      'VM_FAILED',
-      `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,
-      { cause: error },
-    )
-  })
 }

@@ -104,19 +104,33 @@ export async function backupOnline(
       ctx.onStatus?.('exporting')
       return await exportAndDescribe(ctx, plan, snap, fileName)
     } finally {
-      ctx.onStatus?.('removing the snapshot')
-      await destroyVmAndDisks(ctx.host, snap, ctx.log).catch((error: unknown) => {
-        throw new DpxenError(
-          'VM_FAILED',
-          `the snapshot of ${plan.name} could not be removed: ${messageOf(error)} (dpxen removes it on its next run)`,
-          {
-            cause: error,
-          },
-        )
-      })
+      await removeSnapshot(ctx, plan, snap)
     }
   } finally {
     release()
+  }
+}
+
+/**
+ * Removes a run's snapshot and its disks. After a SIGTERM a disk the host still holds (an export
+ * or NBD read on storage that hangs) is retried for seconds, not half a minute, then left to the
+ * next run's sweep, said in a line: the hook must end while Data Protector waits.
+ */
+export async function removeSnapshot(ctx: VmBackupContext, plan: VmPlan, snap: string): Promise<void> {
+  ctx.onStatus?.('removing the snapshot')
+  try {
+    await destroyVmAndDisks(ctx.host, snap, ctx.log, ctx.signal)
+  } catch (error) {
+    const why = messageOf(error)
+    if (!ctx.signal.aborted)
+      throw new DpxenError(
+        'VM_FAILED',
+        `the snapshot of ${plan.name} could not be removed: ${why} (the next run, or dpxen recover, removes it)`,
+        { cause: error },
+      )
+    ctx.log.info(
+      `dpxen: ${plan.name}: warning: the snapshot of ${plan.name} could not be removed: ${why} (the next run, or dpxen recover, removes it)`,
+    )
   }
 }
 

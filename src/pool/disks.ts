@@ -11,8 +11,6 @@ import type { DiskSlot } from './view.js'
 
 type Rec = Record<string, unknown>
 
-/** Delays between VDI.destroy attempts while xapi says VDI_IN_USE (about 30 s in all). */
-
 /** A disk of a VM with everything its VBD carries, so the VBD can be made again like it. */
 export interface VmDisk extends DiskSlot {
   otherConfig: Record<string, string>
@@ -133,9 +131,26 @@ export async function diskVdis(host: Host, vmRef: string): Promise<string[]> {
   return vdis
 }
 
-/** Destroys a VDI, retrying while xapi says it is in use (host.retryDelays). A VDI already gone is fine. */
-export async function destroyVdi(host: Host, vdi: string, log: Logger): Promise<void> {
-  const delays = host.retryDelays
+/**
+ * How long a destroy retries a busy disk once the run is aborted (SIGTERM): a host whose storage
+ * hangs holds the disk for as long as the hang lasts, and Data Protector is waiting for the hook
+ * to end. What is still busy then is left, tagged, for the next run's sweep.
+ */
+export const ABORTED_RETRY_MS = 5000
+
+/** Retries of a busy destroy: host.retryDelays, only the first ABORTED_RETRY_MS of them after an abort. */
+function retryDelays(host: Host, signal: AbortSignal | undefined): readonly number[] {
+  if (!signal?.aborted) return host.retryDelays
+  let total = 0
+  return host.retryDelays.filter((d) => (total += d) <= ABORTED_RETRY_MS)
+}
+
+/**
+ * Destroys a VDI, retrying while xapi says it is in use (host.retryDelays; bounded once `signal`
+ * has fired). A VDI already gone is fine.
+ */
+export async function destroyVdi(host: Host, vdi: string, log: Logger, signal?: AbortSignal): Promise<void> {
+  const delays = retryDelays(host, signal)
   for (let attempt = 0; ; attempt++) {
     try {
       await host.call('VDI.destroy', vdi)
@@ -150,7 +165,12 @@ export async function destroyVdi(host: Host, vdi: string, log: Logger): Promise<
 }
 
 /** Destroys a VM (or snapshot) and its disks (not CDs). A VM already gone is fine. */
-export async function destroyVmAndDisks(host: Host, vm: string, log: Logger): Promise<void> {
+export async function destroyVmAndDisks(
+  host: Host,
+  vm: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<void> {
   let vdis: string[]
   try {
     vdis = await diskVdis(host, vm)
@@ -161,7 +181,7 @@ export async function destroyVmAndDisks(host: Host, vm: string, log: Logger): Pr
   await host.call('VM.destroy', vm).catch((error: unknown) => {
     if (!isXapiError(error, 'HANDLE_INVALID')) throw error
   })
-  for (const vdi of vdis) await destroyVdi(host, vdi, log)
+  for (const vdi of vdis) await destroyVdi(host, vdi, log, signal)
 }
 
 /** Removes a VM dpxen made and no longer needs; a failure is a warning naming it, not fatal. */

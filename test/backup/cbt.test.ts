@@ -12,11 +12,14 @@ import { runBackupSession } from '../../simulator/dp/session.js'
 import { Store } from '../../simulator/dp/store.js'
 import { OC_BASE_OF } from '../../src/pool/tags.js'
 import { backupSpec } from '../helpers/dp.js'
+import { run, terminateWhen } from '../helpers/hooks.js'
+import { runPostExec } from '../../src/backup/post.js'
 import { diskHashes, guestWrites, serveNbd } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { world } from '../helpers/world.js'
 
 const dist = fileURLToPath(new URL('../../dist/', import.meta.url))
+const PRE_EXEC = join(dist, 'hooks', 'pre-exec.js')
 const hook = (name: string, config: string): string =>
   `"${process.execPath}" "${join(dist, 'hooks', name)}" "${config}"`
 
@@ -133,6 +136,50 @@ describe('incremental backups with changed block tracking (cbt)', () => {
     expect(after.text).toMatch(
       /cannot compare disk 0 with the base .*deltas come from the host's VHD export instead/,
     )
+  })
+
+  it("SIGTERM while the host's storage hangs under an NBD read: exit 130 within seconds, the busy disks left tagged and said, removed by the next hook once the host lets them go", async () => {
+    const w = await cbtWorld('nbd', { progressInterval: 0.2 })
+    await w.session()
+    await guestWrites(w.sim, w.xapi, w.vm, 'inc-1', 0.25)
+    const before = await kept(w.xapi)
+    const vdis = (await w.xapi.call<string[]>('VDI.get_all')).length
+    // The read is blocked in the host's storage: it holds the snapshot's disk (attached to dom0)
+    // for 8 s, client or not. Without a bound, the cleanup would wait out the hang.
+    w.sim.faults.add('nbd-hang:8')
+    const { result, stopMs } = await terminateWhen(
+      PRE_EXEC,
+      [w.config],
+      /reading the changed blocks of disk 0 over NBD/,
+      200,
+    )
+    expect(result.exitCode, `${result.signal} ${result.stdout}\n${result.stderr}`).toBe(130)
+    expect(stopMs).toBeLessThan(6_000)
+    expect(result.stdout).toMatch(
+      /^dpxen: Debian: warning: the snapshot of Debian could not be removed: VDI\.destroy failed: VDI_IN_USE .*\(the next run, or dpxen recover, removes it\)$/m,
+    )
+    expect(result.stdout).toMatch(/^dpxen: interrupted: stopped and cleaned up$/m)
+    // The snapshot's record is gone; its disks wait, tagged, beside the base.
+    expect((await kept(w.xapi)).snapshotVms).toEqual([])
+    expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBeGreaterThan(vdis)
+    // Once the storage answers, the next hook (Data Protector's post-exec) removes them.
+    w.sim.faults.clear()
+    const dom0Disks = async (): Promise<number> => {
+      const vms = await w.xapi.call<Record<string, Rec>>('VM.get_all_records')
+      return Object.values(await w.xapi.call<Record<string, Rec>>('VBD.get_all_records')).filter(
+        (v) => vms[String(v.VM)]?.is_control_domain === true && v.type === 'Disk',
+      ).length
+    }
+    for (let i = 0; i < 150 && (await dom0Disks()) > 0; i++) await new Promise((r) => setTimeout(r, 100))
+    expect(await dom0Disks()).toBe(0)
+    const post = await run(runPostExec, [w.config])
+    // It reports the aborted backup (exit 5) and removes what it left.
+    expect(post.code, post.text).toBe(5)
+    expect(post.text).toMatch(/^dpxen: FAILED in the backup: Debian: interrupted$/m)
+    expect(post.text).toMatch(/^dpxen: removed the leftover snapshot "disk Debian root" of an earlier run$/m)
+    expect((await w.xapi.call<string[]>('VDI.get_all')).length).toBe(vdis)
+    expect((await kept(w.xapi)).vdis.map((v) => v.uuid)).toEqual(before.vdis.map((v) => v.uuid))
+    expect((await w.session()).text).toMatch(/Debian: incremental run 1 of chain/)
   })
 
   it('no licence for CBT: said once a run, the base keeps its data, deltas from the VHD export', async () => {

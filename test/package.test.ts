@@ -2,8 +2,9 @@
 // gives one tarball; it installs with no registry (--offline, an empty cache) into a prefix of its
 // own, far from this checkout's node_modules, and that install backs up and restores a VM. The
 // same tarball merely unpacked runs with `node <dir>/…`. Then `dpxen setup` from the install
-// writes the wrappers, and Data Protector sessions (dp-sim) run through them.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+// writes the wrappers, and Data Protector sessions (dp-sim) run through them. The install also
+// runs the incremental path with changed block tracking (NBD over TLS, the VHD writer).
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -13,7 +14,15 @@ import { runRestoreSession } from '../simulator/dp/restore.js'
 import { runBackupSession } from '../simulator/dp/session.js'
 import { Store } from '../simulator/dp/store.js'
 import { backupSpec } from './helpers/dp.js'
-import { damage, diskHashes, powerStates, snapshots } from './helpers/pool.js'
+import {
+  baseRuns,
+  damage,
+  diskHashes,
+  guestWrites,
+  powerStates,
+  serveNbd,
+  snapshots,
+} from './helpers/pool.js'
 import { world } from './helpers/world.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -25,6 +34,8 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
 
 let tarball: string
 let work: string
+/** The bin folder of the offline install, once it has passed. */
+let installed: string | undefined
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'dpxen-package-'))
@@ -80,6 +91,40 @@ describe('the release tarball', () => {
     expect(await diskHashes(sim.url, xapi, vm)).toEqual(hashes)
     const version = await execa('dpxen', ['--help'], { cwd: dir, env })
     expect(version.stdout).toMatch(/^usage: dpxen /)
+    installed = bin
+  })
+
+  it('that install runs incrementals with changed block tracking: a delta read over TLS NBD, the base without data, the point restored', async () => {
+    expect(installed, 'the offline install above').toBeDefined()
+    const env = { PATH: `${installed}:${process.env.PATH}` }
+    const w = await world({ mode: 'online', vmName: ['Debian'], incremental: true, cbt: true })
+    mkdirSync(w.backupDir)
+    await serveNbd(w.xapi)
+    const vm = await w.xapi.vmByName('Debian')
+    const kept = join(w.dir, 'kept')
+    mkdirSync(kept)
+    const session = async (): Promise<string> => {
+      const pre = await execa('dpxen-pre-exec', [w.config], { cwd: w.dir, env, reject: false })
+      expect(pre.exitCode, pre.stdout).toBe(0)
+      for (const f of readdirSync(w.backupDir).filter((n) => !n.startsWith('.')))
+        copyFileSync(join(w.backupDir, f), join(kept, f))
+      const post = await execa('dpxen-post-exec', [w.config], { cwd: w.dir, env, reject: false })
+      expect(post.exitCode, post.stdout).toBe(0)
+      return pre.stdout
+    }
+    expect(await session()).toMatch(/Debian: changed block tracking enabled on disk\(s\) 0, 1/)
+    await guestWrites(w.sim, w.xapi, vm, 'inc-1', 0.25)
+    const hashes = await diskHashes(w.sim.url, w.xapi, vm)
+    const delta = await session()
+    expect(delta).toMatch(/Debian: incremental run 1 of chain/)
+    expect(delta).not.toMatch(/warning/)
+    expect(await snapshots(w.xapi)).toEqual([])
+    expect(await baseRuns(w.xapi)).toHaveLength(1)
+    await damage(w.sim.url, w.xapi, vm)
+    for (const f of readdirSync(kept)) copyFileSync(join(kept, f), join(w.backupDir, f))
+    const restore = await execa('dpxen-restore-post-exec', [w.config], { cwd: w.dir, env, reject: false })
+    expect(restore.exitCode, restore.stdout).toBe(0)
+    expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(hashes)
   })
 
   it('runs unpacked, without npm: node <dir>/dist/hooks/…', async () => {

@@ -1,23 +1,20 @@
-// Incremental online backup of one VM. A snapshot as for a full online backup; then, per disk,
-// GET /export_raw_vdi?format=vhd: the whole disk (a dynamic VHD) on the first run of a chain,
-// or, against the disk of the VM's kept base snapshot, the blocks changed since (a differencing
-// VHD). Each file is checked as it streams and named only when whole; a chain manifest names
-// the run, its parent and each file's hash. Only then is the new snapshot kept, as a pending
+// Incremental online backup of one VM. A snapshot as for a full online backup; then its disks
+// (deltas.ts): whole (a dynamic VHD) on the first run of a chain, or, against the disks of the
+// VM's kept base, the blocks changed since (a differencing VHD, from the host's VHD export or,
+// with cbt, read over NBD); and the VM's metadata. A chain manifest names the run, its parent and
+// each file's hash. Only then is the new snapshot kept, as a pending
 // base the post-exec confirms once Data Protector has the files (pool/base.ts). On any failure
 // the new snapshot goes and the old base stays, so the next run computes its deltas against the
 // last run whose files Data Protector kept. A base that vanished while its
 // delta was being exported makes this run a full: a new chain.
-import { promises as fsp } from 'node:fs'
-import { join } from 'node:path'
 import { crashPoint } from '../core/crash-points.js'
-import { DpxenError, messageOf, XapiError } from '../core/errors.js'
+import { DpxenError, messageOf } from '../core/errors.js'
 import { throwIfAborted } from '../core/signals.js'
 import { VERSION } from '../core/version.js'
 import { descendsFrom, dropBases, dropUnsettled, findBase, type Base } from '../pool/base.js'
-import { exists, vmDisks, type VmDisk } from '../pool/disks.js'
+import { vmDisks } from '../pool/disks.js'
 import { makeSnapshot } from '../pool/snapshots.js'
 import {
-  chainDisk,
   chainNames,
   runNameAfter,
   writeChainManifest,
@@ -26,9 +23,9 @@ import {
   type ChainMetadata,
 } from '../staging/chain.js'
 import { manifestName } from '../staging/manifest.js'
-import { VhdVerifier } from '../xva/vhd.js'
 import { XvaVerifier } from '../xva/verify.js'
-import { CbtUnusable, cbtForRun, exportCbtDelta, keepRunAsBase } from './cbt.js'
+import { cbtForRun, keepRunAsBase } from './cbt.js'
+import { DeltaRefused, exportChanges } from './deltas.js'
 import { transferToFile } from './export.js'
 import { deltaRefusal, snapshotRefusal, type VmPlan } from './select.js'
 import {
@@ -126,71 +123,6 @@ function runLine(
   return `dpxen: ${plan.name}: incremental run ${base!.position + 1} of chain ${base!.chain}, against run ${base!.run}${why}`
 }
 
-interface Exported {
-  disks: ChainDisk[]
-  bytes: number
-}
-
-/**
- * Exports each disk of the snapshot: whole, or the changes since `parent`'s disk (with `cbt`,
- * read over NBD from the blocks changed block tracking names; else the host's VHD delta).
- */
-async function exportDisks(
-  ctx: VmBackupContext,
-  plan: VmPlan,
-  disks: VmDisk[],
-  names: ReturnType<typeof chainNames>,
-  parent: Base | undefined,
-  cbt: boolean,
-): Promise<Exported> {
-  const out: Exported = { disks: [], bytes: 0 }
-  for (const disk of disks) {
-    throwIfAborted(ctx.signal)
-    ctx.onStatus?.(`exporting disk ${disk.userdevice}`)
-    const baseVdi = parent?.disks.get(disk.userdevice)
-    const own = plan.disks.find((d) => d.userdevice === disk.userdevice)
-    const file = names.disk(disk.userdevice)
-    const where = {
-      srName: own?.srName ?? '',
-      ...(own ? { vmVdi: await ctx.host.call<string>('VDI.get_uuid', own.vdi) } : {}),
-    }
-    if (cbt && baseVdi) {
-      ctx.onStatus?.(`reading the changed blocks of disk ${disk.userdevice} over NBD`)
-      const delta = await exportCbtDelta(ctx, plan, disk, baseVdi, file, where, (n) =>
-        ctx.onBytes?.(out.bytes + n),
-      )
-      out.bytes += delta.bytes
-      out.disks.push(delta)
-      continue
-    }
-    const result = await transferToFile(ctx.host, ctx.log, {
-      label: `${plan.name} disk ${disk.userdevice}`,
-      dir: ctx.config.backupDir,
-      fileName: file,
-      signal: ctx.signal,
-      direct: ctx.config.directIo,
-      path: '/export_raw_vdi',
-      query: { vdi: disk.vdi, format: 'vhd', ...(baseVdi ? { base: baseVdi } : {}) },
-      verifier: new VhdVerifier(),
-      onBytes: (n) => ctx.onBytes?.(out.bytes + n),
-    })
-    if (result.summary.type !== (baseVdi ? 4 : 3))
-      throw new DpxenError(
-        'EXPORT_FAILED',
-        `disk ${disk.userdevice} of ${plan.name}: the host sent a ${result.summary.type === 3 ? 'whole disk' : 'delta'} where a ${baseVdi ? 'delta' : 'whole disk'} was asked for`,
-      )
-    out.bytes += result.bytes
-    out.disks.push(
-      chainDisk(disk.userdevice, file, result, {
-        snapshotVdi: await ctx.host.call<string>('VDI.get_uuid', disk.vdi),
-        ...(baseVdi ? { baseVdi: await ctx.host.call<string>('VDI.get_uuid', baseVdi) } : {}),
-        ...where,
-      }),
-    )
-  }
-  return out
-}
-
 /**
  * The VM's records as xapi exports them just after the snapshot (/export_metadata, without its
  * snapshots): VM, disks' and network cards' records, MACs, and the vTPM's contents. A restore
@@ -223,68 +155,6 @@ async function exportMetadata(
       `the metadata the host sent for ${plan.name} describes VM ${summary.vm.uuid}, not ${plan.uuid}`,
     )
   return { file: names.metadata, bytes, xxh64, vtpm: summary.vtpms.length > 0 }
-}
-
-/** The deltas, or, when the base vanished under them, a full: a new chain. */
-async function exportChanges(
-  ctx: VmBackupContext,
-  plan: VmPlan,
-  disks: VmDisk[],
-  names: ReturnType<typeof chainNames>,
-  parent: Base | undefined,
-  cbt: boolean,
-): Promise<{ exported: Exported; parent: Base | undefined; nbd: boolean }> {
-  const removeFiles = async (): Promise<void> => {
-    for (const disk of disks)
-      await fsp.rm(join(ctx.config.backupDir, names.disk(disk.userdevice)), { force: true })
-  }
-  try {
-    return { exported: await exportDisks(ctx, plan, disks, names, parent, cbt), parent, nbd: true }
-  } catch (error) {
-    if (error instanceof CbtUnusable && parent && !ctx.signal.aborted) {
-      await removeFiles()
-      // A base with its data still gives a VHD delta; one kept as tracking metadata alone does not.
-      if (!parent.metadataOnly) {
-        ctx.log.info(
-          `dpxen: ${plan.name}: warning: ${error.reason}: this run's deltas come from the host's VHD export instead`,
-        )
-        return {
-          exported: await exportDisks(ctx, plan, disks, names, parent, false),
-          parent,
-          nbd: !error.nbd,
-        }
-      }
-      ctx.log.info(`dpxen: ${plan.name}: warning: ${error.reason}: exporting whole disks: a new chain`)
-      return {
-        exported: await exportDisks(ctx, plan, disks, names, undefined, false),
-        parent: undefined,
-        nbd: !error.nbd,
-      }
-    }
-    const refused = parent && !ctx.signal.aborted ? deltaRefusedBy(error) : undefined
-    if (refused) {
-      for (const name of [...disks.map((d) => names.disk(d.userdevice)), names.metadata])
-        await fsp.rm(join(ctx.config.backupDir, name), { force: true })
-      throw new DeltaRefused(refused, error)
-    }
-    if (!parent || ctx.signal.aborted || (await baseExists(ctx, parent))) throw error
-    ctx.log.info(
-      `dpxen: ${plan.name}: the base snapshot disappeared during the run (${messageOf(error)}); exporting whole disks: a new chain`,
-    )
-    await removeFiles()
-    return {
-      exported: await exportDisks(ctx, plan, disks, names, undefined, false),
-      parent: undefined,
-      nbd: true,
-    }
-  }
-}
-
-/** Whether the base is still on the host: its snapshot VM, or (kept as disks alone) its disks. */
-async function baseExists(ctx: VmBackupContext, base: Base): Promise<boolean> {
-  if (base.ref) return exists(ctx.host, 'VM', base.ref)
-  for (const vdi of base.disks.values()) if (!(await exists(ctx.host, 'VDI', vdi))) return false
-  return true
 }
 
 /** What the run's chain manifest says: the run, its place in the chain, and each disk's file. */
@@ -334,29 +204,6 @@ async function backupWhole(
   if (await dropBases(ctx.host, plan.uuid, plan.name, ctx.log))
     ctx.log.info(`dpxen: ${plan.name}: removed its base snapshot: a whole backup needs none`)
   return result
-}
-
-/** xapi refused to compute a delta of a disk, for a reason its records did not show. */
-class DeltaRefused extends DpxenError {
-  constructor(
-    readonly reason: string,
-    cause: unknown,
-  ) {
-    super('EXPORT_FAILED', reason, { cause })
-  }
-}
-
-/**
- * What xapi says when it cannot make a VHD delta of the disk (after the 200): vhd-tool's "Cannot
- * compute differences on non-VHD images", or VDI_TOO_LARGE; undefined for any other failure.
- */
-function deltaRefusedBy(error: unknown): string | undefined {
-  for (let e: unknown = error; e instanceof Error; e = e.cause) {
-    if (!(e instanceof XapiError)) continue
-    if (e.xapiCode === 'VDI_TOO_LARGE' || e.params.some((p) => /cannot compute differences/i.test(p)))
-      return [e.xapiCode, ...e.params.filter((p) => p !== '')].join(' ')
-  }
-  return undefined
 }
 
 export async function backupIncremental(

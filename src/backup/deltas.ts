@@ -17,6 +17,14 @@ import { transferToFile } from './export.js'
 import type { VmPlan } from './select.js'
 import type { VmBackupContext } from './vm.js'
 
+/** The run's snapshot disks, and the file names the run gives them. */
+export interface DiskRun {
+  ctx: VmBackupContext
+  plan: VmPlan
+  disks: VmDisk[]
+  names: ReturnType<typeof chainNames>
+}
+
 interface Exported {
   disks: ChainDisk[]
   bytes: number
@@ -26,14 +34,8 @@ interface Exported {
  * Exports each disk of the snapshot: whole, or the changes since `parent`'s disk (with `cbt`,
  * read over NBD from the blocks changed block tracking names; else the host's VHD delta).
  */
-async function exportDisks(
-  ctx: VmBackupContext,
-  plan: VmPlan,
-  disks: VmDisk[],
-  names: ReturnType<typeof chainNames>,
-  parent: Base | undefined,
-  cbt: boolean,
-): Promise<Exported> {
+async function exportDisks(run: DiskRun, parent: Base | undefined, cbt: boolean): Promise<Exported> {
+  const { ctx, plan, disks, names } = run
   const out: Exported = { disks: [], bytes: 0 }
   for (const disk of disks) {
     throwIfAborted(ctx.signal)
@@ -84,19 +86,17 @@ async function exportDisks(
 
 /** The deltas, or, when the base vanished under them, a full: a new chain. */
 export async function exportChanges(
-  ctx: VmBackupContext,
-  plan: VmPlan,
-  disks: VmDisk[],
-  names: ReturnType<typeof chainNames>,
+  run: DiskRun,
   parent: Base | undefined,
   cbt: boolean,
 ): Promise<{ exported: Exported; parent: Base | undefined; nbd: boolean }> {
+  const { ctx, plan, disks, names } = run
   const removeFiles = async (): Promise<void> => {
     for (const disk of disks)
       await fsp.rm(join(ctx.config.backupDir, names.disk(disk.userdevice)), { force: true })
   }
   try {
-    return { exported: await exportDisks(ctx, plan, disks, names, parent, cbt), parent, nbd: true }
+    return { exported: await exportDisks(run, parent, cbt), parent, nbd: true }
   } catch (error) {
     if (error instanceof CbtUnusable && parent && !ctx.signal.aborted) {
       await removeFiles()
@@ -106,14 +106,14 @@ export async function exportChanges(
           `dpxen: ${plan.name}: warning: ${error.reason}: this run's deltas come from the host's VHD export instead`,
         )
         return {
-          exported: await exportDisks(ctx, plan, disks, names, parent, false),
+          exported: await exportDisks(run, parent, false),
           parent,
           nbd: !error.nbd,
         }
       }
       ctx.log.info(`dpxen: ${plan.name}: warning: ${error.reason}: exporting whole disks: a new chain`)
       return {
-        exported: await exportDisks(ctx, plan, disks, names, undefined, false),
+        exported: await exportDisks(run, undefined, false),
         parent: undefined,
         nbd: !error.nbd,
       }
@@ -130,7 +130,7 @@ export async function exportChanges(
     )
     await removeFiles()
     return {
-      exported: await exportDisks(ctx, plan, disks, names, undefined, false),
+      exported: await exportDisks(run, undefined, false),
       parent: undefined,
       nbd: true,
     }

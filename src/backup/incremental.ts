@@ -258,7 +258,7 @@ async function backupChained(ctx: VmBackupContext, plan: VmPlan, fileName: strin
       const disks = await vmDisks(ctx.host, snap)
       await ctx.intend?.([...disks.map((d) => names.disk(d.userdevice)), names.metadata, names.manifest])
       const vmMetadata = await exportMetadata(ctx, plan, names)
-      const changes = await exportChanges(ctx, plan, disks, names, full ? undefined : base, cbt)
+      const changes = await exportChanges({ ctx, plan, disks, names }, full ? undefined : base, cbt)
       const { exported, parent } = changes
       const at = { run, started, base, parent, disks: exported.disks, vmMetadata }
       const manifest = chainManifest(ctx, plan, at)

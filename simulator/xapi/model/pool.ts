@@ -6,6 +6,7 @@ import { parseSize } from '../faults.js'
 import { NULL_REF } from './schema.js'
 import { createVbd, createVdi, createVif } from './storage.js'
 import { addVtpm } from './vtpm.js'
+import { DEFAULT_GUEST, GUEST_KEY, type Guest } from './guest.js'
 import { setPowerState } from './vmops.js'
 
 export interface SeedSr {
@@ -40,6 +41,12 @@ export interface SeedVm {
   /** Make this many VMs, named `<name>-1` … `<name>-N`. */
   count?: number
   tags?: string[]
+  /** Seconds from VM.start to its guest agent's first report (default 2). */
+  bootSeconds?: number
+  /** Whether the guest runs a guest agent (PV drivers, guest tools); default true. */
+  guestAgent?: boolean
+  /** A guest that runs dpxen's health-check script, answering its xenstore key so. */
+  healthCheckScript?: 'success' | 'failure'
 }
 export interface Seed {
   srs: SeedSr[]
@@ -210,7 +217,14 @@ async function seedDisk(
 
 export async function createVm(sim: SimContext, spec: SeedVm): Promise<string> {
   const vm = sim.db.create('VM', newVmRecord({ name_label: spec.name, tags: spec.tags ?? [] }))
-  const seed = String((sim.db.require('VM', vm).other_config as Record<string, string>).mac_seed)
+  const oc = sim.db.require('VM', vm).other_config as Record<string, string>
+  const seed = String(oc.mac_seed)
+  const guest: Guest = {
+    bootSeconds: spec.bootSeconds ?? DEFAULT_GUEST.bootSeconds,
+    agent: spec.guestAgent === false ? false : DEFAULT_GUEST.agent,
+    ...(spec.healthCheckScript ? { script: spec.healthCheckScript } : {}),
+  }
+  sim.db.update('VM', vm, { other_config: { ...oc, [GUEST_KEY]: JSON.stringify(guest) } })
   for (const [position, disk] of (spec.disks ?? []).entries())
     await seedDisk(sim, spec.name, vm, disk, position)
   createVbd(sim, {

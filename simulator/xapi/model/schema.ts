@@ -96,6 +96,26 @@ export const SCHEMA: Record<string, ClassSchema> = {
     },
     writable: ['other_config'],
   },
+  // What a guest's agent reports (datamodel_vm.ml guest_metrics; xapi_guest_agent.ml fills it).
+  VM_guest_metrics: {
+    fields: {
+      uuid: 's',
+      os_version: 'M',
+      PV_drivers_version: 'M',
+      PV_drivers_up_to_date: 'b',
+      PV_drivers_detected: 'b',
+      memory: 'M',
+      disks: 'M',
+      networks: 'M',
+      other: 'M',
+      last_updated: 'd',
+      other_config: 'M',
+      live: 'b',
+      can_use_hotplug_vbd: 's',
+      can_use_hotplug_vif: 's',
+    },
+    writable: ['other_config'],
+  },
   // A host's TLS certificate as xapi records it (datamodel_certificate.ml): the fingerprints
   // upper-case hex with colons (certificates.ml pp_hash); `fingerprint` is deprecated since 24.19.
   Certificate: {

@@ -18,6 +18,7 @@ import {
 } from './storage.js'
 import type { Rec } from './db.js'
 import { copyVtpms, removeVtpms } from './vtpm.js'
+import { bootGuest, stopGuest } from './guest.js'
 
 const ALLOWED_STATES: Record<string, string[]> = {
   start: ['Halted'],
@@ -112,6 +113,7 @@ export function setPowerState(
   const vm = sim.db.require('VM', vmRef)
   const running = state === 'Running' || state === 'Paused'
   const was = String(vm.resident_on)
+  const before = String(vm.power_state)
   const on = running
     ? (host ?? (sim.db.has('host', was) ? was : (possibleHosts(sim, vmRef)[0] ?? masterOf(sim))))
     : NULL_REF
@@ -121,6 +123,8 @@ export function setPowerState(
     domid: running ? (vm.domid !== -1 && was === on ? vm.domid : nextDomid++) : -1,
   })
   setDevicesAttached(sim, vm, running)
+  if (state === 'Halted') stopGuest(sim, vmRef)
+  else if (state === 'Running' && before === 'Halted') bootGuest(sim, vmRef)
   if (was !== on) sim.db.link('host', was, 'resident_VMs', vmRef, false)
   if (running) sim.db.link('host', on, 'resident_VMs', vmRef, true)
   refreshVmOps(sim, vmRef)
@@ -151,6 +155,7 @@ export function assertCanBootHere(sim: SimContext, vmRef: string, hostRef: strin
   const host = sim.db.require('host', hostRef)
   const vm = sim.db.require('VM', vmRef)
   if (!isLive(sim, hostRef)) throw new XapiFailure('HOST_NOT_LIVE')
+  if (sim.faults.get('start-no-host')) throw notEnoughMemory()
   if (!host.enabled && !(vm.power_state === 'Running' && vm.resident_on === hostRef))
     throw new XapiFailure('HOST_DISABLED', hostRef)
   const seen = srsSeenBy(sim, hostRef)
@@ -158,17 +163,21 @@ export function assertCanBootHere(sim: SimContext, vmRef: string, hostRef: strin
   if (missing) throw new XapiFailure('VM_REQUIRES_SR', vmRef, missing)
 }
 
+/** HOST_NOT_ENOUGH_FREE_MEMORY [needed; free], as a host short of memory for the VM says it. */
+function notEnoughMemory(): XapiFailure {
+  return new XapiFailure(
+    'HOST_NOT_ENOUGH_FREE_MEMORY',
+    String(2 * 1024 ** 3 + 20 * 1024 ** 2),
+    String(512 * 1024 ** 2),
+  )
+}
+
 export function startVm(sim: SimContext, vmRef: string): void {
   assertVmOp(sim, vmRef, 'start')
   // choose_host_for_vm: no host that can run it (all disabled) is NO_HOSTS_AVAILABLE [].
-  if (possibleHosts(sim, vmRef).length === 0) throw new XapiFailure('NO_HOSTS_AVAILABLE')
-  if (sim.faults.get('start-fail')) {
-    throw new XapiFailure(
-      'HOST_NOT_ENOUGH_FREE_MEMORY',
-      String(2 * 1024 ** 3 + 20 * 1024 ** 2),
-      String(512 * 1024 ** 2),
-    )
-  }
+  if (possibleHosts(sim, vmRef).length === 0 || sim.faults.get('start-no-host'))
+    throw new XapiFailure('NO_HOSTS_AVAILABLE')
+  if (sim.faults.get('start-fail')) throw notEnoughMemory()
   setPowerState(sim, vmRef, 'Running', possibleHosts(sim, vmRef)[0])
 }
 
@@ -405,6 +414,7 @@ export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
 export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks: boolean): Promise<void> {
   const vm = sim.db.get('VM', vmRef)
   if (!vm) return
+  stopGuest(sim, vmRef)
   for (const vbdRef of vm.VBDs as string[]) {
     const vbd = sim.db.get('VBD', vbdRef)
     removeVbd(sim, vbdRef)

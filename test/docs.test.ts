@@ -85,7 +85,13 @@ describe('the manual', () => {
       const code = [...body.matchAll(/```[\s\S]*?```|`[^`\n]+`/g)].map((m) => m[0].replace(/`/g, ''))
       for (const span of code) {
         // A line dpxen prints, or the name it gives a snapshot, is not a command.
-        if (said.has(normalise(span)) || span.startsWith(BASE_PREFIX) || span.startsWith(SNAPSHOT_PREFIX))
+        // Nor is a xenstore key (vm-data/dpxen-health-check).
+        if (
+          said.has(normalise(span)) ||
+          span.startsWith(BASE_PREFIX) ||
+          span.startsWith(SNAPSHOT_PREFIX) ||
+          span.includes('vm-data/')
+        )
           continue
         for (const [, name] of span.matchAll(/(?:^|[\s(])dpxen ([a-z][a-z-]*)/gm)) commands.add(name!)
         for (const [, name] of span.matchAll(/(?:^|[\s(/\\])(dpxen-[a-z-]+?)(?:-NAME|\.cmd)?(?=$|[\s)"'])/gm))
@@ -93,7 +99,7 @@ describe('the manual', () => {
       }
     }
     expect([...commands].sort()).toEqual(
-      expect.arrayContaining(['check', 'list', 'recover', 'restore', 'setup', 'verify']),
+      expect.arrayContaining(['check', 'health-check', 'list', 'recover', 'restore', 'setup', 'verify']),
     )
     for (const command of commands) {
       const answer = await run(runDpxen, [command, '--help'])

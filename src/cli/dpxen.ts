@@ -5,6 +5,7 @@
 // `dpxen verify FILE.xva`: checks an XVA's layout and every checksum (and its manifest's).
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds (list.ts).
 // `dpxen restore [OPTIONS] [CONFIG]`: the restore post-exec run by hand (restore.ts).
+// `dpxen health-check [OPTIONS] [CONFIG]`: proves that backups boot (health.ts).
 // `dpxen setup [OPTIONS]`: the wrappers Data Protector runs and a configuration skeleton (setup.ts).
 import { existsSync, promises as fsp } from 'node:fs'
 import { join } from 'node:path'
@@ -31,11 +32,12 @@ import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
 import { checkAccess } from './access.js'
 import { list } from './list.js'
+import { healthCommand } from './health.js'
 import { restoreCommand } from './restore.js'
 import { setupCommand } from './setup.js'
 
 const USAGE =
-  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva'
+  'usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen health-check [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva'
 
 /** What each command does, for `dpxen COMMAND --help` (restore and setup have their own). */
 const HELP: Record<string, string> = {
@@ -60,6 +62,7 @@ export async function runDpxen(ctx: HookContext): Promise<number> {
   if (command === 'recover') return recover({ ...ctx, args: rest })
   if (command === 'list') return list({ ...ctx, args: rest })
   if (command === 'restore') return restoreCommand({ ...ctx, args: rest })
+  if (command === 'health-check') return healthCommand({ ...ctx, args: rest })
   if (command === 'setup') return setupCommand({ ...ctx, args: rest })
   if (command === 'verify' && rest.length === 1) return verify(ctx, rest[0]!)
   if (command === undefined || command === '--help' || command === 'help') {

@@ -1,7 +1,8 @@
 // `dpxen list [DIR | CONFIG]`: what a staging folder holds, from the manifests, without reading
 // the files: each backup's VM, kind, time, Data Protector session, size and whether its
 // checksums were verified as it streamed; incremental runs by VM and the point each VM can be
-// restored to; files dpxen would not recognise; who holds the folder.
+// restored to; when each backup was last health-checked (the record beside the folder); files
+// dpxen would not recognise; who holds the folder.
 import { existsSync, promises as fsp, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { MODES } from '../config/schema.js'
@@ -13,11 +14,23 @@ import { isOurName } from '../staging/files.js'
 import { describeHolder } from '../staging/folder.js'
 import { readManifest } from '../staging/manifest.js'
 import { readChainManifests } from '../staging/chain.js'
+import { lastCheckOf, readHealthChecks, type HealthCheck } from '../staging/health-record.js'
 import { chainPoints } from '../restore/chain.js'
 import { cannotRebuild } from '../restore/rebuild.js'
 
+/** When the backup was last health-checked and how it went (staging/health-record.ts). */
+function healthOf(checks: HealthCheck[], backup: { vmUuid: string; backup: string }): string {
+  const last = lastCheckOf(checks, backup)
+  if (!last) return 'never health-checked'
+  return `health check ${last.passed ? 'passed' : 'FAILED'} on ${last.checked.slice(0, 16).replace('T', ' ')} UTC`
+}
+
 /** One line for an XVA file, from its manifest. */
-async function describe(dir: string, name: string): Promise<{ line: string; bytes: number }> {
+async function describe(
+  dir: string,
+  name: string,
+  checks: HealthCheck[],
+): Promise<{ line: string; bytes: number }> {
   const bytes = (await fsp.stat(join(dir, name))).size
   const manifest = await readManifest(join(dir, name))
   if (!manifest)
@@ -38,12 +51,13 @@ async function describe(dir: string, name: string): Promise<{ line: string; byte
     manifest.file.checksumsVerified
       ? 'checksums verified as it was written'
       : 'checksums not verified (verifyExport: false)',
+    healthOf(checks, { vmUuid: manifest.vm.uuid, backup: manifest.started }),
   ]
   return { line: `${name}: ${parts.join(', ')}`, bytes }
 }
 
 /** Incremental runs, by VM, and the point each VM's files can be restored to. Returns their bytes. */
-async function describeChains(ctx: HookContext, dir: string): Promise<number> {
+async function describeChains(ctx: HookContext, dir: string, checks: HealthCheck[]): Promise<number> {
   const found = await readChainManifests(dir)
   let total = 0
   for (const { name, manifest: m } of found) {
@@ -74,7 +88,7 @@ async function describeChains(ctx: HookContext, dir: string): Promise<number> {
   for (const p of points) {
     const whole = cannotRebuild(p)
     ctx.out(
-      `dpxen: ${p.vmName}: restorable to run ${p.runs.at(-1)!.manifest.run} (${p.runs.map((r) => r.manifest.run).join(' > ')}); ${whole ? `onto the existing VM only: ${whole}` : `the whole VM${p.runs.at(-1)!.manifest.vmMetadata!.vtpm ? ' with its vTPM' : ''}, made again if it is gone`}`,
+      `dpxen: ${p.vmName}: restorable to run ${p.runs.at(-1)!.manifest.run} (${p.runs.map((r) => r.manifest.run).join(' > ')}); ${whole ? `onto the existing VM only: ${whole}` : `the whole VM${p.runs.at(-1)!.manifest.vmMetadata!.vtpm ? ' with its vTPM' : ''}, made again if it is gone`}; ${healthOf(checks, { vmUuid: p.vmUuid, backup: `run ${p.runs.at(-1)!.manifest.run}` })}`,
     )
   }
   for (const p of problems) ctx.out(`dpxen: ${p.vmName}: not restorable: ${p.reason}`)
@@ -95,13 +109,14 @@ export async function list(ctx: HookContext): Promise<number> {
     return EXIT.STAGING
   }
   let total = 0
+  const checks = await readHealthChecks(dir)
   const xvas = names.filter((n) => n.endsWith('.xva'))
   for (const name of xvas) {
-    const { line, bytes } = await describe(dir, name)
+    const { line, bytes } = await describe(dir, name, checks)
     total += bytes
     ctx.out(`dpxen: ${line}`)
   }
-  total += await describeChains(ctx, dir)
+  total += await describeChains(ctx, dir, checks)
   const foreign = names.filter((n) => !isOurName(n))
   if (foreign.length) ctx.out(`dpxen: not dpxen's: ${foreign.join(', ')}`)
   const holder = await describeHolder(dir)

@@ -2,10 +2,9 @@
 // Protector (the files already in backupDir), its settings given on the command line over the
 // configuration's (and its `restore` section's). The white paper allows running the script
 // independently; this makes it a command.
-import { parseArgs } from 'node:util'
-import { DpxenError } from '../core/errors.js'
 import type { HookContext } from '../hook/context.js'
 import { EXIT } from '../hook/exit-codes.js'
+import { commandLine } from './args.js'
 import { runRestore } from '../restore/run.js'
 
 export const RESTORE_USAGE =
@@ -26,22 +25,11 @@ const OPTIONS = {
 } as const
 
 export async function restoreCommand(ctx: HookContext): Promise<number> {
-  let parsed
-  try {
-    parsed = parseArgs({ args: ctx.args, options: OPTIONS, allowPositionals: true, strict: true })
-  } catch (error) {
-    throw new DpxenError('USAGE', `${(error as Error).message.split('\n')[0]} (${RESTORE_USAGE})`)
-  }
-  const { values, positionals } = parsed
+  const { values, positionals } = commandLine(ctx.args, OPTIONS, RESTORE_USAGE)
   if (values.help) {
     ctx.out(RESTORE_USAGE)
     return EXIT.OK
   }
-  if (positionals.length > 1)
-    throw new DpxenError(
-      'USAGE',
-      `one configuration at most, not ${positionals.join(' ')} (${RESTORE_USAGE})`,
-    )
   const overrides: Record<string, unknown> = {}
   for (const [option, spec] of Object.entries(OPTIONS)) {
     const value = values[option as keyof typeof values]

@@ -414,6 +414,31 @@ export const FIELDS = {
     group: 'restore',
     doc: 'keep the files in `backupDir` after a successful restore (by default they are removed, so the next backup does not store them again)',
   }),
+  healthCheck: bool(false, {
+    group: 'restore',
+    doc: 'in the restore post-exec (usually in the `restore` section): instead of restoring, prove that each backup Data Protector put back boots: restored as a copy into `healthCheckSr`, its network cards removed, started, watched until its guest agent (or its health-check script) answers, then destroyed; see Health checks',
+  }),
+  healthCheckSr: text({
+    group: 'restore',
+    doc: "SR for a health check's copy, by name or uuid; empty: the SR the backup's first disk was on (the pool's default SR when that one is gone)",
+    fallback: '',
+  }),
+  healthCheckTimeout: seconds(
+    300,
+    { min: 10, max: 86_400 },
+    {
+      group: 'restore',
+      doc: "seconds a health check waits, from the copy's start, for its guest to answer; `healthCheckPerGiB` is added for each GiB of its disks",
+    },
+  ),
+  healthCheckPerGiB: seconds(
+    2,
+    { min: 0, max: 3600 },
+    {
+      group: 'restore',
+      doc: "seconds added to `healthCheckTimeout` for each GiB of the copy's disks (a large VM checks its file systems longer before its agent starts)",
+    },
+  ),
   startAfterRestore: bool(false, {
     group: 'restore',
     doc: 'offline restore: start the VM if it was running at backup time',

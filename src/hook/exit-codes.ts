@@ -10,6 +10,8 @@ export const EXIT = {
   VM_FAILED: 5,
   XVA_INVALID: 6,
   STAGING: 7,
+  /** A health check ran and the backup did not prove it boots. */
+  HEALTH_FAILED: 8,
   ABORTED: 130,
 } as const
 

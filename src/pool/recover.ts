@@ -51,8 +51,10 @@ export async function settleLeftovers(host: Host, log: Logger, options: SettleOp
   })
   for (const name of swept.destroyed)
     log.info(`dpxen: removed the leftover snapshot "${name}" of an earlier run`)
+  for (const name of swept.copies)
+    log.info(`dpxen: removed the health-check copy "${name}" an earlier run left`)
   for (const line of swept.failed)
     log.info(`dpxen: warning: a leftover snapshot could not be removed: ${line}`)
-  settled += swept.destroyed.length
+  settled += swept.destroyed.length + swept.copies.length
   return { settled, failed: swept.failed.length, ...(pool ? { pool } : {}) }
 }

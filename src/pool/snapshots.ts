@@ -4,12 +4,13 @@ import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { Host } from '../xapi/host.js'
 import { refsInResult } from '../xapi/xmlrpc.js'
-import { destroyVdi, destroyVmAndDisks, diskVdis } from './disks.js'
+import { destroyVdi, destroyVmAndDisks, diskVdis, exists } from './disks.js'
 import {
   OC_BACKUP_RUN,
   OC_BASE_OF,
   OC_BASE_RUN,
   OC_CREATED,
+  OC_HEALTH_CHECK,
   OC_OWNER,
   OC_VM_NAME,
   OC_VM_UUID,
@@ -104,16 +105,17 @@ export async function sweepSnapshots(
     vms?: Map<string, Record<string, unknown>>
     vdis?: Map<string, Record<string, unknown>>
   } = {},
-): Promise<{ destroyed: string[]; failed: string[] }> {
+): Promise<{ destroyed: string[]; copies: string[]; failed: string[] }> {
   type Records = Record<string, Record<string, unknown>>
   const vms = options.vms ?? new Map(Object.entries(await host.call<Records>('VM.get_all_records')))
   const vdis = options.vdis ?? new Map(Object.entries(await host.call<Records>('VDI.get_all_records')))
   const destroyed: string[] = []
+  const copies: string[] = []
   const failed: string[] = []
-  const remove = async (what: string, destroy: () => Promise<void>): Promise<void> => {
+  const remove = async (what: string, destroy: () => Promise<void>, into = destroyed): Promise<void> => {
     try {
       await destroy()
-      destroyed.push(what)
+      into.push(what)
     } catch (error) {
       failed.push(`${what}: ${messageOf(error)}`)
     }
@@ -123,7 +125,12 @@ export async function sweepSnapshots(
       await remove(`disk ${String(vdi.name_label)}`, () => destroyVdi(host, ref, log))
   for (const [ref, vm] of vms) {
     const oc = (vm.other_config ?? {}) as Record<string, string>
-    if (!vm.is_a_snapshot) continue
+    if (!vm.is_a_snapshot) {
+      // A health check's copy, left by a run killed before it destroyed it.
+      if (oc[OC_HEALTH_CHECK] !== undefined && leftOver(oc, Date.parse(oc[OC_CREATED] ?? ''), options.runId))
+        await remove(String(vm.name_label), () => removeHealthCopy(host, ref, log), copies)
+      continue
+    }
     // Tagged, or not yet, or half: a run killed between the snapshot and its tags left only the
     // name, and another dpxen tagging its snapshot right now has some tags and not yet the
     // others. What a tag does not say yet, the name says (a missing owner is not a gone one).
@@ -133,5 +140,19 @@ export async function sweepSnapshots(
     if (!leftOver(oc, created, options.runId, oc[OC_OWNER] ?? named?.owner)) continue
     await remove(String(vm.name_label), () => destroyVmAndDisks(host, ref, log))
   }
-  return { destroyed, failed }
+  return { destroyed, copies, failed }
 }
+
+/**
+ * Removes a health check's copy: stopped at once if it runs (it is a throwaway: nothing in it is
+ * kept), then destroyed with its disks. Bounded: a copy that will not stop is left to the sweep.
+ */
+export async function removeHealthCopy(host: Host, vm: string, log: Logger): Promise<void> {
+  if (!(await exists(host, 'VM', vm))) return
+  if ((await host.call<string>('VM.get_power_state', vm)) !== 'Halted')
+    await host.callAsync('VM.hard_shutdown', [vm], { signal: AbortSignal.timeout(HEALTH_COPY_STOP_MS) })
+  await destroyVmAndDisks(host, vm, log)
+}
+
+/** How long the hard shutdown of a health check's copy may take. */
+const HEALTH_COPY_STOP_MS = 60_000

@@ -50,5 +50,13 @@ export const OC_BASE_PENDING = 'dpxen:base-pending'
  * learnt, is found by it and removed.
  */
 export const OC_RESTORE_TOKEN = 'dpxen:restore-token'
+/**
+ * other_config key on a health check's copy, from the moment it exists (set before the restore
+ * journal lets it go): the uuid of the VM it is a copy of. With OC_BACKUP_RUN, OC_OWNER and
+ * OC_CREATED, the sweep removes a copy a killed health check left.
+ */
+export const OC_HEALTH_CHECK = 'dpxen:health-check'
+/** XenServer tag (VM.tags) an administrator puts on a VM whose backups are not to be health-checked. */
+export const NO_HEALTH_CHECK_TAG = 'dpxen:no-health-check'
 /** Name prefix of a kept base snapshot. */
 export const BASE_PREFIX = 'dpxen base'

@@ -33,7 +33,12 @@ export function copyName(
 export async function importAsNewVm(
   ctx: RestoreContext,
   item: RestoreItem,
-  options: { restore: boolean; name: string },
+  options: {
+    restore: boolean
+    name: string
+    /** other_config set on the VM before the journal lets it go (a health check's copy). */
+    tags?: Record<string, string>
+  },
 ): Promise<string> {
   const targets = planTargets(ctx, item)
   const journal = await JournalRecord.open(ctx.config.backupDir, {
@@ -48,12 +53,27 @@ export async function importAsNewVm(
       restore: options.restore,
       targets,
       journal,
-      finish: (vm) => asOrdinaryVm(ctx, vm, options.name),
+      finish: async (vm) => {
+        await asOrdinaryVm(ctx, vm, options.name)
+        await tagVm(ctx, vm, options.tags)
+      },
     })
     await journal.update({ phase: 'finishing' })
     return vm
   } finally {
     await journal.close()
+  }
+}
+
+/** Sets other_config keys on a VM dpxen made. */
+export async function tagVm(
+  ctx: RestoreContext,
+  vm: string,
+  tags: Record<string, string> = {},
+): Promise<void> {
+  for (const [key, value] of Object.entries(tags)) {
+    await ctx.host.call('VM.remove_from_other_config', vm, key)
+    await ctx.host.call('VM.add_to_other_config', vm, key, value)
   }
 }
 

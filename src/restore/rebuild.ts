@@ -18,7 +18,7 @@ import { importMetadata } from '../xapi/import.js'
 import { verifyMetadataFile } from '../xva/verify-file.js'
 import { rebuildDisk, type ChainPoint } from './chain-disk.js'
 import type { RestoreContext, RestoreOutcome } from './common.js'
-import { copyName } from './copy.js'
+import { copyName, tagVm } from './copy.js'
 import { checkSr } from './target.js'
 
 /**
@@ -80,8 +80,12 @@ export function cannotRebuild(point: ChainPoint): string | undefined {
 export async function rebuildVm(
   ctx: RestoreContext,
   point: ChainPoint,
-  options: { copy: boolean },
-): Promise<RestoreOutcome> {
+  options: {
+    copy: boolean
+    /** other_config set on the VM before the journal lets it go (a health check's copy). */
+    tags?: Record<string, string>
+  },
+): Promise<RestoreOutcome & { vm: string }> {
   const last = point.runs.at(-1)!.manifest
   const why = cannotRebuild(point)
   if (why)
@@ -118,6 +122,7 @@ export async function rebuildVm(
     vm = await importOver(ctx, last, created, { restore: !options.copy, journal })
     await checkMade(ctx, vm, created)
     if (options.copy) await ctx.host.call('VM.set_name_label', vm, name)
+    await tagVm(ctx, vm, options.tags)
     throwIfAborted(ctx.signal)
     kept = true
     await journal.update({ phase: 'finishing' })
@@ -130,6 +135,7 @@ export async function rebuildVm(
     await journal.close()
   }
   return {
+    vm: vm!,
     summary: await outcome(ctx, point, { vm: vm!, name, copy: options.copy, start, disks: created.size }),
   }
 }

@@ -23,6 +23,7 @@ import type { RestoreContext, RestoreOutcome } from './common.js'
 import { restoreCopy } from './copy.js'
 import { chainPoints, restoreChain, verifyChain, type ChainPoint } from './chain.js'
 import { examine, listFiles, type RestoreItem } from './find.js'
+import { runHealthChecks } from './health-run.js'
 import { restoreOffline } from './offline.js'
 import { restoreOnline } from './online.js'
 import { resolveSr, type TargetSr } from './target.js'
@@ -63,6 +64,8 @@ export async function runRestore(
 /** The restore, once its run has started: the files found and checked, then each restored. */
 async function restoreWith(hook: Run, name: string): Promise<number> {
   const { config, log } = hook
+  // A restore session scheduled as a restore test: the backups are checked, not restored.
+  if (config.healthCheck) return runHealthChecks(hook, name)
   const { files, others } = await listFiles(config)
   const chains = config.method === 'snapshot' ? await readChainManifests(config.backupDir) : []
   if (files.length === 0 && chains.length === 0) return noFiles(config, log, others)

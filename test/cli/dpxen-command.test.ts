@@ -136,7 +136,7 @@ describe('dpxen check / verify', () => {
       const result = await execa(DPXEN, ['list', ...args], { reject: false })
       expect(result.exitCode, result.stdout).toBe(0)
       expect(result.stdout).toMatch(
-        /^dpxen: 127\.0\.0\.1_Debian_Snapshot\.xva: Debian \([0-9a-f-]{36}\), online backup of \d{4}-\d\d-\d\d \d\d:\d\d UTC from 127\.0\.0\.1, Data Protector session 2026\/11\/30-7, [\d.]+ MiB, checksums verified as it was written$/m,
+        /^dpxen: 127\.0\.0\.1_Debian_Snapshot\.xva: Debian \([0-9a-f-]{36}\), online backup of \d{4}-\d\d-\d\d \d\d:\d\d UTC from 127\.0\.0\.1, Data Protector session 2026\/11\/30-7, [\d.]+ MiB, checksums verified as it was written, never health-checked$/m,
       )
       expect(result.stdout).toMatch(/^dpxen: 127\.0\.0\.1_vm2_Snapshot\.xva: vm2 /m)
       expect(result.stdout).toMatch(/^dpxen: not dpxen's: notes\.txt$/m)
@@ -154,7 +154,7 @@ describe('dpxen check / verify', () => {
     const result = await execa(DPXEN, ['frobnicate'], { reject: false })
     expect(result.exitCode).toBe(2)
     expect(result.stdout).toBe(
-      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva)',
+      'dpxen: unknown command "frobnicate" (usage: dpxen check [CONFIG] | dpxen list [DIR | CONFIG] | dpxen recover [CONFIG] | dpxen restore [OPTIONS] [CONFIG] | dpxen health-check [OPTIONS] [CONFIG] | dpxen setup [OPTIONS] | dpxen verify FILE.xva)',
     )
   })
 })

@@ -66,6 +66,10 @@ export function sourceMessages(root: string): SourceMessage[] {
       if (ts.isNewExpression(node) && node.expression.getText() === 'CbtUnusable' && node.arguments?.[0])
         for (const text of texts(node.arguments[0]))
           out.push({ text: normalise(text), kind: 'cbt', at: at(node) })
+      // A health check's reasons (restore/health.ts), each printed within its FAILED line.
+      if (ts.isCallExpression(node) && node.expression.getText() === 'failedBecause' && node.arguments[0])
+        for (const text of texts(node.arguments[0]))
+          out.push({ text: normalise(text), kind: 'health', at: at(node) })
       if (
         ts.isCallExpression(node) &&
         ts.isPropertyAccessExpression(node.expression) &&

@@ -21,6 +21,8 @@ const WIRE: Record<string, string> = {
   OC_BASE_LEVELED: 'dpxen:base-leveled',
   OC_BASE_PENDING: 'dpxen:base-pending',
   OC_RESTORE_TOKEN: 'dpxen:restore-token',
+  OC_HEALTH_CHECK: 'dpxen:health-check',
+  NO_HEALTH_CHECK_TAG: 'dpxen:no-health-check',
   SNAPSHOT_PREFIX: 'dpxen backup',
   BASE_PREFIX: 'dpxen base',
 }

@@ -80,12 +80,15 @@ function leftOver(
 }
 
 /**
- * Whether a disk is a snapshot's whose record is gone (a run killed between the two): tagged,
- * no VBD. A base's disks without their record are never needed again, whoever removed it.
+ * Whether a disk is a snapshot's (or a health check's copy's) whose record is gone (a run killed
+ * between the two): tagged, no VBD. A base's disks without their record are never needed again, whoever removed it.
  */
 function orphanDisk(vdi: Record<string, unknown>, runId: string | undefined): boolean {
   const oc = (vdi.other_config ?? {}) as Record<string, string>
-  if (!vdi.is_a_snapshot || (vdi.VBDs as string[] | undefined)?.length) return false
+  if ((vdi.VBDs as string[] | undefined)?.length) return false
+  // A health check's copy's disk, its VM record already gone.
+  if (oc[OC_HEALTH_CHECK] !== undefined) return leftOver(oc, Date.parse(oc[OC_CREATED] ?? ''), runId)
+  if (!vdi.is_a_snapshot) return false
   // A removed base's disk; not a base kept as its disks alone (cbt), whose disks carry its run.
   if (oc[OC_BASE_OF] !== undefined) return oc[OC_BASE_RUN] === undefined
   return oc[OC_BACKUP_RUN] !== undefined && leftOver(oc, Date.parse(String(vdi.snapshot_time ?? '')), runId)

@@ -2,6 +2,7 @@
 // new uuid and new MAC addresses, named by copyName, on the chosen SR, from an online or an
 // offline backup. The original is not looked at, let alone stopped. The copy is left halted: it
 // would otherwise boot with the original's addresses inside the guest.
+import { diskVdis } from '../pool/disks.js'
 import { JournalRecord } from '../pool/journal.js'
 import {
   asOrdinaryVm,
@@ -36,7 +37,7 @@ export async function importAsNewVm(
   options: {
     restore: boolean
     name: string
-    /** other_config set on the VM before the journal lets it go (a health check's copy). */
+    /** other_config set on the VM and its disks before the journal lets it go (a health check's copy). */
     tags?: Record<string, string>
   },
 ): Promise<string> {
@@ -65,16 +66,25 @@ export async function importAsNewVm(
   }
 }
 
-/** Sets other_config keys on a VM dpxen made. */
+/**
+ * Sets other_config keys on a VM dpxen made and on each of its disks: a run killed between
+ * destroying the VM and its disks leaves disks that still say whose they are.
+ */
 export async function tagVm(
   ctx: RestoreContext,
   vm: string,
   tags: Record<string, string> = {},
 ): Promise<void> {
-  for (const [key, value] of Object.entries(tags)) {
-    await ctx.host.call('VM.remove_from_other_config', vm, key)
-    await ctx.host.call('VM.add_to_other_config', vm, key, value)
-  }
+  if (!Object.keys(tags).length) return
+  const objects: [string, string][] = [
+    ['VM', vm],
+    ...(await diskVdis(ctx.host, vm)).map((v) => ['VDI', v] as [string, string]),
+  ]
+  for (const [cls, ref] of objects)
+    for (const [key, value] of Object.entries(tags)) {
+      await ctx.host.call(`${cls}.remove_from_other_config`, ref, key)
+      await ctx.host.call(`${cls}.add_to_other_config`, ref, key, value)
+    }
 }
 
 export async function restoreCopy(ctx: RestoreContext, item: RestoreItem): Promise<RestoreOutcome> {

@@ -82,7 +82,7 @@ export async function rebuildVm(
   point: ChainPoint,
   options: {
     copy: boolean
-    /** other_config set on the VM before the journal lets it go (a health check's copy). */
+    /** other_config set on the VM and its disks before the journal lets it go (a health check's copy). */
     tags?: Record<string, string>
   },
 ): Promise<RestoreOutcome & { vm: string }> {

@@ -5,6 +5,7 @@
 // file, no lock. The crash points come from src/core/crash-points.ts (DPXEN_TEST_CRASH_AT).
 import { crashSuite, type Scenario } from '../helpers/crash.js'
 import { loseVm } from '../helpers/pool.js'
+import { GUEST_KEY } from '../../simulator/xapi/model/guest.js'
 
 // The restores keep their files (keepRestoredFiles): each crash point runs the restore again.
 const scenarios: Scenario[] = [
@@ -53,6 +54,19 @@ const scenarios: Scenario[] = [
     prepare: 'pre-exec',
     crash: 'restore-post-exec',
     next: 'restore-post-exec',
+  },
+  {
+    // The copy is tagged from the moment the restore journal lets it go: recover removes it.
+    name: 'health check of an offline backup, settled by dpxen recover',
+    values: { mode: 'offline', vmName: ['vm2'], healthCheck: true, keepRestoredFiles: true },
+    setup: async (xapi) => {
+      const vm = await xapi.vmByName('vm2')
+      await xapi.call('VM.remove_from_other_config', vm, GUEST_KEY)
+      await xapi.call('VM.add_to_other_config', vm, GUEST_KEY, JSON.stringify({ bootSeconds: 0.1 }))
+    },
+    prepare: 'pre-exec',
+    crash: 'restore-post-exec',
+    next: 'dpxen',
   },
 ]
 

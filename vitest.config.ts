@@ -24,6 +24,7 @@ const endToEnd = [
   'test/backup/cbt.test.ts',
   'test/reliability/incremental-faults.test.ts',
   'test/reliability/matrix3.test.ts',
+  'test/restore/health.test.ts',
   'test/package.test.ts',
 ]
 /** Suites that run over HTTPS only: long scenarios whose HTTP run would prove nothing more. */

@@ -2,6 +2,8 @@
 // network cards removed, started, watched until its guest agent (or its health-check script)
 // answers, then destroyed with its disks, whatever happened; one line a VM, a record beside the
 // folder for `dpxen list`, exit 8 when a backup does not prove that it boots.
+import { mkdirSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { runPreExec } from '../../src/backup/run.js'
@@ -10,13 +12,17 @@ import { OC_HEALTH_CHECK } from '../../src/pool/tags.js'
 import { readHealthChecks } from '../../src/staging/health-record.js'
 import { GUEST_KEY } from '../../simulator/xapi/model/guest.js'
 import type { XapiSimOptions } from '../../simulator/xapi/server.js'
+import { runRestoreSession } from '../../simulator/dp/restore.js'
+import { runBackupSession } from '../../simulator/dp/session.js'
+import { Store } from '../../simulator/dp/store.js'
+import { backupSpec } from '../helpers/dp.js'
 import { run, terminateWhen } from '../helpers/hooks.js'
 import { records, serveNbd } from '../helpers/pool.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { world } from '../helpers/world.js'
 
-const DPXEN = fileURLToPath(new URL('../../dist/hooks/dpxen.js', import.meta.url))
-
+const DIST = fileURLToPath(new URL('../../dist/', import.meta.url))
+const DPXEN = join(DIST, 'hooks', 'dpxen.js')
 
 /** What a health check must leave as it found it: the VMs, the disks, the network cards. */
 async function poolShape(xapi: TestClient) {
@@ -177,6 +183,52 @@ describe('health checks', () => {
     )
     expect(preview.text).toMatch(
       /^dpxen: legacy-win: health check skipped: the VM is tagged dpxen:no-health-check$/m,
+    )
+    expect(await poolShape(w.xapi)).toEqual(before)
+  })
+
+  it('a Data Protector restore session with the health-check post-exec: Completed when the backup boots, Completed with errors when it cannot', async () => {
+    const w = await healthWorld({ mode: 'online', vmName: ['Debian'], keepRestoredFiles: false })
+    mkdirSync(w.backupDir)
+    const debian = await w.xapi.vmByName('Debian')
+    await guest(w.xapi, debian, { bootSeconds: 0.5, agent: '7.1.0' })
+    const store = new Store(join(w.dir, 'store'))
+    const hook = (name: string, config: string): string =>
+      `"${process.execPath}" "${join(DIST, 'hooks', name)}" "${config}"`
+    const backup = await runBackupSession(
+      backupSpec(w.backupDir, {
+        preExec: hook('pre-exec.js', w.config),
+        postExec: hook('post-exec.js', w.config),
+      }),
+      { store },
+    )
+    expect(backup.status).toBe('Completed')
+    const checkConfig = w.configFor({ restore: { healthCheck: true } })
+    const restoreTest = () =>
+      runRestoreSession({
+        store,
+        session: backup.id,
+        trees: [],
+        conflict: 'overwrite',
+        postExec: hook('restore-post-exec.js', checkConfig),
+      })
+    const before = await poolShape(w.xapi)
+    const passed = await restoreTest()
+    const text = passed.messages.map((m) => m.text).join('\n')
+    expect(passed.status, text).toBe('Completed')
+    expect(text).toMatch(
+      new RegExp(
+        `dpxen: Debian: health check passed: booted in \\d+ s, guest agent 7\\.1 answered \\(online backup \\S+ of .*, Data Protector session ${backup.id.replace(/\//g, '\\/')}\\)`,
+      ),
+    )
+    // The files Data Protector put back are gone again; the pool is as it was.
+    expect(readdirSync(w.backupDir).filter((f) => !f.startsWith('.'))).toEqual([])
+    expect(await poolShape(w.xapi)).toEqual(before)
+    w.sim.faults.add('start-no-host')
+    const failed = await restoreTest()
+    expect(failed.status).toBe('Completed with errors')
+    expect(failed.messages.map((m) => m.text).join('\n')).toMatch(
+      /Debian: health check FAILED: NO_HOSTS_AVAILABLE/,
     )
     expect(await poolShape(w.xapi)).toEqual(before)
   })

@@ -77,6 +77,16 @@ export function cannotRebuild(point: ChainPoint): string | undefined {
   return undefined
 }
 
+/** Refuses, before anything is made, a point that cannot make a VM. */
+function assertRebuildable(point: ChainPoint, copy: boolean): void {
+  const why = cannotRebuild(point)
+  if (why)
+    throw new DpxenError(
+      'VM_FAILED',
+      `${copy ? 'restoreAs: copy makes a new VM' : `VM ${point.vmName} no longer exists`}, but ${why}: the pool is unchanged; restore a later run, or an offline backup`,
+    )
+}
+
 export async function rebuildVm(
   ctx: RestoreContext,
   point: ChainPoint,
@@ -87,12 +97,7 @@ export async function rebuildVm(
   },
 ): Promise<RestoreOutcome & { vm: string }> {
   const last = point.runs.at(-1)!.manifest
-  const why = cannotRebuild(point)
-  if (why)
-    throw new DpxenError(
-      'VM_FAILED',
-      `${options.copy ? 'restoreAs: copy makes a new VM' : `VM ${point.vmName} no longer exists`}, but ${why}: the pool is unchanged; restore a later run, or an offline backup`,
-    )
+  assertRebuildable(point, options.copy)
   const name = options.copy
     ? copyName(ctx.config.copyName, { vmName: point.vmName, vmUuid: point.vmUuid, started: last.created })
     : point.vmName

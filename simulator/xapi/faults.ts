@@ -25,6 +25,7 @@ export const FAULT_KINDS = [
   'nbd-stall', // every NBD read stops for ARG seconds after its reply header (a host that hangs mid-read)
   'nbd-hang', // the storage under every NBD read hangs for ARG seconds after its reply header: the read outlives a client that goes, the disk attached to dom0 (VDI.destroy: VDI_IN_USE) until it ends
   'guest-no-boot', // a VM that starts never boots its guest: no guest agent report, no answer on its xenstore key
+  'sr-full', // every new disk fails SR_FULL [size; 0] (snapshots, imports, VDI.create): the storage has no room, whatever the SR's records say
   'start-no-host', // VM.start fails NO_HOSTS_AVAILABLE, and VM.assert_can_boot_here says every host lacks the memory (HOST_NOT_ENOUGH_FREE_MEMORY)
   'cbt-base-gone', // once: the base (vdi_from) of the next VDI.list_changed_blocks is destroyed just before it answers (HANDLE_INVALID), as when someone deletes it during the run
   'cbt-reset', // once: the next snapshot of a disk with CBT finds its log gone, CBT turned off under it (SM's _disable_cbt_on_error, a storage migration)

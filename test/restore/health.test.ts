@@ -171,6 +171,18 @@ describe('health checks', () => {
     expect(await poolShape(w.xapi)).toEqual(before)
   })
 
+  it("storage without room for the copy, though its records show some (sr-full): FAILED with xapi's words, nothing left", async () => {
+    const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    const before = await poolShape(w.xapi)
+    w.sim.faults.add('sr-full')
+    const result = await w.check()
+    expect(result.code).toBe(8)
+    expect(result.text).toMatch(/^dpxen: vm2: health check FAILED: .*SR_FULL/m)
+    w.sim.faults.clear()
+    expect(await poolShape(w.xapi)).toEqual(before)
+  })
+
   it('a VM tagged dpxen:no-health-check is skipped, said; --preview lists what would be checked and where', async () => {
     const w = await healthWorld({ mode: 'allOffline' })
     expect((await run(runPreExec, [w.config])).code).toBe(0)

@@ -22,7 +22,9 @@ export function assertSrCanCreate(sim: SimContext, srRef: string, size: number):
   if (sr.content_type === 'iso' || !srCapabilities(String(sr.type)).srOps.includes('vdi_create')) {
     throw new XapiFailure('SR_OPERATION_NOT_SUPPORTED', srRef)
   }
-  const free = srFreeSpace(sim, srRef)
+  // Fault sr-full: the storage itself has no room, whatever the SR's records say (a thin SR
+  // overcommitted, its records behind what its volumes use).
+  const free = sim.faults.get('sr-full') ? 0 : srFreeSpace(sim, srRef)
   if (size > free) throw new XapiFailure('SR_FULL', String(size), String(free))
 }
 

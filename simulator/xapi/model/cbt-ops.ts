@@ -7,7 +7,7 @@ import type { Rec } from './db.js'
 import { XapiFailure } from './errors.js'
 import { recomputeSrUsage, srCapabilities } from './factory.js'
 import { removeVbd } from './storage.js'
-import { assertCbtState } from './cbt.js'
+import { assertCbtState } from './cbt-checks.js'
 
 type CbtOp = 'enable_cbt' | 'disable_cbt' | 'data_destroy' | 'list_changed_blocks'
 

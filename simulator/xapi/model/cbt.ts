@@ -10,20 +10,7 @@
 // - A snapshot destroyed merges its bits into its child's log and is unlinked (delete with
 //   coalesce_bitmap); data_destroy keeps the log and drops only the data.
 // Kept in memory, as the generations in disks.ts are: a log does not survive a restart.
-import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
-
-/** Operations a cbt_metadata VDI refuses (xapi_vdi.ml allowed_for_cbt_metadata_vdi). */
-const NOT_ON_METADATA = [
-  'clone',
-  'copy',
-  'disable_cbt',
-  'enable_cbt',
-  'mirror',
-  'resize',
-  'snapshot',
-  'set_on_boot',
-]
 
 /** CBT's unit: one bit of the bitmap per 64 KiB (SM VDI.py CBT_BLOCK_SIZE). */
 export const CBT_BLOCK = 64 * 1024
@@ -134,17 +121,4 @@ function bitmap(blocks: Set<number>, size: number): string {
   const out = Buffer.alloc(Math.ceil(bits / 8))
   for (const b of blocks) if (b < bits) out[b >> 3]! |= 0x80 >> (b & 7)
   return out.toString('base64')
-}
-
-/**
- * What CBT forbids other VDI operations (clone, copy, snapshot, resize, set_on_boot, mirror):
- * a cbt_metadata VDI refuses them (VDI_INCOMPATIBLE_TYPE), and a disk with CBT enabled refuses
- * set_on_boot and mirror (VDI_CBT_ENABLED).
- */
-export function assertCbtState(sim: SimContext, ref: string, op: string): void {
-  const vdi = sim.db.require('VDI', ref)
-  if (vdi.type === 'cbt_metadata' && NOT_ON_METADATA.includes(op))
-    throw new XapiFailure('VDI_INCOMPATIBLE_TYPE', ref, 'cbt_metadata')
-  if (vdi.cbt_enabled && (op === 'set_on_boot' || op === 'mirror'))
-    throw new XapiFailure('VDI_CBT_ENABLED', ref)
 }

@@ -1,7 +1,7 @@
 // Storage operations shared by the XenAPI methods, VM snapshots and imports: VDIs, VBDs, VIFs.
 import type { SimContext } from './context.js'
 import { XapiFailure } from './errors.js'
-import { assertCbtState } from './cbt.js'
+import { assertCbtState } from './cbt-checks.js'
 import {
   attachVdiToSr,
   macFor,

@@ -31,7 +31,7 @@ import {
 import type { Rec } from '../../model/db.js'
 import { createVtpm, destroyVtpm, setVtpmContents } from '../../model/vtpm.js'
 import type { SimContext } from '../../model/context.js'
-import { assertCbtState } from '../../model/cbt.js'
+import { assertCbtState } from '../../model/cbt-checks.js'
 
 const vm: ParamSpec = { name: 'vm', type: 'ref:VM' }
 const self = (cls: string): ParamSpec => ({ name: 'self', type: `ref:${cls}` })

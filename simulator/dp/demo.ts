@@ -2,7 +2,8 @@
 // npm run demo: a whole simulated Data Protector backup and restore of XenServer VMs with dpxen.
 // A demo pool on xapi-sim, a backup session whose pre-exec and post-exec are the dpxen hooks,
 // damage to the pool, a restore session with dpxen's restore post-exec, and proof that the VMs
-// are back: their disk checksums equal those at backup time. It cleans up after itself.
+// are back: their disk checksums equal those at backup time; then a restore test (a health
+// check: each backup booted as a copy without network, then destroyed). It cleans up after itself.
 // The pool serves HTTPS with a self-signed certificate, as a real one does, and the demo trusts
 // it the way an administrator would: `dpxen check` shows the fingerprint, the line goes into
 // the configuration.
@@ -176,6 +177,40 @@ async function backupStep(store: Store, staging: string, config: string): Promis
   return backup
 }
 
+/**
+ * Step 5: a restore test, as an auditor asks for one: the same backup restored again by Data
+ * Protector, its post-exec a health check (a configuration with `healthCheck: true`): each VM
+ * made as a copy without network, started, its guest agent awaited, then destroyed.
+ */
+async function healthStep(
+  sim: XapiSim,
+  store: Store,
+  backup: SessionRecord,
+  config: string,
+): Promise<boolean> {
+  const values = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>
+  const checkConfig = join(dirname(config), 'dpxen-health-check.json')
+  writeFileSync(checkConfig, JSON.stringify({ ...values, restore: { healthCheck: true } }, null, 2), {
+    mode: 0o600,
+  })
+  say(
+    `5. Restore test: ${backup.id} restored again, post-exec dpxen-restore-post-exec with healthCheck: true`,
+  )
+  const vms = sim.context.db.all('VM').length
+  const check = await runRestoreSession({
+    store,
+    session: backup.id,
+    trees: [],
+    conflict: 'overwrite',
+    postExec: command('restore-post-exec.js', checkConfig),
+    onMessage: show,
+  })
+  const left = sim.context.db.all('VM').length - vms
+  say(`    result: ${check.status}; copies left in the pool: ${left}`)
+  say()
+  return check.status === 'Completed' && left === 0
+}
+
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'dpxen-demo-'))
   // Three hosts, each its own certificate, as each XenServer host makes one.
@@ -227,10 +262,14 @@ async function main(): Promise<number> {
     const leftovers = sim.context.db.all('VM').filter(([, v]) => v.is_a_snapshot).length
     say(`    snapshots left in the pool: ${leftovers}`)
     say()
+    const booted = await healthStep(sim, store, backup, config)
+    const passed = ok && leftovers === 0 && booted
     say(
-      ok && leftovers === 0 ? 'demo passed: both VMs are back exactly as they were backed up' : 'demo FAILED',
+      passed
+        ? 'demo passed: both VMs are back exactly as they were backed up, and their backups boot'
+        : 'demo FAILED',
     )
-    return ok && leftovers === 0 ? 0 : 1
+    return passed ? 0 : 1
   } finally {
     await sim.close()
     rmSync(work, { recursive: true, force: true })

@@ -105,14 +105,25 @@ async function candidates(run: Run): Promise<{ found: Candidate[]; damaged: Map<
   const { files, others } = await listFiles(config)
   const all: Candidate[] = []
   const damaged = new Map<string, string>()
-  for (const file of [...files, ...others]) {
-    try {
-      all.push(xvaCandidate(await examine(config.backupDir, file, run.signal)))
-    } catch (error) {
-      if (run.signal.aborted) throw error
-      damaged.set(file, messageOf(error))
-    }
-  }
+  // Progress lines while large files verify: Data Protector aborts a script silent for 15 minutes.
+  await eachTracked(
+    [...files, ...others],
+    {
+      log: run.log,
+      interval: config.progressInterval,
+      signal: run.signal,
+      name: (f) => f,
+      status: 'verifying',
+    },
+    async (file, entry) => {
+      try {
+        all.push(xvaCandidate(await examine(config.backupDir, file, run.signal, (n) => (entry.bytes = n))))
+      } catch (error) {
+        if (!run.signal.aborted) damaged.set(file, messageOf(error))
+      }
+    },
+  )
+  if (run.signal.aborted) throw new DpxenError('ABORTED', 'interrupted')
   const { points, problems } = chainPoints(await readChainManifests(config.backupDir))
   for (const p of problems) damaged.set(p.vmName, p.reason)
   all.push(...points.map((p) => chainCandidate(p, config.backupDir)))

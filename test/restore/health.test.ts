@@ -2,7 +2,7 @@
 // network cards removed, started, watched until its guest agent (or its health-check script)
 // answers, then destroyed with its disks, whatever happened; one line a VM, a record beside the
 // folder for `dpxen list`, exit 8 when a backup does not prove that it boots.
-import { mkdirSync, readdirSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -180,6 +180,23 @@ describe('health checks', () => {
     expect(result.code).toBe(8)
     expect(result.text).toMatch(/^dpxen: vm2: health check FAILED: .*SR_FULL/m)
     w.sim.faults.clear()
+    expect(await poolShape(w.xapi)).toEqual(before)
+  })
+
+  it('a damaged backup file: FAILED before anything is made on the pool', async () => {
+    const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    const xva = readdirSync(w.backupDir).find((f) => f.endsWith('.xva'))!
+    const bytes = readFileSync(join(w.backupDir, xva))
+    bytes[bytes.length >> 1]! ^= 0xff
+    writeFileSync(join(w.backupDir, xva), bytes)
+    const before = await poolShape(w.xapi)
+    const result = await w.check()
+    expect(result.code).toBe(8)
+    expect(result.text).toMatch(
+      new RegExp(`^dpxen: ${xva.replace(/\./g, '\\.')}: health check FAILED: `, 'm'),
+    )
+    expect(result.text).not.toMatch(/health check started/)
     expect(await poolShape(w.xapi)).toEqual(before)
   })
 

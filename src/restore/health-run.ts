@@ -6,7 +6,9 @@
 // beside the folder (staging/health-record.ts) for `dpxen list`. Any check that fails makes the
 // exit code EXIT.HEALTH_FAILED, so Data Protector ends the session Completed with errors.
 import { randomUUID } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { DpxenError, messageOf } from '../core/errors.js'
+import { formatBytes, formatRate } from '../core/format.js'
 import { eachTracked } from '../core/progress.js'
 import { EXIT } from '../hook/exit-codes.js'
 import type { Run } from '../hook/start.js'
@@ -117,7 +119,13 @@ async function candidates(run: Run): Promise<{ found: Candidate[]; damaged: Map<
     },
     async (file, entry) => {
       try {
-        all.push(xvaCandidate(await examine(config.backupDir, file, run.signal, (n) => (entry.bytes = n))))
+        const started = performance.now()
+        const item = await examine(config.backupDir, file, run.signal, (n) => (entry.bytes = n))
+        const seconds = (performance.now() - started) / 1000
+        run.log.info(
+          `dpxen: ${file}: verified ${formatBytes(item.verified.bytes)} in ${seconds.toFixed(1)} s (${formatRate(item.verified.bytes, seconds)})`,
+        )
+        all.push(xvaCandidate(item))
       } catch (error) {
         if (!run.signal.aborted) damaged.set(file, messageOf(error))
       }

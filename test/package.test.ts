@@ -127,6 +127,20 @@ describe('the release tarball', () => {
     expect(await diskHashes(w.sim.url, w.xapi, vm)).toEqual(hashes)
   })
 
+  it('that install health-checks a backup: the copy boots without network, then goes', async () => {
+    expect(installed, 'the offline install above').toBeDefined()
+    const env = { PATH: `${installed}:${process.env.PATH}` }
+    const w = await world({ mode: 'offline', vmName: ['vm2'], keepRestoredFiles: true })
+    expect((await execa('dpxen-pre-exec', [w.config], { cwd: w.dir, env, reject: false })).exitCode).toBe(0)
+    const vms = (await w.xapi.call<string[]>('VM.get_all')).length
+    const check = await execa('dpxen', ['health-check', w.config], { cwd: w.dir, env, reject: false })
+    expect(check.exitCode, check.stdout).toBe(0)
+    expect(check.stdout).toMatch(
+      /^dpxen: vm2: health check passed: booted in \d+ s, guest agent \S+ answered/m,
+    )
+    expect((await w.xapi.call<string[]>('VM.get_all')).length).toBe(vms)
+  })
+
   it('runs unpacked, without npm: node <dir>/dist/hooks/…', async () => {
     const dir = join(work, 'unpacked')
     mkdirSync(dir)

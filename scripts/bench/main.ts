@@ -11,6 +11,7 @@ import { benchConcurrency, benchPlanning } from './pool.js'
 import { benchTransfers, type ExportRow, type ImportRow } from './transfer.js'
 import { benchVhd, vhdChild, type VhdRow } from './vhd.js'
 import { benchNbd, nbdChild, type NbdRow } from './nbd.js'
+import { benchHealth, type HealthRow } from './health.js'
 
 if (vhdChild()) process.exit(0)
 if (await nbdChild()) process.exit(0)
@@ -37,6 +38,7 @@ const results = {
   incrementalCbt: undefined as IncrementalRow | undefined,
   vhdVerifier: [] as VhdRow[],
   nbd: [] as NbdRow[],
+  health: [] as HealthRow[],
   ...({} as Partial<Awaited<ReturnType<typeof benchPlanning>>>),
 }
 try {
@@ -50,6 +52,8 @@ try {
   if (options.parts.has('vhd')) results.vhdVerifier = benchVhd()
   for (const size of options.parts.has('nbd') ? options.sizes : [])
     results.nbd.push(...(await benchNbd(machine, options, work, size)))
+  for (const size of options.parts.has('health') ? options.sizes : [])
+    results.health.push(await benchHealth(machine, options, work, size))
   if (options.parts.has('incremental')) {
     results.incremental = await benchIncremental(machine, options, work, options.incrementalGiB)
     results.incrementalCbt = await benchIncremental(machine, options, work, options.incrementalGiB, true)

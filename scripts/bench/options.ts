@@ -8,7 +8,7 @@
 //   npm run bench -- --no-prime         no page-cache priming before each run (Machine.primeMemory)
 //   npm run bench -- --tls              over HTTPS (self-signed, pinned by fingerprint; curl -k)
 //   npm run bench -- --incremental 4    the incremental runs on a 4 GiB VM (16 by default)
-//   npm run bench -- --parts incremental  only some parts: transfers,concurrency,planning,incremental,vhd,nbd
+//   npm run bench -- --parts incremental  only some parts: transfers,concurrency,planning,incremental,vhd,nbd,health
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -45,7 +45,7 @@ export async function readOptions(argv = process.argv.slice(2)): Promise<Options
       'no-prime': { type: 'boolean', default: false },
       tls: { type: 'boolean', default: false },
       incremental: { type: 'string', default: '16' },
-      parts: { type: 'string', default: 'transfers,concurrency,planning,incremental,vhd,nbd' },
+      parts: { type: 'string', default: 'transfers,concurrency,planning,incremental,vhd,nbd,health' },
       dir: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'bench-results.json') },
     },

@@ -1,15 +1,14 @@
 // xapi-sim's guests, as xapi shows a guest to a client (xapi_guest_agent.ml, xapi_xenops.ml,
-// xapi_vm_lifecycle.ml): the guest agent's report becomes a VM_guest_metrics record some
-// seconds after VM.start, and goes when the VM halts; a guest's health-check script answers its
-// xenstore key into VM.xenstore_data; a guest boots only from a disk with data; and the faults
-// guest-no-boot and start-no-host.
+// xapi_vm.ml): VM.start drops the stale guest metrics for an empty record, which the agent's
+// report fills some seconds later; a halt keeps them, a snapshot copies them; a guest's
+// health-check script answers its xenstore key into VM.xenstore_data; a guest boots only from a
+// disk with data; and the faults guest-no-boot and start-no-host.
 import { describe, expect, it } from 'vitest'
 import { GUEST_KEY, HEALTH_KEY } from '../../simulator/xapi/model/guest.js'
 import type { TestClient } from '../helpers/rpc.js'
 import { demoSim } from '../helpers/sim.js'
 
 const NULL = 'OpaqueRef:NULL'
-type Rec = Record<string, unknown>
 
 /** Gives the VM's guest this behaviour (as a seed would). */
 async function guest(xapi: TestClient, vm: string, behaviour: Record<string, unknown>): Promise<void> {
@@ -28,29 +27,42 @@ async function until<T>(read: () => Promise<T>, ms: number): Promise<T> {
 }
 
 describe('xapi-sim: guests', () => {
-  it('the agent reports some seconds after VM.start (guest metrics with its version); a halt removes them', async () => {
+  it('VM.start replaces the stale guest metrics with an empty record, which the agent fills some seconds later; a halt keeps them, a snapshot and an export carry a copy', async () => {
     const { xapi } = await demoSim()
     const vm = await xapi.vmByName('vm2')
     await guest(xapi, vm, { bootSeconds: 0.4, agent: '7.1.2' })
     expect(await xapi.call('VM.get_guest_metrics', vm)).toBe(NULL)
     const started = Date.now()
     await xapi.call('VM.start', vm, false, false)
-    expect(await xapi.call('VM.get_guest_metrics', vm)).toBe(NULL)
-    const metrics = await until(async () => {
-      const ref = await xapi.call<string>('VM.get_guest_metrics', vm)
-      return ref === NULL ? undefined : ref
-    }, 5000)
+    const first = await xapi.call<string>('VM.get_guest_metrics', vm)
+    expect(await xapi.call('VM_guest_metrics.get_PV_drivers_version', first)).toEqual({})
+    const version = async (): Promise<Record<string, string> | undefined> => {
+      const v = await xapi.call<Record<string, string>>(
+        'VM_guest_metrics.get_PV_drivers_version',
+        await xapi.call<string>('VM.get_guest_metrics', vm),
+      )
+      return v.major ? v : undefined
+    }
+    expect(await until(version, 5000)).toEqual({ major: '7', minor: '1', micro: '2', build: '0' })
     expect(Date.now() - started).toBeGreaterThanOrEqual(350)
-    const rec = await xapi.call<Rec>('VM_guest_metrics.get_record', metrics!)
-    expect(rec.PV_drivers_version).toEqual({ major: '7', minor: '1', micro: '2', build: '0' })
-    expect(rec.PV_drivers_detected).toBe(true)
+    // Halted, it keeps what its guest last said; its snapshot gets a copy of that.
     await xapi.call('VM.hard_shutdown', vm)
-    expect(await xapi.call('VM.get_guest_metrics', vm)).toBe(NULL)
-    expect(await xapi.failure('VM_guest_metrics.get_record', metrics!)).toEqual([
+    expect(await xapi.call('VM.get_guest_metrics', vm)).toBe(first)
+    const snap = await xapi.call<string>('VM.snapshot', vm, 'snap')
+    const copied = await xapi.call<string>('VM.get_guest_metrics', snap)
+    expect(copied).not.toBe(first)
+    expect(await xapi.call('VM_guest_metrics.get_PV_drivers_version', copied)).toMatchObject({ major: '7' })
+    // The next start drops the stale record before the guest says anything.
+    await guest(xapi, vm, { bootSeconds: 30 })
+    await xapi.call('VM.start', vm, false, false)
+    const fresh = await xapi.call<string>('VM.get_guest_metrics', vm)
+    expect(fresh).not.toBe(first)
+    expect(await xapi.failure('VM_guest_metrics.get_record', first)).toEqual([
       'HANDLE_INVALID',
       'VM_guest_metrics',
-      metrics,
+      first,
     ])
+    expect(await xapi.call('VM_guest_metrics.get_PV_drivers_version', fresh)).toEqual({})
   })
 
   it("a guest's health-check script answers its xenstore key: planned, running, then its verdict", async () => {
@@ -70,20 +82,25 @@ describe('xapi-sim: guests', () => {
   it('no guest without data on its boot disk, none with guest-no-boot, none without an agent', async () => {
     const { sim, xapi } = await demoSim()
     const vm = await xapi.vmByName('vm2')
+    /** The agent's version some time after a start ('' when none reported). */
     const check = async (): Promise<string> => {
       await xapi.call('VM.start', vm, false, false)
       await new Promise((r) => setTimeout(r, 600))
       const metrics = await xapi.call<string>('VM.get_guest_metrics', vm)
+      const version = await xapi.call<Record<string, string>>(
+        'VM_guest_metrics.get_PV_drivers_version',
+        metrics,
+      )
       await xapi.call('VM.hard_shutdown', vm)
-      return metrics
+      return version.major ?? ''
     }
     await guest(xapi, vm, { bootSeconds: 0.1, agent: false })
-    expect(await check()).toBe(NULL)
+    expect(await check()).toBe('')
     await guest(xapi, vm, { bootSeconds: 0.1 })
     sim.faults.add('guest-no-boot')
-    expect(await check()).toBe(NULL)
+    expect(await check()).toBe('')
     sim.faults.clear()
-    expect(await check()).not.toBe(NULL)
+    expect(await check()).toBe('8')
     // Its disk overwritten with zeros: nothing to boot.
     const vdi = await xapi.call<string>('VBD.get_VDI', (await xapi.call<string[]>('VM.get_VBDs', vm))[0]!)
     const size = Number(await xapi.call('VDI.get_virtual_size', vdi))
@@ -91,7 +108,7 @@ describe('xapi-sim: guests', () => {
     await sim.context.disks.writable(uuid)
     const { promises: fsp } = await import('node:fs')
     await fsp.writeFile(sim.context.disks.path(uuid), Buffer.alloc(size))
-    expect(await check()).toBe(NULL)
+    expect(await check()).toBe('')
   })
 
   it('start-no-host: VM.start fails NO_HOSTS_AVAILABLE and every host says it lacks the memory', async () => {

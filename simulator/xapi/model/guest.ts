@@ -1,10 +1,14 @@
-// A VM's guest, as far as anyone outside it can tell: some seconds after the VM starts, the
-// guest agent (PV drivers, guest tools) writes its version into xenstore and xapi turns it into
-// a VM_guest_metrics record (xen-api e2ee48d688 ocaml/xapi/xapi_guest_agent.ml: the
-// PV_drivers_version map's keys major, minor, micro, build; os_version's name, distro, …); the
-// guest's own writes under vm-data come back into VM.xenstore_data (xapi_xenops.ml, the
-// xsdata_state update). A VM that halts loses its guest metrics (xapi_vm_lifecycle.ml,
-// force_state_reset: the record destroyed, the field NULL).
+// A VM's guest, as far as anyone outside it can tell, as xapi shows it (xen-api e2ee48d688):
+// - VM.start first deletes the VM's guest metrics (xapi_vm.ml: they may be stale, or a clone's);
+//   once the domain runs, xapi makes an empty record (xapi_xenops.ml
+//   create_guest_metrics_if_needed), and `bootSeconds` later the guest agent (PV drivers, guest
+//   tools) fills it from xenstore (xapi_guest_agent.ml: PV_drivers_version's keys major, minor,
+//   micro, build; os_version's name, distro, …);
+// - a halt keeps the record, stale; a snapshot, clone or copy gets a copy of it
+//   (xapi_vm_helpers.ml copy_guest_metrics), and an export carries it to the imported VM
+//   (export.ml, import.ml): a halted copy of a running VM shows an agent it has not run;
+// - the guest's writes under vm-data come back into VM.xenstore_data (xapi_xenops.ml, the
+//   xsdata_state update).
 //
 // What the guest does is the seed's (bootSeconds, guestAgent, healthCheckScript), kept with the
 // VM in other_config under GUEST_KEY so that it travels in its exports and comes back with a
@@ -96,21 +100,51 @@ async function hasData(sim: SimContext, vdi: Rec): Promise<boolean> {
   }
 }
 
-/** The guest agent's report: a VM_guest_metrics record, as xapi makes it on its first report. */
-function report(sim: SimContext, vmRef: string, agent: string): void {
-  const [major = '0', minor = '0', micro = '0'] = agent.split('.')
+/** The record xapi makes once the domain runs: empty until the agent writes. */
+function emptyMetrics(sim: SimContext, vmRef: string): void {
   const metrics = sim.db.create('VM_guest_metrics', {
+    os_version: {},
+    PV_drivers_version: {},
+    PV_drivers_up_to_date: false,
+    PV_drivers_detected: false,
+    networks: {},
+    other: {},
+    last_updated: new Date(),
+    other_config: {},
+    live: false,
+  })
+  sim.db.update('VM', vmRef, { guest_metrics: metrics })
+}
+
+/** The guest agent's report, into the VM's guest metrics. */
+function report(sim: SimContext, vmRef: string, agent: string): void {
+  const metrics = String(sim.db.get('VM', vmRef)?.guest_metrics ?? NULL_REF)
+  if (!sim.db.has('VM_guest_metrics', metrics)) return
+  const [major = '0', minor = '0', micro = '0'] = agent.split('.')
+  sim.db.update('VM_guest_metrics', metrics, {
     os_version: { name: 'Debian GNU/Linux 12 (bookworm)', distro: 'debian', major: '12', minor: '0' },
     PV_drivers_version: { major, minor, micro, build: '0' },
     PV_drivers_up_to_date: true,
     PV_drivers_detected: true,
-    networks: {},
     other: { 'feature-shutdown': '1', has_vendor_device: '0' },
     last_updated: new Date(),
-    other_config: {},
     live: true,
   })
-  sim.db.update('VM', vmRef, { guest_metrics: metrics })
+}
+
+/** A copy of a VM's guest metrics record for another VM (copy_guest_metrics); NULL when none. */
+export function copyGuestMetrics(sim: SimContext, from: Rec): string {
+  const metrics = sim.db.get('VM_guest_metrics', from.guest_metrics)
+  if (!metrics) return NULL_REF
+  const { uuid: _uuid, ...fields } = metrics
+  return sim.db.create('VM_guest_metrics', structuredClone(fields))
+}
+
+function dropMetrics(sim: SimContext, vmRef: string): void {
+  const vm = sim.db.get('VM', vmRef)
+  const metrics = String(vm?.guest_metrics ?? NULL_REF)
+  if (sim.db.has('VM_guest_metrics', metrics)) sim.db.destroy('VM_guest_metrics', metrics)
+  if (vm && metrics !== NULL_REF) sim.db.update('VM', vmRef, { guest_metrics: NULL_REF })
 }
 
 /** The guest's vm-data writes, as xapi syncs them into VM.xenstore_data. */
@@ -139,25 +173,28 @@ async function live(sim: SimContext, vmRef: string, guest: Guest, signal: AbortS
   })
 }
 
-/** A VM that starts: its guest (if it has one) comes up in the background. */
+/** VM.start: the stale guest metrics go, an empty record comes, and the guest (if any) boots. */
 export function bootGuest(sim: SimContext, vmRef: string): void {
+  stopGuest(sim, vmRef)
+  dropMetrics(sim, vmRef)
+  emptyMetrics(sim, vmRef)
   const vm = sim.db.get('VM', vmRef)
   const guest = vm && guestOf(vm)
   if (!guest) return
-  stopGuest(sim, vmRef)
   const controller = new AbortController()
   timersOf(sim).set(vmRef, controller)
   const signal = AbortSignal.any([controller.signal, sim.closing])
   void live(sim, vmRef, guest, signal).catch(() => undefined)
 }
 
-/** A VM that halts or goes: its guest stops, and its guest metrics go. */
+/** A VM that halts: its guest stops; its guest metrics stay, stale, as xapi keeps them. */
 export function stopGuest(sim: SimContext, vmRef: string): void {
   timersOf(sim).get(vmRef)?.abort()
   timersOf(sim).delete(vmRef)
-  const vm = sim.db.get('VM', vmRef)
-  if (!vm) return
-  const metrics = String(vm.guest_metrics ?? NULL_REF)
-  if (sim.db.has('VM_guest_metrics', metrics)) sim.db.destroy('VM_guest_metrics', metrics)
-  if (metrics !== NULL_REF) sim.db.update('VM', vmRef, { guest_metrics: NULL_REF })
+}
+
+/** A VM that goes: its guest stops and its guest metrics go with it (xapi's GC of orphans). */
+export function forgetGuest(sim: SimContext, vmRef: string): void {
+  stopGuest(sim, vmRef)
+  dropMetrics(sim, vmRef)
 }

@@ -18,7 +18,7 @@ import {
 } from './storage.js'
 import type { Rec } from './db.js'
 import { copyVtpms, removeVtpms } from './vtpm.js'
-import { bootGuest, stopGuest } from './guest.js'
+import { bootGuest, copyGuestMetrics, forgetGuest, stopGuest } from './guest.js'
 
 const ALLOWED_STATES: Record<string, string[]> = {
   start: ['Halted'],
@@ -216,6 +216,7 @@ async function copyVmRecord(
     resident_on: NULL_REF,
     domid: -1,
     VTPMs: [],
+    guest_metrics: copyGuestMetrics(sim, vm),
     ...fields,
   })
   try {
@@ -401,6 +402,7 @@ function reparentChildren(sim: SimContext, vmRef: string, vm: Rec): void {
 /** VM.destroy: removes the VM, its VBDs and VIFs, never its VDIs. */
 export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
   const vm = assertVmOp(sim, vmRef, 'destroy')
+  forgetGuest(sim, vmRef)
   for (const vbd of vm.VBDs as string[]) if (sim.db.has('VBD', vbd)) destroyVbd(sim, vbd)
   for (const vif of vm.VIFs as string[]) removeVif(sim, vif)
   removeVtpms(sim, vm)
@@ -414,7 +416,7 @@ export async function destroyVm(sim: SimContext, vmRef: string): Promise<void> {
 export async function destroyVmWithDevices(sim: SimContext, vmRef: string, disks: boolean): Promise<void> {
   const vm = sim.db.get('VM', vmRef)
   if (!vm) return
-  stopGuest(sim, vmRef)
+  forgetGuest(sim, vmRef)
   for (const vbdRef of vm.VBDs as string[]) {
     const vbd = sim.db.get('VBD', vbdRef)
     removeVbd(sim, vbdRef)

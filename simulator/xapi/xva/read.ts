@@ -322,11 +322,20 @@ async function createObjects(
   const at: Importing = { sim, objects, options, created, refOf: new Map() }
   importNetworks(at)
   await importDisks(at)
+  importGuestMetrics(at)
   await importVms(at)
   for (const o of objects.filter((x) => x.cls === 'VBD')) importVbd(at, o.snapshot)
   for (const o of objects.filter((x) => x.cls === 'VIF')) importVif(at, o.snapshot)
   for (const o of objects.filter((x) => x.cls === 'VTPM')) importVtpm(at, o.snapshot)
   return at.refOf
+}
+
+/** Guest metrics: a record made from the archive's (import.ml), for its VM. */
+function importGuestMetrics(at: Importing): void {
+  for (const o of at.objects.filter((x) => x.cls === 'VM_guest_metrics')) {
+    const { uuid: _uuid, ...fields } = pick('VM_guest_metrics', o.snapshot)
+    at.refOf.set(o.id, at.sim.db.create('VM_guest_metrics', fields))
+  }
 }
 
 /** Networks: one of the same name (or bridge) is used, else made. */
@@ -408,6 +417,7 @@ async function importVms(at: Importing): Promise<void> {
       current_operations: { [options.task]: 'import' },
       allowed_operations: [],
       domid: -1,
+      guest_metrics: refOf.get(String(fields.guest_metrics)) ?? NULL_REF,
     })
     created.vms.push(ref)
     refOf.set(o.id, ref)

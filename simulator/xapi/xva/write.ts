@@ -115,6 +115,8 @@ export function planExport(sim: SimContext, vmRef: string, keepPowerState = fals
   }
   const vtpms = ((vm.VTPMs as string[] | undefined) ?? []).filter((r) => sim.db.has('VTPM', r))
   for (const vtpm of vtpms) add('VTPM', vtpm)
+  // export.ml adds the VM's guest metrics: the imported VM shows what the guest last reported.
+  add('VM_guest_metrics', String(vm.guest_metrics))
   for (const vbdRef of vbds) {
     const vbd = sim.db.require('VBD', vbdRef)
     const vdi = sim.db.get('VDI', vbd.VDI)

@@ -2,7 +2,7 @@
 // (new uuid, new MACs) and tagged from the moment it exists (restore/copy.ts, rebuild.ts: the
 // restore journal covers it until the tags are on, OC_HEALTH_CHECK and the owner after); its
 // network cards are removed, so that a copy of a production VM never comes up on the production
-// network with its addresses; it is started on a host that can run it, and watched until the
+// network with its addresses, and its HA protection with them; it is started on a host that can run it, and watched until the
 // guest proves itself: with its xenstore key (a guest script that answers
 // vm-data/dpxen-health-check) its verdict, else the guest agent's report (VM_guest_metrics with
 // a PV drivers version). Whatever happens, on SIGTERM too, the copy and its disks are destroyed.
@@ -95,6 +95,10 @@ async function removeCopy(ctx: RestoreContext, subject: HealthSubject, vm: strin
 /** The copy cut off from the network, started, and watched until its guest answers or time runs out. */
 async function watch(ctx: RestoreContext, vm: string, subject: HealthSubject): Promise<HealthResult> {
   for (const vif of await ctx.host.call<string[]>('VM.get_VIFs', vm)) await ctx.host.call('VIF.destroy', vif)
+  // A copy of an HA-protected VM is not to be protected: in a pool with HA on, its start would
+  // be weighed against the failover plan, and a host failure would restart it.
+  if ((await ctx.host.call<string>('VM.get_ha_restart_priority', vm)) !== '')
+    await ctx.host.call('VM.set_ha_restart_priority', vm, '')
   const script = HEALTH_KEY in (await ctx.host.call<Record<string, string>>('VM.get_xenstore_data', vm))
   if (script) {
     for (const key of [HEALTH_KEY, HEALTH_ERROR_KEY])

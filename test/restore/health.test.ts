@@ -60,22 +60,28 @@ describe('health checks', () => {
       const w = await healthWorld({ mode, vmName: [vm] })
       const ref = await w.xapi.vmByName(vm)
       await guest(w.xapi, ref, { bootSeconds: 1, agent: '7.1.2' })
+      await w.xapi.call('VM.set_ha_restart_priority', ref, 'restart')
       expect((await run(runPreExec, [w.config])).code).toBe(0)
       const before = await poolShape(w.xapi)
-      // Watch the copy as it lives: no network card while it runs.
+      // Watch the copy as it lives: no network card, no HA protection while it runs.
       let vifsWhileRunning = -1
+      let haWhileRunning = '?'
       const checking = w.check()
       for (let i = 0; i < 200 && vifsWhileRunning < 0; i++) {
         const copy = Object.entries(await records(w.xapi, 'VM')).find(
           ([, r]) =>
             (r.other_config as Record<string, string>)[OC_HEALTH_CHECK] && r.power_state === 'Running',
         )
-        if (copy) vifsWhileRunning = (copy[1].VIFs as string[]).length
+        if (copy) {
+          vifsWhileRunning = (copy[1].VIFs as string[]).length
+          haWhileRunning = String(copy[1].ha_restart_priority)
+        }
         await new Promise((r) => setTimeout(r, 50))
       }
       const result = await checking
       expect(result.code, result.text).toBe(0)
       expect(vifsWhileRunning).toBe(0)
+      expect(haWhileRunning).toBe('')
       expect(result.text).toMatch(
         new RegExp(
           `^dpxen: ${vm}: health check passed: booted in \\d+ s, guest agent 7\\.1 answered \\(`,

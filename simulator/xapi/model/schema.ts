@@ -445,6 +445,7 @@ export const SCHEMA: Record<string, ClassSchema> = {
       'xenstore_data',
       'affinity',
       'suspend_SR',
+      'ha_restart_priority',
     ],
   },
   task: {

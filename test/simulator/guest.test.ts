@@ -119,4 +119,18 @@ describe('xapi-sim: guests', () => {
     for (const host of await xapi.call<string[]>('host.get_all'))
       expect((await xapi.failure('VM.assert_can_boot_here', vm, host))[0]).toBe('HOST_NOT_ENOUGH_FREE_MEMORY')
   })
+
+  it('VM.set_ha_restart_priority takes restart, best-effort or nothing, and refuses anything else as xapi does', async () => {
+    const { xapi } = await demoSim()
+    const vm = await xapi.vmByName('vm2')
+    for (const value of ['restart', 'best-effort', '']) {
+      await xapi.call('VM.set_ha_restart_priority', vm, value)
+      expect(await xapi.call('VM.get_ha_restart_priority', vm)).toBe(value)
+    }
+    expect(await xapi.failure('VM.set_ha_restart_priority', vm, 'always')).toEqual([
+      'INVALID_VALUE',
+      'ha_restart_priority',
+      'always',
+    ])
+  })
 })

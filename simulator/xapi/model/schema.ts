@@ -445,7 +445,6 @@ export const SCHEMA: Record<string, ClassSchema> = {
       'xenstore_data',
       'affinity',
       'suspend_SR',
-      'ha_restart_priority',
     ],
   },
   task: {

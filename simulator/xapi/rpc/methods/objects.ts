@@ -75,6 +75,18 @@ async function guestTakesItsTime(sim: SimContext, task: string, ms: number): Pro
   }
 }
 
+/** xapi_vm.ml set_ha_restart_priority: one of restart, best-effort or "" (HA itself, and its failover plan, are not modelled). */
+function registerHa(table: MethodTable): void {
+  table.set('VM.set_ha_restart_priority', {
+    params: [vm, { name: 'value', type: 'string' }],
+    run({ sim }, [ref, value]) {
+      if (!['restart', 'best-effort', ''].includes(String(value)))
+        throw new XapiFailure('INVALID_VALUE', 'ha_restart_priority', String(value))
+      sim.db.update('VM', String(ref), { ha_restart_priority: String(value) })
+    },
+  })
+}
+
 /** Power operations, where a VM may run, and the hosts' and the pool's own (maintenance, a new master). */
 function registerPower(table: MethodTable): void {
   const powerOp = (
@@ -334,6 +346,7 @@ function registerDevices(table: MethodTable): void {
 
 export function registerObjects(table: MethodTable): void {
   registerPower(table)
+  registerHa(table)
   registerVtpms(table)
   registerVmCopies(table)
   registerVdis(table)

@@ -150,11 +150,17 @@ export async function sweepSnapshots(
  * Removes a health check's copy: stopped at once if it runs (it is a throwaway: nothing in it is
  * kept), then destroyed with its disks. Bounded: a copy that will not stop is left to the sweep.
  */
-export async function removeHealthCopy(host: Host, vm: string, log: Logger): Promise<void> {
+export async function removeHealthCopy(
+  host: Host,
+  vm: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<void> {
   if (!(await exists(host, 'VM', vm))) return
   if ((await host.call<string>('VM.get_power_state', vm)) !== 'Halted')
     await host.callAsync('VM.hard_shutdown', [vm], { signal: AbortSignal.timeout(HEALTH_COPY_STOP_MS) })
-  await destroyVmAndDisks(host, vm, log)
+  // After a SIGTERM, busy disks are retried for seconds only (disks.ts ABORTED_RETRY_MS).
+  await destroyVmAndDisks(host, vm, log, signal)
 }
 
 /** How long the hard shutdown of a health check's copy may take. */

@@ -84,7 +84,7 @@ export async function checkBackup(
 async function removeCopy(ctx: RestoreContext, subject: HealthSubject, vm: string): Promise<void> {
   ctx.onStatus?.('removing the copy')
   try {
-    await removeHealthCopy(ctx.host, vm, ctx.log)
+    await removeHealthCopy(ctx.host, vm, ctx.log, ctx.signal)
   } catch (error) {
     ctx.log.info(
       `dpxen: ${subject.vmName}: warning: the health check's copy could not be removed: ${messageOf(error)} (the next run, or dpxen recover, removes it)`,

@@ -341,10 +341,14 @@ describe('Data Protector sessions with dpxen (dp-sim)', () => {
     expect(bad.stderr).toMatch(/^dp-sim: spec .*nope\.json: cannot be read/)
   })
 
-  it('npm run demo: a full simulated backup and restore that proves the VMs are back', async () => {
+  it('npm run demo: a full simulated backup and restore that proves the VMs are back, then a restore test that boots them', async () => {
     const result = await execa(process.execPath, [join(dist, 'simulator/dp/demo.js')], { reject: false })
     expect(result.exitCode).toBe(0)
-    expect(result.stdout).toMatch(/^demo passed: both VMs are back exactly as they were backed up$/m)
+    expect(result.stdout).toMatch(
+      /^demo passed: both VMs are back exactly as they were backed up, and their backups boot$/m,
+    )
+    expect(result.stdout).toMatch(/^ {4}post-exec \| dpxen: health checks: 2 passed, 0 failed$/m)
+    expect(result.stdout).toMatch(/^ {4}result: Completed; copies left in the pool: 0$/m)
     // Over HTTPS, the certificate pinned as dpxen check offered it.
     expect(result.stdout).toMatch(
       /^ {2}pool: {4}xapi-sim, three hosts, master at https:\/\/127\.0\.0\.1:\d+ /m,

@@ -142,12 +142,13 @@ async function candidates(run: Run): Promise<{ found: Candidate[]; damaged: Map<
 
 /** healthCheckSr, else the SR the backup's first disk was on, else the pool's default SR. */
 function copySr(view: PoolView, config: Run['config'], c: Candidate): TargetSr {
-  if (config.healthCheckSr.trim()) return resolveSr(view, { ...config, sr: config.healthCheckSr })
+  if (config.healthCheckSr.trim())
+    return resolveSr(view, { ...config, sr: config.healthCheckSr }, 'healthCheckSr')
   const byName = [...view.srs.values()].filter((sr) => c.srName !== undefined && sr.name_label === c.srName)
   const own = originalSr(view, c.srUuid ?? (byName.length === 1 ? String(byName[0]!.uuid) : undefined))
   const usable =
     own && (view.srs.get(own.ref)?.allowed_operations as string[] | undefined)?.includes('vdi_create')
-  return usable ? own : resolveSr(view, { ...config, sr: '' })
+  return usable ? own : resolveSr(view, { ...config, sr: '' }, 'healthCheckSr')
 }
 
 export interface HealthOptions {

@@ -17,8 +17,15 @@ function describe(ref: string, sr: Rec): TargetSr {
   return { ref, name: String(sr.name_label), uuid: String(sr.uuid) }
 }
 
-/** The SR named by `sr` (name or uuid), or the pool's default SR when `sr` is empty. */
-export function resolveSr(view: PoolView, config: Config): TargetSr {
+/**
+ * The SR named by `sr` (name or uuid), or the pool's default SR when `sr` is empty. `key` is the
+ * configuration key that named it (healthCheckSr for a health check's copy), for the messages.
+ */
+export function resolveSr(
+  view: PoolView,
+  config: Pick<Config, 'sr' | 'source'>,
+  key: 'sr' | 'healthCheckSr' = 'sr',
+): TargetSr {
   const wanted = config.sr.trim()
   if (wanted === '') {
     const ref = String(view.pool.default_SR ?? 'OpaqueRef:NULL')
@@ -26,7 +33,7 @@ export function resolveSr(view: PoolView, config: Config): TargetSr {
     if (!sr) {
       throw new DpxenError(
         'CONFIG_INVALID',
-        `the pool has no default SR: set sr in ${config.source} to the SR to restore into`,
+        `the pool has no default SR: set ${key} in ${config.source} to the SR to restore into`,
       )
     }
     return describe(ref, sr)
@@ -38,13 +45,13 @@ export function resolveSr(view: PoolView, config: Config): TargetSr {
       .map((sr) => `"${String(sr.name_label)}"`)
     throw new DpxenError(
       'CONFIG_INVALID',
-      `sr: no SR is named "${wanted}" (the pool has ${names.join(', ')}); fix sr in ${config.source}`,
+      `${key}: no SR is named "${wanted}" (the pool has ${names.join(', ')}); fix ${key} in ${config.source}`,
     )
   }
   if (matches.length > 1)
     throw new DpxenError(
       'CONFIG_INVALID',
-      `sr: ${matches.length} SRs are named "${wanted}"; give its uuid in ${config.source}`,
+      `${key}: ${matches.length} SRs are named "${wanted}"; give its uuid in ${config.source}`,
     )
   return describe(matches[0]![0], matches[0]![1])
 }

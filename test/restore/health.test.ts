@@ -192,6 +192,18 @@ describe('health checks', () => {
     expect(await poolShape(w.xapi)).toEqual(before)
   })
 
+  it('healthCheckSr naming no SR: FAILED, naming the key and the SRs there are; nothing made', async () => {
+    const w = await healthWorld({ mode: 'offline', vmName: ['vm2'], healthCheckSr: 'Nope' })
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    const before = await poolShape(w.xapi)
+    const result = await w.check()
+    expect(result.code).toBe(8)
+    expect(result.text).toMatch(
+      /^dpxen: vm2: health check FAILED: healthCheckSr: no SR is named "Nope" \(the pool has .*"Shared Storage".*\); fix healthCheckSr in \S+dpxen\.json \(/m,
+    )
+    expect(await poolShape(w.xapi)).toEqual(before)
+  })
+
   it("storage without room for the copy, though its records show some (sr-full): FAILED with xapi's words, nothing left", async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
     expect((await run(runPreExec, [w.config])).code).toBe(0)

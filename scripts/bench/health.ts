@@ -4,9 +4,9 @@
 // and import rates, from its own lines; peak RSS, which must not grow with the VM. The check runs
 // on the measured core, the simulator on the other, as for the other parts.
 import { join } from 'node:path'
-import { HOOKS, median, writeJson, type Machine } from './machine.js'
+import { HOOKS, median, type Machine } from './machine.js'
 import type { Options } from './options.js'
-import { startBigVm } from './transfer.js'
+import { bigVmConfig, startBigVm } from './transfer.js'
 
 export interface HealthRow {
   sizeGiB: number
@@ -30,17 +30,9 @@ export async function benchHealth(
   const dir = join(work, `health-${sizeGiB}g`)
   const sim = await startBigVm(options, dir, sizeGiB)
   try {
-    const config = join(dir, 'health.json')
-    writeJson(config, {
+    const config = bigVmConfig(join(dir, 'health.json'), sim, options, {
       mode: 'offline',
-      vmName: ['big'],
-      url: sim.url,
-      username: 'root',
-      password: 'xenroot',
       backupDir: join(dir, 'staging'),
-      // Each run checks the same file.
-      keepRestoredFiles: true,
-      ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
     })
     await m.untimedHook('pre-exec.js', config)
     const runs: { seconds: number; verify: number; import: number; rss: number }[] = []

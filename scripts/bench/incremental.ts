@@ -8,9 +8,9 @@
 // is no data at all (its disks keep their tracking metadata alone).
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { startBigVm } from './transfer.js'
+import { bigVmConfig, startBigVm } from './transfer.js'
 import { login } from './client.js'
-import { median, writeJson, type Machine } from './machine.js'
+import { median, type Machine } from './machine.js'
 import { OC_BASE_OF } from '../../src/pool/tags.js'
 import type { Options } from './options.js'
 
@@ -77,19 +77,12 @@ export async function benchIncremental(
   const sim = await startBigVm(options, dir, size)
   console.log('done')
   try {
-    const config = join(dir, 'incremental.json')
-    writeJson(config, {
+    const config = bigVmConfig(join(dir, 'incremental.json'), sim, options, {
       mode: 'online',
-      vmName: ['big'],
-      url: sim.url,
-      username: 'root',
-      password: 'xenroot',
       backupDir: staging,
       incremental: true,
       fullEvery: 100,
       ...(cbt ? { cbt: true } : {}),
-      keepRestoredFiles: true,
-      ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
     })
     const client = await login(sim.url, options.tls?.fingerprint)
     if (cbt) {

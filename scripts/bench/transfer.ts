@@ -51,26 +51,39 @@ export function startBigVm(options: Options, dir: string, size: number) {
   })
 }
 
+/**
+ * A configuration at `path` for the hooks against startBigVm's simulator: VM `big`, the
+ * simulator's credentials and (over TLS) its pinned certificate, the files kept after a restore
+ * (the benches restore one file again and again), then `values`.
+ */
+export function bigVmConfig(
+  path: string,
+  sim: { url: string },
+  options: Options,
+  values: Record<string, unknown>,
+): string {
+  writeJson(path, {
+    vmName: ['big'],
+    url: sim.url,
+    username: 'root',
+    password: 'xenroot',
+    keepRestoredFiles: true,
+    ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
+    ...values,
+  })
+  return path
+}
+
 /** A simulator holding one VM `big` of `size` GiB (3/4 data), and configurations for the hooks. */
 async function bigVmWorld(options: Options, dir: string, size: number) {
   const sim = await startBigVm(options, dir, size)
   const staging = join(dir, 'staging')
-  const config = (extra: Record<string, unknown>): string => {
-    const path = join(dir, `cfg-${Object.keys(extra).join('-') || 'plain'}.json`)
-    writeJson(path, {
+  const config = (extra: Record<string, unknown>): string =>
+    bigVmConfig(join(dir, `cfg-${Object.keys(extra).join('-') || 'plain'}.json`), sim, options, {
       mode: 'offline',
-      vmName: ['big'],
-      url: sim.url,
-      username: 'root',
-      password: 'xenroot',
       backupDir: staging,
-      // The import runs the restore again and again on one file.
-      keepRestoredFiles: true,
-      ...(options.tls ? { fingerprint: options.tls.fingerprint } : {}),
       ...extra,
     })
-    return path
-  }
   const client = await login(sim.url, options.tls?.fingerprint)
   const ref = await client.session.call<string>('VM.get_by_name_label', 'big').then((refs) => refs[0]!)
   return {

@@ -47,7 +47,12 @@ async function healthWorld(values: Record<string, unknown>, simOptions: XapiSimO
     simOptions,
   )
   const check = (...args: string[]) => run(runDpxen, ['health-check', ...args, w.config])
-  return { ...w, check }
+  /** A backup into the folder (the pre-exec); the pool's shape after it, which a check must keep. */
+  const backUp = async () => {
+    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    return poolShape(w.xapi)
+  }
+  return { ...w, check, backUp }
 }
 
 describe('health checks', () => {
@@ -61,8 +66,7 @@ describe('health checks', () => {
       const ref = await w.xapi.vmByName(vm)
       await guest(w.xapi, ref, { bootSeconds: 1, agent: '7.1.2' })
       await w.xapi.call('VM.set_ha_restart_priority', ref, 'restart')
-      expect((await run(runPreExec, [w.config])).code).toBe(0)
-      const before = await poolShape(w.xapi)
+      const before = await w.backUp()
       // Watch the copy as it lives: no network card, no HA protection while it runs.
       let vifsWhileRunning = -1
       let haWhileRunning = '?'
@@ -107,8 +111,7 @@ describe('health checks', () => {
     await serveNbd(w.xapi)
     const debian = await w.xapi.vmByName('Debian')
     await guest(w.xapi, debian, { bootSeconds: 1, agent: '8.4.0' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     const result = await w.check()
     expect(result.code, result.text).toBe(0)
     expect(result.text).toMatch(
@@ -122,14 +125,13 @@ describe('health checks', () => {
     const vm2 = await w.xapi.vmByName('vm2')
     await w.xapi.call('VM.add_to_xenstore_data', vm2, 'vm-data/dpxen-health-check', 'idle')
     await guest(w.xapi, vm2, { bootSeconds: 0.5, agent: '8.4.0', script: 'success' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    await w.backUp()
     const passed = await w.check()
     expect(passed.text).toMatch(
       /vm2: health check passed: booted, its health-check script answered success in \d+ s/,
     )
     await guest(w.xapi, vm2, { bootSeconds: 0.5, agent: '8.4.0', script: 'failure' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     const failed = await w.check()
     expect(failed.code).toBe(8)
     expect(failed.text).toMatch(
@@ -152,8 +154,7 @@ describe('health checks', () => {
         await w.xapi.call('VM.get_guest_metrics', vm2),
       ),
     ).toMatchObject({ major: '8' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     w.sim.faults.add('guest-no-boot')
     const result = await w.check()
     expect(result.code).toBe(8)
@@ -168,8 +169,7 @@ describe('health checks', () => {
 
   it('no host can start the copy: NO_HOSTS_AVAILABLE with each host and why, exit 8, the copy gone', async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     w.sim.faults.add('start-no-host')
     const result = await w.check()
     expect(result.code).toBe(8)
@@ -184,8 +184,7 @@ describe('health checks', () => {
       { mode: 'offline', vmName: ['vm2'], healthCheckSr: 'Tiny' },
       { seed: { srs: [{ name: 'Tiny', type: 'ext', size: '1MiB' }], vms: [] } },
     )
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     const result = await w.check()
     expect(result.code).toBe(8)
     expect(result.text).toMatch(/vm2: health check FAILED: SR "Tiny" has .* free, the restore needs 6\.0 MiB/)
@@ -194,8 +193,7 @@ describe('health checks', () => {
 
   it('healthCheckSr naming no SR: FAILED, naming the key and the SRs there are; nothing made', async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'], healthCheckSr: 'Nope' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     const result = await w.check()
     expect(result.code).toBe(8)
     expect(result.text).toMatch(
@@ -206,8 +204,7 @@ describe('health checks', () => {
 
   it("storage without room for the copy, though its records show some (sr-full): FAILED with xapi's words, nothing left", async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     w.sim.faults.add('sr-full')
     const result = await w.check()
     expect(result.code).toBe(8)
@@ -218,7 +215,7 @@ describe('health checks', () => {
 
   it('a damaged backup file: FAILED before anything is made on the pool', async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    await w.backUp()
     const xva = readdirSync(w.backupDir).find((f) => f.endsWith('.xva'))!
     const bytes = readFileSync(join(w.backupDir, xva))
     bytes[bytes.length >> 1]! ^= 0xff
@@ -235,7 +232,7 @@ describe('health checks', () => {
 
   it('a VM tagged dpxen:no-health-check is skipped, said; --preview lists what would be checked and where', async () => {
     const w = await healthWorld({ mode: 'allOffline' })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
+    await w.backUp()
     await w.xapi.call('VM.add_tags', await w.xapi.vmByName('legacy-win'), 'dpxen:no-health-check')
     const before = await poolShape(w.xapi)
     const preview = await w.check('--preview')
@@ -297,8 +294,7 @@ describe('health checks', () => {
 
   it('SIGTERM while it waits for the guest: exit 130 within seconds, the copy and its disks gone', async () => {
     const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
-    expect((await run(runPreExec, [w.config])).code).toBe(0)
-    const before = await poolShape(w.xapi)
+    const before = await w.backUp()
     w.sim.faults.add('guest-no-boot')
     const { result, stopMs } = await terminateWhen(
       DPXEN,

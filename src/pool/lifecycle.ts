@@ -3,9 +3,9 @@
 // VM's state decides what is owed); starting again is bounded by CLEANUP_TIMEOUT_MS and runs
 // even after SIGTERM, because a VM dpxen stopped must run again.
 import { performance } from 'node:perf_hooks'
-import { DpxenError, XapiError, messageOf } from '../core/errors.js'
+import { DpxenError, XapiError, isXapiError, messageOf } from '../core/errors.js'
 import type { Config } from '../config/schema.js'
-import { shownSeconds, type Ms } from '../core/format.js'
+import { formatBytes, shownSeconds, type Ms } from '../core/format.js'
 import type { Logger } from '../core/log.js'
 import { anySignal } from '../core/signals.js'
 import type { Host } from '../xapi/host.js'
@@ -93,7 +93,10 @@ async function forceOff(ctx: PoolContext, vm: string, name: string, timeout: Ms)
   }
 }
 
-/** Starts the VM; a failure is the VM's failure, with `why` saying what it means. */
+/**
+ * Starts the VM; a failure is the VM's failure, with `why` saying what it means, and, when no
+ * host could take it, each host's reason.
+ */
 export async function startVm(
   ctx: PoolContext,
   vm: string,
@@ -105,9 +108,51 @@ export async function startVm(
       signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS),
     })
   } catch (error) {
-    throw new DpxenError('VM_FAILED', `${name} ${why}: ${messageOf(error)} (start it by hand)`, {
+    const hosts = isXapiError(error, 'NO_HOSTS_AVAILABLE') ? ` (${await noHostReasons(ctx.host, vm)})` : ''
+    throw new DpxenError('VM_FAILED', `${name} ${why}: ${messageOf(error)}${hosts} (start it by hand)`, {
       cause: error,
     })
+  }
+}
+
+/**
+ * Why no host of the pool can start the VM, host by host, as VM.assert_can_boot_here refuses
+ * it: memory needed and free, an SR the host cannot reach, disabled, not live. What xapi's
+ * NO_HOSTS_AVAILABLE, which has no parameters, does not say.
+ */
+export async function noHostReasons(host: Host, vm: string, what = 'the VM'): Promise<string> {
+  const why: string[] = []
+  for (const [ref, rec] of Object.entries(
+    await host.call<Record<string, Record<string, unknown>>>('host.get_all_records'),
+  )) {
+    const name = String(rec.name_label)
+    try {
+      await host.call('VM.assert_can_boot_here', vm, ref)
+      why.push(`${name}: can now`)
+    } catch (refusal) {
+      why.push(`${name}: ${await refusalInWords(host, refusal, what)}`)
+    }
+  }
+  return why.join('; ')
+}
+
+/** Why a host cannot run a VM, from VM.assert_can_boot_here's error. */
+async function refusalInWords(host: Host, error: unknown, what: string): Promise<string> {
+  if (!(error instanceof XapiError)) return messageOf(error)
+  const [a, b] = error.params
+  switch (error.xapiCode) {
+    case 'HOST_NOT_ENOUGH_FREE_MEMORY':
+      return `not enough free memory (${what} needs ${formatBytes(Number(a))}, it has ${formatBytes(Number(b))})`
+    case 'VM_REQUIRES_SR': {
+      const name = await host.call<string>('SR.get_name_label', b).catch(() => b)
+      return `cannot reach SR "${name}" where ${what}'s disks are (a host's local storage is reachable from that host only)`
+    }
+    case 'HOST_DISABLED':
+      return 'disabled (maintenance mode)'
+    case 'HOST_NOT_LIVE':
+      return 'not live (down, or not answering the pool)'
+    default:
+      return [error.xapiCode, ...error.params].join(' ')
   }
 }
 

@@ -8,9 +8,10 @@
 // a PV drivers version). Whatever happens, on SIGTERM too, the copy and its disks are destroyed.
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DpxenError, isXapiError, messageOf, XapiError } from '../core/errors.js'
-import { formatBytes, type Ms } from '../core/format.js'
+import { DpxenError, isXapiError, messageOf } from '../core/errors.js'
+import type { Ms } from '../core/format.js'
 import { throwIfAborted } from '../core/signals.js'
+import { noHostReasons } from '../pool/lifecycle.js'
 import { removeHealthCopy } from '../pool/snapshots.js'
 import { OC_BACKUP_RUN, OC_CREATED, OC_HEALTH_CHECK, OC_OWNER } from '../pool/tags.js'
 import { ownerTag } from '../staging/owner.js'
@@ -159,47 +160,16 @@ async function look(
   }
 }
 
-/** VM.start; NO_HOSTS_AVAILABLE said host by host (VM.assert_can_boot_here's reason for each). */
+/** VM.start; NO_HOSTS_AVAILABLE said host by host (pool/lifecycle.ts noHostReasons). */
 async function startCopy(ctx: RestoreContext, vm: string): Promise<void> {
   try {
     await ctx.host.callAsync('VM.start', [vm, false, false], { signal: ctx.signal })
   } catch (error) {
     if (!isXapiError(error, 'NO_HOSTS_AVAILABLE')) throw error
-    const hosts = await ctx.host.call<Record<string, Rec>>('host.get_all_records')
-    const why: string[] = []
-    for (const [ref, host] of Object.entries(hosts)) {
-      const name = String(host.name_label)
-      try {
-        await ctx.host.call('VM.assert_can_boot_here', vm, ref)
-        why.push(`${name}: can now`)
-      } catch (refusal) {
-        why.push(`${name}: ${await refusalInWords(ctx, refusal)}`)
-      }
-    }
     throw new DpxenError(
       'VM_FAILED',
-      `NO_HOSTS_AVAILABLE: no host of the pool could start the copy (${why.join('; ')})`,
+      `NO_HOSTS_AVAILABLE: no host of the pool could start the copy (${await noHostReasons(ctx.host, vm, 'the copy')})`,
       { cause: error },
     )
-  }
-}
-
-/** Why a host cannot run the copy, from VM.assert_can_boot_here's error. */
-async function refusalInWords(ctx: RestoreContext, error: unknown): Promise<string> {
-  if (!(error instanceof XapiError)) return messageOf(error)
-  const [a, b] = error.params
-  switch (error.xapiCode) {
-    case 'HOST_NOT_ENOUGH_FREE_MEMORY':
-      return `not enough free memory (the copy needs ${formatBytes(Number(a))}, it has ${formatBytes(Number(b))})`
-    case 'VM_REQUIRES_SR': {
-      const name = await ctx.host.call<string>('SR.get_name_label', b).catch(() => b)
-      return `cannot reach SR "${name}" where the copy's disks are (a host's local storage is reachable from that host only)`
-    }
-    case 'HOST_DISABLED':
-      return 'disabled (maintenance mode)'
-    case 'HOST_NOT_LIVE':
-      return 'not live (down, or not answering the pool)'
-    default:
-      return [error.xapiCode, ...error.params].join(' ')
   }
 }

@@ -147,6 +147,16 @@ describe('backup under faults', () => {
     expect(await powerStates(xapi)).toMatchObject({ Debian: 'Halted' })
   })
 
+  it('offline: no host can start it again (NO_HOSTS_AVAILABLE): each host and its reason in the line', async () => {
+    const { sim, config } = await setup({ mode: 'offline', vmName: ['Debian'] })
+    sim.faults.add('start-no-host')
+    const result = await run(runPreExec, [config])
+    expect(result.text).toMatch(
+      /^dpxen: Debian: FAILED: Debian was stopped for the backup and could not be started again: .*NO_HOSTS_AVAILABLE.* \(xenserver-sim: not enough free memory \(the VM needs 2\.0 GiB, it has 512\.0 MiB\); xenserver-sim-2: .*\) \(start it by hand\)$/m,
+    )
+    expect(result.code).toBe(5)
+  })
+
   it('offline: a guest slower than shutdownTimeout fails the VM, left running; forceShutdown forces it off and backs it up', async () => {
     const slow = await setup({
       mode: 'offline',

@@ -2,7 +2,8 @@
 // network cards removed, started, watched until its guest agent (or its health-check script)
 // answers, then destroyed with its disks, whatever happened; one line a VM, a record beside the
 // folder for `dpxen list`, exit 8 when a backup does not prove that it boots.
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -227,6 +228,21 @@ describe('health checks', () => {
       new RegExp(`^dpxen: ${xva.replace(/\./g, '\\.')}: health check FAILED: `, 'm'),
     )
     expect(result.text).not.toMatch(/health check started/)
+    expect(await poolShape(w.xapi)).toEqual(before)
+  })
+
+  it('hostile files beside the backup (a FIFO and a link named .xva, a stray file): each refused in a line, never waited on; the real backup still checked', async () => {
+    const w = await healthWorld({ mode: 'offline', vmName: ['vm2'] })
+    const before = await w.backUp()
+    execFileSync('mkfifo', [join(w.backupDir, 'evil.xva')])
+    symlinkSync('/etc/passwd', join(w.backupDir, 'link.xva'))
+    writeFileSync(join(w.backupDir, 'notes.txt'), 'not a backup')
+    const result = await w.check()
+    expect(result.code).toBe(8)
+    expect(result.text).toMatch(/^dpxen: evil\.xva: health check FAILED: /m)
+    expect(result.text).toMatch(/^dpxen: link\.xva: health check FAILED: /m)
+    expect(result.text).toMatch(/^dpxen: vm2: health check passed: /m)
+    expect(result.text).toMatch(/^dpxen: health checks: 1 passed, 2 failed$/m)
     expect(await poolShape(w.xapi)).toEqual(before)
   })
 
